@@ -1,0 +1,264 @@
+"""Run configuration: one pydantic model validates YAML files, CLI ``--set`` overrides, REST bodies
+and (through its JSON Schema) the web form.
+
+Every field says what it does in its description, which becomes the form's help text. Unknown keys
+are errors, so a typo never silently falls back to a default. Derived quantities (minibatch count,
+total steps) are computed by functions, not by mutating the config.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+MODEL_SIZES = ("tiny", "small", "medium", "large", "custom")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ModelConfig(_Strict):
+    size: Literal["tiny", "small", "medium", "large", "custom"] = Field(
+        "tiny", description="tiny = offline model with the shipped tokenizer; small/medium/large = GPT-2 124M/355M/774M shapes; custom = n_layer/n_embd/n_head below")
+    pretrained: str | None = Field(None, description="Hub name or local path loaded with from_pretrained (GPU boxes). Overrides size.")
+    n_layer: int | None = Field(None, ge=1, le=96, description="Transformer layers (custom shape)")
+    n_embd: int | None = Field(None, ge=16, le=8192, description="Hidden width (custom shape)")
+    n_head: int | None = Field(None, ge=1, le=128, description="Attention heads (custom shape)")
+    vocab_size: int | None = Field(None, ge=16, le=300_000, description="Vocabulary size (custom shape without tokenizer: random token prompts)")
+    max_length: int = Field(128, ge=8, le=4096, description="Maximum prompt + response length in tokens")
+    warm_start: bool = Field(True, description="tiny only: start from the project's reproducible supervised warm-start so samples read like English")
+    shared_value_trunk: bool = Field(True, description="Value head on the policy's transformer trunk (saves one forward pass and one model's memory)")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory")
+    dtype: Literal["fp32", "bf16"] = Field("fp32", description="bf16 uses autocast on CUDA; CPU runs stay fp32")
+
+    @model_validator(mode="after")
+    def _custom_needs_shape(self) -> ModelConfig:
+        if self.size == "custom" and not self.pretrained and not (self.n_layer and self.n_embd and self.n_head):
+            raise ValueError("model.size=custom needs model.n_layer, model.n_embd and model.n_head")
+        if self.n_embd and self.n_head and self.n_embd % self.n_head:
+            raise ValueError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
+        return self
+
+
+class GenerationConfig(_Strict):
+    max_new_tokens: int = Field(24, ge=1, le=2048, description="Response length cap in tokens")
+    temperature: float = Field(1.0, gt=0.0, le=10.0, description="Sampling temperature")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (1.0 = off)")
+    top_k: int = Field(0, ge=0, description="Top-k sampling (0 = off)")
+    stop_at_eos: bool = Field(True, description="Stop a response at the end-of-sequence token")
+    missing_eos_penalty: float | None = Field(None, description="Subtract this from the score of responses without EOS (None = off)")
+
+
+class RewardConfig(_Strict):
+    kind: Literal["sentiment", "length", "model"] = Field("sentiment", description="sentiment = VADER compound score; length = closeness to target_length; model = learned reward model")
+    target_length: int = Field(12, ge=1, description="length reward: target response length in words")
+    model_path: str | None = Field(None, description="model reward: directory written by `rlhfkit train-rm`")
+    scale: float = Field(1.0, description="Multiply scores by this")
+
+
+class PPOConfig(_Strict):
+    batch_size: int = Field(32, ge=1, le=65536, description="Prompts (and responses) per PPO step")
+    mini_batch_size: int = Field(8, ge=1, description="Sequences per optimizer minibatch; must divide batch_size")
+    grad_accum_steps: int = Field(1, ge=1, description="Split each minibatch into this many micro-batches")
+    ppo_epochs: int = Field(4, ge=1, le=100, description="Passes over the rollout batch per step")
+    learning_rate: float = Field(1e-5, gt=0, le=1.0, description="AdamW learning rate")
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field("constant", description="Learning-rate schedule over the run")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps of the schedule")
+    weight_decay: float = Field(0.0, ge=0)
+    kl_coef: float = Field(0.2, ge=0, description="Initial KL penalty coefficient beta")
+    kl_controller: Literal["adaptive", "fixed"] = Field("adaptive", description="adaptive = Ziegler et al. proportional controller; fixed = constant beta")
+    kl_target: float = Field(6.0, gt=0, description="Adaptive controller's target KL (nats per sequence)")
+    kl_horizon: int = Field(10000, ge=1, description="Adaptive controller's horizon in samples")
+    kl_estimator: Literal["k1", "k3"] = Field("k1", description="Estimator used in the per-token penalty (both are reported)")
+    gamma: float = Field(1.0, ge=0, le=1, description="Discount")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda")
+    cliprange: float = Field(0.2, gt=0, le=10, description="Policy ratio clip epsilon")
+    cliprange_value: float = Field(0.2, gt=0, description="Value prediction clip")
+    value_coef: float = Field(0.5, ge=0, description="Value loss weight")
+    entropy_coef: float = Field(0.01, ge=0, description="Entropy bonus weight")
+    max_grad_norm: float = Field(1.0, gt=0, description="Clip the global gradient norm to this")
+    whiten_rewards: bool = Field(False, description="Whiten scores across the batch before GAE")
+    whiten_advantages: bool = Field(True, description="Whiten advantages before the policy loss")
+
+    @model_validator(mode="after")
+    def _divides(self) -> PPOConfig:
+        if self.batch_size % self.mini_batch_size:
+            raise ValueError(f"ppo.mini_batch_size ({self.mini_batch_size}) must divide ppo.batch_size ({self.batch_size})")
+        if self.mini_batch_size % self.grad_accum_steps:
+            raise ValueError(f"ppo.grad_accum_steps ({self.grad_accum_steps}) must divide ppo.mini_batch_size ({self.mini_batch_size})")
+        return self
+
+
+class TrainConfig(_Strict):
+    num_epochs: int = Field(1, ge=1, description="Epochs (each runs steps_per_epoch PPO steps)")
+    steps_per_epoch: int = Field(40, ge=1, description="PPO steps per epoch")
+    eval_every: int = Field(10, ge=0, description="Evaluate on held-out prompts every N steps (0 = start and end only)")
+    eval_prompts: int = Field(64, ge=1, description="Held-out prompts per evaluation")
+    eval_samples_logged: int = Field(8, ge=0, description="Prompt/response pairs stored per evaluation")
+    checkpoint_every: int = Field(0, ge=0, description="Save a checkpoint every N steps (0 = only at the end if checkpoint_at_end)")
+    checkpoint_at_end: bool = Field(False, description="Save a checkpoint when the run ends")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available")
+    compile: bool = Field(False, description="torch.compile the model's forward (slower start, faster steps)")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (None = torch default)")
+    resume_from: str | None = Field(None, description="Checkpoint file (checkpoints/step_N.pt) to resume from")
+
+
+class MonitorConfig(_Strict):
+    stop_on_critical: bool = Field(False, description="Stop the run when a critical alert fires")
+    thresholds: dict[str, float] = Field(default_factory=dict, description="Override StabilityMonitor thresholds by rule name")
+
+
+class RunConfig(_Strict):
+    name: str = Field("run", min_length=1, max_length=200, description="Human-readable run name")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for torch, numpy and Python RNGs")
+    tags: list[str] = Field(default_factory=list, description="Free-form tags")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    ppo: PPOConfig = Field(default_factory=PPOConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+
+
+def total_steps(cfg: RunConfig) -> int:
+    return cfg.train.num_epochs * cfg.train.steps_per_epoch
+
+
+def num_minibatches(cfg: RunConfig) -> int:
+    return cfg.ppo.batch_size // cfg.ppo.mini_batch_size
+
+
+# ----------------------------------------------------------------------------- loading
+
+class ConfigError(ValueError):
+    """A config that does not validate; ``str()`` names every bad field and what is allowed."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+        super().__init__("invalid config:\n" + "\n".join(f"  {e['field']}: {e['message']}" for e in errors))
+
+
+def format_validation_error(exc: ValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            parent = err["loc"][:-1]
+            allowed = sorted(_fields_at(parent))
+            msg = f"unknown key; allowed keys here: {', '.join(allowed)}"
+        elif err["type"] == "literal_error" and "expected" in (err.get("ctx") or {}):
+            msg = f"{msg} (got {err.get('input')!r})"
+        out.append({"field": loc, "message": msg, "type": err["type"]})
+    return out
+
+
+def _fields_at(path: tuple[Any, ...]) -> set[str]:
+    model: type[BaseModel] = RunConfig
+    for p in path:
+        ann = model.model_fields[str(p)].annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return set()
+    return set(model.model_fields)
+
+
+def validate_config(data: dict[str, Any]) -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def parse_value(text: str) -> Any:
+    """Parse a ``--set`` value the way YAML would (``1e-5``, ``true``, ``[a, b]``, ``null``)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)  # yaml 1.1 reads 1e-5 as a string
+        except ValueError:
+            return value
+    return value
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | list[str]) -> dict[str, Any]:
+    """Apply dotted-key overrides: ``{"ppo.batch_size": 16}`` or ``["ppo.batch_size=16"]``."""
+    out = copy.deepcopy(data)
+    items: list[tuple[str, Any]]
+    if isinstance(overrides, list):
+        items = []
+        for text in overrides:
+            if "=" not in text:
+                raise ConfigError([{"field": text, "message": "override must look like key.path=value", "type": "override"}])
+            k, v = text.split("=", 1)
+            items.append((k.strip(), parse_value(v)))
+    else:
+        items = list(overrides.items())
+    for key, value in items:
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError([{"field": key, "message": f"{p} is not a section", "type": "override"}])
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def configs_dir() -> Path:
+    env = os.environ.get("RLHFKIT_CONFIGS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in configs_dir().glob("*.yaml"))
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ConfigError([{"field": "(root)", "message": f"{path} must hold a mapping", "type": "yaml"}])
+    return data
+
+
+def preset_data(name: str) -> dict[str, Any]:
+    path = configs_dir() / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError([{"field": "preset", "message": f"unknown preset {name!r}; allowed: {', '.join(preset_names())}", "type": "preset"}])
+    return load_yaml(path)
+
+
+def load_config(source: str | Path | dict[str, Any] | None = None, overrides: dict[str, Any] | list[str] | None = None) -> RunConfig:
+    """Load a config from a preset name, a YAML path or a dict, apply overrides, validate."""
+    if source is None:
+        data: dict[str, Any] = {}
+    elif isinstance(source, dict):
+        data = source
+    elif Path(source).suffix in (".yaml", ".yml") or Path(source).exists():
+        if not Path(source).exists():
+            raise ConfigError([{"field": "config", "message": f"no such file: {source}", "type": "file"}])
+        data = load_yaml(source)
+    else:
+        data = preset_data(str(source))
+    if overrides:
+        data = apply_overrides(data, overrides)
+    return validate_config(data)
+
+
+def config_json_schema() -> dict[str, Any]:
+    return RunConfig.model_json_schema()
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,145 @@
+"""The metric-name contract.
+
+Every number the engine, the service, the adapters and the UI exchange is named here, once.
+Names use slash namespaces (``reward/mean``, ``kl/k1``) like CleanRL and TRL, so they group
+naturally in charts. The backend exports :data:`METRICS` through ``GET /api/metrics/contract``
+and the OpenAPI schema, and the TypeScript client is generated from that, so a rename here is a
+rename everywhere.
+
+Each :class:`MetricSpec` says its unit and how it was measured, because a number shown to a user
+without a unit is a guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Final
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric: its canonical name, unit, what it measures and the names peers use for it."""
+
+    name: str
+    unit: str
+    description: str
+    group: str
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class M:
+    """Canonical metric names (use these constants, never string literals)."""
+
+    REWARD_MEAN: Final = "reward/mean"
+    REWARD_STD: Final = "reward/std"
+    REWARD_MIN: Final = "reward/min"
+    REWARD_MAX: Final = "reward/max"
+    SCORE_MEAN: Final = "reward/score_mean"  # reward model score before the KL penalty
+    KL_K1: Final = "kl/k1"
+    KL_K3: Final = "kl/k3"
+    KL_COEF: Final = "kl/coef"
+    KL_TARGET: Final = "kl/target"
+    ENTROPY: Final = "policy/entropy"
+    POLICY_LOSS: Final = "loss/policy"
+    VALUE_LOSS: Final = "loss/value"
+    TOTAL_LOSS: Final = "loss/total"
+    POLICY_CLIPFRAC: Final = "policy/clipfrac"
+    VALUE_CLIPFRAC: Final = "value/clipfrac"
+    APPROX_KL: Final = "policy/approx_kl"
+    RATIO_MEAN: Final = "policy/ratio_mean"
+    RATIO_MAX: Final = "policy/ratio_max"
+    GRAD_NORM: Final = "optim/grad_norm"
+    LEARNING_RATE: Final = "optim/lr"
+    EXPLAINED_VAR: Final = "value/explained_variance"
+    VALUE_MEAN: Final = "value/mean"
+    ADV_MEAN: Final = "advantage/mean"
+    ADV_STD: Final = "advantage/std"
+    RESPONSE_LEN: Final = "response/length"
+    EOS_FRACTION: Final = "response/eos_fraction"
+    TOKENS_PER_SEC: Final = "perf/tokens_per_sec"
+    STEP_TIME: Final = "perf/step_time"
+    EVAL_REWARD: Final = "eval/reward_mean"
+
+
+_SPECS: tuple[MetricSpec, ...] = (
+    MetricSpec(M.REWARD_MEAN, "reward", "Mean reward-model score of the batch's responses", "reward",
+               ("env/reward_mean", "objective/scores", "reward", "train/reward", "rewards/mean", "ppo/mean_scores")),
+    MetricSpec(M.REWARD_STD, "reward", "Std of the batch's scores (reward-variance collapse shows here)", "reward",
+               ("env/reward_std", "reward_std", "train/reward_std", "objective/scores_std", "ppo/std_scores")),
+    MetricSpec(M.REWARD_MIN, "reward", "Lowest score in the batch", "reward"),
+    MetricSpec(M.REWARD_MAX, "reward", "Highest score in the batch", "reward"),
+    MetricSpec(M.SCORE_MEAN, "reward", "Mean total return: score minus the per-token KL penalty", "reward",
+               ("objective/rlhf_reward", "ppo/returns/mean", "train/return")),
+    MetricSpec(M.KL_K1, "nats", "KL(policy||reference) per sequence, k1 estimator: sum of log-ratios", "kl",
+               ("objective/kl", "ppo/mean_non_score_reward_kl", "objective/kl_k1", "train/kl", "kl")),
+    MetricSpec(M.KL_K3, "nats", "KL(policy||reference) per sequence, k3 estimator (r-1-log r), low variance", "kl",
+               ("objective/kl_k3",)),
+    MetricSpec(M.KL_COEF, "1", "Current KL penalty coefficient beta", "kl", ("objective/kl_coef", "ppo/kl_coef", "train/kl_coef", "kl_coef", "beta")),
+    MetricSpec(M.KL_TARGET, "nats", "Target KL of the adaptive controller", "kl"),
+    MetricSpec(M.ENTROPY, "nats/token", "Mean per-token entropy of the policy on its samples", "policy",
+               ("policy/entropy_avg", "objective/entropy", "ppo/policy/entropy", "train/entropy", "entropy",
+                "train/entropy_loss")),
+    MetricSpec(M.POLICY_LOSS, "1", "Clipped PPO surrogate loss", "loss",
+               ("loss/policy_avg", "ppo/loss/policy", "train/policy_loss", "policy_loss")),
+    MetricSpec(M.VALUE_LOSS, "1", "Clipped value loss (0.5 * max of squared errors)", "loss",
+               ("loss/value_avg", "ppo/loss/value", "train/critic_loss", "train/value_loss")),
+    MetricSpec(M.TOTAL_LOSS, "1", "Policy loss + value_coef*value loss - entropy_coef*entropy", "loss",
+               ("ppo/loss/total", "loss", "train/loss")),
+    MetricSpec(M.POLICY_CLIPFRAC, "fraction", "Share of tokens whose ratio was clipped", "policy",
+               ("policy/clipfrac_avg", "ppo/policy/clipfrac", "train/clip_ratio", "clip_ratio",
+                "clip_ratio/region_mean", "train/ppo_clip_ratio")),
+    MetricSpec(M.VALUE_CLIPFRAC, "fraction", "Share of tokens whose value prediction was clipped", "value",
+               ("val/clipfrac_avg", "ppo/val/clipfrac")),
+    MetricSpec(M.APPROX_KL, "nats", "Approximate KL(old||new) across the PPO update (k3)", "policy",
+               ("policy/approxkl_avg", "ppo/policy/approxkl", "train/approx_kl", "train/ppo_kl")),
+    MetricSpec(M.RATIO_MEAN, "1", "Mean importance ratio pi_new/pi_old (should stay near 1)", "policy",
+               ("val/ratio", "ppo/policy/ratio_mean")),
+    MetricSpec(M.RATIO_MAX, "1", "Largest importance ratio in the update", "policy"),
+    MetricSpec(M.GRAD_NORM, "1", "Global gradient L2 norm before clipping", "optim",
+               ("grad_norm", "train/grad_norm", "ppo/grad_norm")),
+    MetricSpec(M.LEARNING_RATE, "1", "Learning rate after the schedule", "optim", ("learning_rate", "lr", "train/lr", "train/actor_lr", "ppo/learning_rate")),
+    MetricSpec(M.EXPLAINED_VAR, "fraction", "1 - Var(returns - values)/Var(returns)", "value",
+               ("ppo/val/var_explained",)),
+    MetricSpec(M.VALUE_MEAN, "reward", "Mean value prediction on response tokens", "value", ("ppo/val/mean", "train/values")),
+    MetricSpec(M.ADV_MEAN, "1", "Mean advantage before whitening", "advantage", ("ppo/policy/advantages_mean",)),
+    MetricSpec(M.ADV_STD, "1", "Std of advantages before whitening", "advantage"),
+    MetricSpec(M.RESPONSE_LEN, "tokens", "Mean response length in tokens", "response",
+               ("tokens/responses_len_mean", "train/response_length", "completions/mean_length", "completion_length")),
+    # (TRL PPOTrainer's val/num_eos_tokens is a count of EOS tokens, not this fraction: not an alias.)
+    MetricSpec(M.EOS_FRACTION, "fraction", "Share of responses that ended with EOS", "response"),
+    MetricSpec(M.TOKENS_PER_SEC, "tokens/s", "Generated response tokens per second of wall time for the whole step", "perf"),
+    MetricSpec(M.STEP_TIME, "s", "Wall time of the whole step", "perf", ("time/ppo/total", "step_time")),
+    MetricSpec(M.EVAL_REWARD, "reward", "Mean reward on held-out eval prompts (greedy-free sampling)", "eval",
+               ("eval/reward", "eval_reward")),
+)
+
+METRICS: Final[dict[str, MetricSpec]] = {s.name: s for s in _SPECS}
+
+# Pipeline stages of one PPO step, in execution order. Timings and memory use these names.
+STAGES: Final[tuple[str, ...]] = ("generation", "scoring", "advantages", "update", "evaluation")
+
+# What each scoring sub-stage is called inside the profiler ranges.
+SUB_STAGES: Final[tuple[str, ...]] = ("scoring/reference", "scoring/reward", "scoring/value")
+
+# Models whose memory is reported separately.
+MODELS: Final[tuple[str, ...]] = ("policy", "reference", "value", "reward")
+
+
+def alias_map() -> dict[str, str]:
+    """Peer name -> canonical name, for the adapters (unknown keys keep their own names)."""
+    out: dict[str, str] = {}
+    for spec in _SPECS:
+        for a in spec.aliases:
+            out.setdefault(a, spec.name)
+    return out
+
+
+def canonical(name: str) -> str:
+    """Map a peer's metric name to ours; names we do not know pass through unchanged."""
+    return _ALIASES.get(name, name)
+
+
+_ALIASES: Final[dict[str, str]] = alias_map()

@@ -1,0 +1,336 @@
+"""GPT-2 policy with a value head, its frozen reference copy, and fast sampling.
+
+One :class:`GPT2Policy` owns the language model, the tokenizer, the prompt data and the value
+function. By default the value head sits on the policy's own transformer trunk
+(``shared_value_trunk=True``): one forward pass then yields both log-probabilities and values, which
+saves a whole model's forward pass and memory per step. With ``shared_value_trunk=False`` a separate
+critic (a copy of the initial trunk with its own head) is trained instead, as in TRL and OpenRLHF.
+
+Sampling is a hand-written loop over the transformers KV cache: one prefill of the left-padded
+prompts, then one single-token forward per new token, computing logits only for the last position.
+At GPT-2-small scale on a CPU this per-token overhead, not the matmuls, decides generation speed.
+
+Shapes in comments: B batch, P prompt length (left-padded), R response length, T = P + R, V vocab,
+D width.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model, PreTrainedTokenizerBase
+
+from rlhfkit.ppo_ops import entropy_from_logits, logprobs_from_logits
+
+# GPT-2 shapes by name (n_layer, n_embd, n_head); `tiny` comes from rlhfkit.tiny.
+GPT2_SHAPES: dict[str, tuple[int, int, int]] = {
+    "small": (12, 768, 12),
+    "medium": (24, 1024, 16),
+    "large": (36, 1280, 20),
+}
+
+
+class BasePolicy(nn.Module):
+    """What PPOTrainer needs from a policy (see GPT2Policy for the reference implementation)."""
+
+    tokenizer: PreTrainedTokenizerBase
+    max_length: int
+    temperature: float
+    top_p: float
+    top_k: int
+
+    def train_prompts(self) -> list[str]:
+        raise NotImplementedError
+
+    def eval_prompts(self) -> list[str]:
+        raise NotImplementedError
+
+
+class GPT2Policy(BasePolicy):
+    """GPT-2 policy network.
+
+    Args:
+        model_size: ``tiny`` (offline: shipped tokenizer and prompts, reproducible warm-start),
+            ``small``/``medium``/``large`` (GPT-2 124M/355M/774M shapes) or ``custom``.
+        max_length: maximum prompt + response length in tokens.
+        temperature, top_p, top_k: sampling parameters.
+        n_layer, n_embd, n_head, vocab_size: explicit shape (overrides ``model_size``).
+        config: a ``transformers.GPT2Config`` (overrides the above).
+        pretrained: hub name or local directory loaded with ``from_pretrained`` (weights and
+            tokenizer); the path GPU boxes use for real GPT-2 checkpoints.
+        tokenizer: a tokenizer to use instead of the default one.
+        warm_start: ``tiny`` only — start from the project's supervised warm-start.
+        shared_value_trunk: value head on the policy trunk (True) or a separate critic (False).
+        prompts: (train, eval) prompt lists to use instead of the shipped ones.
+    """
+
+    def __init__(
+        self,
+        model_size: str = "tiny",
+        max_length: int = 128,
+        temperature: float = 1.0,
+        top_p: float = 0.9,
+        *,
+        top_k: int = 0,
+        n_layer: int | None = None,
+        n_embd: int | None = None,
+        n_head: int | None = None,
+        vocab_size: int | None = None,
+        config: GPT2Config | None = None,
+        pretrained: str | Path | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        warm_start: bool = True,
+        shared_value_trunk: bool = True,
+        gradient_checkpointing: bool = False,
+        prompts: tuple[list[str], list[str]] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.model_size = model_size
+        self.max_length = max_length
+        self.temperature = temperature
+        self.top_p = top_p
+        self.top_k = top_k
+        self.shared_value_trunk = shared_value_trunk
+        self.warm_start_info: dict[str, Any] | None = None
+
+        torch.manual_seed(seed)
+        if pretrained is not None:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(pretrained))
+            self.model = GPT2LMHeadModel.from_pretrained(str(pretrained))
+        else:
+            if tokenizer is None:
+                from rlhfkit import tiny
+
+                tokenizer = tiny.get_tokenizer()
+                use_warm_start = model_size == "tiny" and warm_start
+            else:
+                use_warm_start = False  # the warm-start is defined for the shipped tokenizer only
+            self.tokenizer = tokenizer
+            if config is None:
+                config = self._shape_config(model_size, n_layer, n_embd, n_head, vocab_size)
+            self.model = GPT2LMHeadModel(config)
+            if use_warm_start and config.vocab_size == len(self.tokenizer):
+                from rlhfkit import tiny
+
+                self.warm_start_info = tiny.warm_start(self.model, self.tokenizer, seed=seed)
+        _prepare_tokenizer(self.tokenizer)
+        self.model.config.eos_token_id = self.tokenizer.eos_token_id
+        self.model.config.bos_token_id = self.tokenizer.bos_token_id
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.model.generation_config.pad_token_id = self.tokenizer.pad_token_id
+        if gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+
+        d = self.model.config.n_embd
+        self.value_head = nn.Linear(d, 1)
+        nn.init.normal_(self.value_head.weight, std=1.0 / (d + 1) ** 0.5)
+        nn.init.zeros_(self.value_head.bias)
+        # A separate critic starts as a copy of the initial trunk (TRL/OpenRLHF style).
+        self.critic: GPT2Model | None = None if shared_value_trunk else copy.deepcopy(self.model.transformer)
+        self._prompts = prompts
+
+    # ------------------------------------------------------------------ construction helpers
+    def _shape_config(self, size: str, n_layer: int | None, n_embd: int | None, n_head: int | None,
+                      vocab_size: int | None) -> GPT2Config:
+        base: dict[str, int]
+        if size in GPT2_SHAPES:
+            L, D, H = GPT2_SHAPES[size]
+            base = {"n_layer": L, "n_embd": D, "n_head": H, "n_positions": 1024}
+        else:
+            from rlhfkit import tiny
+
+            base = dict(tiny.TINY_SHAPE)
+        if n_layer:
+            base["n_layer"] = n_layer
+        if n_embd:
+            base["n_embd"] = n_embd
+        if n_head:
+            base["n_head"] = n_head
+        base["n_positions"] = max(int(base.get("n_positions", 128)), self.max_length)
+        vocab = vocab_size or len(self.tokenizer)
+        return GPT2Config(vocab_size=vocab, bos_token_id=self.tokenizer.bos_token_id,
+                          eos_token_id=self.tokenizer.eos_token_id, resid_pdrop=0.0, embd_pdrop=0.0,
+                          attn_pdrop=0.0, **base)
+
+    @classmethod
+    def from_run_config(cls, model_cfg: Any, gen_cfg: Any, seed: int = 0) -> GPT2Policy:
+        """Build from ``RunConfig.model`` and ``RunConfig.generation``."""
+        return cls(
+            model_size=model_cfg.size, max_length=model_cfg.max_length, temperature=gen_cfg.temperature,
+            top_p=gen_cfg.top_p, top_k=gen_cfg.top_k, n_layer=model_cfg.n_layer, n_embd=model_cfg.n_embd,
+            n_head=model_cfg.n_head, vocab_size=model_cfg.vocab_size, pretrained=model_cfg.pretrained,
+            warm_start=model_cfg.warm_start, shared_value_trunk=model_cfg.shared_value_trunk,
+            gradient_checkpointing=model_cfg.gradient_checkpointing, seed=seed,
+        )
+
+    # ------------------------------------------------------------------ data
+    def train_prompts(self) -> list[str]:
+        if self._prompts is not None:
+            return self._prompts[0]
+        from rlhfkit import tiny
+
+        return tiny.load_prompts("train")
+
+    def eval_prompts(self) -> list[str]:
+        if self._prompts is not None:
+            return self._prompts[1]
+        from rlhfkit import tiny
+
+        return tiny.load_prompts("eval")
+
+    def make_reference(self) -> GPT2LMHeadModel:
+        """A frozen copy of the current language model (the KL anchor)."""
+        ref = copy.deepcopy(self.model)
+        ref.eval()
+        ref.requires_grad_(False)
+        return ref
+
+    def encode_prompts(self, prompts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        ids = enc["input_ids"].to(device)  # (B, P) left-padded
+        mask = enc["attention_mask"].to(device)
+        return ids, mask
+
+    def decode(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> list[str]:
+        out = []
+        for i, row in enumerate(ids.tolist()):
+            if mask is not None:
+                row = [t for t, m in zip(row, mask[i].tolist(), strict=True) if m]
+            out.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+        return out
+
+    # ------------------------------------------------------------------ forward passes
+    def forward_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
+                       *, with_values: bool = True, with_entropy: bool = False,
+                       ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Log-probs (and values, entropy) of the response tokens in one pass.
+
+        input_ids/attention_mask (B, T) with T = P + R; returns (B, R) tensors. The logits at
+        position t predict token t+1, so the response's scores come from positions P-1 .. T-2.
+        """
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
+        hidden = self.model.transformer(input_ids=input_ids, attention_mask=attention_mask,
+                                        position_ids=position_ids).last_hidden_state  # (B, T, D)
+        h = hidden[:, prompt_len - 1 : -1]  # (B, R, D)
+        logits = self.model.lm_head(h)  # (B, R, V)
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        labels = input_ids[:, prompt_len:]
+        logprobs = logprobs_from_logits(logits, labels)
+        entropy = entropy_from_logits(logits) if with_entropy else None
+        values = None
+        if with_values:
+            if self.critic is None:
+                values = self.value_head(h).squeeze(-1)
+            else:
+                hc = self.critic(input_ids=input_ids, attention_mask=attention_mask,
+                                 position_ids=position_ids).last_hidden_state
+                values = self.value_head(hc[:, prompt_len - 1 : -1]).squeeze(-1)
+        return logprobs, values, entropy
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, *,
+                 generator: torch.Generator | None = None, stop_at_eos: bool = True,
+                 temperature: float | None = None, top_p: float | None = None, top_k: int | None = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample responses with a KV cache. Returns (response_ids, response_mask), both (B, R).
+
+        response_mask is 1 up to and including EOS; tokens after EOS are padding.
+        """
+        return sample(self.model, prompt_ids, prompt_mask, max_new_tokens,
+                      eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
+                      temperature=self.temperature if temperature is None else temperature,
+                      top_p=self.top_p if top_p is None else top_p,
+                      top_k=self.top_k if top_k is None else top_k,
+                      generator=generator, stop_at_eos=stop_at_eos)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+def _prepare_tokenizer(tok: PreTrainedTokenizerBase) -> None:
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+
+
+def _cache_kwarg() -> str:
+    """transformers >= 5.2x calls the KV cache ``cache``; older releases ``past_key_values``."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(GPT2LMHeadModel.forward).parameters else "past_key_values"
+
+
+_CACHE_KW = _cache_kwarg()
+
+
+def _get_cache(out: Any) -> Any:
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+def _filter_logits(logits: torch.Tensor, top_p: float, top_k: int) -> torch.Tensor:
+    """Mask logits outside top-k / the top-p nucleus with -inf. (B, V) -> (B, V)."""
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, idx = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        remove = cum - sorted_logits.softmax(-1) > top_p  # keep the token that crosses top_p
+        sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, sorted_logits)
+    return logits
+
+
+@torch.no_grad()
+def sample(model: GPT2LMHeadModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, *,
+           eos_token_id: int | None, pad_token_id: int | None, temperature: float = 1.0, top_p: float = 1.0,
+           top_k: int = 0, generator: torch.Generator | None = None, stop_at_eos: bool = True,
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lean KV-cache sampling loop (prefill once, then one token per forward)."""
+    B = prompt_ids.shape[0]
+    device = prompt_ids.device
+    pad = pad_token_id if pad_token_id is not None else 0
+    attn = prompt_mask
+    position_ids = (attn.cumsum(-1) - 1).clamp_min(0)
+    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=position_ids, use_cache=True,
+                logits_to_keep=1)
+    past = _get_cache(out)
+    next_logits = out.logits[:, -1]  # (B, V)
+    next_pos = position_ids[:, -1:] + 1
+    tokens = torch.full((B, max_new_tokens), pad, dtype=torch.long, device=device)
+    alive = torch.ones(B, dtype=torch.bool, device=device)
+    lengths = torch.full((B,), max_new_tokens, dtype=torch.long, device=device)
+    for t in range(max_new_tokens):
+        logits = next_logits / temperature if temperature != 1.0 else next_logits
+        logits = _filter_logits(logits, top_p, top_k)
+        probs = torch.softmax(logits, dim=-1)
+        tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
+        tok = torch.where(alive, tok, torch.full_like(tok, pad))
+        tokens[:, t] = tok
+        if stop_at_eos and eos_token_id is not None:
+            ended = alive & (tok == eos_token_id)
+            lengths = torch.where(ended, torch.full_like(lengths, t + 1), lengths)
+            alive = alive & ~ended
+            if not bool(alive.any()):  # a CPU-GPU sync point, once per token; worth it to stop early
+                tokens = tokens[:, : t + 1]
+                break
+        if t + 1 == max_new_tokens:
+            break
+        attn = torch.cat([attn, torch.ones((B, 1), dtype=attn.dtype, device=device)], dim=1)
+        out = model(input_ids=tok.unsqueeze(1), attention_mask=attn, position_ids=next_pos,
+                    use_cache=True, **{_CACHE_KW: past})
+        past = _get_cache(out)
+        next_logits = out.logits[:, -1]
+        next_pos = next_pos + 1
+    R = tokens.shape[1]
+    resp_mask = (torch.arange(R, device=device).unsqueeze(0) < lengths.clamp(max=R).unsqueeze(1)).long()
+    return tokens, resp_mask

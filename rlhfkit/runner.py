@@ -1,0 +1,66 @@
+"""``run_training``: one call that turns a validated RunConfig into a finished run.
+
+The CLI, the Celery worker and the embedded service all call this, so a run behaves the same
+wherever it executes. It builds the policy, reward model and trainer from the config, writes
+``<out_dir>/<run_id>/config.yaml`` and ``events.jsonl``, and returns the run summary.
+"""
+
+from __future__ import annotations
+
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rlhfkit.config import RunConfig, to_yaml, total_steps
+from rlhfkit.events import EventEmitter, RunFailed, RunStarted, Sink
+from rlhfkit.sinks import JsonlSink
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def run_training(config: RunConfig, *, run_id: str | None = None, sinks: Sequence[Sink] = (),
+                 out_dir: str | Path | None = "runs", should_stop: Callable[[], bool] | None = None,
+                 hooks: Sequence[object] = ()) -> dict[str, Any]:
+    """Run one PPO training run to completion (see docs/architecture.md for the event contract)."""
+    from rlhfkit.trainer import PPOTrainer, _git_commit, _versions
+
+    run_id = run_id or new_run_id()
+    all_sinks: list[Sink] = list(sinks)
+    run_dir: Path | None = None
+    if out_dir is not None:
+        run_dir = Path(out_dir) / run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(config))
+        all_sinks.append(JsonlSink(run_dir / "events.jsonl"))
+    try:
+        try:
+            policy, reward = build_components(config)
+        except Exception as exc:
+            # The trainer never started: report the failure on the run's own stream.
+            em = EventEmitter(run_id, all_sinks)
+            em.emit(RunStarted(name=config.name, config=config.model_dump(mode="json"), seed=config.seed,
+                               total_steps=total_steps(config), versions=_versions(), git_commit=_git_commit()))
+            em.emit(RunFailed(error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=20)))
+            raise
+        trainer = PPOTrainer(policy, reward, config=config, run_id=run_id, sinks=all_sinks, run_dir=run_dir,
+                             should_stop=should_stop)
+        trainer.add_hooks(*hooks)
+        return trainer.train()
+    finally:
+        for s in all_sinks:
+            if isinstance(s, JsonlSink):
+                s.close()
+
+
+def build_components(config: RunConfig) -> tuple[Any, Any]:
+    """Policy and reward model for a config."""
+    from rlhfkit.policy import GPT2Policy
+    from rlhfkit.rewards import build_reward
+
+    policy = GPT2Policy.from_run_config(config.model, config.generation, seed=config.seed)
+    reward = build_reward(config.reward, policy.tokenizer)
+    return policy, reward

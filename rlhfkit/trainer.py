@@ -1,0 +1,553 @@
+"""PPOTrainer: the PPO-for-RLHF loop, readable top to bottom.
+
+One step (``_ppo_step``) is five named stages, each timed and memory-tracked by
+:class:`rlhfkit.instrument.StageRecorder`:
+
+1. **generation** — sample B prompts, sample responses with the KV cache.
+2. **scoring** — one policy pass for old log-probs and values (shared trunk), one reference pass
+   for the KL anchor, the reward model's scores.
+3. **advantages** — per-token KL penalty, score on the last token, GAE, whitening.
+4. **update** — ``ppo_epochs`` passes over shuffled minibatches (gradient accumulation inside),
+   clipped policy and value losses, entropy bonus, grad-norm clipping, LR schedule.
+5. **evaluation** — every ``eval_every`` steps, held-out prompts with a fixed sampling seed.
+
+Batch storage is named by meaning (``b_`` whole rollout batch, ``mb_`` minibatch) as in CleanRL.
+The loop never writes files or talks to services: it emits events (:mod:`rlhfkit.events`) to
+whatever sinks it was given.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import random
+import subprocess
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlhfkit import ppo_ops as ops
+from rlhfkit.config import GenerationConfig, PPOConfig, RunConfig, TrainConfig, total_steps
+from rlhfkit.events import (
+    AlertEvent, ArtifactEvent, EvalEvent, Event, EventEmitter, MemoryEvent, MetricsEvent, RunCancelled, RunFailed,
+    RunFinished, RunStarted, Sample, Sink, TimingsEvent,
+)
+from rlhfkit.instrument import StageRecorder, module_mb
+from rlhfkit.metrics import M, STAGES
+from rlhfkit.monitor import StabilityMonitor
+from rlhfkit.policy import GPT2Policy
+from rlhfkit.rewards import BaseRewardModel
+from rlhfkit.sinks import CallbackSink
+
+
+class RunStopped(Exception):
+    """Raised inside the loop when a critical alert stops the run (monitor.stop_on_critical)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class PPOTrainer:
+    """Main training orchestrator for RLHF with PPO.
+
+    Args:
+        policy: the policy to train (:class:`GPT2Policy`).
+        reward_model: a :class:`BaseRewardModel`.
+        batch_size, learning_rate, kl_coef, value_coef, entropy_coef: the product README's knobs.
+        config: a full :class:`RunConfig`; when given, it wins over the keyword knobs above.
+        run_id: id stamped on every event (default: generated).
+        sinks: event sinks (JSONL, console, Redis, ...).
+        run_dir: directory for checkpoints and artifacts (None: nothing is written).
+        should_stop: polled between steps; True ends the run as cancelled.
+        **ppo_kwargs: any other :class:`PPOConfig` / :class:`TrainConfig` field by name.
+    """
+
+    def __init__(
+        self,
+        policy: GPT2Policy,
+        reward_model: BaseRewardModel,
+        batch_size: int = 32,
+        learning_rate: float = 1e-5,
+        kl_coef: float = 0.2,
+        value_coef: float = 0.5,
+        entropy_coef: float = 0.01,
+        *,
+        config: RunConfig | None = None,
+        run_id: str | None = None,
+        sinks: Sequence[Sink] = (),
+        run_dir: str | Path | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        **ppo_kwargs: Any,
+    ) -> None:
+        if config is None:
+            config = _config_from_kwargs(policy, batch_size, learning_rate, kl_coef, value_coef, entropy_coef, ppo_kwargs)
+        self.config = config
+        self.policy = policy
+        self.reward_model = reward_model
+        self.run_id = run_id or _new_run_id()
+        self.emitter = EventEmitter(self.run_id, list(sinks))
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.should_stop = should_stop
+        self.hooks: list[Any] = []
+        self.monitor = StabilityMonitor(config.monitor.thresholds or None)
+        self.device = resolve_device(config.train.device)
+        self.global_step = 0
+        self._eval_start = math.nan
+        self._setup_done = False
+
+    # ------------------------------------------------------------------ public API
+    def add_callbacks(self, *callbacks: Any) -> None:
+        """Receive every event: a StabilityMonitor (replaces the default one), a sink, or a callable."""
+        for cb in callbacks:
+            if isinstance(cb, StabilityMonitor):
+                self.monitor = cb
+            elif hasattr(cb, "emit"):
+                self.emitter.add(cb)
+            elif callable(cb):
+                self.emitter.add(CallbackSink(cb))
+            else:
+                raise TypeError(f"callback {cb!r} is neither a StabilityMonitor, a sink (emit) nor callable")
+
+    def add_hooks(self, *hooks: Any) -> None:
+        """Step/stage hooks: on_train_begin, on_step_begin, on_step_end, on_stage_begin, on_stage_end, on_train_end."""
+        self.hooks.extend(hooks)
+
+    def emit(self, event: Event) -> Event:
+        return self.emitter.emit(event)
+
+    def train(self, num_epochs: int | None = None, steps_per_epoch: int | None = None,
+              eval_every: int | None = None) -> dict[str, Any]:
+        """Run the configured number of PPO steps; returns the run summary."""
+        t_update = {k: v for k, v in (("num_epochs", num_epochs), ("steps_per_epoch", steps_per_epoch),
+                                      ("eval_every", eval_every)) if v is not None}
+        if t_update:
+            self.config = self.config.model_copy(update={"train": self.config.train.model_copy(update=t_update)})
+        cfg = self.config
+        n_steps = total_steps(cfg)
+        t_start = time.perf_counter()
+        self.emit(RunStarted(name=cfg.name, config=cfg.model_dump(mode="json"), seed=cfg.seed, total_steps=n_steps,
+                             device=str(self.device), versions=_versions(), git_commit=_git_commit()))
+        summary: dict[str, Any] = {}
+        try:
+            self._setup()
+            self._call_hooks("on_train_begin", self)
+            eval_start = self._eval_start = self._evaluate(step=self.global_step)
+            summary = {"eval_reward_start": eval_start}
+            status = "succeeded"
+            last_metrics: dict[str, float] = {}
+            for step in range(self.global_step, n_steps):
+                if self.should_stop is not None and self.should_stop():
+                    status = "cancelled"
+                    break
+                self._call_hooks("on_step_begin", step)
+                last_metrics = self._ppo_step(step)
+                self.global_step = step + 1
+                self._call_hooks("on_step_end", step, last_metrics)
+                every = cfg.train.checkpoint_every
+                if every and self.global_step % every == 0 and self.run_dir is not None:
+                    self.save_checkpoint()
+            if status == "succeeded":
+                eval_end = self._last_eval if self._last_eval_step == self.global_step else self._evaluate(step=self.global_step)
+            else:
+                eval_end = self._last_eval
+            if cfg.train.checkpoint_at_end and self.run_dir is not None:
+                self.save_checkpoint()
+            wall = time.perf_counter() - t_start
+            summary.update(self._summary(status, eval_end, last_metrics, wall))
+            if self.monitor.export_metrics and self.run_dir is not None:
+                self.monitor.export(self.run_dir)
+            self._call_hooks("on_train_end", self, summary)
+            if status == "cancelled":
+                self.emit(RunCancelled(step=self.global_step, reason="stop requested"))
+            else:
+                self.emit(RunFinished(step=self.global_step, summary=summary))
+            return summary
+        except BaseException as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, KeyboardInterrupt):
+                self.emit(RunCancelled(step=self.global_step, reason="interrupted"))
+            else:
+                self.emit(RunFailed(step=self.global_step, error=reason, traceback=traceback.format_exc(limit=20)))
+            raise
+
+    # ------------------------------------------------------------------ set-up
+    def _setup(self) -> None:
+        if self._setup_done:
+            return
+        cfg = self.config
+        seed_everything(cfg.seed)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.policy.to(self.device)
+        self.reward_model.to(self.device)
+        self.ref_model = self.policy.make_reference().to(self.device)
+        p = cfg.ppo
+        self.optimizer = torch.optim.AdamW(self.policy.trainable_parameters(), lr=p.learning_rate,
+                                           weight_decay=p.weight_decay, eps=1e-5)
+        n_updates = total_steps(cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(p, n_updates))
+        self.kl_ctl: ops.AdaptiveKLController | ops.FixedKLController = (
+            ops.AdaptiveKLController(p.kl_coef, p.kl_target, p.kl_horizon) if p.kl_controller == "adaptive"
+            else ops.FixedKLController(p.kl_coef))
+        self.monitor.kl_target = p.kl_target if p.kl_controller == "adaptive" else None
+        self.gen = torch.Generator(device="cpu").manual_seed(cfg.seed)  # prompts, minibatch order
+        self.sample_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)  # token sampling
+        self.train_prompts = self.policy.train_prompts()
+        self.eval_prompt_list = self.policy.eval_prompts()[: cfg.train.eval_prompts]
+        self.recorder = StageRecorder(self.device, self.hooks)
+        self.autocast = self.device.type == "cuda" and cfg.model.dtype == "bf16"
+        self._last_eval = math.nan
+        self._last_eval_step = -1
+        self.model_mb = {
+            "policy": module_mb(self.policy.model),
+            "reference": module_mb(self.ref_model),
+            "value": module_mb(self.policy.value_head, self.policy.critic),
+            "reward": module_mb(*self.reward_model.modules_for_memory()),
+        }
+        if cfg.train.resume_from:
+            self.load_checkpoint(cfg.train.resume_from)
+        self._setup_done = True
+
+    def _amp(self) -> Any:
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast)
+
+    # ------------------------------------------------------------------ one PPO step
+    def _ppo_step(self, step: int) -> dict[str, float]:
+        cfg, p, g = self.config, self.config.ppo, self.config.generation
+        rec = self.recorder
+        rec.begin_step(step)
+        t0 = time.perf_counter()
+        B = p.batch_size
+
+        # 1. generation ------------------------------------------------------------------
+        with rec.stage("generation"):
+            idx = torch.randint(len(self.train_prompts), (B,), generator=self.gen).tolist()
+            prompts = [self.train_prompts[i] for i in idx]
+            b_query, b_query_mask = self.policy.encode_prompts(prompts, self.device)  # (B, P)
+            self.policy.eval()
+            with self._amp():
+                b_response, b_mask_long = self.policy.generate(  # (B, R)
+                    b_query, b_query_mask, g.max_new_tokens, generator=self.sample_gen, stop_at_eos=g.stop_at_eos)
+        P = b_query.shape[1]
+        b_ids = torch.cat([b_query, b_response], 1)  # (B, T)
+        b_attn = torch.cat([b_query_mask, b_mask_long], 1)  # (B, T)
+        b_mask = b_mask_long.float()  # (B, R) 1 on real response tokens
+
+        # 2. scoring ---------------------------------------------------------------------
+        with rec.stage("scoring"), torch.no_grad(), self._amp():
+            with rec.substage("scoring/value"):
+                b_logprobs, b_values, _ = self.policy.forward_scores(b_ids, b_attn, P)  # (B, R) each
+            with rec.substage("scoring/reference"):
+                b_ref_logprobs = _ref_logprobs(self.ref_model, b_ids, b_attn, P, self.policy.temperature)
+            with rec.substage("scoring/reward"):
+                responses = self.policy.decode(b_response, b_mask_long)
+                b_scores = self.reward_model.score(prompts=prompts, responses=responses, query_ids=b_query,
+                                                   response_ids=b_response, response_mask=b_mask_long).to(self.device)
+            b_logprobs, b_ref_logprobs = b_logprobs.float(), b_ref_logprobs.float()
+            assert b_values is not None
+            b_values = b_values.float()
+            eos_id = self.policy.tokenizer.eos_token_id
+            b_has_eos = (b_response == eos_id).any(1) if eos_id is not None else torch.zeros(B, dtype=torch.bool)
+            raw_scores = b_scores.clone()
+            if g.missing_eos_penalty is not None:
+                b_scores = torch.where(b_has_eos, b_scores, b_scores - g.missing_eos_penalty)
+
+        # 3. advantages ------------------------------------------------------------------
+        with rec.stage("advantages"), torch.no_grad():
+            k1, k3 = ops.kl_estimators(b_logprobs, b_ref_logprobs)  # (B, R) per-token estimates
+            kl_tok = k1 if p.kl_estimator == "k1" else k3
+            kl_coef = self.kl_ctl.value
+            scores = b_scores
+            if p.whiten_rewards:
+                ones = torch.ones_like(scores)
+                scores = ops.masked_whiten(scores, ones, shift_mean=False)
+            b_rewards = ops.kl_penalized_rewards(scores, kl_tok, b_mask, kl_coef)  # (B, R)
+            b_adv_raw, b_returns = ops.compute_gae(b_rewards, b_values, b_mask, p.gamma, p.lam)
+            b_adv = ops.masked_whiten(b_adv_raw, b_mask) if p.whiten_advantages else b_adv_raw
+            seq_k1 = (k1 * b_mask).sum(1)  # (B,) KL per sequence
+            seq_k3 = (k3 * b_mask).sum(1)
+
+        # 4. update ----------------------------------------------------------------------
+        stats: dict[str, list[float]] = {k: [] for k in ("pg", "vf", "ent", "clip", "vclip", "akl", "rmean", "rmax", "gn", "loss")}
+        with rec.stage("update"):
+            self.policy.train()
+            mb_size = p.mini_batch_size
+            micro = mb_size // p.grad_accum_steps
+            for _epoch in range(p.ppo_epochs):
+                perm = torch.randperm(B, generator=self.gen).to(self.device)
+                for start in range(0, B, mb_size):
+                    mb_idx = perm[start : start + mb_size]
+                    self.optimizer.zero_grad(set_to_none=True)
+                    for m0 in range(0, mb_size, micro):
+                        i = mb_idx[m0 : m0 + micro]
+                        with rec.substage("update/forward"), self._amp():
+                            mb_logprobs, mb_values, mb_entropy = self.policy.forward_scores(
+                                b_ids[i], b_attn[i], P, with_entropy=True)
+                            assert mb_values is not None and mb_entropy is not None
+                            mb_mask = b_mask[i]
+                            pl = ops.policy_loss(mb_logprobs.float(), b_logprobs[i], b_adv[i], mb_mask, p.cliprange)
+                            vl, vclip = ops.value_loss(mb_values.float(), b_values[i], b_returns[i], mb_mask, p.cliprange_value)
+                            ent = ops.masked_mean(mb_entropy.float(), mb_mask)
+                            loss = pl.loss + p.value_coef * vl - p.entropy_coef * ent
+                        with rec.substage("update/backward"):
+                            (loss / p.grad_accum_steps).backward()
+                        stats["pg"].append(pl.loss.item())
+                        stats["vf"].append(vl.item())
+                        stats["ent"].append(ent.item())
+                        stats["clip"].append(pl.clipfrac.item())
+                        stats["vclip"].append(vclip.item())
+                        stats["akl"].append(pl.approx_kl.item())
+                        stats["rmean"].append(pl.ratio_mean.item())
+                        stats["rmax"].append(pl.ratio_max.item())
+                        stats["loss"].append(loss.item())
+                    with rec.substage("update/optimizer"):
+                        gn = torch.nn.utils.clip_grad_norm_(self.policy.trainable_parameters(), p.max_grad_norm)
+                        self.optimizer.step()
+                    stats["gn"].append(float(gn))
+            lr = self.scheduler.get_last_lr()[0]
+            self.scheduler.step()
+        mean_seq_kl = float(seq_k1.mean())
+        self.kl_ctl.update(mean_seq_kl, B)
+
+        # 5. evaluation ------------------------------------------------------------------
+        every = cfg.train.eval_every
+        if every and (step + 1) % every == 0 and step + 1 < total_steps(cfg):
+            self._evaluate(step=step + 1)
+
+        step_time = time.perf_counter() - t0
+        n_tokens = int(b_mask.sum())
+        metrics = {
+            M.REWARD_MEAN: float(raw_scores.mean()),
+            M.REWARD_STD: float(raw_scores.std()) if B > 1 else 0.0,
+            M.REWARD_MIN: float(raw_scores.min()),
+            M.REWARD_MAX: float(raw_scores.max()),
+            M.SCORE_MEAN: float((b_rewards * b_mask).sum(1).mean()),
+            M.KL_K1: mean_seq_kl,
+            M.KL_K3: float(seq_k3.mean()),
+            M.KL_COEF: kl_coef,
+            M.ENTROPY: _mean(stats["ent"]),
+            M.POLICY_LOSS: _mean(stats["pg"]),
+            M.VALUE_LOSS: _mean(stats["vf"]),
+            M.TOTAL_LOSS: _mean(stats["loss"]),
+            M.POLICY_CLIPFRAC: _mean(stats["clip"]),
+            M.VALUE_CLIPFRAC: _mean(stats["vclip"]),
+            M.APPROX_KL: _mean(stats["akl"]),
+            M.RATIO_MEAN: _mean(stats["rmean"]),
+            M.RATIO_MAX: max(stats["rmax"]),
+            M.GRAD_NORM: _mean(stats["gn"]),
+            M.LEARNING_RATE: lr,
+            M.EXPLAINED_VAR: ops.explained_variance(b_values, b_returns, b_mask),
+            M.VALUE_MEAN: float(ops.masked_mean(b_values, b_mask)),
+            M.ADV_MEAN: float(ops.masked_mean(b_adv_raw, b_mask)),
+            M.ADV_STD: float(ops.masked_var(b_adv_raw, b_mask).sqrt()),
+            M.RESPONSE_LEN: float(b_mask.sum(1).mean()),
+            M.EOS_FRACTION: float(b_has_eos.float().mean()),
+            M.TOKENS_PER_SEC: n_tokens / step_time,
+            M.STEP_TIME: step_time,
+        }
+        if isinstance(self.kl_ctl, ops.AdaptiveKLController):
+            metrics[M.KL_TARGET] = self.kl_ctl.target
+        self._emit_step(step, metrics, step_time, n_tokens)
+        return metrics
+
+    def _emit_step(self, step: int, metrics: dict[str, float], step_time: float, n_tokens: int) -> None:
+        alerts = self.monitor.check(step, metrics)
+        finite = {k: v for k, v in metrics.items() if math.isfinite(v)}  # NaN/inf travel as alerts
+        self.emit(MetricsEvent(step=step, values=finite))
+        self.emit(TimingsEvent(step=step, stages=dict(self.recorder.timings), step_time=step_time, tokens=n_tokens))
+        self.emit(MemoryEvent(step=step, device=str(self.device), stages=dict(self.recorder.memory), models=self.model_mb))
+        critical: AlertEvent | None = None
+        for a in alerts:
+            self.emit(a)
+            if a.severity == "critical":
+                critical = a
+        if critical is not None and self.config.monitor.stop_on_critical:
+            raise RunStopped(f"stopped on critical alert {critical.rule}: {critical.message}")
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def _evaluate(self, step: int) -> float:
+        """Mean reward on the held-out prompts, sampled with a fixed seed (same noise every time)."""
+        cfg = self.config
+        with self.recorder.stage("evaluation"):
+            self.policy.eval()
+            gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 10_007)
+            prompts = self.eval_prompt_list
+            rewards: list[float] = []
+            samples: list[Sample] = []
+            chunk = max(cfg.ppo.batch_size, 16)
+            for s in range(0, len(prompts), chunk):
+                ps = prompts[s : s + chunk]
+                q, qm = self.policy.encode_prompts(ps, self.device)
+                with self._amp():
+                    r, rm = self.policy.generate(q, qm, cfg.generation.max_new_tokens, generator=gen,
+                                                 stop_at_eos=cfg.generation.stop_at_eos)
+                texts = self.policy.decode(r, rm)
+                sc = self.reward_model.score(prompts=ps, responses=texts, query_ids=q, response_ids=r, response_mask=rm)
+                rewards.extend(sc.tolist())
+                for pr, tx, v in zip(ps, texts, sc.tolist(), strict=True):
+                    if len(samples) < cfg.train.eval_samples_logged:
+                        samples.append(Sample(prompt=pr, response=tx, reward=float(v)))
+        mean = float(np.mean(rewards)) if rewards else math.nan
+        self._last_eval, self._last_eval_step = mean, step
+        self.emit(EvalEvent(step=step, reward_mean=mean, samples=samples))
+        self.emit(MetricsEvent(step=step, values={M.EVAL_REWARD: mean}))
+        return mean
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> Path:
+        assert self.run_dir is not None
+        path = self.run_dir / "checkpoints" / f"step_{self.global_step}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "step": self.global_step,
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "kl_coef": self.kl_ctl.value,
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+                    "gen": self.gen.get_state(), "sample_gen": self.sample_gen.get_state()},
+            "config": self.config.model_dump(mode="json"),
+        }
+        torch.save(state, path)
+        self.emit(ArtifactEvent(step=self.global_step, name=f"checkpoints/{path.name}", kind="checkpoint",
+                                path=str(path), size_bytes=path.stat().st_size))
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.kl_ctl.value = state["kl_coef"]
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"].cpu())
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        self.gen.set_state(rng["gen"].cpu())
+        self.sample_gen.set_state(rng["sample_gen"].cpu() if self.device.type == "cpu" else rng["sample_gen"])
+        self.global_step = int(state["step"])
+
+    # ------------------------------------------------------------------ helpers
+    def _call_hooks(self, name: str, *args: Any) -> None:
+        for h in self.hooks:
+            fn = getattr(h, name, None)
+            if fn is not None:
+                fn(*args)
+
+    def _summary(self, status: str, eval_end: float, last: dict[str, float], wall: float) -> dict[str, Any]:
+        return {
+            "status": status,
+            "run_id": self.run_id,
+            "steps": self.global_step,
+            "wall_seconds": round(wall, 3),
+            "eval_reward_end": eval_end,
+            "eval_reward_gain": eval_end - self._eval_start,
+            "final_kl": last.get(M.KL_K1, math.nan),
+            "final_kl_k3": last.get(M.KL_K3, math.nan),
+            "final_kl_coef": self.kl_ctl.value,
+            "final_reward_mean": last.get(M.REWARD_MEAN, math.nan),
+            "tokens_per_sec": last.get(M.TOKENS_PER_SEC, math.nan),
+            "alerts": len(self.monitor.alerts),
+            "device": str(self.device),
+            "run_dir": str(self.run_dir) if self.run_dir is not None else None,
+        }
+
+
+
+def _ref_logprobs(ref: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, P: int, temperature: float) -> torch.Tensor:
+    position_ids = (attn.cumsum(-1) - 1).clamp_min(0)
+    h = ref.transformer(input_ids=ids, attention_mask=attn, position_ids=position_ids).last_hidden_state  # type: ignore[attr-defined]
+    logits = ref.lm_head(h[:, P - 1 : -1])  # type: ignore[attr-defined]
+    if temperature != 1.0:
+        logits = logits / temperature
+    return ops.logprobs_from_logits(logits, ids[:, P:])
+
+
+def _mean(xs: list[float]) -> float:
+    return float(sum(xs) / len(xs)) if xs else math.nan
+
+
+def _lr_lambda(p: PPOConfig, n_updates: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if p.warmup_steps and step < p.warmup_steps:
+            return (step + 1) / p.warmup_steps
+        if p.lr_schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - p.warmup_steps) / max(1, n_updates - p.warmup_steps))
+        if p.lr_schedule == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return f
+
+
+def _config_from_kwargs(policy: GPT2Policy, batch_size: int, learning_rate: float, kl_coef: float,
+                        value_coef: float, entropy_coef: float, extra: dict[str, Any]) -> RunConfig:
+    ppo: dict[str, Any] = {"batch_size": batch_size, "learning_rate": learning_rate, "kl_coef": kl_coef,
+                           "value_coef": value_coef, "entropy_coef": entropy_coef}
+    mb = next((d for d in (8, 4, 2, 1) if batch_size % d == 0), 1)
+    ppo["mini_batch_size"] = min(mb, batch_size)
+    train: dict[str, Any] = {}
+    gen = {"temperature": policy.temperature, "top_p": policy.top_p, "top_k": policy.top_k}
+    rest: dict[str, Any] = {}
+    for k, v in extra.items():
+        if k in PPOConfig.model_fields:
+            ppo[k] = v
+        elif k in TrainConfig.model_fields:
+            train[k] = v
+        elif k in GenerationConfig.model_fields:
+            gen[k] = v
+        else:
+            rest[k] = v
+    if rest:
+        raise TypeError(f"unknown PPOTrainer argument(s): {sorted(rest)}")
+    model = {"size": policy.model_size if policy.model_size in ("tiny", "small", "medium", "large") else "custom",
+             "max_length": policy.max_length, "shared_value_trunk": policy.shared_value_trunk}
+    if model["size"] == "custom":
+        c = policy.model.config
+        model.update(n_layer=c.n_layer, n_embd=c.n_embd, n_head=c.n_head)
+    from rlhfkit.config import validate_config
+
+    return validate_config({"model": model, "generation": gen, "ppo": ppo, "train": train})
+
+
+def _new_run_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex[:12]
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    from rlhfkit.cli import _version
+
+    return {"rlhfkit": _version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version()}
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=2,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except Exception:
+        return None
+
+
+__all__ = ["PPOTrainer", "RunStopped", "STAGES", "resolve_device", "seed_everything"]

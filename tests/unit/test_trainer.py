@@ -1,0 +1,160 @@
+"""The PPO loop end to end on the tiny model: event contract, determinism, resume, callbacks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rlhfkit import BaseRewardModel, GPT2Policy, PPOTrainer, StabilityMonitor
+from rlhfkit.config import load_config
+from rlhfkit.events import parse_event
+from rlhfkit.metrics import METRICS, STAGES, M
+from rlhfkit.runner import run_training
+from rlhfkit.sinks import MemorySink
+from tests.utils import fast_overrides
+
+NON_TIMING = [k for k in METRICS if not k.startswith("perf/")]
+
+
+def test_run_emits_the_event_contract(tmp_path, fast_config) -> None:
+    mem = MemorySink()
+    summary = run_training(fast_config, run_id="r1", sinks=[mem], out_dir=tmp_path)
+    types = [e.type for e in mem.events]
+    assert types[0] == "run_started" and types[-1] == "run_finished"
+    assert [e.seq for e in mem.events] == list(range(len(mem.events)))
+    steps = [e for e in mem.of_type("metrics") if M.REWARD_MEAN in e.values]
+    assert [e.step for e in steps] == [0, 1, 2]
+    for e in steps:
+        missing = {M.REWARD_MEAN, M.KL_K1, M.KL_K3, M.KL_COEF, M.ENTROPY, M.POLICY_LOSS, M.VALUE_LOSS,
+                   M.POLICY_CLIPFRAC, M.VALUE_CLIPFRAC, M.APPROX_KL, M.RATIO_MEAN, M.RATIO_MAX, M.GRAD_NORM,
+                   M.LEARNING_RATE, M.ADV_MEAN, M.ADV_STD, M.RESPONSE_LEN, M.TOKENS_PER_SEC} - set(e.values)
+        assert not missing
+        assert set(e.values) <= set(METRICS)  # every name is in the contract
+    timings = mem.of_type("timings")
+    assert len(timings) == 3
+    for t in timings:
+        top = sum(v for k, v in t.stages.items() if "/" not in k)
+        assert set(STAGES) - {"evaluation"} <= set(t.stages)
+        assert top <= t.step_time * 1.001 and top >= 0.9 * t.step_time  # stages cover the step
+    mems = mem.of_type("memory")
+    assert mems[0].stages["update"].rss_mb > 0 and mems[0].models["policy"] > 0
+    assert len(mem.of_type("eval")) >= 2 and mem.of_type("eval")[0].samples
+    # the JSONL file holds exactly the same events
+    lines = (tmp_path / "r1" / "events.jsonl").read_text().splitlines()
+    assert [parse_event(x).seq for x in lines] == [e.seq for e in mem.events]
+    assert (tmp_path / "r1" / "config.yaml").exists() and (tmp_path / "r1" / "metrics.csv").exists()
+    assert summary["steps"] == 3 and math.isfinite(summary["eval_reward_start"])
+
+
+def test_same_seed_gives_identical_metrics(tmp_path) -> None:
+    def run(seed: int) -> list[dict[str, float]]:
+        mem = MemorySink()
+        run_training(load_config("smoke", fast_overrides(seed=seed)), sinks=[mem], out_dir=None)
+        return [{k: v for k, v in e.values.items() if k in NON_TIMING} for e in mem.of_type("metrics")]
+
+    a, b = run(7), run(7)
+    assert a == b and len(a) >= 3
+    assert run(8) != a
+
+
+def test_resume_from_checkpoint_continues_identically(tmp_path) -> None:
+    full = MemorySink()
+    run_training(load_config("smoke", fast_overrides(**{"train.steps_per_epoch": 4, "train.checkpoint_every": 2,
+                                                         "train.eval_every": 0})),
+                 run_id="full", sinks=[full], out_dir=tmp_path)
+    ckpt = tmp_path / "full" / "checkpoints" / "step_2.pt"
+    assert ckpt.exists()
+    resumed = MemorySink()
+    run_training(load_config("smoke", fast_overrides(**{"train.steps_per_epoch": 4, "train.eval_every": 0,
+                                                         "train.resume_from": str(ckpt)})),
+                 sinks=[resumed], out_dir=None)
+
+    def by_step(m: MemorySink) -> dict[int, dict[str, float]]:
+        return {e.step: {k: v for k, v in e.values.items() if k in NON_TIMING}
+                for e in m.of_type("metrics") if M.REWARD_MEAN in e.values}
+
+    f, r = by_step(full), by_step(resumed)
+    assert sorted(r) == [2, 3]
+    for s in (2, 3):
+        for k, v in f[s].items():
+            assert r[s][k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
+
+
+class CustomReward(BaseRewardModel):
+    """The product README's example reward: closeness to a target word count."""
+
+    def __init__(self, target_length: int = 5) -> None:
+        super().__init__()
+        self.target_length = target_length
+
+    def compute_reward(self, responses, prompts=None):  # noqa: ANN001, ANN201
+        return torch.tensor([1.0 / (1.0 + abs(len(r.split()) - self.target_length)) for r in responses])
+
+
+def test_readme_python_api_with_custom_reward_and_callbacks() -> None:
+    policy = GPT2Policy(model_size="tiny", max_length=40, warm_start=False)
+    trainer = PPOTrainer(policy=policy, reward_model=CustomReward(), batch_size=8, learning_rate=1e-5,
+                         kl_coef=0.2, value_coef=0.5, entropy_coef=0.01, eval_prompts=8)
+    seen: list[str] = []
+    trainer.add_callbacks(lambda e: seen.append(e.type))
+    monitor = StabilityMonitor(warning_thresholds={"clipfrac_max": 0.0}, export_metrics=False)
+    trainer.add_callbacks(monitor)
+    summary = trainer.train(num_epochs=1, steps_per_epoch=2, eval_every=1)
+    assert summary["steps"] == 2
+    assert seen[0] == "run_started" and seen[-1] == "run_finished"
+    assert "alert" in seen and monitor.alerts  # the user's monitor (threshold 0) is the one used
+    rewards = [r for r in trainer.monitor.history if M.REWARD_MEAN in r[1]]
+    assert all(0.0 <= h[M.REWARD_MEAN] <= 1.0 for _, h in rewards)
+
+
+def test_unknown_trainer_argument_is_an_error() -> None:
+    policy = GPT2Policy(model_size="tiny", max_length=40, warm_start=False)
+    with pytest.raises(TypeError, match="unknown PPOTrainer argument"):
+        PPOTrainer(policy=policy, reward_model=CustomReward(), batch_size=8, bogus=1)
+
+
+def test_should_stop_cancels_between_steps(fast_config) -> None:
+    mem = MemorySink()
+    calls = {"n": 0}
+
+    def stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 1  # let one step run
+
+    summary = run_training(fast_config, sinks=[mem], out_dir=None, should_stop=stop)
+    assert summary["status"] == "cancelled"
+    assert mem.events[-1].type == "run_cancelled"
+    assert len([e for e in mem.of_type("metrics") if M.REWARD_MEAN in e.values]) == 1
+
+
+def test_crash_emits_run_failed_and_keeps_events(tmp_path, fast_config) -> None:
+    class Exploding(BaseRewardModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def compute_reward(self, responses, prompts=None):  # noqa: ANN001, ANN201
+            self.calls += 1
+            if self.calls > 2:  # eval at start + step 0 succeed, step 1 explodes
+                raise RuntimeError("reward server down")
+            return torch.zeros(len(responses))
+
+    policy = GPT2Policy(model_size="tiny", max_length=40, warm_start=False)
+    mem = MemorySink()
+    trainer = PPOTrainer(policy, Exploding(), config=fast_config, sinks=[mem])
+    with pytest.raises(RuntimeError, match="reward server down"):
+        trainer.train()
+    assert mem.events[-1].type == "run_failed"
+    assert "reward server down" in mem.events[-1].error
+    assert [e.step for e in mem.of_type("metrics") if M.REWARD_MEAN in e.values] == [0]
+
+
+def test_stop_on_critical_alert(fast_config) -> None:
+    cfg = load_config("smoke", fast_overrides(**{"monitor.stop_on_critical": True,
+                                                 "monitor.thresholds": {"ratio_max": 0.0}}))
+    mem = MemorySink()
+    with pytest.raises(Exception, match="critical alert"):
+        run_training(cfg, sinks=[mem], out_dir=None)
+    assert mem.events[-1].type == "run_failed"
