@@ -110,6 +110,8 @@ class ConsoleSink:
                 self._bar = tqdm(total=event.total_steps, file=self.stream, unit="step", dynamic_ncols=True)
         elif isinstance(event, MetricsEvent):
             self._last.update(event.values)
+            if M.REWARD_MEAN not in event.values:
+                return  # an evaluation's metrics, not a training step
             postfix = self._postfix()
             if self._bar is not None:
                 self._bar.set_postfix_str(postfix, refresh=False)
