@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from rlhfkit.events import AlertEvent, Event, EvalEvent, MetricsEvent, RunFinished, RunStarted, TimingsEvent
+from rlhfkit.events import AlertEvent, EvalEvent, Event, MetricsEvent, RunFinished, RunStarted, TimingsEvent
 from rlhfkit.metrics import M
 
 

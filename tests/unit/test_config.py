@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from rlhfkit.config import (
-    ConfigError, apply_overrides, config_json_schema, load_config, num_minibatches, preset_names, total_steps,
+    ConfigError,
+    apply_overrides,
+    config_json_schema,
+    load_config,
+    num_minibatches,
+    preset_names,
+    total_steps,
 )
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 
 from rlhfkit.events import (
-    AlertEvent, EventEmitter, MetricsEvent, RunFinished, RunStarted, event_json_schema, parse_event,
+    AlertEvent,
+    EventEmitter,
+    MetricsEvent,
+    RunFinished,
+    RunStarted,
+    event_json_schema,
+    parse_event,
 )
 from rlhfkit.sinks import JsonlSink, MemorySink
 

@@ -53,7 +53,7 @@ def test_kl_rising_and_cooldown() -> None:
         fired += [(s, a.rule) for a in mon.check(s, m)]
     rising = [s for s, r in fired if r == "kl_rising"]
     assert rising, fired
-    assert all(b - a >= 5 for a, b in zip(rising, rising[1:]))
+    assert all(b - a >= 5 for a, b in zip(rising, rising[1:], strict=False))
 
 
 def test_unknown_threshold_is_rejected() -> None:

@@ -1,0 +1,155 @@
+"""ProfilerHooks on a real (tiny, CPU) PPO run: valid Chrome trace, speedscope file valid against
+speedscope's file-format schema, per-stage summary adding up to the step time, stage filtering."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from rlhfkit.config import load_config
+from rlhfkit.metrics import STAGES
+from rlhfkit.profiler import ProfilerHooks
+from rlhfkit.profiler.report import summarize
+from rlhfkit.profiler.trace import build_trees, speedscope
+from rlhfkit.runner import run_training
+from rlhfkit.sinks import MemorySink
+from tests.utils import fast_overrides
+
+# speedscope's file format (src/lib/file-format-spec.ts, published as file-format-schema.json),
+# written out as JSON Schema: the structure speedscope's importer requires.
+_FRAME = {"type": "object", "required": ["name"],
+          "properties": {"name": {"type": "string"}, "file": {"type": "string"},
+                         "line": {"type": "number"}, "col": {"type": "number"}}}
+_EVENT = {"type": "object", "required": ["type", "at", "frame"],
+          "properties": {"type": {"enum": ["O", "C"]}, "at": {"type": "number"}, "frame": {"type": "number"}}}
+_UNIT = {"enum": ["none", "nanoseconds", "microseconds", "milliseconds", "seconds", "bytes"]}
+SPEEDSCOPE_SCHEMA = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+    "required": ["$schema", "shared", "profiles"],
+    "properties": {
+        "$schema": {"const": "https://www.speedscope.app/file-format-schema.json"},
+        "shared": {"type": "object", "required": ["frames"], "properties": {"frames": {"type": "array", "items": _FRAME}}},
+        "profiles": {"type": "array", "items": {"oneOf": [
+            {"type": "object", "required": ["type", "name", "unit", "startValue", "endValue", "events"],
+             "properties": {"type": {"const": "evented"}, "name": {"type": "string"}, "unit": _UNIT,
+                            "startValue": {"type": "number"}, "endValue": {"type": "number"},
+                            "events": {"type": "array", "items": _EVENT}}},
+            {"type": "object", "required": ["type", "name", "unit", "startValue", "endValue", "samples", "weights"],
+             "properties": {"type": {"const": "sampled"}, "name": {"type": "string"}, "unit": _UNIT,
+                            "startValue": {"type": "number"}, "endValue": {"type": "number"},
+                            "samples": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+                            "weights": {"type": "array", "items": {"type": "number"}}}},
+        ]}},
+        "name": {"type": "string"},
+        "activeProfileIndex": {"type": "number"},
+        "exporter": {"type": "string"},
+    },
+}
+
+
+def check_speedscope(doc: dict) -> None:
+    jsonschema.validate(doc, SPEEDSCOPE_SCHEMA)
+    n_frames = len(doc["shared"]["frames"])
+    for prof in doc["profiles"]:
+        stack: list[int] = []
+        last = prof["startValue"]
+        for ev in prof["events"]:
+            assert ev["at"] >= last and 0 <= ev["frame"] < n_frames  # non-decreasing, valid frame index
+            last = ev["at"]
+            if ev["type"] == "O":
+                stack.append(ev["frame"])
+            else:
+                assert stack and stack.pop() == ev["frame"]  # balanced
+        assert not stack and prof["endValue"] >= prof["startValue"]
+
+
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[ProfilerHooks, MemorySink]:
+    out = tmp_path_factory.mktemp("profiles")
+    cfg = load_config("smoke", fast_overrides(**{"train.steps_per_epoch": 4}))
+    hooks = ProfilerHooks(output_dir=out, schedule=(1, 0, 1, 1, 1))
+    sink = MemorySink()
+    run_training(cfg, run_id="prof1", sinks=[sink], out_dir=None, hooks=[hooks])
+    return hooks, sink
+
+
+def test_trace_is_valid_chrome_trace_json(profiled: tuple[ProfilerHooks, MemorySink]) -> None:
+    hooks, _ = profiled
+    assert len(hooks.traces) == 1
+    trace = json.loads(hooks.traces[0].read_text())
+    events = trace["traceEvents"]
+    assert all({"ph", "name"} <= set(e) for e in events)
+    names = {e["name"] for e in events if e.get("ph") == "X"}
+    assert {"generation", "scoring", "advantages", "update"} <= names
+    assert {"scoring/reference", "update/backward"} <= names and any(n.startswith("aten::") for n in names)
+
+
+def test_speedscope_file_validates_against_the_schema(profiled: tuple[ProfilerHooks, MemorySink]) -> None:
+    hooks, _ = profiled
+    ss = next(p for p in hooks.artifacts if p.name.startswith("speedscope"))
+    doc = json.loads(ss.read_text())
+    check_speedscope(doc)
+    assert doc["profiles"] and any(f["name"] == "generation" for f in doc["shared"]["frames"])
+    stacks = next(p for p in hooks.artifacts if p.name.startswith("stacks")).read_text().splitlines()
+    assert any(";generation;" in line for line in stacks)
+    assert all(line.rsplit(" ", 1)[1].isdigit() for line in stacks)
+
+
+def test_stage_times_add_up_to_step_time(profiled: tuple[ProfilerHooks, MemorySink]) -> None:
+    hooks, sink = profiled
+    s = hooks.summary
+    assert s["steps"] == 4
+    assert abs(s["stage_sum"] - s["step_time"]["mean"]) <= 0.05 * s["step_time"]["mean"]
+    # the same step times the trainer reported in its timings events
+    measured = [e.step_time for e in sink.of_type("timings")]
+    assert s["step_time"]["mean"] == pytest.approx(sum(measured) / len(measured), rel=1e-6)
+    for st in ("generation", "update"):
+        row = s["stages"][st]
+        assert row["p50"] <= row["p95"] and 0 < row["share"] < 1 and row["tokens_per_sec"] > 0
+    assert s["top_ops"]["generation"] and s["bottlenecks"]
+    assert all(f["evidence"] for f in s["bottlenecks"])
+
+
+def test_profiles_are_run_artifacts(profiled: tuple[ProfilerHooks, MemorySink]) -> None:
+    _, sink = profiled
+    kinds = {e.kind for e in sink.of_type("artifact")}
+    assert {"trace", "speedscope", "profile_summary", "mem_report"} <= kinds
+    for e in sink.of_type("artifact"):
+        assert Path(e.path).stat().st_size == e.size_bytes > 0
+
+
+def test_stage_filter_keeps_only_the_selected_stage(tmp_path: Path) -> None:
+    cfg = load_config("smoke", fast_overrides(**{"train.steps_per_epoch": 2}))
+    hooks = ProfilerHooks(output_dir=tmp_path, stages=["generation"], schedule=(0, 0, 1, 1, 1))
+    run_training(cfg, out_dir=None, hooks=[hooks])
+    names = {e["name"] for e in json.loads(hooks.traces[0].read_text())["traceEvents"] if e.get("ph") == "X"}
+    assert "generation" in names and not names & {"update", "scoring", "update/backward"}
+
+
+def test_summary_counts_skipped_stages_as_zero() -> None:
+    steps = [{"step": 0, "step_time": 1.0, "tokens": 10, "stages": {"generation": 0.4, "update": 0.5}},
+             {"step": 1, "step_time": 2.0, "tokens": 10, "stages": {"generation": 0.4, "update": 0.5,
+                                                                     "evaluation": 1.0}}]
+    s = summarize(steps)
+    assert s["stages"]["evaluation"]["mean"] == pytest.approx(0.5)
+    assert s["stages"]["evaluation"]["runs"] == 1
+    assert s["stage_sum"] == pytest.approx(1.4) and s["step_time"]["mean"] == pytest.approx(1.5)
+    assert s["coverage"] == pytest.approx(1.4 / 1.5)
+
+
+def test_speedscope_from_overlapping_events_stays_balanced() -> None:
+    # torch's clocks can make a child end a few ns after its parent: the export must clamp it
+    events = [{"ph": "X", "name": "update", "ts": 0, "dur": 10, "pid": 1, "tid": 1},
+              {"ph": "X", "name": "aten::mm", "ts": 2, "dur": 9, "pid": 1, "tid": 1},
+              {"ph": "X", "name": "aten::add", "ts": 11, "dur": 1, "pid": 1, "tid": 1}]
+    check_speedscope(speedscope(build_trees(events)))
+
+
+def test_unknown_stage_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown stage"):
+        ProfilerHooks(stages=["rollout"])
+    assert "generation" in STAGES
