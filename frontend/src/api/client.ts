@@ -1,0 +1,72 @@
+/** The typed HTTP client: openapi-fetch over the paths generated from the backend's OpenAPI schema
+ * (src/client/schema.ts, written by `npm run generate`; never edited by hand). */
+import createClient from "openapi-fetch";
+import type { components, paths } from "../client/schema";
+
+export type Schemas = components["schemas"];
+export type RunPublic = Schemas["RunPublic"];
+export type RunsPublic = Schemas["RunsPublic"];
+export type RunStatus = RunPublic["status"];
+export type Series = Schemas["Series"];
+export type MetricsPublic = Schemas["MetricsPublic"];
+export type ComparePublic = Schemas["ComparePublic"];
+export type TimingPublic = Schemas["TimingPublic"];
+export type MemoryPublic = Schemas["MemoryPublic"];
+export type AlertPublic = Schemas["AlertPublic"];
+export type SamplePublic = Schemas["SamplePublic"];
+export type ArtifactPublic = Schemas["ArtifactPublic"];
+export type MetricsContract = Schemas["MetricsContract"];
+export type MetricSpec = Schemas["MetricSpecPublic"];
+export type PresetPublic = Schemas["PresetPublic"];
+export type RunCreate = Schemas["RunCreate"];
+
+export const api = createClient<paths>({ baseUrl: "" });
+
+/** One validation problem as the server reports it in a 422 (`{"detail": [{loc, msg, type}]}`). */
+export interface FieldProblem {
+  loc: (string | number)[];
+  msg: string;
+  type?: string;
+}
+
+/** An HTTP error with the server's message and, for 422s, the per-field problems. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly problems: FieldProblem[] = [],
+  ) {
+    super(message);
+    this.name = "ApiError";
+  }
+}
+
+export function toApiError(status: number, body: unknown): ApiError {
+  const detail = (body as { detail?: unknown } | undefined)?.detail;
+  if (Array.isArray(detail)) {
+    const problems = detail.filter(
+      (d): d is FieldProblem => typeof d === "object" && d !== null && Array.isArray((d as FieldProblem).loc),
+    );
+    const msg = problems.map((p) => `${p.loc.join(".")}: ${p.msg}`).join("; ") || `HTTP ${status}`;
+    return new ApiError(status, msg, problems);
+  }
+  return new ApiError(status, typeof detail === "string" ? detail : `HTTP ${status}`);
+}
+
+/** Unwrap an openapi-fetch result: the data, or an ApiError carrying the server's detail. */
+export async function unwrap<T>(p: Promise<{ data?: T; error?: unknown; response: Response }>): Promise<T> {
+  let res: { data?: T; error?: unknown; response: Response };
+  try {
+    res = await p;
+  } catch (e) {
+    throw new ApiError(0, `cannot reach the server (${e instanceof Error ? e.message : String(e)})`);
+  }
+  if (res.error !== undefined || !res.response.ok) throw toApiError(res.response.status, res.error);
+  return res.data as T;
+}
+
+/** ws:// or wss:// URL of an API path on the page's own origin. */
+export function wsUrl(path: string): string {
+  const { protocol, host } = window.location;
+  return `${protocol === "https:" ? "wss:" : "ws:"}//${host}${path}`;
+}

@@ -1,0 +1,159 @@
+/** TanStack Query hooks, one per API resource. Keys start with ["run", id] for everything about a
+ * run, so one invalidation refreshes a run page. */
+import { keepPreviousData, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
+import type { JsonSchema } from "../lib/schemaForm";
+import type { operations } from "../client/schema";
+import { api, type RunCreate, type RunPublic, unwrap } from "./client";
+
+export type RunsQuery = NonNullable<operations["list_runs_api_runs_get"]["parameters"]["query"]>;
+
+export const keys = {
+  runs: (q: RunsQuery) => ["runs", q] as const,
+  run: (id: string) => ["run", id] as const,
+};
+
+const ACTIVE = new Set(["queued", "running"]);
+export const isActive = (r: Pick<RunPublic, "status"> | undefined) => !!r && ACTIVE.has(r.status);
+
+export function useRuns(query: RunsQuery) {
+  return useQuery({
+    queryKey: keys.runs(query),
+    queryFn: ({ signal }) => unwrap(api.GET("/api/runs", { params: { query }, signal })),
+    placeholderData: keepPreviousData,
+    // status changes arrive over WS /api/live; latest reward/KL of active runs are polled
+    refetchInterval: (q) => (q.state.data?.data.some(isActive) ? 5000 : false),
+  });
+}
+
+export function useRun(id: string) {
+  return useQuery({
+    queryKey: keys.run(id),
+    queryFn: ({ signal }) => unwrap(api.GET("/api/runs/{run_id}", { params: { path: { run_id: id } }, signal })),
+  });
+}
+
+export function useContract() {
+  return useQuery({
+    queryKey: ["contract"],
+    queryFn: ({ signal }) => unwrap(api.GET("/api/metrics/contract", { signal })),
+    staleTime: Infinity,
+  });
+}
+
+export interface StepRange {
+  start?: number;
+  end?: number;
+}
+
+export function useMetrics(id: string, metricKeys: readonly string[], range: StepRange, enabled: boolean, maxPoints = 1000) {
+  return useQuery({
+    queryKey: [...keys.run(id), "metrics", metricKeys.join(","), maxPoints, range.start ?? null, range.end ?? null],
+    queryFn: ({ signal }) =>
+      unwrap(api.GET("/api/runs/{run_id}/metrics", {
+        params: {
+          path: { run_id: id },
+          query: { keys: [metricKeys.join(",")], max_points: maxPoints, start: range.start, end: range.end },
+        },
+        signal,
+      })),
+    enabled,
+    placeholderData: keepPreviousData,
+  });
+}
+
+export function useTimings(id: string) {
+  return useQuery({
+    queryKey: [...keys.run(id), "timings"],
+    queryFn: ({ signal }) => unwrap(api.GET("/api/runs/{run_id}/timings", { params: { path: { run_id: id } }, signal })),
+  });
+}
+
+export function useMemory(id: string) {
+  return useQuery({
+    queryKey: [...keys.run(id), "memory"],
+    queryFn: ({ signal }) => unwrap(api.GET("/api/runs/{run_id}/memory", { params: { path: { run_id: id } }, signal })),
+  });
+}
+
+export function useAlerts(id: string) {
+  return useQuery({
+    queryKey: [...keys.run(id), "alerts"],
+    queryFn: ({ signal }) => unwrap(api.GET("/api/runs/{run_id}/alerts", { params: { path: { run_id: id } }, signal })),
+  });
+}
+
+export function useSamples(id: string) {
+  return useQuery({
+    queryKey: [...keys.run(id), "samples"],
+    queryFn: ({ signal }) => unwrap(api.GET("/api/runs/{run_id}/samples", { params: { path: { run_id: id } }, signal })),
+  });
+}
+
+export function useArtifacts(id: string) {
+  return useQuery({
+    queryKey: [...keys.run(id), "artifacts"],
+    queryFn: ({ signal }) => unwrap(api.GET("/api/runs/{run_id}/artifacts", { params: { path: { run_id: id } }, signal })),
+  });
+}
+
+export function useCompare(ids: readonly string[], metricKeys: readonly string[]) {
+  return useQuery({
+    queryKey: ["compare", ids.join(","), metricKeys.join(",")],
+    queryFn: ({ signal }) =>
+      unwrap(api.GET("/api/runs/compare", {
+        params: { query: { ids: [ids.join(",")], keys: [metricKeys.join(",")], max_points: 1000 } },
+        signal,
+      })),
+    enabled: ids.length > 0,
+  });
+}
+
+export function useConfigSchema() {
+  return useQuery({
+    queryKey: ["config-schema"],
+    queryFn: async ({ signal }) => (await unwrap(api.GET("/api/config/schema", { signal }))) as JsonSchema,
+    staleTime: Infinity,
+  });
+}
+
+export function usePresets() {
+  return useQuery({
+    queryKey: ["presets"],
+    queryFn: ({ signal }) => unwrap(api.GET("/api/config/presets", { signal })),
+    staleTime: 60_000,
+  });
+}
+
+/** Put a fresh RunPublic into every cache that shows it. */
+export function useRememberRun() {
+  const qc = useQueryClient();
+  return (run: RunPublic) => {
+    qc.setQueryData(keys.run(run.id), run);
+    void qc.invalidateQueries({ queryKey: ["runs"] });
+  };
+}
+
+export function useCreateRun() {
+  const remember = useRememberRun();
+  return useMutation({
+    mutationFn: (body: RunCreate) => unwrap(api.POST("/api/runs", { body })),
+    onSuccess: remember,
+  });
+}
+
+export function useCancelRun() {
+  const remember = useRememberRun();
+  return useMutation({
+    mutationFn: (id: string) => unwrap(api.POST("/api/runs/{run_id}/cancel", { params: { path: { run_id: id } } })),
+    onSuccess: remember,
+  });
+}
+
+export function useRerun() {
+  const remember = useRememberRun();
+  return useMutation({
+    mutationFn: (id: string) =>
+      unwrap(api.POST("/api/runs/{run_id}/rerun", { params: { path: { run_id: id } }, body: { overrides: {} } })),
+    onSuccess: remember,
+  });
+}

@@ -1,0 +1,140 @@
+/** One run: header (status, config, seed, versions, elapsed/ETA, cancel/rerun) and the tabs. The
+ * page owns the run's WebSocket (useRunLive); tabs read the live store and their HTTP resources. */
+import { lazy, Suspense, useEffect, useState } from "react";
+import { Link, useNavigate, useParams, useSearchParams } from "react-router-dom";
+import type { RunPublic } from "../api/client";
+import { isActive, useCancelRun, useRerun, useRun } from "../api/queries";
+import { ErrorState, Loading, StatusBadge, Tabs } from "../components/common";
+import { useLiveVersion, useRunLive } from "../hooks/useRunLive";
+import type { LiveStore } from "../lib/liveStore";
+import { fmtDuration, parseTime } from "../lib/format";
+import { toYaml } from "../lib/yaml";
+import { StabilityTab } from "./run/StabilityTab";
+
+const TimingsTab = lazy(() => import("./run/TimingsTab"));
+const MemoryTab = lazy(() => import("./run/MemoryTab"));
+const ProfileTab = lazy(() => import("./run/ProfileTab"));
+const SuggestionsTab = lazy(() => import("./run/SuggestionsTab"));
+const SamplesTab = lazy(() => import("./run/SamplesTab"));
+
+const TABS = [
+  { id: "stability", label: "Stability" },
+  { id: "timings", label: "Timings" },
+  { id: "memory", label: "Memory" },
+  { id: "profile", label: "Profile" },
+  { id: "suggestions", label: "Suggestions" },
+  { id: "samples", label: "Samples" },
+];
+
+export interface TabProps {
+  run: RunPublic;
+  store: LiveStore;
+  cursor: number | null;
+}
+
+export default function RunPage() {
+  const { id = "" } = useParams();
+  const [params, setParams] = useSearchParams();
+  const tab = TABS.some((t) => t.id === params.get("tab")) ? params.get("tab")! : "stability";
+  const run = useRun(id);
+  const live = useRunLive(run.data, id);
+
+  if (run.isPending) return <Loading what="run" />;
+  if (run.isError) {
+    return <ErrorState error={run.error} retry={() => void run.refetch()} />;
+  }
+  const props: TabProps = { run: run.data, store: live.store, cursor: live.cursor };
+  return (
+    <article aria-labelledby="run-h">
+      <RunHeader run={run.data} store={live.store} />
+      <Tabs tabs={TABS} active={tab} onChange={(t) => setParams({ tab: t }, { replace: true })}>
+        <Suspense fallback={<Loading what="tab" />}>
+          {tab === "stability" ? <StabilityTab {...props} /> : null}
+          {tab === "timings" ? <TimingsTab {...props} /> : null}
+          {tab === "memory" ? <MemoryTab {...props} /> : null}
+          {tab === "profile" ? <ProfileTab {...props} /> : null}
+          {tab === "suggestions" ? <SuggestionsTab {...props} /> : null}
+          {tab === "samples" ? <SamplesTab {...props} /> : null}
+        </Suspense>
+      </Tabs>
+    </article>
+  );
+}
+
+function useNow(active: boolean): number {
+  const [now, setNow] = useState(() => Date.now() / 1000);
+  useEffect(() => {
+    if (!active) return;
+    const t = setInterval(() => setNow(Date.now() / 1000), 1000);
+    return () => clearInterval(t);
+  }, [active]);
+  return now;
+}
+
+function RunHeader({ run, store }: { run: RunPublic; store: LiveStore }) {
+  const navigate = useNavigate();
+  const cancel = useCancelRun();
+  const rerun = useRerun();
+  const active = isActive(run);
+  const now = useNow(active);
+  useLiveVersion(store, ["@timings"]);
+  const liveStep = store.timings.length ? store.timings[store.timings.length - 1]!.step ?? null : null;
+  const lastStep = Math.max(run.last_step ?? -1, liveStep ?? -1);
+  const started = parseTime(run.started_at);
+  const elapsed = started === null ? null : (parseTime(run.finished_at) ?? now) - started;
+  // steps are 0-based; the final evaluation may report at step == total_steps, hence the cap
+  const done = run.total_steps ? Math.min(lastStep + 1, run.total_steps) : lastStep + 1;
+  const eta = active && elapsed !== null && run.total_steps && done > 0
+    ? (elapsed / done) * Math.max(0, run.total_steps - done) : null;
+  const [copied, setCopied] = useState(false);
+  const yaml = toYaml(run.config);
+  const versions = Object.entries(run.versions);
+
+  return (
+    <header className="run-header">
+      <div className="page-head">
+        <h1 id="run-h">{run.name} <StatusBadge status={run.status} /></h1>
+        <div className="actions">
+          {active ? (
+            <button type="button" disabled={run.cancel_requested || cancel.isPending} onClick={() => cancel.mutate(run.id)}>
+              {run.cancel_requested ? "Cancelling after this step…" : "Cancel"}
+            </button>
+          ) : null}
+          {run.source === "native" ? (
+            <button type="button" disabled={rerun.isPending}
+                    onClick={() => rerun.mutate(run.id, { onSuccess: (n) => navigate(`/runs/${n.id}`) })}>Rerun</button>
+          ) : null}
+          <button type="button" onClick={() => navigate("/new", { state: { config: run.config } })}>Edit &amp; launch</button>
+          <Link className="button" to={`/compare?ids=${run.id}`}>Compare…</Link>
+        </div>
+      </div>
+      <dl className="facts">
+        <div><dt>Run id</dt><dd className="mono">{run.id}</dd></div>
+        <div><dt>Source</dt><dd>{run.source}</dd></div>
+        <div><dt>Seed</dt><dd>{run.seed ?? "—"}</dd></div>
+        <div><dt>Steps done</dt><dd data-testid="run-step">{done}{run.total_steps ? ` / ${run.total_steps}` : ""}</dd></div>
+        <div><dt>Elapsed</dt><dd>{fmtDuration(elapsed)}</dd></div>
+        <div><dt>ETA</dt><dd>{eta === null ? "—" : fmtDuration(eta)}</dd></div>
+        <div><dt>Tags</dt><dd>{run.tags.length ? run.tags.map((t) => <span key={t} className="tag">{t}</span>) : "—"}</dd></div>
+        <div><dt>Git commit</dt><dd className="mono">{run.git_commit?.slice(0, 10) ?? "—"}</dd></div>
+        {run.worker ? <div><dt>Worker</dt><dd>{run.worker}</dd></div> : null}
+      </dl>
+      {run.error ? <div className="state error" role="alert"><strong>Run failed:</strong> <pre>{run.error}</pre></div> : null}
+      <div className="header-details">
+        <details>
+          <summary>Config (YAML)</summary>
+          <button type="button" onClick={() => {
+            void navigator.clipboard?.writeText(yaml).then(() => setCopied(true), () => setCopied(false));
+          }}>{copied ? "Copied" : "Copy YAML"}</button>
+          <pre className="yaml">{yaml}</pre>
+        </details>
+        <details>
+          <summary>Versions ({versions.length})</summary>
+          {versions.length ? (
+            <ul className="versions">{versions.map(([k, v]) => <li key={k}><code>{k}</code> {v}</li>)}</ul>
+          ) : <p className="muted">Recorded when the run starts.</p>}
+        </details>
+      </div>
+    </header>
+  );
+}

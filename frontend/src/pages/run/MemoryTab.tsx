@@ -1,0 +1,87 @@
+/** Memory: per-stage memory over steps, weights per model, and GPU utilisation when NVML reports it.
+ * CUDA runs show max_memory_allocated during each stage; CPU runs the process RSS high-water. */
+import { useMemo } from "react";
+import type { MemoryPublic } from "../../api/client";
+import { useMemory } from "../../api/queries";
+import { Chart, PALETTE } from "../../components/Chart";
+import { Empty, ErrorState, Loading } from "../../components/common";
+import { useLiveVersion } from "../../hooks/useRunLive";
+import { fmtMB } from "../../lib/format";
+import type { TabProps } from "../RunPage";
+import { mergeRows } from "./TimingsTab";
+
+type Row = Pick<MemoryPublic, "step" | "device" | "stages" | "models">;
+type Stat = Record<string, number | null | undefined>;
+
+function measure(stat: Stat, cuda: boolean): number | null {
+  const v = cuda ? stat.peak_mb ?? stat.allocated_mb : stat.rss_peak_mb ?? stat.rss_mb;
+  return typeof v === "number" ? v : null;
+}
+
+export default function MemoryTab({ run, store }: TabProps) {
+  const q = useMemory(run.id);
+  const v = useLiveVersion(store, ["@memory"]);
+  const rows: Row[] = useMemo(
+    () => mergeRows<Row>(q.data ?? [], store.memory.map((m) => ({ ...m, step: m.step ?? 0 }))),
+    [q.data, v], // eslint-disable-line react-hooks/exhaustive-deps
+  );
+  const cuda = rows.some((r) => r.device.startsWith("cuda"));
+  const stages = useMemo(() => [...new Set(rows.flatMap((r) => Object.keys(r.stages)))], [rows]);
+  const perStage = useMemo(() => ({
+    data: [rows.map((r) => r.step), ...stages.map((s) => rows.map((r) => measure((r.stages[s] ?? {}) as Stat, cuda)))] as [number[], ...(number | null)[][]],
+    series: stages.map((s, i) => ({ label: s, color: PALETTE[i % PALETTE.length]! })),
+  }), [rows, stages, cuda]);
+  const util = useMemo(() => {
+    const ys = rows.map((r) => {
+      const vals = Object.values(r.stages).map((s) => (s as Stat).gpu_util).filter((x): x is number => typeof x === "number");
+      return vals.length ? Math.max(...vals) : null;
+    });
+    return ys.some((y) => y !== null) ? ([rows.map((r) => r.step), ys] as [number[], (number | null)[]]) : null;
+  }, [rows]);
+  const peakByStage = useMemo(() => stages.map((s) => ({
+    stage: s, peak: Math.max(0, ...rows.map((r) => measure((r.stages[s] ?? {}) as Stat, cuda) ?? 0)),
+  })), [rows, stages, cuda]);
+  const models = rows.length ? rows[rows.length - 1]!.models : {};
+  const maxModel = Math.max(1, ...Object.values(models));
+  const maxPeak = Math.max(1, ...peakByStage.map((p) => p.peak));
+
+  if (q.isPending) return <Loading what="memory" />;
+  if (q.isError) return <ErrorState error={q.error} retry={() => void q.refetch()} />;
+  if (rows.length === 0) return <Empty title="No memory snapshots yet.">They arrive with the first finished step.</Empty>;
+  const how = cuda ? "CUDA: torch.cuda.max_memory_allocated during each stage" : "CPU: process resident set size, high-water during each stage";
+
+  return (
+    <div className="memory">
+      <p className="muted">Device: <strong>{rows[rows.length - 1]!.device}</strong>. Measured as {how} (MiB).</p>
+      <div className="chart-grid">
+        <Chart title={cuda ? "Peak allocated per stage" : "Peak RSS per stage"} unit="MiB" data={perStage.data} series={perStage.series} syncKey={`m-${run.id}`} />
+        {util ? <Chart title="GPU utilisation (NVML)" unit="%" data={util} series={[{ label: "util", color: PALETTE[2]! }]} syncKey={`m-${run.id}`} /> : null}
+      </div>
+      <div className="two-col">
+        <section aria-labelledby="peak-h">
+          <h2 id="peak-h">Peak per stage</h2>
+          <table className="bars">
+            <tbody>
+              {peakByStage.map((p) => (
+                <tr key={p.stage}><th scope="row">{p.stage}</th><td><span className="bar" style={{ width: `${(100 * p.peak) / maxPeak}%` }} />{fmtMB(p.peak)}</td></tr>
+              ))}
+            </tbody>
+          </table>
+        </section>
+        <section aria-labelledby="models-h">
+          <h2 id="models-h">Weights per model</h2>
+          {Object.keys(models).length === 0 ? <p className="muted">Not reported for this run.</p> : (
+            <table className="bars">
+              <tbody>
+                {Object.entries(models).map(([m, mb]) => (
+                  <tr key={m}><th scope="row">{m}</th><td><span className="bar" style={{ width: `${(100 * mb) / maxModel}%` }} />{fmtMB(mb)}</td></tr>
+                ))}
+              </tbody>
+            </table>
+          )}
+          <p className="muted">MiB of parameters (and buffers) per model; a shared value trunk shows as the policy.</p>
+        </section>
+      </div>
+    </div>
+  );
+}

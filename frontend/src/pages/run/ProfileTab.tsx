@@ -1,0 +1,79 @@
+/** Profile: the run's profiler output as an interactive flame graph, with downloads of the Chrome /
+ * Perfetto trace and the speedscope file. Without profiler output, the flame graph is built from the
+ * run's stage timings and says so. */
+import { useQuery } from "@tanstack/react-query";
+import { useMemo } from "react";
+import type { ArtifactPublic } from "../../api/client";
+import { useArtifacts, useTimings } from "../../api/queries";
+import { Empty, ErrorState, Loading } from "../../components/common";
+import { FlameGraph } from "../../components/FlameGraph";
+import { fmtBytes } from "../../lib/format";
+import { fromCollapsed, fromSpeedscope, fromTimings, isSpeedscope, type FlameNode } from "../../lib/flame";
+import type { TabProps } from "../RunPage";
+
+const isSpeedscopeArtifact = (a: ArtifactPublic) => a.kind === "speedscope" || a.name.endsWith(".speedscope.json");
+const isCollapsed = (a: ArtifactPublic) => a.kind === "collapsed" || a.name.endsWith(".collapsed") || a.name.endsWith(".folded");
+
+async function loadProfile(a: ArtifactPublic): Promise<{ root: FlameNode; unit: string }> {
+  const res = await fetch(a.url);
+  if (!res.ok) throw new Error(`download of ${a.name} failed: HTTP ${res.status}`);
+  if (isCollapsed(a)) return { root: fromCollapsed(await res.text(), a.name), unit: "samples" };
+  const json: unknown = await res.json();
+  if (!isSpeedscope(json)) throw new Error(`${a.name} is not a speedscope file`);
+  return fromSpeedscope(json);
+}
+
+export default function ProfileTab({ run }: TabProps) {
+  const arts = useArtifacts(run.id);
+  const timings = useTimings(run.id);
+  const source = arts.data?.find(isSpeedscopeArtifact) ?? arts.data?.find(isCollapsed);
+  const profile = useQuery({
+    queryKey: ["run", run.id, "profile", source?.name ?? ""],
+    queryFn: () => loadProfile(source!),
+    enabled: !!source,
+    staleTime: Infinity,
+  });
+  const fallback = useMemo(() => (timings.data?.length ? fromTimings(timings.data) : null), [timings.data]);
+  const downloads = (arts.data ?? []).filter((a) => ["trace", "speedscope", "profile_summary", "mem_report", "collapsed"].includes(a.kind)
+    || isSpeedscopeArtifact(a) || a.name.endsWith(".json.gz") || a.name.includes("trace"));
+
+  if (arts.isPending) return <Loading what="artifacts" />;
+  if (arts.isError) return <ErrorState error={arts.error} retry={() => void arts.refetch()} />;
+
+  return (
+    <div className="profile">
+      {source ? (
+        profile.isPending ? <Loading what={`profile ${source.name}`} /> : profile.isError ? <ErrorState error={profile.error} /> : (
+          <>
+            <p className="muted">Profile <code>{source.name}</code>: merged call stacks, widths are {profile.data.unit}.</p>
+            <FlameGraph root={profile.data.root} unit={profile.data.unit} title={`Profile of ${run.name}`} />
+          </>
+        )
+      ) : fallback ? (
+        <>
+          <p className="callout" role="note">
+            This run has no profiler output, so this flame graph is built from its <strong>stage timings</strong>{" "}
+            (wall seconds summed over {timings.data?.length} steps): it shows where step time went, not call stacks.
+            Profiled runs attach a speedscope file that is drawn here instead.
+          </p>
+          <FlameGraph root={fallback} unit="s" title={`Stage time of ${run.name}`} />
+        </>
+      ) : timings.isPending ? <Loading what="timings" /> : (
+        <Empty title="Nothing to draw yet.">The flame graph appears after the first step (from stage timings) or when a profile is attached.</Empty>
+      )}
+      <section aria-labelledby="dl-h">
+        <h2 id="dl-h">Downloads</h2>
+        {downloads.length === 0 ? (
+          <p className="muted">No trace or speedscope file for this run. Profiled runs attach a Chrome/Perfetto trace
+            (open in <code>ui.perfetto.dev</code>) and a speedscope file (open in <code>speedscope.app</code>).</p>
+        ) : (
+          <ul>
+            {downloads.map((a) => (
+              <li key={a.name}><a href={a.url} download>{a.name}</a> <span className="muted">({a.kind}, {fmtBytes(a.size_bytes)})</span></li>
+            ))}
+          </ul>
+        )}
+      </section>
+    </div>
+  );
+}

@@ -1,0 +1,330 @@
+"""The web UI against the real backend in a real browser: submit from the generated form, watch the
+run live, open every tab, compare runs, and see the server's validation error on the right field.
+Screenshots of each page land in test-artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+# A run of a few seconds per step on a busy 2-core box: tiny model without warm-start, small batches.
+SHORT = {
+    "model.warm_start": False,
+    "model.max_length": 40,
+    "generation.max_new_tokens": 8,
+    "ppo.batch_size": 8,
+    "ppo.mini_batch_size": 4,
+    "ppo.ppo_epochs": 1,
+    "train.steps_per_epoch": 5,
+    "train.eval_every": 2,
+    "train.eval_prompts": 8,
+    "train.device": "cpu",
+}
+
+
+def fill(page: Any, key: str, value: object) -> None:
+    field = page.locator(f"[data-field='{key}']")
+    if isinstance(value, bool):
+        field.set_checked(value)
+    elif field.evaluate("el => el.tagName") == "SELECT":
+        field.select_option(str(value))
+    else:
+        field.fill(str(value))
+
+
+def reward_points(page: Any) -> int:
+    return int(page.locator("figure.chart").first.get_attribute("data-points") or 0)
+
+
+def run_status(page: Any) -> str:
+    return page.locator("#run-h .badge").get_attribute("data-status") or ""
+
+
+def test_submit_smoke_from_form_watch_it_live_and_open_every_tab(page: Any, api: Any, shoot: Any) -> None:
+    page.goto("/new")
+    page.wait_for_selector("[data-field='ppo.batch_size']")
+    assert page.locator("select").first.input_value() == "smoke"
+    fill(page, "name", "e2e-live")
+    for key, value in SHORT.items():
+        fill(page, key, value)
+    assert page.locator(".field.changed").count() >= 5  # fields edited away from the preset are marked
+    shoot(page, "01-new-run-form")
+    page.get_by_role("button", name="Start run").click()
+    page.wait_for_url(re.compile(r"/runs/[^/?]+"))
+    run_id = page.url.split("/runs/")[1].split("?")[0]
+
+    # the reward chart gains points while the run is live (points arrive over the WebSocket)
+    seen: list[tuple[str, int]] = []
+    live_shot = False
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        status, pts = run_status(page), reward_points(page)
+        if not seen or seen[-1] != (status, pts):
+            seen.append((status, pts))
+        if status in ("succeeded", "failed", "cancelled"):
+            break
+        if status == "running" and pts >= 2 and not live_shot:
+            shoot(page, "02-run-live-stability")
+            live_shot = True
+        page.wait_for_timeout(250)
+    live_counts = sorted({p for s, p in seen if s == "running" and p > 0})
+    assert len(live_counts) >= 2, f"reward chart did not gain points while running: {seen}"
+    page.locator("#run-h .badge[data-status='succeeded']").wait_for(timeout=30_000)
+    assert api.call("GET", f"/api/runs/{run_id}")["status"] == "succeeded"
+    page.wait_for_function("() => Number(document.querySelector('figure.chart').dataset.points) >= 5")
+    shoot(page, "03-run-finished-stability")
+
+    # drag across the reward chart: every chart zooms to those steps, refetched from the server
+    over = page.locator("figure.chart .u-over").first.bounding_box()
+    with page.expect_request(re.compile(r"/metrics\?.*start=\d+.*end=\d+")):
+        page.mouse.move(over["x"] + over["width"] * 0.2, over["y"] + 40)
+        page.mouse.down()
+        page.mouse.move(over["x"] + over["width"] * 0.8, over["y"] + 40, steps=4)
+        page.mouse.up()
+    page.get_by_role("button", name=re.compile(r"Reset zoom \(steps \d+–\d+\)")).click()
+
+    page.get_by_role("tab", name="Timings").click()
+    page.get_by_text("Slowest stage:").wait_for()
+    assert page.locator("table.bars tbody tr").count() >= 4
+    shoot(page, "04-timings")
+
+    page.get_by_role("tab", name="Memory").click()
+    page.get_by_role("heading", name="Weights per model").wait_for()
+    page.wait_for_selector("figure.chart[data-points='5']")
+    shoot(page, "05-memory")
+
+    page.get_by_role("tab", name="Profile").click()
+    canvas = page.locator(".flame canvas")
+    canvas.wait_for()
+    assert int(canvas.get_attribute("data-frames") or 0) >= 5
+    # the canvas really has pixels drawn on it
+    assert canvas.evaluate(
+        "c => { const d = c.getContext('2d').getImageData(0, 0, c.width, 20).data;"
+        " for (let i = 3; i < d.length; i += 4) if (d[i]) return true; return false; }"
+    )
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + 27)  # hover the second row: tooltip
+    page.get_by_role("tooltip").wait_for()
+    shoot(page, "06-profile-flamegraph")
+    page.mouse.click(box["x"] + box["width"] * 0.8, box["y"] + 27)  # zoom into that stage
+    assert page.get_by_role("button", name="Reset zoom").is_enabled()
+
+    page.get_by_role("tab", name="Suggestions").click()
+    page.get_by_role("heading", name="Config suggestions").wait_for()
+    shoot(page, "07-suggestions")
+
+    page.get_by_role("tab", name="Samples").click()
+    page.locator(".samples-table tbody tr").first.wait_for()
+    assert page.locator(".samples-table tbody tr").count() == 8
+    shoot(page, "08-samples")
+
+
+def test_compare_two_runs_from_the_runs_table(page: Any, api: Any, shoot: Any) -> None:
+    overrides = {**SHORT, "train.steps_per_epoch": 3, "train.eval_prompts": 4}
+    # reuse the finished run of the first test when there is one (saves a run on a slow box)
+    done = api.call("GET", "/api/runs?status=succeeded&q=e2e-&limit=1")["data"]
+    a = (
+        done[0]
+        if done
+        else api.call("POST", "/api/runs", {"preset": "smoke", "overrides": overrides, "name": "e2e-cmp-a"})
+    )
+    b = api.call(
+        "POST",
+        "/api/runs",
+        {"preset": "smoke", "overrides": {**overrides, "seed": 7, "ppo.kl_coef": 0.1}, "name": "e2e-cmp-b"},
+    )
+    for r in (a, b):
+        done_run = api.wait_status(r["id"], {"succeeded", "failed", "cancelled"}, timeout=120)
+        assert done_run["status"] == "succeeded", done_run["error"]
+
+    page.goto("/")
+    page.locator(f"tr[data-run-id='{b['id']}'][data-status='succeeded']").wait_for()
+    shoot(page, "09-runs-list")
+    page.get_by_label("Search").fill("e2e-")
+    page.wait_for_function("() => document.querySelectorAll('table.runs tbody tr').length === 2")
+    for r in (a, b):
+        page.get_by_label(f"Select {r['name']} ({r['id']}) for compare").check()
+    page.get_by_role("button", name="Compare selected (2)").click()
+    page.wait_for_url(re.compile(r"/compare\?ids="))
+    page.locator("figure.chart").first.wait_for()
+    assert page.locator("ul.legend li").count() == 2
+    diff = page.locator("table.diff")
+    for key in ("seed", "ppo.kl_coef", "name"):
+        assert diff.locator("tr.differs", has_text=key).count() >= 1
+    page.wait_for_function("() => Number(document.querySelector('figure.chart').dataset.points) >= 3")
+    shoot(page, "10-compare")
+
+
+def test_invalid_value_shows_the_servers_error_on_that_field(page: Any, shoot: Any) -> None:
+    page.goto("/new")
+    page.wait_for_selector("[data-field='ppo.batch_size']")
+    fill(page, "ppo.batch_size", 0)
+    page.get_by_role("button", name="Start run").click()
+    field = page.locator("[data-field='ppo.batch_size']")
+    page.wait_for_selector("[data-field='ppo.batch_size'][aria-invalid='true']")
+    error_id = field.get_attribute("aria-describedby").split()[-1]
+    assert "greater than or equal to 1" in page.locator(f"[id='{error_id}']").inner_text()
+    assert "/new" in page.url  # no run was created
+    shoot(page, "11-new-run-invalid")
+
+
+def test_light_theme_and_keyboard_tabs(page: Any, api: Any, shoot: Any) -> None:
+    page.goto("/")
+    page.get_by_role("button", name="Switch to light theme").click()
+    assert page.evaluate("document.documentElement.dataset.theme") == "light"
+    runs = api.call("GET", "/api/runs?status=succeeded&limit=1")["data"]
+    if runs:
+        page.goto(f"/runs/{runs[0]['id']}")
+        page.get_by_role("tab", name="Stability").focus()
+        page.keyboard.press("ArrowRight")
+        page.locator("[role=tab][aria-selected=true]", has_text="Timings").wait_for()
+        # focus moved with the selection
+        assert page.evaluate("document.activeElement.textContent") == "Timings"
+        page.get_by_text("Slowest stage:").wait_for()
+        shoot(page, "12-light-theme-timings")
+    else:
+        shoot(page, "12-light-theme-runs")
+
+
+def test_reconnecting_banner_while_the_live_socket_is_down(page: Any, shoot: Any) -> None:
+    state: dict[str, Any] = {"down": False, "routes": []}
+
+    def route(ws: Any) -> None:
+        if state["down"]:  # the "server" refuses: the page sees the socket close at once
+            ws.close(code=4001, reason="test: server unreachable")
+            return
+        ws.connect_to_server()
+        state["routes"].append(ws)
+
+    page.route_web_socket(re.compile(r".*/api/live$"), route)
+    page.goto("/")
+    page.get_by_role("heading", name="Runs").wait_for()
+    page.wait_for_timeout(1000)  # let the socket open
+    assert state["routes"], "the runs page did not open WS /api/live"
+    state["down"] = True
+    for ws in state["routes"]:
+        ws.close(code=4001, reason="test: connection dropped")
+    banner = page.get_by_role("alert").filter(has_text="reconnecting")
+    banner.wait_for()
+    shoot(page, "13-reconnecting-banner")
+    state["down"] = False
+    banner.wait_for(state="detached", timeout=20_000)  # back-off retry reaches the server again
+
+
+def _speedscope() -> dict[str, Any]:
+    """A small evented profile of one PPO step (milliseconds)."""
+    frames = ["ppo_step", "generation", "sample_tokens", "scoring", "update", "backward", "optimizer_step"]
+    opens = [
+        (0, 0),
+        (1, 0),
+        (2, 5),
+        (2, 120),
+        (1, 130),
+        (3, 130),
+        (3, 190),
+        (4, 190),
+        (5, 200),
+        (5, 420),
+        (6, 420),
+        (6, 470),
+        (4, 480),
+        (0, 480),
+    ]
+    seen: set[int] = set()
+    events = []
+    for frame, at in opens:
+        events.append({"type": "C" if frame in seen else "O", "frame": frame, "at": at})
+        seen.symmetric_difference_update({frame})
+    return {
+        "$schema": "https://www.speedscope.app/file-format-schema.json",
+        "shared": {"frames": [{"name": f} for f in frames]},
+        "profiles": [
+            {
+                "type": "evented",
+                "name": "step 0",
+                "unit": "milliseconds",
+                "startValue": 0,
+                "endValue": 480,
+                "events": events,
+            }
+        ],
+    }
+
+
+def test_profile_tab_draws_an_attached_speedscope_file_and_suggestions_launch_a_run(
+    page: Any, api: Any, shoot: Any, server_dir: Any
+) -> None:
+    run = api.call(
+        "POST",
+        "/api/runs/external",
+        {
+            "name": "e2e-profiled",
+            "source": "external",
+            "total_steps": 1,
+            "config": {"ppo": {"batch_size": 32}},
+        },
+    )
+    rid = run["id"]
+    folder = server_dir / "artifacts" / rid
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "profile.speedscope.json").write_text(json.dumps(_speedscope()))
+    (folder / "trace.json").write_text(json.dumps({"traceEvents": []}))
+    suggestions = {
+        "suggestions": [
+            {
+                "title": "Halve the batch",
+                "overrides": {"ppo.batch_size": 16},
+                "predicted_peak_mb": 812.5,
+                "predicted_tokens_per_sec": 1450.0,
+            }
+        ]
+    }
+    (folder / "suggestions.json").write_text(json.dumps(suggestions))
+    events = [{"type": "run_started", "seq": 0, "ts": time.time(), "name": "e2e-profiled"}]
+    for i, (name, kind) in enumerate(
+        [
+            ("profile.speedscope.json", "speedscope"),
+            ("trace.json", "trace"),
+            ("suggestions.json", "suggestions"),
+        ]
+    ):
+        size = (folder / name).stat().st_size
+        events.append(
+            {
+                "type": "artifact",
+                "seq": i + 1,
+                "ts": time.time(),
+                "step": 0,
+                "name": name,
+                "kind": kind,
+                "path": f"{rid}/{name}",
+                "size_bytes": size,
+            }
+        )
+    events.append({"type": "run_finished", "seq": 4, "ts": time.time(), "step": 0})
+    api.call("POST", f"/api/runs/{rid}/events", {"events": events})
+
+    page.goto(f"/runs/{rid}?tab=profile")
+    page.get_by_text("Profile profile.speedscope.json").wait_for()
+    canvas = page.locator(".flame canvas")
+    assert int(canvas.get_attribute("data-frames") or 0) == 8  # root + 7 frames
+    page.get_by_label("Search frames").fill("backward")
+    page.get_by_role("status").filter(has_text="1 frame matches").wait_for()
+    assert (
+        page.get_by_role("link", name="trace.json").get_attribute("href")
+        == f"/api/runs/{rid}/artifacts/trace.json"
+    )
+    shoot(page, "06b-profile-speedscope")
+
+    page.get_by_role("tab", name="Suggestions").click()
+    page.get_by_role("cell", name="Halve the batch").wait_for()
+    shoot(page, "07b-suggestions-with-file")
+    page.get_by_role("button", name="Launch with this config").click()
+    page.wait_for_url(re.compile(r"/new$"))
+    assert page.locator("[data-field='ppo.batch_size']").input_value() == "16"
