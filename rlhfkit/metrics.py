@@ -37,9 +37,10 @@ class M:
     REWARD_STD: Final = "reward/std"
     REWARD_MIN: Final = "reward/min"
     REWARD_MAX: Final = "reward/max"
-    SCORE_MEAN: Final = "reward/score_mean"  # reward model score before the KL penalty
+    SCORE_MEAN: Final = "reward/score_mean"  # mean return: score minus the summed per-token KL penalty
     KL_K1: Final = "kl/k1"
     KL_K3: Final = "kl/k3"
+    KL_PER_TOKEN: Final = "kl/per_token"
     KL_COEF: Final = "kl/coef"
     KL_TARGET: Final = "kl/target"
     ENTROPY: Final = "policy/entropy"
@@ -74,14 +75,16 @@ _SPECS: tuple[MetricSpec, ...] = (
     MetricSpec(M.SCORE_MEAN, "reward", "Mean total return: score minus the per-token KL penalty", "reward",
                ("objective/rlhf_reward", "ppo/returns/mean", "train/return")),
     MetricSpec(M.KL_K1, "nats", "KL(policy||reference) per sequence, k1 estimator: sum of log-ratios", "kl",
-               ("objective/kl", "ppo/mean_non_score_reward_kl", "objective/kl_k1", "train/kl", "kl")),
+               ("objective/kl", "ppo/mean_non_score_reward_kl", "objective/kl_k1")),
+    MetricSpec(M.KL_PER_TOKEN, "nats/token", "KL(policy||reference) per token, as GRPO/RLOO ('kl', k3) and OpenRLHF ('train/kl') report it", "kl",
+               ("kl", "train/kl")),
     MetricSpec(M.KL_K3, "nats", "KL(policy||reference) per sequence, k3 estimator (r-1-log r), low variance", "kl",
                ("objective/kl_k3",)),
     MetricSpec(M.KL_COEF, "1", "Current KL penalty coefficient beta", "kl", ("objective/kl_coef", "ppo/kl_coef", "train/kl_coef", "kl_coef", "beta")),
     MetricSpec(M.KL_TARGET, "nats", "Target KL of the adaptive controller", "kl"),
     MetricSpec(M.ENTROPY, "nats/token", "Mean per-token entropy of the policy on its samples", "policy",
-               ("policy/entropy_avg", "objective/entropy", "ppo/policy/entropy", "train/entropy", "entropy",
-                "train/entropy_loss")),
+               ("policy/entropy_avg", "ppo/policy/entropy", "train/entropy", "entropy", "train/entropy_loss")),
+    # (TRL's objective/entropy is a per-sequence sum of -log p, not per-token: not an alias.)
     MetricSpec(M.POLICY_LOSS, "1", "Clipped PPO surrogate loss", "loss",
                ("loss/policy_avg", "ppo/loss/policy", "train/policy_loss", "policy_loss")),
     MetricSpec(M.VALUE_LOSS, "1", "Clipped value loss (0.5 * max of squared errors)", "loss",

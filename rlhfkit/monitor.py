@@ -26,6 +26,7 @@ from rlhfkit.metrics import M
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "kl_high_factor": 2.0,  # warning when KL > factor * target (critical at 2x this)
     "kl_max": 25.0,  # nats per sequence, used when no target is known
+    "kl_per_token_max": 0.5,  # nats per token (GRPO/RLOO/OpenRLHF report KL per token)
     "kl_rise_window": 10,  # steps
     "kl_rise_factor": 3.0,  # KL grew by this factor across the window
     "kl_rise_min": 1.0,  # ... and by at least this many nats
@@ -128,6 +129,12 @@ class StabilityMonitor:
                     yield _Alert("kl_rising", "warning", M.KL_K1, kl, th["kl_rise_factor"] * max(first, 1e-3),
                                  f"KL rose from {first:.2f} to {kl:.2f} in {len(self._kl) - 1} steps",
                                  "The policy is drifting fast: lower the learning rate or ppo_epochs, or raise kl_coef.")
+
+        klt = m.get(M.KL_PER_TOKEN)
+        if klt is not None and klt > th["kl_per_token_max"]:
+            yield _Alert("kl_high", "critical" if klt > 2 * th["kl_per_token_max"] else "warning", M.KL_PER_TOKEN, klt,
+                         th["kl_per_token_max"], f"KL to the reference is {klt:.3f} nats per token",
+                         "Raise the KL coefficient (beta) or lower the learning rate.")
 
         ent = m.get(M.ENTROPY)
         if ent is not None:
