@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Annotated, Any, Literal, Protocol, Union, runtime_checkable
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -135,10 +135,7 @@ class RunCancelled(_Event):
 
 
 Event = Annotated[
-    Union[
-        RunStarted, MetricsEvent, TimingsEvent, MemoryEvent, AlertEvent, EvalEvent,
-        ArtifactEvent, LogEvent, RunFinished, RunFailed, RunCancelled,
-    ],
+    RunStarted | MetricsEvent | TimingsEvent | MemoryEvent | AlertEvent | EvalEvent | ArtifactEvent | LogEvent | RunFinished | RunFailed | RunCancelled,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: tuple[str, ...] = (

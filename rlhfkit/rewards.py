@@ -241,10 +241,7 @@ def build_reward(cfg: Any, tokenizer: PreTrainedTokenizerBase | None = None) -> 
     elif cfg.kind == "model":
         if tokenizer is None:
             raise ValueError("reward.kind=model needs the policy's tokenizer")
-        if cfg.model_path:
-            reward = ModelReward.load(cfg.model_path, tokenizer)
-        else:
-            reward = ModelReward(tokenizer)
+        reward = ModelReward.load(cfg.model_path, tokenizer) if cfg.model_path else ModelReward(tokenizer)
     else:  # pragma: no cover - guarded by the config's Literal
         raise ValueError(f"unknown reward.kind {cfg.kind!r}")
     if cfg.scale != 1.0:

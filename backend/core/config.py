@@ -1,0 +1,63 @@
+"""Service settings, read from the environment once and validated at start-up.
+
+One :class:`Settings` object is built by ``create_app`` (or the worker) and passed down; nothing
+else reads ``os.environ``. The names are the ones ``docker-compose.yml`` and ``docs/deploy.md`` use:
+``DATABASE_URL``, ``REDIS_URL`` (unset = embedded mode) and ``RLHFKIT_*``.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the backend and the worker need to know about their surroundings."""
+
+    model_config = SettingsConfigDict(env_prefix="RLHFKIT_", extra="ignore", frozen=True)
+
+    database_url: str = Field(default="sqlite:///./rlhfkit.db", validation_alias=AliasChoices("DATABASE_URL", "RLHFKIT_DATABASE_URL"),
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db")
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "RLHFKIT_REDIS_URL"),
+        description="redis://host:port/db; unset = embedded mode (runs execute in local processes)")
+    api_tokens: str = Field(default="", description="Comma-separated bearer tokens; empty = no auth (loopback only)")
+    redis_prefix: str = Field(default="rlhfkit", description="Prefix of every Redis key this service writes")
+    queue: str = Field(default="rlhfkit", description="Default Celery queue runs are routed to")
+    artifacts_dir: Path = Field(default=Path("./artifacts"), description="Where run outputs (events.jsonl, profiles, checkpoints) live")
+    static_dir: Path | None = Field(default=None, description="Built SPA directory (default: backend/static when present)")
+    heartbeat_timeout_s: float = Field(default=30.0, gt=0, description="A running Celery run whose worker heartbeat is older than this is marked failed (worker lost)")
+    stream_maxlen: int = Field(default=200_000, ge=1000, description="Approximate cap on each run's Redis Stream length")
+    consumer_name: str = Field(default_factory=lambda: f"backend-{socket.gethostname()}",
+                               description="This backend's name in the Redis consumer group (stable across restarts)")
+    embedded_workers: int = Field(default=1, ge=1, le=64, description="Embedded mode: runs executing at the same time")
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Request bodies above this get 413")
+    ws_heartbeat_s: float = Field(default=15.0, gt=0, description="Idle WebSocket heartbeat interval")
+    reaper_interval_s: float = Field(default=2.0, gt=0, description="How often the backend checks worker heartbeats")
+    migrate: bool = Field(default=True, description="Run Alembic migrations at start-up")
+
+    @field_validator("database_url")
+    @classmethod
+    def _driver(cls, v: str) -> str:
+        if v.startswith("postgresql://") or v.startswith("postgres://"):
+            return "postgresql+psycopg://" + v.split("://", 1)[1]  # psycopg 3 is the driver we ship
+        return v
+
+    @property
+    def tokens(self) -> list[str]:
+        return [t.strip() for t in self.api_tokens.split(",") if t.strip()]
+
+    @property
+    def embedded(self) -> bool:
+        return not self.redis_url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def redis_key(settings: Settings, *parts: object) -> str:
+    """``<prefix>:part:part`` — every Redis key is built here so the prefix is never forgotten."""
+    return ":".join([settings.redis_prefix, *(str(p) for p in parts)])

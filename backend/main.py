@@ -1,0 +1,238 @@
+"""The FastAPI application: ``create_app(settings)`` wires settings, DB, live hub, executor and the
+background threads (Redis consumer, heartbeat reaper) together; ``app`` is the default instance
+``uvicorn backend.main:app`` serves.
+
+Modes: with ``REDIS_URL`` runs go to Celery workers and come back over Redis Streams; without it
+(embedded mode) they run in local processes and their events go straight into the same ingest path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from backend.api.deps import Services, require_token
+from backend.api.routes import live, meta, runs
+from backend.core.config import Settings
+from backend.core.db import Database, run_migrations
+from backend.services.ingest import IngestError, RunNotFound
+from backend.services.live import LiveHub
+from backend.services.runs import Conflict
+from rlhfkit.config import ConfigError
+
+_log = logging.getLogger(__name__)
+DEFAULT_STATIC = Path(__file__).resolve().parent / "static"
+
+
+class BodyLimit:
+    """413 for request bodies over ``limit`` bytes, by Content-Length or while streaming."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for k, v in scope.get("headers", ()):
+            if k == b"content-length":
+                try:
+                    too_big = int(v) > self.limit
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await self._reject(send)
+                    return
+        seen = 0
+        started = False
+
+        async def limited() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return msg
+
+        async def tracking_send(msg: Message) -> None:
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, limited, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        resp = JSONResponse({"detail": f"request body larger than {self.limit} bytes"}, status_code=413)
+        await send({"type": "http.response.start", "status": 413, "headers": resp.raw_headers})
+        await send({"type": "http.response.body", "body": resp.body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _config_error_detail(exc: ConfigError, prefix: tuple[str, ...] = ("body", "config")) -> list[dict[str, Any]]:
+    out = []
+    for e in exc.errors:
+        field = str(e.get("field", ""))
+        if field == "preset":
+            loc: list[Any] = ["body", "preset"]
+        elif field in ("(root)", ""):
+            loc = list(prefix)
+        else:
+            loc = [*prefix, *field.split(".")]
+        out.append({"loc": loc, "msg": e.get("message", ""), "type": e.get("type", "value_error")})
+    return out
+
+
+def build_services(settings: Settings) -> Services:
+    db = Database(settings.database_url)
+    hub = LiveHub()
+    redis_client = None
+    if settings.embedded:
+        from backend.services.embedded import EmbeddedExecutor
+
+        executor: Any = EmbeddedExecutor(settings=settings, db=db, hub=hub)
+    else:
+        import redis
+
+        from backend.services.celery_exec import CeleryExecutor
+
+        redis_client = redis.Redis.from_url(settings.redis_url or "", decode_responses=False)
+        executor = CeleryExecutor(settings=settings, db=db, hub=hub, redis_client=redis_client)
+    return Services(settings=settings, db=db, hub=hub, executor=executor, redis=redis_client)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    services = build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services.hub.bind(asyncio.get_running_loop())
+        if settings.migrate:
+            await asyncio.to_thread(run_migrations, settings.database_url)
+        settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        background: list[Any] = [services.executor]
+        if not settings.embedded:
+            from backend.services.consumer import StreamConsumer
+            from backend.services.reaper import HeartbeatReaper
+
+            background += [StreamConsumer(settings=settings, db=services.db, hub=services.hub, redis_client=services.redis),
+                           HeartbeatReaper(settings=settings, db=services.db, hub=services.hub, redis_client=services.redis)]
+        for b in background:
+            b.start()
+        try:
+            yield
+        finally:
+            for b in reversed(background):
+                b.stop()
+            services.db.dispose()
+
+    app = FastAPI(
+        title="RLHF Systems Kit",
+        version="0.1.0",
+        description="Run registry, live metrics and ingest for PPO-for-RLHF runs. "
+                    "WebSockets: /api/runs/{id}/live?cursor=N (events after seq N, then live) and /api/live.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+
+    auth = [Depends(require_token)]
+    app.include_router(meta.health_router)
+    app.include_router(runs.router, dependencies=auth)
+    app.include_router(meta.router, dependencies=auth)
+    app.include_router(live.router)  # WebSockets check the token themselves (header or ?token=)
+
+    @app.exception_handler(ConfigError)
+    async def _config_error(_: Request, exc: ConfigError) -> JSONResponse:
+        return JSONResponse({"detail": _config_error_detail(exc)}, status_code=422)
+
+    @app.exception_handler(IngestError)
+    async def _ingest_error(_: Request, exc: IngestError) -> JSONResponse:
+        return JSONResponse({"detail": exc.errors}, status_code=422)
+
+    @app.exception_handler(RunNotFound)
+    async def _not_found(_: Request, exc: RunNotFound) -> JSONResponse:
+        return JSONResponse({"detail": f"run {exc.args[0]!r} not found"}, status_code=404)
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    _mount_spa(app, settings.static_dir or DEFAULT_STATIC)
+    _document_websockets(app)
+    return app
+
+
+def _document_websockets(app: FastAPI) -> None:
+    """OpenAPI has no WebSockets: add their message schemas as components so the generated
+    TypeScript client has types for them (``LiveEvent``, ``LiveStatusMessage``, ...)."""
+    from pydantic import TypeAdapter
+
+    from backend.schemas import HeartbeatMessage, LaggedMessage, LiveStatusMessage
+    from rlhfkit.events import Event
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        comps = schema.setdefault("components", {}).setdefault("schemas", {})
+        ref = "#/components/schemas/{model}"
+        event_schema = TypeAdapter(Event).json_schema(ref_template=ref)
+        comps.update(event_schema.pop("$defs", {}))
+        comps["LiveEvent"] = event_schema
+        for model in (LiveStatusMessage, HeartbeatMessage, LaggedMessage):
+            js = model.model_json_schema(ref_template=ref)
+            comps.update(js.pop("$defs", {}))
+            comps[model.__name__] = js
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _mount_spa(app: FastAPI, static_dir: Path) -> None:
+    """Serve the built SPA at / with client-route fallback to index.html (never for /api)."""
+    index = static_dir / "index.html"
+    root = static_dir.resolve()
+
+    @app.get("/{path:path}", include_in_schema=False)
+    def spa(path: str) -> Response:
+        if path.startswith("api/") or path == "api":
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        if not index.is_file():
+            return JSONResponse({"detail": "UI not built (make ui); the API is under /api, docs at /docs"},
+                                status_code=404)
+        candidate = (root / path).resolve()
+        if path and candidate.is_relative_to(root) and candidate.is_file():
+            return FileResponse(candidate)
+        return FileResponse(index)
+
+
+app = create_app()

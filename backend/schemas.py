@@ -1,0 +1,231 @@
+"""Request and response bodies, one family per resource (``RunCreate / RunPublic / RunsPublic``).
+
+Request models forbid unknown fields, so a typo is a 422 that names the field rather than a
+silently ignored key. These models are what the OpenAPI schema (and so the frontend's generated
+client) describes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+RunSource = Literal["native", "trl", "openrlhf", "external"]
+ExternalSource = Literal["trl", "openrlhf", "external"]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ----------------------------------------------------------------------------- runs
+
+class RunCreate(_Request):
+    """Start a run from a preset and/or a config, plus dotted-key overrides."""
+
+    preset: str | None = Field(default=None, max_length=100, description="Preset name from GET /api/config/presets (e.g. smoke)")
+    config: dict[str, Any] | None = Field(default=None, description="A RunConfig (or part of one) applied on top of the preset")
+    overrides: dict[str, Any] = Field(default_factory=dict, description='Dotted keys, e.g. {"ppo.batch_size": 16}')
+    name: str | None = Field(default=None, min_length=1, max_length=200, description="Run name (default: config.name)")
+    tags: list[str] | None = Field(default=None, max_length=50, description="Tags (default: config.tags)")
+    queue: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$",
+                              description="Celery queue to route to (e.g. a GPU type); default: the server's queue")
+
+
+class RunRerun(_Request):
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted-key overrides applied to the original config")
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    queue: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
+class ExternalRunCreate(_Request):
+    """Register a run that executes elsewhere (TRL, OpenRLHF, a user script); events arrive by POST."""
+
+    name: str = Field(..., min_length=1, max_length=200)
+    source: ExternalSource = "external"
+    config: dict[str, Any] = Field(default_factory=dict, description="Free-form config of the external run (stored as given)")
+    tags: list[str] = Field(default_factory=list, max_length=50)
+    seed: int | None = None
+    total_steps: int | None = Field(default=None, ge=0)
+
+
+class RunPublic(BaseModel):
+    id: str
+    name: str
+    status: RunStatus
+    source: RunSource
+    config: dict[str, Any]
+    seed: int | None
+    tags: list[str]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    worker: str | None
+    error: str | None
+    git_commit: str | None
+    versions: dict[str, str]
+    total_steps: int | None
+    last_step: int | None = Field(default=None, description="Last step with metrics (0-based)")
+    last_seq: int = Field(default=-1, description="Highest event seq stored; a WebSocket cursor")
+    latest: dict[str, float] = Field(description="Latest value of every metric key (reward/mean, kl/k1, ...)")
+    summary: dict[str, Any] | None = None
+    queue: str | None = None
+    parent_id: str | None = None
+    cancel_requested: bool = False
+
+
+class RunsPublic(BaseModel):
+    data: list[RunPublic]
+    count: int = Field(description="Runs matching the filters (all pages)")
+    next_cursor: str | None = Field(default=None, description="Pass as ?cursor= for the next page; null on the last page")
+
+
+# ----------------------------------------------------------------------------- events
+
+class EventsIngest(_Request):
+    events: list[dict[str, Any]] = Field(..., max_length=100_000,
+                                         description="Events as rlhfkit.events models dump them (type, seq, ts, step, ...)")
+
+
+class IngestResult(BaseModel):
+    accepted: int = Field(description="Events stored by this request")
+    duplicates: int = Field(description="Events already stored (same run_id and seq), ignored")
+    last_seq: int = Field(description="Highest seq stored for the run after this request (-1 when none)")
+
+
+class EventsPage(BaseModel):
+    events: list[dict[str, Any]]
+    next_cursor: int = Field(description="Pass as ?after= to continue (the last seq returned, or the given cursor)")
+    status: RunStatus
+
+
+# ----------------------------------------------------------------------------- metrics
+
+class Series(BaseModel):
+    """One metric key's points; downsampled series carry each bucket's min and max so spikes survive."""
+
+    key: str
+    steps: list[int] = Field(description="Step of each point (downsampled: first step of the bucket)")
+    values: list[float] = Field(description="Value of each point (downsampled: the bucket's mean)")
+    min: list[float] | None = Field(default=None, description="Downsampled only: smallest value in each bucket")
+    max: list[float] | None = Field(default=None, description="Downsampled only: largest value in each bucket")
+    min_step: list[int] | None = Field(default=None, description="Downsampled only: step where the bucket's min occurred")
+    max_step: list[int] | None = Field(default=None, description="Downsampled only: step where the bucket's max occurred")
+    total_points: int = Field(description="Raw points in the requested range")
+    downsampled: bool
+    unit: str | None = None
+
+
+class MetricsPublic(BaseModel):
+    run_id: str
+    series: dict[str, Series]
+
+
+class CompareRun(BaseModel):
+    run: RunPublic
+    series: dict[str, Series]
+
+
+class ComparePublic(BaseModel):
+    runs: list[CompareRun]
+
+
+class TimingPublic(BaseModel):
+    step: int
+    stages: dict[str, float] = Field(description="Wall seconds per stage")
+    step_time: float = Field(description="Wall seconds of the whole step")
+    tokens: int
+    wall_time: float = Field(description="Unix seconds when emitted")
+
+
+class MemoryPublic(BaseModel):
+    step: int
+    device: str
+    stages: dict[str, Any] = Field(description="Per stage: allocated/reserved/peak MB (CUDA) or RSS MB (CPU)")
+    models: dict[str, float] = Field(description="MB of weights per model")
+    wall_time: float
+
+
+class AlertPublic(BaseModel):
+    step: int | None
+    rule: str
+    severity: str
+    metric: str | None
+    value: float | None
+    threshold: float | None
+    message: str
+    suggestion: str
+    wall_time: float
+
+
+class SamplePublic(BaseModel):
+    step: int | None
+    prompt: str
+    response: str
+    reward: float
+
+
+class ArtifactPublic(BaseModel):
+    name: str
+    kind: str
+    size_bytes: int
+    step: int | None
+    meta: dict[str, Any]
+    created_at: datetime
+    url: str = Field(description="GET this to download")
+
+
+# ----------------------------------------------------------------------------- misc
+
+class MetricSpecPublic(BaseModel):
+    name: str
+    unit: str
+    description: str
+    group: str
+    aliases: list[str]
+
+
+class MetricsContract(BaseModel):
+    metrics: dict[str, MetricSpecPublic]
+    stages: list[str]
+    sub_stages: list[str]
+    models: list[str]
+    event_types: list[str]
+    schema_version: int
+
+
+class PresetPublic(BaseModel):
+    name: str
+    config: dict[str, Any] | None = Field(default=None, description="The preset's validated config (null when it does not validate)")
+    error: str | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    mode: Literal["embedded", "celery"]
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+class LiveStatusMessage(BaseModel):
+    """What ``WS /api/live`` sends when a run changes status (documentation model)."""
+
+    type: Literal["run_status"] = "run_status"
+    run: RunPublic
+
+
+class HeartbeatMessage(BaseModel):
+    """Sent on idle WebSockets every RLHFKIT_WS_HEARTBEAT_S seconds."""
+
+    type: Literal["heartbeat"] = "heartbeat"
+    ts: float
+    cursor: int | None = Field(default=None, description="Run stream only: the last seq sent")
+
+
+class LaggedMessage(BaseModel):
+    """The viewer fell too far behind; the server closes (code 4000): reconnect with ``cursor``."""
+
+    type: Literal["lagged"] = "lagged"
+    cursor: int

@@ -1,0 +1,169 @@
+"""Redis Stream consumer: every worker event reaches the DB, then the WebSocket viewers.
+
+Workers XADD to ``<prefix>:run:<id>:events`` and register the key in ``<prefix>:streams``. This
+thread reads all registered streams through one consumer group (``XREADGROUP``), ingests each batch
+(idempotent on ``(run_id, seq)``), and only then ``XACK``s it — so a backend killed between the
+read and the commit leaves the entries pending, and on restart the same consumer name reads its
+pending entries again (``XREADGROUP ... 0``), and ``XAUTOCLAIM`` takes over entries a vanished
+consumer left behind. Streams of finished runs are retired (removed from the set, expired).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import redis
+
+from backend.core.config import Settings
+from backend.core.db import Database
+from backend.models import TERMINAL_STATUSES, Run
+from backend.services.ingest import IngestError, RunNotFound, ingest_events, parse_events
+from backend.services.live import LiveHub
+from backend.services.runs import public_dict
+
+_log = logging.getLogger(__name__)
+GROUP = "rlhfkit-backend"
+READ_COUNT = 10_000
+CLAIM_IDLE_MS = 30_000
+RETIRE_EXPIRE_S = 3600
+DISCOVER_INTERVAL_S = 0.1  # how often the set of streams is re-read (one SMEMBERS)
+MAINTENANCE_INTERVAL_S = 2.0  # XAUTOCLAIM of abandoned entries, retiring finished streams
+
+
+def run_id_of(key: bytes | str, prefix: str) -> str:
+    k = key.decode() if isinstance(key, bytes) else key
+    return k[len(prefix) + len(":run:"):-len(":events")]
+
+
+class StreamConsumer:
+    def __init__(self, *, settings: Settings, db: Database, hub: LiveHub, redis_client: Any) -> None:
+        self.settings = settings
+        self.db = db
+        self.hub = hub
+        self.r: Any = redis_client
+        self.prefix = settings.redis_prefix
+        self.consumer = settings.consumer_name
+        self._streams: dict[Any, float] = {}  # key -> monotonic time of its last entry
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rlhfkit-stream-consumer", daemon=True)
+        self.ingested = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    # ---- main loop
+    def _run(self) -> None:
+        last_refresh = last_maintenance = 0.0
+        while not self._stop.is_set():
+            try:
+                now = time.monotonic()
+                if now - last_refresh > DISCOVER_INTERVAL_S:  # a new run's first events wait at most this
+                    self._refresh(maintenance=now - last_maintenance > MAINTENANCE_INTERVAL_S)
+                    last_refresh = time.monotonic()
+                    if now - last_maintenance > MAINTENANCE_INTERVAL_S:
+                        last_maintenance = last_refresh
+                if not self._streams:
+                    self._stop.wait(0.1)
+                    continue
+                resp = self.r.xreadgroup(GROUP, self.consumer, dict.fromkeys(self._streams, ">"),
+                                         count=READ_COUNT, block=100)
+                for key, entries in resp or []:
+                    self._process(key, entries)
+            except redis.RedisError as exc:
+                _log.warning("stream consumer: %s; retrying", exc)
+                self._stop.wait(1.0)
+            except Exception:
+                _log.exception("stream consumer error; retrying")
+                self._stop.wait(1.0)
+
+    def _refresh(self, maintenance: bool = True) -> None:
+        keys = set(self.r.smembers(f"{self.prefix}:streams"))
+        for key in keys - set(self._streams):
+            try:
+                self.r.xgroup_create(key, GROUP, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            self._streams[key] = time.monotonic()
+            self._drain_pending(key)
+        for key in list(self._streams):
+            if key not in keys:
+                self._streams.pop(key, None)
+            elif maintenance:
+                self._claim_abandoned(key)
+                self._maybe_retire(key)
+
+    def _drain_pending(self, key: Any) -> None:
+        """Entries delivered to this consumer name before a restart but never acknowledged."""
+        while True:
+            resp = self.r.xreadgroup(GROUP, self.consumer, {key: "0"}, count=READ_COUNT)
+            entries = resp[0][1] if resp else []
+            if not entries:
+                return
+            self._process(key, entries)
+
+    def _claim_abandoned(self, key: Any) -> None:
+        """Entries another consumer read and never acknowledged (it died)."""
+        start = "0-0"
+        while True:
+            res = self.r.xautoclaim(key, GROUP, self.consumer, min_idle_time=CLAIM_IDLE_MS, start_id=start,
+                                    count=READ_COUNT)
+            start, entries = res[0], res[1]
+            entries = [e for e in entries if e and e[1]]
+            if entries:
+                self._process(key, entries)
+            if not entries or start in (b"0-0", "0-0"):
+                return
+
+    def _maybe_retire(self, key: Any) -> None:
+        """Stop consuming a stream whose run is finished and fully acknowledged."""
+        if time.monotonic() - self._streams.get(key, 0.0) < 2.0:
+            return
+        run_id = run_id_of(key, self.prefix)
+        with self.db.session() as s:
+            run = s.get(Run, run_id)
+            status = None if run is None else run.status
+        if status is not None and status not in TERMINAL_STATUSES:
+            return
+        if int(self.r.xpending(key, GROUP)["pending"]) == 0:
+            self._retire(key)
+
+    def _retire(self, key: Any) -> None:
+        self.r.srem(f"{self.prefix}:streams", key)
+        self.r.expire(key, RETIRE_EXPIRE_S)
+        self._streams.pop(key, None)
+
+    # ---- one batch
+    def _process(self, key: Any, entries: list[Any]) -> None:
+        run_id = run_id_of(key, self.prefix)
+        ids = [eid for eid, _ in entries]
+        data = [fields.get(b"e", b"{}") for _, fields in entries]
+        try:
+            outcome = ingest_events(self.db, run_id, data)
+        except RunNotFound:
+            _log.warning("events for unknown run %s dropped", run_id)
+            self.r.xack(key, GROUP, *ids)
+            self._retire(key)
+            return
+        except IngestError:
+            good = []
+            for d in data:
+                try:
+                    parse_events([d], run_id)
+                    good.append(d)
+                except IngestError as exc:
+                    _log.error("malformed event on %s dropped: %s", key, exc.errors[:1])
+            outcome = ingest_events(self.db, run_id, good)
+        self.r.xack(key, GROUP, *ids)  # only after the commit: a crash before this re-delivers
+        self._streams[key] = time.monotonic()
+        self.ingested += len(outcome.accepted)
+        self.hub.publish_events(run_id, outcome.accepted)
+        if outcome.status_changed and outcome.run is not None:
+            self.hub.publish_status(public_dict(outcome.run))

@@ -1,0 +1,214 @@
+"""Embedded mode executor: runs execute in local child processes, events come back over a
+multiprocessing queue and enter the same ingest path as everything else.
+
+One scheduler thread starts queued runs while fewer than ``embedded_workers`` are running; one
+pump thread drains the event queue in batches into the DB and the live hub. Child processes are
+*spawned* (not forked) so they never inherit the server's threads, sockets or event loop. Cancel is
+cooperative: the child's ``should_stop`` reads a shared flag between steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import queue
+import threading
+import time
+import traceback
+from collections import defaultdict
+from multiprocessing.synchronize import Event as MpEvent
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from backend.core.config import Settings
+from backend.core.db import Database
+from backend.models import TERMINAL_STATUSES, Run
+from backend.services.ingest import RunNotFound, ingest_events, set_status
+from backend.services.live import LiveHub
+from backend.services.runs import public_dict
+
+_log = logging.getLogger(__name__)
+PUMP_BATCH = 5000
+
+
+class _QueueSink:
+    """Child side: ships each event's JSON to the parent (pickling a str is cheap)."""
+
+    def __init__(self, q: Any, run_id: str) -> None:
+        self.q = q
+        self.run_id = run_id
+
+    def emit(self, event: Any) -> None:
+        self.q.put(("event", self.run_id, event.model_dump_json()))
+
+    def close(self) -> None:
+        pass
+
+
+def _child_main(run_id: str, config: dict[str, Any], out_dir: str, q: Any, stop: MpEvent) -> None:
+    """Entry point of a run's process: build the config and call the engine."""
+    sink = _QueueSink(q, run_id)
+    try:
+        from rlhfkit.config import validate_config
+        from rlhfkit.runner import run_training
+
+        cfg = validate_config(config)
+    except Exception as exc:  # the engine could not even start: report it as the run's only event
+        from rlhfkit.events import EventEmitter, RunFailed
+
+        EventEmitter(run_id, [sink]).emit(RunFailed(error=f"{type(exc).__name__}: {exc}",
+                                                    traceback=traceback.format_exc()))
+        return
+    try:
+        run_training(cfg, run_id=run_id, sinks=[sink], out_dir=out_dir, should_stop=stop.is_set)
+    except Exception:
+        pass  # run_training emitted run_failed before re-raising
+    finally:
+        q.close()
+        q.join_thread()  # every event is in the pipe before the process exits
+
+
+class EmbeddedExecutor:
+    mode = "embedded"
+
+    def __init__(self, *, settings: Settings, db: Database, hub: LiveHub) -> None:
+        self.settings = settings
+        self.db = db
+        self.hub = hub
+        self._ctx = mp.get_context("spawn")
+        self._events: Any = None
+        self._pending: queue.Queue[str] = queue.Queue()
+        self._procs: dict[str, Any] = {}
+        self._stops: dict[str, MpEvent] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # ---- lifecycle
+    def start(self) -> None:
+        self._events = self._ctx.Queue()
+        with self.db.session() as s:
+            # runs left "running" by a previous server process died with it
+            for run in s.scalars(select(Run).where(Run.status == "running", Run.source == "native")):
+                set_status(self.db, run.id, "failed", error="server restarted while the run was executing",
+                           only_from=("running",))
+            for run_id in s.scalars(select(Run.id).where(Run.status == "queued", Run.source == "native")
+                                    .order_by(Run.created_at)):
+                self._pending.put(run_id)
+        for target, name in ((self._schedule, "rlhfkit-scheduler"), (self._pump, "rlhfkit-pump")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        for ev in self._stops.values():
+            ev.set()
+        deadline = time.monotonic() + 10
+        for proc in list(self._procs.values()):
+            proc.join(max(0.1, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.terminate()
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+
+    # ---- executor protocol
+    def submit(self, run: Run) -> None:
+        self._pending.put(run.id)
+
+    def cancel(self, run: Run) -> None:
+        ev = self._stops.get(run.id)
+        if ev is not None:
+            ev.set()
+
+    # ---- threads
+    def _schedule(self) -> None:
+        while not self._stop.is_set():
+            self._reap()
+            if len(self._procs) >= self.settings.embedded_workers:
+                time.sleep(0.1)
+                continue
+            try:
+                run_id = self._pending.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            try:
+                self._launch(run_id)
+            except Exception:
+                _log.exception("could not start run %s", run_id)
+                set_status(self.db, run_id, "failed", error="could not start the run process", only_from=("queued",))
+
+    def _launch(self, run_id: str) -> None:
+        run = set_status(self.db, run_id, "running", only_from=("queued",), worker="embedded")
+        if run is None:
+            return  # cancelled (or deleted) while queued
+        if run.cancel_requested:
+            return
+        self.hub.publish_status(public_dict(run))
+        stop = self._ctx.Event()
+        out_dir = str(Path(self.settings.artifacts_dir).resolve())
+        proc = self._ctx.Process(target=_child_main, args=(run_id, run.config, out_dir, self._events, stop),
+                                 name=f"rlhfkit-run-{run_id}", daemon=True)
+        proc.start()
+        self._procs[run_id] = proc
+        self._stops[run_id] = stop
+        with self.db.session() as s:  # a cancel that raced the launch
+            r = s.get(Run, run_id)
+            if r is not None and r.cancel_requested:
+                stop.set()
+
+    def _reap(self) -> None:
+        for run_id, proc in list(self._procs.items()):
+            if proc.is_alive():
+                continue
+            proc.join()
+            del self._procs[run_id]
+            self._stops.pop(run_id, None)
+            # after the child's own events (FIFO pipe), so the pump sees its terminal event first
+            self._events.put(("exited", run_id, proc.exitcode))
+
+    def _pump(self) -> None:
+        while not self._stop.is_set():
+            try:
+                first = self._events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            except (EOFError, OSError):
+                return
+            items = [first]
+            while len(items) < PUMP_BATCH:
+                try:
+                    items.append(self._events.get_nowait())
+                except queue.Empty:
+                    break
+            self._handle(items)
+
+    def _handle(self, items: list[tuple[str, str, Any]]) -> None:
+        by_run: defaultdict[str, list[Any]] = defaultdict(list)
+        exits: list[tuple[str, int]] = []
+        for kind, run_id, data in items:
+            if kind == "event":
+                by_run[run_id].append(data)
+            else:
+                exits.append((run_id, data))
+        for run_id, evs in by_run.items():
+            try:
+                outcome = ingest_events(self.db, run_id, evs)
+            except RunNotFound:
+                continue
+            except Exception:
+                _log.exception("ingest failed for run %s", run_id)
+                continue
+            self.hub.publish_events(run_id, outcome.accepted)
+            if outcome.status_changed and outcome.run is not None:
+                self.hub.publish_status(public_dict(outcome.run))
+        for run_id, code in exits:
+            with self.db.session() as s:
+                run = s.get(Run, run_id)
+                status = None if run is None else run.status
+            if status is not None and status not in TERMINAL_STATUSES:
+                changed = set_status(self.db, run_id, "failed", error=f"run process exited with code {code} "
+                                     "before reporting a result", only_from=("running", "queued"))
+                if changed is not None:
+                    self.hub.publish_status(public_dict(changed))

@@ -1,0 +1,444 @@
+"""Event ingest: validate, deduplicate on ``(run_id, seq)``, store, derive typed rows, update the run.
+
+Every path that brings events in — the REST ingest endpoint, the Redis Stream consumer and the
+embedded executor — calls :func:`ingest_events`, so they behave the same. Within one process the
+events of one run are ingested under a lock, so deduplication (pre-filter on the existing seqs,
+backed by the unique constraint) is exact. On PostgreSQL large batches go through ``COPY``; on
+SQLite ``executemany``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import case, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend.core.db import Database
+from backend.models import (
+    ROLLUP_WIDTHS,
+    TERMINAL_STATUSES,
+    Alert,
+    Artifact,
+    EvalSample,
+    EventRow,
+    MemorySnapshot,
+    MetricSeries,
+    Run,
+    StageTiming,
+    metric_points,
+    metric_rollups,
+)
+from rlhfkit.events import (
+    AlertEvent,
+    ArtifactEvent,
+    EvalEvent,
+    Event,
+    MemoryEvent,
+    MetricsEvent,
+    RunCancelled,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    TimingsEvent,
+    parse_event,
+)
+from rlhfkit.metrics import M
+
+_log = logging.getLogger(__name__)
+COPY_THRESHOLD = 1  # rows; on PostgreSQL even one live event's rows go in one COPY round trip
+_TERMINAL_STATUS = {"run_finished": "succeeded", "run_failed": "failed", "run_cancelled": "cancelled"}
+
+
+class IngestError(ValueError):
+    """Some events do not validate; ``errors`` is in FastAPI's 422 ``detail`` shape."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+        super().__init__(f"{len(errors)} invalid event field(s)")
+
+
+class RunNotFound(LookupError):
+    pass
+
+
+@dataclass
+class IngestOutcome:
+    accepted: list[tuple[int, str]] = field(default_factory=list)  # (seq, JSON text) of new events, seq order
+    duplicates: int = 0
+    last_seq: int = -1
+    status_changed: bool = False
+    run: Run | None = None
+
+
+_run_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+_locks_guard = threading.Lock()
+
+
+def _lock_for(run_id: str) -> threading.Lock:
+    with _locks_guard:
+        return _run_locks[run_id]
+
+
+def _drop_null_metrics(item: Any) -> Any:
+    """JSON has no NaN: pydantic writes NaN/inf metric values as null. Drop them (they cannot be
+    charted) instead of rejecting the whole event; the stability monitor reports them as alerts."""
+    data = json.loads(item) if isinstance(item, (str, bytes)) else item
+    if isinstance(data, dict) and isinstance(data.get("values"), dict):
+        data = {**data, "values": {k: v for k, v in data["values"].items() if v is not None}}
+    return data
+
+
+def parse_events(raw: list[Any], run_id: str) -> list[tuple[Event, str | None]]:
+    """Validate a batch; every error names the event index and field (FastAPI's loc shape).
+
+    Returns each event with its JSON text when the input was JSON text already stamped for this
+    run (the Redis stream, the embedded queue), so it is stored and fanned out without re-dumping."""
+    out: list[tuple[Event, str | None]] = []
+    errors: list[dict[str, Any]] = []
+    for i, item in enumerate(raw):
+        text = item.decode() if isinstance(item, bytes) else item if isinstance(item, str) else None
+        try:
+            try:
+                ev = item if hasattr(item, "type") and hasattr(item, "seq") else parse_event(item)
+            except ValidationError as first:
+                if not any(e["type"] == "float_type" and e.get("input") is None for e in first.errors()):
+                    raise
+                ev = parse_event(_drop_null_metrics(item))
+                text = None
+        except ValidationError as exc:
+            for err in exc.errors():
+                errors.append({"loc": ["body", "events", i, *err["loc"]], "msg": err["msg"], "type": err["type"]})
+            continue
+        except ValueError as exc:  # malformed JSON text from a stream
+            errors.append({"loc": ["body", "events", i], "msg": str(exc), "type": "json_invalid"})
+            continue
+        if ev.run_id != run_id or ev.seq < 0:
+            text = None
+        ev.run_id = run_id
+        out.append((ev, text))
+    if errors:
+        raise IngestError(errors)
+    return out
+
+
+def ingest_events(db: Database, run_id: str, raw: list[Any]) -> IngestOutcome:
+    """Store a batch of events for one run; idempotent on ``(run_id, seq)``."""
+    parsed = parse_events(raw, run_id)
+    with _lock_for(run_id), db.session() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        # events without a seq (hand-written uploads) get the next free numbers
+        next_seq = run.last_seq + 1
+        for ev, _ in parsed:
+            if ev.seq < 0:
+                ev.seq = next_seq
+            next_seq = max(next_seq, ev.seq + 1)
+        by_seq: dict[int, tuple[Event, str | None]] = {}
+        for pair in parsed:
+            by_seq.setdefault(pair[0].seq, pair)
+        dup = len(parsed) - len(by_seq)
+        if by_seq:
+            lo, hi = min(by_seq), max(by_seq)
+            existing = set(session.scalars(
+                select(EventRow.seq).where(EventRow.run_id == run_id, EventRow.seq >= lo, EventRow.seq <= hi)))
+            dup += len(existing)
+            for s in existing:
+                by_seq.pop(s, None)
+        new = [by_seq[s] for s in sorted(by_seq)]
+        outcome = IngestOutcome(duplicates=dup)
+        if new:
+            series = _series_ids(db, run_id, new)
+            try:
+                outcome.accepted = _store(session, db, run_id, new, series)
+                outcome.status_changed = _update_run(session, run, [ev for ev, _ in new])
+                session.commit()
+            except IntegrityError:  # another process stored some of these meanwhile: slow, exact path
+                session.rollback()
+                _log.info("ingest race on run %s; retrying with ON CONFLICT", run_id)
+                return _ingest_conflict_safe(db, run_id, new, dup, series)
+        outcome.last_seq = run.last_seq
+        outcome.run = run
+        return outcome
+
+
+_series_cache: dict[tuple[str, str], int] = {}
+
+
+def forget_run(run_id: str) -> None:
+    """Drop cached series ids of a deleted run."""
+    for k in [k for k in _series_cache if k[0] == run_id]:
+        _series_cache.pop(k, None)
+
+
+def _series_ids(db: Database, run_id: str, new: list[tuple[Event, str | None]]) -> dict[str, int]:
+    """Integer id of every metric key in the batch, creating series rows (committed on their own,
+    so a rolled-back batch never leaves a cached id behind)."""
+    keys = {k for ev, _ in new if isinstance(ev, MetricsEvent) for k in ev.values}
+    missing = [k for k in keys if (run_id, k) not in _series_cache]
+    if missing:
+        with db.session() as s:
+            rows = s.execute(select(MetricSeries.key, MetricSeries.id)
+                             .where(MetricSeries.run_id == run_id, MetricSeries.key.in_(missing))).all()
+            found = {k: i for k, i in rows}
+            absent = [k for k in missing if k not in found]
+            if absent:
+                s.execute(_insert_ignore(db, MetricSeries, ["run_id", "key"]),
+                          [{"run_id": run_id, "key": k} for k in absent])
+                s.commit()
+                rows = s.execute(select(MetricSeries.key, MetricSeries.id)
+                                 .where(MetricSeries.run_id == run_id, MetricSeries.key.in_(absent))).all()
+                found.update({k: i for k, i in rows})
+        for k, i in found.items():
+            _series_cache[(run_id, k)] = i
+    return {k: _series_cache[(run_id, k)] for k in keys}
+
+
+def _ingest_conflict_safe(db: Database, run_id: str, new: list[tuple[Event, str | None]], dup: int,
+                          series: dict[str, int]) -> IngestOutcome:
+    with db.session() as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        stored = []
+        for ev, text in new:
+            res = session.execute(_insert_ignore(db, EventRow, ["run_id", "seq"]).values(
+                run_id=run_id, seq=ev.seq, type=ev.type, step=ev.step, ts=ev.ts, payload=ev.model_dump(mode="json")))
+            if getattr(res, "rowcount", 0):
+                stored.append((ev, text))
+            else:
+                dup += 1
+        accepted = _store(session, db, run_id, stored, series, events_table=False)
+        changed = _update_run(session, run, [ev for ev, _ in stored]) if stored else False
+        session.commit()
+        return IngestOutcome(accepted=accepted, duplicates=dup, last_seq=run.last_seq, status_changed=changed, run=run)
+
+
+def _insert_ignore(db: Database, model: Any, conflict: list[str]) -> Any:
+    if db.is_postgres:
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(model).on_conflict_do_nothing(index_elements=conflict)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(model).on_conflict_do_nothing(index_elements=conflict)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _copy_text(v: Any) -> str:
+    """One value in PostgreSQL COPY text format."""
+    if v is None:
+        return "\\N"
+    if isinstance(v, float):
+        return repr(v)
+    return str(v).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _store(session: Session, db: Database, run_id: str, new: list[tuple[Event, str | None]],
+           series: dict[str, int], *, events_table: bool = True) -> list[tuple[int, str]]:
+    """Insert the event rows and the typed rows; return ``(seq, json text)`` of each new event."""
+    accepted: list[tuple[int, str]] = []
+    points: list[tuple[int, int, float, float]] = []
+    timings: list[dict[str, Any]] = []
+    memory: list[dict[str, Any]] = []
+    alerts: list[dict[str, Any]] = []
+    samples: list[dict[str, Any]] = []
+    artifacts: list[dict[str, Any]] = []
+    for ev, text in new:
+        accepted.append((ev.seq, text if text is not None else ev.model_dump_json()))
+        step = ev.step if ev.step is not None else 0
+        if isinstance(ev, MetricsEvent):
+            ts = ev.ts
+            points.extend((series[k], step, float(v), ts) for k, v in ev.values.items() if _finite(v))
+        elif isinstance(ev, TimingsEvent):
+            timings.append(dict(run_id=run_id, step=step, stages=ev.stages, step_time=ev.step_time,
+                                tokens=ev.tokens, wall_time=ev.ts))
+        elif isinstance(ev, MemoryEvent):
+            memory.append(dict(run_id=run_id, step=step, device=ev.device, wall_time=ev.ts,
+                               stages={k: s.model_dump(exclude_none=True) for k, s in ev.stages.items()},
+                               models=ev.models))
+        elif isinstance(ev, AlertEvent):
+            alerts.append(dict(run_id=run_id, step=ev.step, rule=ev.rule, severity=ev.severity, metric=ev.metric,
+                               value=ev.value if _finite(ev.value) else None,
+                               threshold=ev.threshold if _finite(ev.threshold) else None,
+                               message=ev.message, suggestion=ev.suggestion, wall_time=ev.ts))
+        elif isinstance(ev, EvalEvent):
+            samples.extend(dict(run_id=run_id, step=ev.step, prompt=s.prompt, response=s.response,
+                                reward=s.reward if _finite(s.reward) else 0.0, wall_time=ev.ts) for s in ev.samples)
+        elif isinstance(ev, ArtifactEvent):
+            artifacts.append(dict(run_id=run_id, step=ev.step, name=ev.name, kind=ev.kind, path=ev.path,
+                                  size_bytes=ev.size_bytes, meta=ev.meta))
+    copy = db.is_postgres and len(accepted) + len(points) >= COPY_THRESHOLD
+    if events_table:
+        if copy:
+            _copy(session, "COPY events (run_id, seq, type, step, ts, payload) FROM STDIN", "".join(
+                f"{run_id}\t{ev.seq}\t{ev.type}\t{_copy_text(ev.step)}\t{ev.ts!r}\t{_copy_text(text)}\n"
+                for (ev, _), (_, text) in zip(new, accepted, strict=True)))
+        else:
+            session.execute(insert(EventRow), [
+                dict(run_id=run_id, seq=ev.seq, type=ev.type, step=ev.step, ts=ev.ts, payload=json.loads(text))
+                for (ev, _), (_, text) in zip(new, accepted, strict=True)])
+    if points:
+        if copy:
+            _copy(session, "COPY metric_points (series_id, step, value, wall_time) FROM STDIN",
+                  "".join(f"{sid}\t{st}\t{v!r}\t{ts!r}\n" for sid, st, v, ts in points))
+        else:
+            session.execute(insert(metric_points), [dict(series_id=sid, step=st, value=v, wall_time=ts)
+                                                    for sid, st, v, ts in points])
+    if points:
+        _update_rollups(session, db, points)
+    for model, rows in ((StageTiming, timings), (MemorySnapshot, memory), (Alert, alerts), (EvalSample, samples)):
+        if rows:
+            session.execute(insert(model), rows)
+    for a in artifacts:  # re-registering an artifact name replaces it
+        existing = session.scalar(select(Artifact).where(Artifact.run_id == run_id, Artifact.name == a["name"]))
+        if existing is None:
+            session.add(Artifact(**a))
+        else:
+            for k, v in a.items():
+                setattr(existing, k, v)
+    return accepted
+
+
+def _update_rollups(session: Session, db: Database, points: list[tuple[int, int, float, float]]) -> None:
+    """Fold the batch's points into the per-series step buckets (upsert: count, sum, min, max and
+    the steps where min and max occurred)."""
+    agg: dict[tuple[int, int, int], list[Any]] = {}
+    for sid, step, v, _ in points:
+        for w in ROLLUP_WIDTHS:
+            key = (sid, w, step // w)
+            a = agg.get(key)
+            if a is None:
+                agg[key] = [step, 1, v, v, step, v, step]
+                continue
+            if step < a[0]:
+                a[0] = step
+            a[1] += 1
+            a[2] += v
+            if v < a[3]:
+                a[3], a[4] = v, step
+            if v > a[5]:
+                a[5], a[6] = v, step
+    if db.is_postgres:
+        # one statement with array parameters: constant SQL (prepared once), one round trip
+        cols = list(zip(*((k[0], k[1], k[2], *a) for k, a in agg.items()), strict=True))
+        conn = session.connection().connection.driver_connection
+        assert conn is not None
+        with conn.cursor() as cur:
+            cur.execute(_PG_ROLLUP_UPSERT, [list(c) for c in cols])
+        return
+    rows = [dict(series_id=k[0], width=k[1], bucket=k[2], first_step=a[0], n=a[1], sum=a[2], min=a[3],
+                 min_step=a[4], max=a[5], max_step=a[6]) for k, a in agg.items()]
+    r = metric_rollups.c
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    stmt = sqlite_insert(metric_rollups)
+    ex = stmt.excluded
+    session.execute(stmt.on_conflict_do_update(index_elements=["series_id", "width", "bucket"], set_={
+        "first_step": func.min(r.first_step, ex.first_step),  # two-argument min/max are scalar in SQLite
+        "n": r.n + ex.n,
+        "sum": r.sum + ex.sum,
+        "min_step": case((ex.min < r.min, ex.min_step), else_=r.min_step),
+        "min": func.min(r.min, ex.min),
+        "max_step": case((ex.max > r.max, ex.max_step), else_=r.max_step),
+        "max": func.max(r.max, ex.max),
+    }), rows)
+
+
+_PG_ROLLUP_UPSERT = """
+INSERT INTO metric_rollups AS r (series_id, width, bucket, first_step, n, "sum", "min", min_step, "max", max_step)
+SELECT * FROM unnest(%s::int[], %s::int[], %s::int[], %s::int[], %s::int[], %s::float8[], %s::float8[], %s::int[],
+                     %s::float8[], %s::int[])
+ON CONFLICT (series_id, width, bucket) DO UPDATE SET
+  first_step = LEAST(r.first_step, EXCLUDED.first_step),
+  n = r.n + EXCLUDED.n,
+  "sum" = r."sum" + EXCLUDED."sum",
+  min_step = CASE WHEN EXCLUDED."min" < r."min" THEN EXCLUDED.min_step ELSE r.min_step END,
+  "min" = LEAST(r."min", EXCLUDED."min"),
+  max_step = CASE WHEN EXCLUDED."max" > r."max" THEN EXCLUDED.max_step ELSE r.max_step END,
+  "max" = GREATEST(r."max", EXCLUDED."max")
+"""
+
+
+def _copy(session: Session, statement: str, data: str) -> None:
+    """PostgreSQL COPY FROM STDIN of pre-formatted text rows (the fastest bulk path)."""
+    conn = session.connection().connection.driver_connection
+    assert conn is not None
+    with conn.cursor() as cur, cur.copy(statement) as cp:
+        cp.write(data)
+
+
+def _ts(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def _update_run(session: Session, run: Run, new: list[Event]) -> bool:
+    """Fold new events into the run row: last seq/step, latest metrics, status. True if status changed."""
+    before = run.status
+    latest = dict(run.latest or {})
+    last_step = run.last_step
+    for ev in new:
+        if isinstance(ev, MetricsEvent):
+            latest.update({k: float(v) for k, v in ev.values.items() if _finite(v)})
+            if ev.step is not None:
+                last_step = ev.step if last_step is None else max(last_step, ev.step)
+        elif isinstance(ev, EvalEvent) and _finite(ev.reward_mean):
+            latest[M.EVAL_REWARD] = float(ev.reward_mean)
+        elif isinstance(ev, RunStarted):
+            if run.status == "queued":
+                run.status = "running"
+            run.started_at = run.started_at or _ts(ev.ts)
+            run.total_steps = ev.total_steps if ev.total_steps is not None else run.total_steps
+            run.seed = ev.seed if ev.seed is not None else run.seed
+            run.versions = ev.versions or run.versions
+            run.git_commit = ev.git_commit or run.git_commit
+            if not run.config and ev.config:
+                run.config = ev.config
+        elif isinstance(ev, (RunFinished, RunFailed, RunCancelled)) and run.status not in TERMINAL_STATUSES:
+            run.status = _TERMINAL_STATUS[ev.type]
+            run.finished_at = _ts(ev.ts)
+            if isinstance(ev, RunFinished):
+                run.summary = ev.summary
+            elif isinstance(ev, RunFailed):
+                run.error = ev.error
+            else:
+                run.error = None
+                run.summary = {"status": "cancelled", "reason": ev.reason}
+    run.latest = latest
+    run.last_step = last_step
+    run.last_seq = max(run.last_seq, new[-1].seq)
+    started = any(isinstance(ev, RunStarted) for ev in new)  # the run's details (versions, steps) arrived
+    return started or run.status != before
+
+
+def set_status(db: Database, run_id: str, status: str, *, error: str | None = None,
+               only_from: tuple[str, ...] | None = None, **fields: Any) -> Run | None:
+    """Conditional status change (``only_from`` guards races); returns the run if it changed."""
+    with _lock_for(run_id), db.session() as session:
+        values: dict[str, Any] = {"status": status, **fields}
+        if error is not None:
+            values["error"] = error
+        if status in TERMINAL_STATUSES:
+            values.setdefault("finished_at", datetime.now(timezone.utc))
+        if status == "running":
+            values.setdefault("started_at", datetime.now(timezone.utc))
+        stmt = update(Run).where(Run.id == run_id)
+        if only_from is not None:
+            stmt = stmt.where(Run.status.in_(only_from))
+        res = session.execute(stmt.values(**values))
+        session.commit()
+        if not getattr(res, "rowcount", 0):
+            return None
+        return session.get(Run, run_id)

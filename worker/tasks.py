@@ -1,0 +1,123 @@
+"""Thin Celery tasks: take a run id, re-read the run, call the engine with a Redis Stream sink,
+map the outcome to the run's status.
+
+The worker claims a run with a conditional update (``queued -> running``), so a run cancelled while
+queued, or redelivered after it already ran, is skipped. While the run executes a heartbeat key
+with a TTL says this worker is alive; the backend marks runs whose heartbeat expired as failed
+("worker lost"). Cancel is cooperative: ``should_stop`` reads the run's cancel key between steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import traceback
+from functools import lru_cache
+from typing import Any
+
+import redis
+
+from backend.core.config import Settings, redis_key
+from backend.core.db import Database
+from backend.services.ingest import set_status
+from rlhfkit.events import EventEmitter, RunFailed
+from worker.app import TASK_NAME, app, settings
+from worker.redis_sink import RedisStreamSink
+
+_log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=1)
+def _db(url: str) -> Database:
+    return Database(url)
+
+
+@lru_cache(maxsize=1)
+def _redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url)
+
+
+def heartbeat_key(s: Settings, run_id: str) -> str:
+    return redis_key(s, "run", run_id, "heartbeat")
+
+
+def cancel_key(s: Settings, run_id: str) -> str:
+    return redis_key(s, "run", run_id, "cancel")
+
+
+class Heartbeat:
+    """Refreshes ``<prefix>:run:<id>:heartbeat`` (TTL = the timeout) every third of the timeout."""
+
+    def __init__(self, r: redis.Redis, key: str, timeout_s: float, worker: str) -> None:
+        self.r, self.key, self.timeout_s, self.worker = r, key, timeout_s, worker
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rlhfkit-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._beat()
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        try:
+            self.r.set(self.key, self.worker, px=max(1, int(self.timeout_s * 1000)))
+        except redis.RedisError as exc:
+            _log.warning("heartbeat failed: %s", exc)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.timeout_s / 3):
+            self._beat()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        with contextlib.suppress(redis.RedisError):
+            self.r.delete(self.key)
+
+
+def run_job(run_id: str, *, s: Settings, worker_name: str) -> dict[str, Any]:
+    """Execute one run; returns a small summary for logs (results are not stored in Celery)."""
+    db = _db(s.database_url)
+    r = _redis(s.redis_url or "")
+    run = set_status(db, run_id, "running", only_from=("queued",), worker=worker_name)
+    if run is None:
+        _log.info("run %s is not queued any more; skipping", run_id)
+        return {"run_id": run_id, "skipped": True}
+    sink = RedisStreamSink(r, run_id, prefix=s.redis_prefix, maxlen=s.stream_maxlen)
+    ckey = cancel_key(s, run_id)
+
+    def should_stop() -> bool:
+        try:
+            return bool(r.exists(ckey))
+        except redis.RedisError:
+            return False
+
+    status = "failed"
+    try:
+        with Heartbeat(r, heartbeat_key(s, run_id), s.heartbeat_timeout_s, worker_name):
+            try:
+                from rlhfkit.config import validate_config
+                from rlhfkit.runner import run_training
+
+                cfg = validate_config(run.config)
+            except Exception as exc:  # never started: the failure is the run's only event
+                EventEmitter(run_id, [sink]).emit(RunFailed(error=f"{type(exc).__name__}: {exc}",
+                                                            traceback=traceback.format_exc()))
+                return {"run_id": run_id, "status": status}
+            try:
+                summary = run_training(cfg, run_id=run_id, sinks=[sink], out_dir=str(s.artifacts_dir.resolve()),
+                                       should_stop=should_stop)
+                status = str(summary.get("status", "succeeded")) if isinstance(summary, dict) else "succeeded"
+            except Exception:
+                _log.exception("run %s failed", run_id)  # the engine emitted run_failed before raising
+            return {"run_id": run_id, "status": status}
+    finally:
+        sink.close()  # flush every buffered event to the stream before acknowledging the task
+
+
+@app.task(name=TASK_NAME, bind=True, acks_late=True)
+def execute_run(self: Any, run_id: str) -> dict[str, Any]:
+    worker_name = getattr(self.request, "hostname", None) or socket.gethostname()
+    return run_job(run_id, s=settings, worker_name=worker_name)
