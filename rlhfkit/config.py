@@ -114,6 +114,18 @@ class MonitorConfig(_Strict):
     thresholds: dict[str, float] = Field(default_factory=dict, description="Override StabilityMonitor thresholds by rule name")
 
 
+class ProfileConfig(_Strict):
+    enabled: bool = Field(False, description="Profile the run with torch.profiler: Chrome trace, speedscope flame graph, per-stage summary and bottleneck report become run artifacts")
+    stages: list[str] | None = Field(None, description="Profile only these stages (e.g. [generation] or [update]); empty = all")
+    skip_first: int = Field(1, ge=0, description="Schedule: PPO steps skipped before profiling starts")
+    wait: int = Field(1, ge=0, description="Schedule: idle steps at the start of each cycle")
+    warmup: int = Field(1, ge=0, description="Schedule: traced-but-discarded steps before recording")
+    active: int = Field(2, ge=1, description="Schedule: steps recorded per cycle")
+    repeat: int = Field(1, ge=0, description="Schedule: cycles (0 = until the run ends)")
+    record_shapes: bool = Field(False, description="Record operator input shapes (larger traces)")
+    profile_memory: bool = Field(False, description="Record allocations in the trace")
+
+
 class RunConfig(_Strict):
     name: str = Field("run", min_length=1, max_length=200, description="Human-readable run name")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for torch, numpy and Python RNGs")
@@ -124,6 +136,7 @@ class RunConfig(_Strict):
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    profile: ProfileConfig = Field(default_factory=ProfileConfig)
 
 
 def total_steps(cfg: RunConfig) -> int:

@@ -49,6 +49,15 @@ def run_training(config: RunConfig, *, run_id: str | None = None, sinks: Sequenc
         trainer = PPOTrainer(policy, reward, config=config, run_id=run_id, sinks=all_sinks, run_dir=run_dir,
                              should_stop=should_stop)
         trainer.add_hooks(*hooks)
+        if config.profile.enabled:
+            from rlhfkit.profiler import ProfilerHooks
+
+            pc = config.profile
+            # Files go to <out_dir>/<run_id>/ beside events.jsonl; each becomes an artifact event.
+            trainer.add_hooks(ProfilerHooks(
+                output_dir=Path(out_dir) if out_dir is not None else Path("profiles"),
+                stages=config.profile.stages or None, schedule=(pc.skip_first, pc.wait, pc.warmup, pc.active, pc.repeat),
+                record_shapes=config.profile.record_shapes, profile_memory=config.profile.profile_memory))
         return trainer.train()
     finally:
         for s in all_sinks:

@@ -67,7 +67,7 @@ def test_help_lists_commands() -> None:
 
 
 def test_train_rm_learns_preferences(tmp_path: Path) -> None:
-    proc = _run(["train-rm", "--out", str(tmp_path / "rm"), "--n-pairs", "400", "--epochs", "2", "--json"],
+    proc = _run(["train-rm", "--out", str(tmp_path / "rm"), "--n-pairs", "800", "--epochs", "3", "--json"],
                 cwd=tmp_path, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])

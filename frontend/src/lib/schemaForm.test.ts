@@ -10,7 +10,7 @@ const field = (key: string) => allFields(form).find((f) => f.key === key)!;
 
 describe("buildForm from RunConfig's JSON Schema", () => {
   it("makes a section per nested model and a field per leaf", () => {
-    expect(form.sections.map((s) => s.key)).toEqual(["model", "generation", "reward", "ppo", "train", "monitor"]);
+    expect(form.sections.map((s) => s.key)).toEqual(["model", "generation", "reward", "ppo", "train", "monitor", "profile"]);
     expect(form.fields.map((f) => f.key)).toEqual(["name", "seed", "tags"]);
   });
 

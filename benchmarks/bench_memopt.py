@@ -1,0 +1,110 @@
+"""Memory model calibration and suggest-config ranking, measured (a benchmark: prints, never asserts).
+
+1. Predicted peak (rlhfkit.memopt) vs measured RSS growth on CPU for several shapes, each measured in
+   a fresh interpreter (``MALLOC_MMAP_THRESHOLD_=65536`` so RSS follows live bytes; the default-malloc
+   number is printed beside it). Target: within 15%.
+2. ``suggest_config(default, budget_gb=2)``: the top candidates' real throughput (tokens/s over a
+   few steps), to check that the one ranked first is the fastest that was tried.
+
+Usage: ``python benchmarks/bench_memopt.py [--quick] [--top 3] [--steps 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+SHAPES = [
+    ("tiny-shape L4 D256 V1599 B32 mb16", {"model.size": "custom", "model.n_layer": 4, "model.n_embd": 256,
+                                            "model.n_head": 4, "ppo.batch_size": 32, "ppo.mini_batch_size": 16}),
+    ("L4 D256 V8000 B32 mb32", {"model.size": "custom", "model.n_layer": 4, "model.n_embd": 256, "model.n_head": 4,
+                                "model.vocab_size": 8000, "ppo.batch_size": 32, "ppo.mini_batch_size": 32}),
+    ("L6 D384 V4000 B16 R48", {"model.size": "custom", "model.n_layer": 6, "model.n_embd": 384, "model.n_head": 6,
+                               "model.vocab_size": 4000, "ppo.batch_size": 16, "ppo.mini_batch_size": 16,
+                               "generation.max_new_tokens": 48}),
+    ("L8 D512 V8000 B32 mb16 ckpt", {"model.size": "custom", "model.n_layer": 8, "model.n_embd": 512,
+                                     "model.n_head": 8, "model.vocab_size": 8000, "ppo.batch_size": 32,
+                                     "ppo.mini_batch_size": 16, "model.gradient_checkpointing": True}),
+    ("L8 D512 V8000 B64 mb32 accum2", {"model.size": "custom", "model.n_layer": 8, "model.n_embd": 512,
+                                       "model.n_head": 8, "model.vocab_size": 8000, "ppo.batch_size": 64,
+                                       "ppo.mini_batch_size": 32, "ppo.grad_accum_steps": 2}),
+]
+BASE = {"model.warm_start": False, "model.max_length": 96, "train.device": "cpu", "train.eval_prompts": 8,
+        "ppo.ppo_epochs": 1, "generation.max_new_tokens": 16, "generation.stop_at_eos": False}
+
+
+def calibration(n: int) -> list[dict]:
+    from rlhfkit.config import load_config
+    from rlhfkit.memopt import estimate_memory, measure, plan_from_config
+
+    rows = []
+    print(f"{'shape':<34}{'predicted':>10}{'measured':>10}{'error':>8}{'default malloc':>16}   (MiB, CPU RSS growth)")
+    for name, ov in SHAPES[:n]:
+        cfg = load_config("smoke", {**BASE, **ov})
+        pred = estimate_memory(plan_from_config(cfg, device="cpu")).peak / 2**20
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
+        m = measure(cfg, steps=2)
+        del os.environ["MALLOC_MMAP_THRESHOLD_"]
+        d = measure(cfg, steps=2)
+        err = (pred - m.growth_mb) / m.growth_mb
+        print(f"{name:<34}{pred:>10.1f}{m.growth_mb:>10.1f}{100 * err:>+7.1f}%{d.growth_mb:>16.1f}", flush=True)
+        rows.append({"shape": name, "predicted_mb": round(pred, 1), "measured_mb": m.growth_mb,
+                     "default_malloc_mb": d.growth_mb, "rel_error": round(err, 4)})
+    return rows
+
+
+def ranking(top: int, steps: int) -> list[dict]:
+    from rlhfkit.config import load_config
+    from rlhfkit.memopt import measure
+    from rlhfkit.memopt.suggest import suggest_config
+
+    # one PPO epoch per step keeps this short (the peak does not depend on the number of epochs)
+    cfg = load_config("default", {"train.device": "cpu", "model.warm_start": False, "train.eval_prompts": 16,
+                                  "ppo.ppo_epochs": 1})
+    cands = [c for c in suggest_config(cfg, budget_gb=2, device="cpu", top=50) if c.fits]
+    # the best plus the best of each distinct batch size / checkpointing choice, so the comparison spans knobs
+    picked, seen = [], set()
+    for c in cands:
+        key = (c.overrides["ppo.batch_size"], c.overrides["model.gradient_checkpointing"])
+        if key not in seen:
+            picked.append(c)
+            seen.add(key)
+        if len(picked) >= top:
+            break
+    rows = []
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"  # RSS follows live bytes, as in the calibration
+    print(f"\n{'rank':>4} {'batch':>5} {'mini':>5} {'ckpt':>5} {'pred tok/s':>11} {'meas tok/s':>11} {'pred MiB':>9} {'meas MiB':>9}")
+    for c in picked:
+        m = measure(c.config, steps=steps)
+        rank = cands.index(c)
+        o = c.overrides
+        print(f"{rank:>4} {o['ppo.batch_size']:>5} {o['ppo.mini_batch_size']:>5} "
+              f"{'on' if o['model.gradient_checkpointing'] else 'off':>5} {c.tokens_per_sec:>11.0f} "
+              f"{(m.tokens_per_sec or 0):>11.0f} {c.peak_mb:>9.0f} {m.growth_mb:>9.0f}", flush=True)
+        rows.append({"rank": rank, "overrides": o, "pred_tokens_per_sec": c.tokens_per_sec,
+                     "meas_tokens_per_sec": m.tokens_per_sec, "pred_mb": c.peak_mb, "meas_mb": m.growth_mb})
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="three shapes, two candidates")
+    ap.add_argument("--top", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--out", default="profiles/bench_memopt.json")
+    args = ap.parse_args()
+    result = {"calibration": calibration(3 if args.quick else len(SHAPES)),
+              "ranking": ranking(2 if args.quick else args.top, args.steps)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1, default=str))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

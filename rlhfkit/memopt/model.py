@@ -1,0 +1,443 @@
+"""Analytic memory model of one PPO-for-RLHF step: bytes per model, per component, per stage.
+
+What a step holds, following the trainer (``rlhfkit.trainer``) stage by stage:
+
+* **Persistent** (every stage): weights of the policy (+ value head or separate critic), the frozen
+  reference, a learned reward model; the policy's gradients (``zero_grad(set_to_none=True)`` runs
+  at the *start* of each minibatch, so the last minibatch's gradients live on into the next step)
+  and AdamW's two moments (fp32, or 1 byte each for 8-bit AdamW).
+* **generation**: the KV cache, ``2 * L * B * T * D`` elements, plus the per-token ``(B, V)``
+  logits, filtered logits and probabilities.
+* **scoring**: no-grad forwards of the whole rollout batch (policy, reference, critic, reward):
+  the residual stream and one MLP block's intermediates at a time, plus the ``(B, R, V)`` logits
+  and their log-softmax.
+* **update**: per micro-batch ``b``, the activations autograd saves for the backward pass, the
+  logits head (``(b, R, V)`` logits, log-softmax, softmax for the entropy) and the gradient
+  buffers of the backward pass; then AdamW's temporaries.
+
+Activations follow Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
+Transformer Models", eq. 1: ``s*b*h*(34 + 5*a*s/h)`` bytes per layer in 16-bit), re-counted for
+what autograd actually saves in the two GPT-2 forwards the engine runs:
+
+* the engine's lean forward (:mod:`rlhfkit.fastgpt2`, used unless gradient checkpointing or
+  dropout is on): LN1 input and output, the fused QKV output (q, k, v are views of it), the SDPA
+  output (already in (b, T, H, hs) layout, so the merged heads are a view), LN2 input and output,
+  the c_fc output and the fused GELU output (4 each) = 16 ``sbh`` elements;
+* transformers' ``GPT2Block`` (gradient checkpointing, dropout): the same plus the merged-heads
+  copy and ``gelu_new`` as a Python tanh formula, which saves its ``tanh``, ``0.5*x`` and
+  ``1+tanh`` 4h-wide tensors = 30 ``sbh``;
+* SDPA (flash / memory-efficient kernels) keeps a ``(b, H, T)`` log-sum-exp instead of the
+  ``(b, H, T, T)`` softmax that Korthikanti's ``5as/h`` term counts (``attention="eager"`` adds it);
+  dropout masks (1 byte) only when dropout is on (pretrained GPT-2 checkpoints: 0.1).
+
+``tests/unit/test_memopt_model.py`` checks these counts against the storages autograd really saves
+(``torch.autograd.graph.saved_tensors_hooks``), and ``benchmarks/bench_memopt.py`` /
+``scripts/gpu_check.sh`` compare the whole prediction with the measured peak.
+With gradient checkpointing only each layer's input is kept, and one layer's activations are
+rebuilt at a time during the backward pass.
+
+All sizes are bytes; reports print MiB (2**20 bytes) and budgets are GiB (2**30 bytes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+MiB = 2**20
+GiB = 2**30
+
+Device = Literal["cpu", "cuda"]
+Optimizer = Literal["adamw", "adamw8bit"]
+Attention = Literal["sdpa", "eager"]
+Activation = Literal["gelu_new", "gelu_fused"]
+
+# Allocations outside the tensors counted here. On CUDA: cuBLAS/cuBLASLt workspaces, which PyTorch
+# takes from its caching allocator (so they show in max_memory_allocated), ~32 MiB on Hopper with
+# the default CUBLAS_WORKSPACE_CONFIG, plus allocator rounding. On CPU the RSS growth also holds
+# oneDNN/OpenMP scratch space and the Python objects of the modules; both are per-process costs
+# independent of batch size.
+FRAMEWORK_OVERHEAD: dict[str, int] = {"cuda": 40 * MiB, "cpu": 24 * MiB}
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """A GPT-2 shape: layers, width, heads, vocabulary, positions."""
+
+    n_layer: int
+    n_embd: int
+    n_head: int
+    vocab_size: int
+    n_positions: int = 1024
+
+    def params(self) -> int:
+        """Exact parameter count of a GPT2LMHeadModel (lm_head tied to the token embedding)."""
+        L, D = self.n_layer, self.n_embd
+        per_layer = 12 * D * D + 13 * D  # c_attn 3D^2+3D, c_proj D^2+D, c_fc 4D^2+4D, c_proj 4D^2+D, 2 LN 4D
+        return L * per_layer + self.vocab_size * D + self.n_positions * D + 2 * D
+
+    def trunk_params(self) -> int:
+        """A GPT2Model trunk (the separate critic): same as the LM, the head being tied."""
+        return self.params()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything that decides a PPO step's memory; built from a RunConfig by :func:`plan_from_config`."""
+
+    shape: ModelShape
+    batch_size: int  # B, rollout prompts per step
+    mini_batch_size: int
+    grad_accum_steps: int
+    prompt_len: int  # P, longest left-padded prompt in tokens
+    response_len: int  # R, max_new_tokens
+    generation_batch: int | None = None  # prompts per generation pass (None = the whole batch)
+    eval_batch: int = 16
+    dtype: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast: fp32 weights, bf16 matmul activations
+    gradient_checkpointing: bool = False
+    shared_value_trunk: bool = True
+    reward_shape: ModelShape | None = None  # a learned reward model; None for lexicon/length rewards
+    reference_on_device: bool = True
+    reward_on_device: bool = True
+    optimizer: Optimizer = "adamw"
+    device: Device = "cpu"
+    attention: Attention = "sdpa"
+    activation: Activation = "gelu_new"
+    dropout: bool = False
+    lean_forward: bool = True  # the engine's rlhfkit.fastgpt2 path exists (used without ckpt/dropout)
+
+    @property
+    def fast_path(self) -> bool:
+        """True when the engine runs its lean GPT-2 forward (``rlhfkit.fastgpt2.supports``)."""
+        return self.lean_forward and not self.gradient_checkpointing and not self.dropout
+
+    @property
+    def micro_batch(self) -> int:
+        return self.mini_batch_size // self.grad_accum_steps
+
+    @property
+    def seq_len(self) -> int:
+        return self.prompt_len + self.response_len
+
+    @property
+    def gen_batch(self) -> int:
+        return min(self.generation_batch or self.batch_size, self.batch_size)
+
+    def with_(self, **changes: Any) -> Plan:
+        return replace(self, **changes)
+
+
+@dataclass
+class MemoryEstimate:
+    """Predicted bytes: per model and component, per stage, and the step's peak."""
+
+    plan: Plan
+    models: dict[str, dict[str, int]] = field(default_factory=dict)  # model -> component -> bytes
+    stages: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> transient component -> bytes
+    persistent: int = 0
+    overhead: int = 0
+
+    def stage_peak(self, stage: str) -> int:
+        return self.persistent + self.overhead + sum(self.stages[stage].values())
+
+    @property
+    def peak_stage(self) -> str:
+        return max(self.stages, key=self.stage_peak)
+
+    @property
+    def peak(self) -> int:
+        return self.stage_peak(self.peak_stage)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plan": _plan_dict(self.plan),
+            "models_mb": {m: {k: round(v / MiB, 2) for k, v in c.items()} for m, c in self.models.items()},
+            "stages_mb": {s: {k: round(v / MiB, 2) for k, v in c.items()} for s, c in self.stages.items()},
+            "stage_peak_mb": {s: round(self.stage_peak(s) / MiB, 2) for s in self.stages},
+            "persistent_mb": round(self.persistent / MiB, 2),
+            "overhead_mb": round(self.overhead / MiB, 2),
+            "peak_mb": round(self.peak / MiB, 2),
+            "peak_stage": self.peak_stage,
+        }
+
+
+def _plan_dict(plan: Plan) -> dict[str, Any]:
+    return asdict(plan)
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+def _act_bytes(plan: Plan) -> int:
+    """Bytes of a matmul activation: bf16 under CUDA autocast, fp32 otherwise (CPU runs stay fp32)."""
+    return 2 if plan.dtype == "bf16" and plan.device == "cuda" else 4
+
+
+def layer_saved_bytes(plan: Plan, b: int, T: int, shape: ModelShape | None = None, *,
+                      lean: bool | None = None) -> int:
+    """Bytes autograd saves for one GPT-2 block's backward (see the module docstring).
+
+    ``lean``: the engine's own forward (:mod:`rlhfkit.fastgpt2`: fused GELU, one SDPA call, the
+    attention output already in (b, T, H, hs) layout) — 16 ``sbh``; otherwise transformers' block
+    (``gelu_new`` in Python) — 30 ``sbh``. Default: whichever the plan's engine runs.
+    """
+    s = shape or plan.shape
+    lean = plan.fast_path if lean is None else lean
+    a = _act_bytes(plan)
+    sbh = b * T * s.n_embd
+    resid = 4  # the residual stream stays fp32 under autocast (LayerNorm runs in fp32)
+    # LN1 in (fp32), LN1 out, fused QKV (q, k, v are views of it), attention output; transformers'
+    # path also keeps the merged-heads copy it feeds to c_proj
+    attn = 1 * sbh * resid + (5 if lean else 6) * sbh * a
+    attn += b * s.n_head * T * 4  # SDPA log-sum-exp (fp32)
+    if plan.attention == "eager":
+        attn += 2 * b * s.n_head * T * T * a  # softmax output and the attn-weights @ v input
+    mlp_wide = 4 * sbh * a
+    gelu_new_python = plan.activation == "gelu_new" and not lean
+    mlp = 1 * sbh * resid + 1 * sbh * a + (5 if gelu_new_python else 2) * mlp_wide
+    if plan.dropout:
+        attn += sbh + (b * s.n_head * T * T if plan.attention == "eager" else 0)
+        mlp += sbh
+    return attn + mlp
+
+
+def head_saved_bytes(plan: Plan, b: int, T: int, R: int, V: int, D: int, entropy: bool = True) -> int:
+    """Saved for backward by the LM head on the response positions: the final hidden state (whole
+    (b, T, D) storage: the response slice is a view), then with the entropy bonus one fp32
+    log-softmax and its exp (``rlhfkit.fastgpt2.logprobs_and_entropy``: the logits themselves are
+    not kept), without it the logits (gather minus logsumexp)."""
+    a = _act_bytes(plan)
+    brv = b * R * V
+    return b * T * D * 4 + (2 * brv * 4 if entropy else brv * a)
+
+
+def kv_cache_bytes(plan: Plan, B: int, T: int, shape: ModelShape | None = None) -> int:
+    s = shape or plan.shape
+    return 2 * s.n_layer * B * T * s.n_embd * _act_bytes(plan)
+
+
+def nograd_forward_bytes(plan: Plan, B: int, T: int, R: int, shape: ModelShape, logits: bool = True) -> int:
+    """Peak transient of a no-grad forward of the whole batch: residual stream + one MLP block's
+    live intermediates (c_fc output and two gelu_new temporaries) + logits and log-softmax."""
+    a = _act_bytes(plan)
+    btd = B * T * shape.n_embd
+    out = 3 * btd * 4 + 3 * 4 * btd * a
+    if plan.attention == "eager":
+        out += 2 * B * shape.n_head * T * T * a
+    if logits:
+        out += 2 * B * R * shape.vocab_size * 4
+    return out
+
+
+def _optimizer_state_bytes(plan: Plan, n_trainable: int) -> int:
+    if plan.optimizer == "adamw8bit":
+        return 2 * n_trainable + 8 * (n_trainable // 2048 + 1)  # 1-byte moments + blockwise absmax
+    return 8 * n_trainable
+
+
+def _optimizer_step_bytes(plan: Plan, n_trainable: int, largest_param: int) -> int:
+    """AdamW temporaries: the foreach path (CUDA default) holds a sqrt(v) copy of every parameter;
+    the single-tensor path (CPU default) one parameter's worth at a time."""
+    if plan.device == "cuda":
+        return 4 * n_trainable
+    return 2 * 4 * largest_param
+
+
+# ----------------------------------------------------------------------------- the estimate
+
+def estimate_memory(plan: Plan) -> MemoryEstimate:
+    """Predict the bytes of one PPO step under ``plan`` (device memory on CUDA, RSS growth on CPU)."""
+    s = plan.shape
+    B, P, R, T, V, D = plan.batch_size, plan.prompt_len, plan.response_len, plan.seq_len, s.vocab_size, s.n_embd
+    n_policy = s.params()
+    n_value = (D + 1) if plan.shared_value_trunk else s.trunk_params() + (D + 1)
+    n_trainable = n_policy + n_value
+    est = MemoryEstimate(plan=plan)
+    est.models["policy"] = {"weights": 4 * n_policy, "grads": 4 * n_policy,
+                            "optimizer": _optimizer_state_bytes(plan, n_policy)}
+    est.models["value"] = {"weights": 4 * n_value, "grads": 4 * n_value,
+                           "optimizer": _optimizer_state_bytes(plan, n_value)}
+    est.models["reference"] = {"weights": 4 * n_policy if plan.reference_on_device else 0}
+    rs = plan.reward_shape
+    est.models["reward"] = {"weights": 4 * (rs.params() + rs.n_embd + 1) if rs and plan.reward_on_device else 0}
+    est.persistent = sum(sum(c.values()) for c in est.models.values())
+    est.overhead = FRAMEWORK_OVERHEAD[plan.device]
+
+    # generation: KV cache for the whole response, growing by torch.cat (one layer's copy extra)
+    g = plan.gen_batch
+    kv = kv_cache_bytes(plan, g, T)
+    if plan.lean_forward and not plan.dropout:
+        kv = 2 * s.n_layer * g * T * D * 4  # rlhfkit.fastgpt2.Decoder: static cache in the weights' dtype
+    else:
+        kv += kv // max(1, s.n_layer)  # transformers' DynamicCache grows by torch.cat: one layer's copy extra
+    est.stages["generation"] = {
+        "kv_cache": kv,
+        "prefill": nograd_forward_bytes(plan, g, P, 0, s, logits=False),
+        "sampling": 4 * g * V * 4,
+    }
+    # scoring: whole batch, one model at a time; the policy's outputs (B, R) are tiny
+    critic = 0 if plan.shared_value_trunk else nograd_forward_bytes(plan, B, T, R, s, logits=False)
+    per_pass = nograd_forward_bytes(plan, B, T, R, s)
+    ref_pass = per_pass if plan.reference_on_device else 0
+    reward_pass = nograd_forward_bytes(plan, B, T, 0, rs, logits=False) if rs and plan.reward_on_device else 0
+    est.stages["scoring"] = {"forward": max(per_pass, critic, ref_pass, reward_pass), "rollout": 6 * B * R * 4}
+    if plan.dtype == "bf16" and plan.device == "cuda":
+        # autocast caches bf16 copies of leaf weights that require grad (the policy's, not the frozen
+        # reference's) until its context exits: generation and scoring each run inside one
+        est.stages["generation"]["autocast_weights"] = 2 * n_trainable
+        est.stages["scoring"]["autocast_weights"] = 2 * n_trainable
+    est.stages["advantages"] = {"rollout": 12 * B * R * 4}
+    # update: one micro-batch's saved activations + head + backward buffers, or AdamW's temporaries
+    b = plan.micro_batch
+    if plan.gradient_checkpointing:  # transformers' block, recomputed one layer at a time
+        acts = s.n_layer * b * T * D * 4 + layer_saved_bytes(plan, b, T, lean=False)
+    else:
+        acts = s.n_layer * layer_saved_bytes(plan, b, T)
+    if not plan.shared_value_trunk:
+        acts *= 2  # the critic's own trunk
+    head = head_saved_bytes(plan, b, T, R, V, D)
+    backward = 2 * b * R * V * 4 + 2 * 4 * b * T * D * _act_bytes(plan)  # dlogits, dlog-softmax, one MLP grad
+    if plan.dtype == "bf16" and plan.device == "cuda":
+        backward += 2 * n_trainable  # autocast's bf16 weight copies, cached for the whole forward
+    largest = V * D
+    est.stages["update"] = {
+        "activations": acts,
+        "logits_head": head,
+        "backward": max(backward, _optimizer_step_bytes(plan, n_trainable, largest) - acts - head),
+        "rollout": 12 * B * R * 4,
+    }
+    ev = min(plan.eval_batch, B) if plan.eval_batch else g
+    est.stages["evaluation"] = {
+        "kv_cache": kv * ev // max(1, g),
+        "sampling": 4 * ev * V * 4,
+    }
+    return est
+
+
+# ----------------------------------------------------------------------------- from a RunConfig
+
+def shape_from_config(cfg: Any) -> ModelShape:
+    """The policy's GPT-2 shape for a RunConfig, without building the model."""
+    m = cfg.model
+    if m.pretrained:
+        from transformers import AutoConfig
+
+        hf = AutoConfig.from_pretrained(m.pretrained, local_files_only=True)
+        return ModelShape(hf.n_layer, hf.n_embd, hf.n_head, hf.vocab_size, max(hf.n_positions, m.max_length))
+    from rlhfkit.policy import GPT2_SHAPES
+
+    if m.size in GPT2_SHAPES:
+        L, D, H = GPT2_SHAPES[m.size]
+        n_pos = 1024
+    else:
+        from rlhfkit import tiny  # type: ignore[attr-defined]
+
+        base = dict(tiny.TINY_SHAPE)
+        L, D, H = base["n_layer"], base["n_embd"], base["n_head"]
+        n_pos = int(base.get("n_positions", 128))
+    L, D, H = m.n_layer or L, m.n_embd or D, m.n_head or H
+    vocab = m.vocab_size or _tokenizer_len()
+    return ModelShape(L, D, H, vocab, max(n_pos, m.max_length))
+
+
+def _tokenizer_len() -> int:
+    from rlhfkit import tiny  # type: ignore[attr-defined]
+
+    return len(tiny.get_tokenizer())
+
+
+def prompt_len_from_data(cfg: Any, batch_size: int | None = None) -> int:
+    """Longest prompt, in tokens, that a batch of the shipped train prompts can hold (left padding
+    pads every prompt of a batch to its longest). Falls back to max_length - max_new_tokens."""
+    try:
+        from rlhfkit import tiny  # type: ignore[attr-defined]
+
+        if cfg.model.pretrained:
+            raise ImportError  # a hub tokenizer: not loaded here
+        tok = tiny.get_tokenizer()
+        prompts = tiny.load_prompts("train")
+        lens = sorted(len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+        return int(lens[-1])
+    except Exception:
+        return max(1, cfg.model.max_length - cfg.generation.max_new_tokens)
+
+
+def plan_from_config(cfg: Any, *, device: Device | None = None, prompt_len: int | None = None,
+                     shape: ModelShape | None = None, **changes: Any) -> Plan:
+    """A :class:`Plan` for a RunConfig (device ``auto`` resolves to cuda when available)."""
+    if device is None:
+        dev = cfg.train.device
+        if dev == "auto":
+            import torch
+
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        device = dev
+    reward_shape = None
+    if cfg.reward.kind == "model" and cfg.reward.model_path:
+        reward_shape = _reward_shape(cfg.reward.model_path)
+    shp = shape or shape_from_config(cfg)
+    p = cfg.ppo
+    plan = Plan(
+        shape=shp,
+        batch_size=p.batch_size,
+        mini_batch_size=p.mini_batch_size,
+        grad_accum_steps=p.grad_accum_steps,
+        prompt_len=prompt_len if prompt_len is not None else prompt_len_from_data(cfg),
+        response_len=cfg.generation.max_new_tokens,
+        generation_batch=getattr(cfg.generation, "batch_size", None),
+        eval_batch=max(p.batch_size, 16),
+        dtype=cfg.model.dtype,
+        gradient_checkpointing=cfg.model.gradient_checkpointing,
+        shared_value_trunk=cfg.model.shared_value_trunk,
+        reward_shape=reward_shape,
+        device=device,
+        dropout=bool(cfg.model.pretrained),
+        lean_forward=_engine_has_lean_forward(),
+    )
+    return plan.with_(**changes) if changes else plan
+
+
+def _engine_has_lean_forward() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("rlhfkit.fastgpt2") is not None
+
+
+def _reward_shape(path: str) -> ModelShape | None:
+    try:
+        from transformers import GPT2Config
+
+        c = GPT2Config.from_pretrained(path, local_files_only=True)
+        return ModelShape(c.n_layer, c.n_embd, c.n_head, c.vocab_size, c.n_positions)
+    except Exception:
+        return None
+
+
+def format_estimate(est: MemoryEstimate) -> str:
+    """A readable per-model and per-stage breakdown (MiB)."""
+    p = est.plan
+    s = p.shape
+    lines = [
+        f"Predicted memory ({p.device}, {p.dtype}{', grad ckpt' if p.gradient_checkpointing else ''}) — "
+        f"GPT-2 L={s.n_layer} D={s.n_embd} H={s.n_head} V={s.vocab_size}; B={p.batch_size} "
+        f"minibatch={p.mini_batch_size} micro={p.micro_batch} P={p.prompt_len} R={p.response_len}",
+        "",
+        f"{'model':<12}{'weights':>12}{'grads':>12}{'optimizer':>12}{'total':>12}   (MiB)",
+    ]
+    for name, comp in est.models.items():
+        w, g, o = comp.get("weights", 0), comp.get("grads", 0), comp.get("optimizer", 0)
+        lines.append(f"{name:<12}{w / MiB:>12.1f}{g / MiB:>12.1f}{o / MiB:>12.1f}{(w + g + o) / MiB:>12.1f}")
+    lines.append(f"{'overhead':<12}{'':>36}{est.overhead / MiB:>12.1f}")
+    lines += ["", f"{'stage':<12}{'transient':>12}{'peak':>12}   largest transient parts (MiB)"]
+    for st, comp in est.stages.items():
+        parts = ", ".join(f"{k} {v / MiB:.1f}" for k, v in sorted(comp.items(), key=lambda kv: -kv[1])[:3])
+        lines.append(f"{st:<12}{sum(comp.values()) / MiB:>12.1f}{est.stage_peak(st) / MiB:>12.1f}   {parts}")
+    lines.append(f"\nPredicted peak: {est.peak / MiB:.1f} MiB in {est.peak_stage}"
+                 f" (persistent {est.persistent / MiB:.1f} MiB + overhead {est.overhead / MiB:.1f} MiB)")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "FRAMEWORK_OVERHEAD", "GiB", "MiB", "MemoryEstimate", "ModelShape", "Plan", "estimate_memory",
+    "format_estimate", "head_saved_bytes", "kv_cache_bytes", "layer_saved_bytes", "plan_from_config",
+    "prompt_len_from_data", "shape_from_config",
+]

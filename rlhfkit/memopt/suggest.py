@@ -1,0 +1,191 @@
+"""``suggest_config``: the fastest configuration the analytic model says fits a memory budget.
+
+The search walks the memory knobs a RunConfig exposes — rollout batch size, minibatch size,
+gradient accumulation, gradient checkpointing, dtype (bf16 only on CUDA) and the shared value
+trunk — plus, when the RunConfig grows the fields, the generation batch and the reference/reward
+placement. Each candidate gets a predicted peak (:func:`rlhfkit.memopt.model.estimate_memory`) and
+a predicted throughput from a simple cost model, and the ones that fit ``budget * (1 - headroom)``
+are ranked by throughput (within 2%: by lower peak).
+
+The throughput model is deliberately simple and only used to *rank*: FLOPs at an effective rate
+per device and dtype, plus a per-layer launch/Python overhead for every generated token and
+every micro-batch (what makes small-batch generation launch-bound). ``benchmarks/bench_memopt.py``
+measures the top candidates to check that the ranking holds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlhfkit.memopt.model import GiB, MiB, ModelShape, Plan, estimate_memory, plan_from_config
+
+# Effective dense matmul rates (FLOP/s) at these small shapes, and the fixed cost per layer of one
+# forward (s): Python, dispatch and kernel launches. CPU: ~150 GFLOP/s fp32 peak on a 2-core box at
+# ~40%; 2 ms is the order of the per-layer fixed cost seen on the shared 2-core machine, where it
+# varies several-fold with load (benchmarks/bench_memopt.py, 2026-11-27). Only the ranking uses it.
+# CUDA: H100-class tf32/bf16 rates at ~40%; ~10 kernels x 8 us per layer.
+_RATE = {("cpu", "fp32"): 60e9, ("cpu", "bf16"): 60e9, ("cuda", "fp32"): 120e12, ("cuda", "bf16"): 300e12}
+_LAYER_OVERHEAD = {"cpu": 2e-3, "cuda": 8e-5}
+
+
+@dataclass
+class Candidate:
+    """One configuration the search tried: its overrides, predicted peak and throughput."""
+
+    overrides: dict[str, Any]
+    plan: Plan
+    peak_bytes: int
+    tokens_per_sec: float
+    step_seconds: float
+    fits: bool
+    config: Any = None  # RunConfig
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak_bytes / MiB
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"overrides": self.overrides, "peak_mb": round(self.peak_mb, 1),
+                "tokens_per_sec": round(self.tokens_per_sec, 1), "step_seconds": round(self.step_seconds, 4),
+                "fits": self.fits, "notes": self.notes}
+
+
+def predict_step_seconds(plan: Plan, ppo_epochs: int) -> float:
+    """Ranking model of one PPO step's wall time (generation + scoring + update)."""
+    s: ModelShape = plan.shape
+    dev = plan.device
+    rate = _RATE[(dev, plan.dtype if dev == "cuda" else "fp32")]
+    over = _LAYER_OVERHEAD[dev] * s.n_layer
+    n = 12 * s.n_layer * s.n_embd**2  # non-embedding matmul parameters
+    head = s.vocab_size * s.n_embd
+    B, _P, R, T = plan.batch_size, plan.prompt_len, plan.response_len, plan.seq_len
+    g = plan.gen_batch
+    passes = -(-B // g)
+    gen = passes * (R * over + (2 * n * g * T + 2 * head * g * R) / rate)
+    fwd_models = 2 if plan.shared_value_trunk else 3  # policy(+value), reference, critic
+    score = fwd_models * (over + 2 * n * B * T / rate) + 2 * (2 * head * B * R) / rate
+    micro_batches = ppo_epochs * (B // plan.micro_batch)
+    recompute = 1.33 if plan.gradient_checkpointing else 1.0
+    trunks = 1 if plan.shared_value_trunk else 2
+    upd = micro_batches * 3 * over * trunks + ppo_epochs * recompute * trunks * 6 * n * B * T / rate
+    upd += ppo_epochs * 6 * head * B * R / rate
+    return gen + score + upd
+
+
+def _powers_of_two(lo: int, hi: int) -> list[int]:
+    out, v = [], 1
+    while v <= hi:
+        if v >= lo:
+            out.append(v)
+        v *= 2
+    return out
+
+
+def _apply(config: Any, overrides: dict[str, Any]) -> Any:
+    from rlhfkit.config import apply_overrides, validate_config
+
+    return validate_config(apply_overrides(config.model_dump(mode="json"), overrides))
+
+
+def suggest_config(config: Any, budget_gb: float, device: str | None = None, *, headroom: float = 0.1,
+                   max_batch_factor: int = 8, top: int = 10, out_path: str | Path | None = None,
+                   prompt_len: int | None = None) -> list[Candidate]:
+    """Search memory knobs for the fastest configurations whose predicted peak fits ``budget_gb``.
+
+    Args:
+        config: the starting RunConfig (its model, reward and sampling settings are kept).
+        budget_gb: memory budget in GiB (device memory on CUDA; RSS growth on CPU).
+        device: ``cpu`` or ``cuda`` (default: the config's device, ``auto`` = cuda when available).
+        headroom: fraction of the budget kept free (allocator fragmentation, other processes).
+        max_batch_factor: largest rollout batch tried, as a multiple of the config's.
+        top: how many ranked candidates to return (fitting ones first).
+        out_path: where to write the best candidate as YAML (``suggested_config.yaml``); None: don't.
+
+    Returns the candidates, best first; ``[0].fits`` is False when nothing fits.
+    """
+    base = plan_from_config(config, device=device, prompt_len=prompt_len)  # type: ignore[arg-type]
+    dev = base.device
+    limit = int(budget_gb * GiB * (1.0 - headroom))
+    B0 = config.ppo.batch_size
+    batch_sizes = _powers_of_two(max(1, B0 // 4), B0 * max_batch_factor)
+    if B0 not in batch_sizes:
+        batch_sizes.append(B0)
+    dtypes = ["fp32", "bf16"] if dev == "cuda" else [config.model.dtype]
+    gen_field = "batch_size" in type(config.generation).model_fields
+    cands: list[Candidate] = []
+    for B in sorted(batch_sizes):
+        for mb in _powers_of_two(1, B):
+            if B % mb:
+                continue
+            for ga in _powers_of_two(1, min(mb, 16)):
+                if mb % ga:
+                    continue
+                for ckpt, dt, shared in itertools.product((False, True), dtypes, (True, False)):
+                    gens: list[int | None] = [None] + ([g for g in _powers_of_two(8, B // 2)] if gen_field else [])
+                    for gb in gens:
+                        ov: dict[str, Any] = {"ppo.batch_size": B, "ppo.mini_batch_size": mb,
+                                              "ppo.grad_accum_steps": ga, "model.gradient_checkpointing": ckpt,
+                                              "model.dtype": dt, "model.shared_value_trunk": shared}
+                        if gb is not None:
+                            ov["generation.batch_size"] = gb
+                        plan = base.with_(batch_size=B, mini_batch_size=mb, grad_accum_steps=ga,
+                                          gradient_checkpointing=ckpt, dtype=dt, shared_value_trunk=shared,
+                                          generation_batch=gb, eval_batch=max(B, 16))
+                        peak = estimate_memory(plan).peak
+                        secs = predict_step_seconds(plan, config.ppo.ppo_epochs)
+                        cands.append(Candidate(ov, plan, peak, B * plan.response_len / secs, secs, peak <= limit))
+    # Throughputs within ~2% are a tie for the ranking model: then the lower peak wins (more headroom).
+    def key(c: Candidate) -> tuple[bool, float, int]:
+        if not c.fits:
+            return (True, 0.0, c.peak_bytes)
+        return (False, -round(math.log(c.tokens_per_sec) / math.log(1.02)), c.peak_bytes)
+
+    cands.sort(key=key)
+    chosen = cands[:top]
+    for c in chosen:
+        c.config = _apply(config, {**c.overrides, "name": f"{config.name}-suggested"})
+        if c.overrides["ppo.batch_size"] != B0:
+            c.notes.append(f"rollout batch {B0} -> {c.overrides['ppo.batch_size']}: changes samples per PPO step "
+                           "(retune the learning rate / KL coefficient if learning dynamics matter)")
+        if c.overrides["model.shared_value_trunk"] != config.model.shared_value_trunk:
+            c.notes.append("value head placement changed (shared trunk vs separate critic)")
+    if out_path is not None and chosen:
+        write_suggestion(chosen[0], out_path)
+    return chosen
+
+
+def write_suggestion(cand: Candidate, path: str | Path) -> Path:
+    """Write a candidate as a RunConfig YAML (loadable with ``rlhfkit train --config PATH``)."""
+    from rlhfkit.config import to_yaml
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    head = (f"# Suggested by `rlhfkit suggest-config`: predicted peak {cand.peak_mb:.0f} MiB "
+            f"({cand.plan.device}), predicted {cand.tokens_per_sec:.0f} tokens/s (ranking model).\n")
+    p.write_text(head + to_yaml(cand.config))
+    return p
+
+
+def format_candidates(cands: list[Candidate], budget_gb: float) -> str:
+    lines = [f"Budget {budget_gb:g} GiB ({budget_gb * 1024:.0f} MiB). Candidates, best first "
+             "(peak: analytic model; tokens/s: ranking model):",
+             f"{'#':>2} {'fits':>4} {'peak MiB':>9} {'tok/s':>9}  batch  mini  accum  ckpt  dtype  shared  gen"]
+    for i, c in enumerate(cands):
+        o = c.overrides
+        lines.append(f"{i:>2} {'yes' if c.fits else 'no':>4} {c.peak_mb:>9.0f} {c.tokens_per_sec:>9.0f}  "
+                     f"{o['ppo.batch_size']:>5} {o['ppo.mini_batch_size']:>5} {o['ppo.grad_accum_steps']:>6} "
+                     f"{'on' if o['model.gradient_checkpointing'] else 'off':>5} {o['model.dtype']:>6} "
+                     f"{'yes' if o['model.shared_value_trunk'] else 'no':>7}  {o.get('generation.batch_size', 'all')}")
+    if cands and not cands[0].fits:
+        lines.append("Nothing fits: the smallest candidate above needs more than the budget.")
+    for n in cands[0].notes if cands else []:
+        lines.append(f"note: {n}")
+    return "\n".join(lines)
+
+
+__all__ = ["Candidate", "format_candidates", "predict_step_seconds", "suggest_config", "write_suggestion"]

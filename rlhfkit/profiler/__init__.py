@@ -1,0 +1,11 @@
+"""Profiler: where a PPO step's time goes.
+
+:class:`ProfilerHooks` attaches to a trainer and writes a Chrome/Perfetto trace, collapsed stacks
+and a speedscope flame graph per profiled window, a per-stage summary (mean, p50, p95, share of
+step time, tokens/s), the top operators per stage and a bottleneck report in words. See
+``docs/profiling.md``.
+"""
+
+from rlhfkit.profiler.hooks import ProfilerHooks
+
+__all__ = ["ProfilerHooks"]
