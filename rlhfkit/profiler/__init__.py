@@ -6,6 +6,20 @@ step time, tokens/s), the top operators per stage and a bottleneck report in wor
 ``docs/profiling.md``.
 """
 
-from rlhfkit.profiler.hooks import ProfilerHooks
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rlhfkit.profiler.hooks import ProfilerHooks
 
 __all__ = ["ProfilerHooks"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `rlhfkit --help` builds the CLI parser from rlhfkit.profiler.cli without importing torch.
+    if name == "ProfilerHooks":
+        from rlhfkit.profiler.hooks import ProfilerHooks
+
+        return ProfilerHooks
+    raise AttributeError(name)
