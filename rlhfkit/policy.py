@@ -17,6 +17,7 @@ D width.
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model, PreTrainedTokenizerBase
 
-from rlhfkit.ppo_ops import entropy_from_logits, logprobs_from_logits
+from rlhfkit import fastgpt2
 
 # GPT-2 shapes by name (n_layer, n_embd, n_head); `tiny` comes from rlhfkit.tiny.
 GPT2_SHAPES: dict[str, tuple[int, int, int]] = {
@@ -119,6 +120,9 @@ class GPT2Policy(BasePolicy):
             if use_warm_start and config.vocab_size == len(self.tokenizer):
                 from rlhfkit import tiny
 
+                if not tiny.cache_path(self.model, self.tokenizer, seed=seed).exists():
+                    print("rlhfkit: building the tiny model's warm-start (one-time, about a minute on a CPU; "
+                          f"cached in {tiny.warmstart.default_cache_dir()})", file=sys.stderr, flush=True)
                 self.warm_start_info = tiny.warm_start(self.model, self.tokenizer, seed=seed)
         _prepare_tokenizer(self.tokenizer)
         self.model.config.eos_token_id = self.tokenizer.eos_token_id
@@ -139,7 +143,7 @@ class GPT2Policy(BasePolicy):
     # ------------------------------------------------------------------ construction helpers
     def _shape_config(self, size: str, n_layer: int | None, n_embd: int | None, n_head: int | None,
                       vocab_size: int | None) -> GPT2Config:
-        base: dict[str, int]
+        base: dict[str, Any]
         if size in GPT2_SHAPES:
             L, D, H = GPT2_SHAPES[size]
             base = {"n_layer": L, "n_embd": D, "n_head": H, "n_positions": 1024}
@@ -203,7 +207,7 @@ class GPT2Policy(BasePolicy):
         for i, row in enumerate(ids.tolist()):
             if mask is not None:
                 row = [t for t, m in zip(row, mask[i].tolist(), strict=True) if m]
-            out.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+            out.append(str(self.tokenizer.decode(row, skip_special_tokens=True)).strip())
         return out
 
     # ------------------------------------------------------------------ forward passes
@@ -216,22 +220,20 @@ class GPT2Policy(BasePolicy):
         position t predict token t+1, so the response's scores come from positions P-1 .. T-2.
         """
         position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
-        hidden = self.model.transformer(input_ids=input_ids, attention_mask=attention_mask,
-                                        position_ids=position_ids).last_hidden_state  # (B, T, D)
+        hidden = _trunk(self.model.transformer, input_ids, attention_mask, position_ids)  # (B, T, D)
         h = hidden[:, prompt_len - 1 : -1]  # (B, R, D)
         logits = self.model.lm_head(h)  # (B, R, V)
         if self.temperature != 1.0:
             logits = logits / self.temperature
         labels = input_ids[:, prompt_len:]
-        logprobs = logprobs_from_logits(logits, labels)
-        entropy = entropy_from_logits(logits) if with_entropy else None
+        # one log-softmax serves both the log-probs and the entropy
+        logprobs, entropy = fastgpt2.logprobs_and_entropy(logits, labels, with_entropy)
         values = None
         if with_values:
             if self.critic is None:
                 values = self.value_head(h).squeeze(-1)
             else:
-                hc = self.critic(input_ids=input_ids, attention_mask=attention_mask,
-                                 position_ids=position_ids).last_hidden_state
+                hc = _trunk(self.critic, input_ids, attention_mask, position_ids)
                 values = self.value_head(hc[:, prompt_len - 1 : -1]).squeeze(-1)
         return logprobs, values, entropy
 
@@ -253,6 +255,15 @@ class GPT2Policy(BasePolicy):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
+
+
+def _trunk(transformer: GPT2Model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+           position_ids: torch.Tensor) -> torch.Tensor:
+    """Last hidden state (B, T, D): the lean forward of :mod:`rlhfkit.fastgpt2` when it applies."""
+    if fastgpt2.supports(transformer):
+        return fastgpt2.hidden_states(transformer, input_ids, attention_mask, position_ids)
+    return transformer(input_ids=input_ids, attention_mask=attention_mask,
+                       position_ids=position_ids).last_hidden_state
 
 
 def _prepare_tokenizer(tok: PreTrainedTokenizerBase) -> None:
@@ -284,36 +295,78 @@ def _filter_logits(logits: torch.Tensor, top_p: float, top_k: int) -> torch.Tens
     if top_p < 1.0:
         sorted_logits, idx = torch.sort(logits, descending=True, dim=-1)
         cum = sorted_logits.softmax(-1).cumsum(-1)
-        remove = cum - sorted_logits.softmax(-1) > top_p  # keep the token that crosses top_p
+        remove = cum - sorted_logits.softmax(-1) >= top_p  # mass before this token already reaches top_p
         sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, sorted_logits)
     return logits
+
+
+def _draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row from (B, V) probabilities by inverting the CDF with one uniform per row.
+
+    The same distribution as ``torch.multinomial(probs, 1)``, which on CPU draws B*V exponential
+    variates per call (~2 ms at B=64, V=2k: 15% of a generation step at small shapes); this draws B
+    uniforms. The CDF is summed in float64 so each token's interval is its probability to ~1e-16,
+    and ``side="right"`` never lands on a zero-probability token.
+    """
+    cdf = probs.double().cumsum(-1)  # (B, V)
+    total = cdf[:, -1:]
+    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=torch.float64)
+    x = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))  # strictly below the total
+    return torch.searchsorted(cdf, x, right=True).squeeze(1)
+
+
+class _HFDecoder:
+    """The transformers KV-cache path of :func:`sample` (fallback, and the reference in tests)."""
+
+    def __init__(self, model: GPT2LMHeadModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> None:
+        self.model = model
+        self.attn = prompt_mask
+        position_ids = (prompt_mask.cumsum(-1) - 1).clamp_min(0)
+        out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids, use_cache=True,
+                    logits_to_keep=1)
+        self.past = _get_cache(out)
+        self.logits = out.logits[:, -1]  # (B, V)
+        self.next_pos = position_ids[:, -1:] + 1
+
+    def step(self, tok: torch.Tensor) -> torch.Tensor:
+        B = tok.shape[0]
+        self.attn = torch.cat([self.attn, torch.ones((B, 1), dtype=self.attn.dtype, device=tok.device)], dim=1)
+        out = self.model(input_ids=tok.unsqueeze(1), attention_mask=self.attn, position_ids=self.next_pos,
+                         use_cache=True, **{_CACHE_KW: self.past})
+        self.past = _get_cache(out)
+        self.next_pos = self.next_pos + 1
+        return out.logits[:, -1]
 
 
 @torch.no_grad()
 def sample(model: GPT2LMHeadModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, *,
            eos_token_id: int | None, pad_token_id: int | None, temperature: float = 1.0, top_p: float = 1.0,
            top_k: int = 0, generator: torch.Generator | None = None, stop_at_eos: bool = True,
-           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lean KV-cache sampling loop (prefill once, then one token per forward)."""
+           lean: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """KV-cache sampling loop: prefill once, then one single-token forward per new token.
+
+    With ``lean`` (default) and a model :func:`rlhfkit.fastgpt2.supports`, the forwards run on
+    :class:`rlhfkit.fastgpt2.Decoder` (static in-place KV cache, no transformers mask/cache
+    machinery); otherwise on the transformers module with its cache. Both give the same logits up to
+    fp32 rounding, hence the same tokens for the same ``generator``.
+    """
     B = prompt_ids.shape[0]
     device = prompt_ids.device
     pad = pad_token_id if pad_token_id is not None else 0
-    attn = prompt_mask
-    position_ids = (attn.cumsum(-1) - 1).clamp_min(0)
-    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=position_ids, use_cache=True,
-                logits_to_keep=1)
-    past = _get_cache(out)
-    next_logits = out.logits[:, -1]  # (B, V)
-    next_pos = position_ids[:, -1:] + 1
+    decoder: fastgpt2.Decoder | _HFDecoder
+    if lean and fastgpt2.supports(model.transformer):
+        decoder = fastgpt2.Decoder(model, prompt_ids, prompt_mask, max_new_tokens)
+    else:
+        decoder = _HFDecoder(model, prompt_ids, prompt_mask)
+    next_logits = decoder.logits  # (B, V)
     tokens = torch.full((B, max_new_tokens), pad, dtype=torch.long, device=device)
     alive = torch.ones(B, dtype=torch.bool, device=device)
     lengths = torch.full((B,), max_new_tokens, dtype=torch.long, device=device)
     for t in range(max_new_tokens):
         logits = next_logits / temperature if temperature != 1.0 else next_logits
         logits = _filter_logits(logits, top_p, top_k)
-        probs = torch.softmax(logits, dim=-1)
-        tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
+        tok = _draw(torch.softmax(logits, dim=-1), generator)  # (B,)
         tok = torch.where(alive, tok, torch.full_like(tok, pad))
         tokens[:, t] = tok
         if stop_at_eos and eos_token_id is not None:
@@ -325,12 +378,7 @@ def sample(model: GPT2LMHeadModel, prompt_ids: torch.Tensor, prompt_mask: torch.
                 break
         if t + 1 == max_new_tokens:
             break
-        attn = torch.cat([attn, torch.ones((B, 1), dtype=attn.dtype, device=device)], dim=1)
-        out = model(input_ids=tok.unsqueeze(1), attention_mask=attn, position_ids=next_pos,
-                    use_cache=True, **{_CACHE_KW: past})
-        past = _get_cache(out)
-        next_logits = out.logits[:, -1]
-        next_pos = next_pos + 1
+        next_logits = decoder.step(tok)
     R = tokens.shape[1]
     resp_mask = (torch.arange(R, device=device).unsqueeze(0) < lengths.clamp(max=R).unsqueeze(1)).long()
     return tokens, resp_mask

@@ -178,6 +178,10 @@ class PPOTrainer:
             return summary
         except BaseException as exc:
             reason = f"{type(exc).__name__}: {exc}"
+            try:  # let hooks (the profiler) stop and flush what they have
+                self._call_hooks("on_train_end", self, {"status": "failed", "error": reason})
+            except Exception:
+                pass
             if isinstance(exc, KeyboardInterrupt):
                 self.emit(RunCancelled(step=self.global_step, reason="interrupted"))
             else:
@@ -194,7 +198,7 @@ class PPOTrainer:
             torch.set_num_threads(cfg.train.threads)
         self.policy.to(self.device)
         self.reward_model.to(self.device)
-        self.ref_model = self.policy.make_reference().to(self.device)
+        self.ref_model = self.policy.make_reference().to(self.device)  # type: ignore[arg-type]
         p = cfg.ppo
         self.optimizer = torch.optim.AdamW(self.policy.trainable_parameters(), lr=p.learning_rate,
                                            weight_decay=p.weight_decay, eps=1e-5)
@@ -318,7 +322,7 @@ class PPOTrainer:
                         gn = torch.nn.utils.clip_grad_norm_(self.policy.trainable_parameters(), p.max_grad_norm)
                         self.optimizer.step()
                     stats["gn"].append(float(gn))
-            lr = self.scheduler.get_last_lr()[0]
+            lr = float(self.scheduler.get_last_lr()[0])
             self.scheduler.step()
         mean_seq_kl = float(seq_k1.mean())
         self.kl_ctl.update(mean_seq_kl, B)
@@ -470,9 +474,12 @@ class PPOTrainer:
 
 
 def _ref_logprobs(ref: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, P: int, temperature: float) -> torch.Tensor:
+    """Reference log-probs of the response tokens (B, R), on the lean GPT-2 forward when it applies."""
+    from rlhfkit.policy import _trunk
+
     position_ids = (attn.cumsum(-1) - 1).clamp_min(0)
-    h = ref.transformer(input_ids=ids, attention_mask=attn, position_ids=position_ids).last_hidden_state  # type: ignore[attr-defined]
-    logits = ref.lm_head(h[:, P - 1 : -1])  # type: ignore[attr-defined]
+    h = _trunk(ref.transformer, ids, attn, position_ids)  # type: ignore[arg-type]  # (B, T, D)
+    logits = ref.lm_head(h[:, P - 1 : -1])  # type: ignore[attr-defined,operator]
     if temperature != 1.0:
         logits = logits / temperature
     return ops.logprobs_from_logits(logits, ids[:, P:])

@@ -1,0 +1,238 @@
+"""Lean GPT-2 forward passes on a transformers GPT-2's own parameters.
+
+Why: at the shapes rlhfkit trains on a CPU (4–12 layers, 256–768 wide, batches of 8–64) a
+transformers ``GPT2Model`` spends a large share of its time outside the matmuls: building 4-D
+masks, cache objects and output dataclasses on every call, and computing ``gelu_new`` as seven
+elementwise kernels (each one a full pass over the (B, T, 4D) activations, and seven saved tensors
+for the backward pass). During sampling that per-call overhead is paid once per new token. This
+module computes the same function the way nanoGPT does — one fused qkv matmul, one
+``F.scaled_dot_product_attention`` call, ``F.gelu(approximate="tanh")`` as one kernel, and a static,
+preallocated KV cache written in place — directly on the module's parameters.
+
+Nothing is copied: the functions read ``transformer.h[i].attn.c_attn.weight`` and friends, so
+gradients land in the transformers module, and checkpoints, ``from_pretrained`` weights and the
+optimizer are untouched. :func:`supports` says when the lean path computes exactly the module's
+function (no cross-attention, no active dropout, no gradient checkpointing, a known activation);
+callers fall back to the transformers forward otherwise.
+
+Departures from transformers, all within fp32 rounding (``tests/unit/test_fastgpt2.py``):
+
+* ``gelu_new`` is ``F.gelu(approximate="tanh")`` — the same formula in one kernel;
+* a padding *query* position attends to itself instead of to nothing. Its output is never read,
+  but a fully masked row would be NaN, and NaN values poison real rows through ``0 * NaN`` in the
+  attention-weighted sum;
+* padding *after* a response's EOS is not masked: causality already hides those keys from every
+  real position, and skipping the mask lets SDPA take its ``is_causal`` fast path.
+
+Shapes in comments: B batch, T sequence, H heads, hs head size, D width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+# transformers GPT-2 modules (GPT2Model, GPT2Block, Conv1D, ...), read by attribute name only
+Module = Any
+
+_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu": F.gelu,
+    "relu": F.relu,
+}
+
+
+def supports(transformer: Module) -> bool:
+    """True when the lean forward computes exactly ``transformer``'s function (a ``GPT2Model``)."""
+    cfg = getattr(transformer, "config", None)
+    if cfg is None or not hasattr(transformer, "h") or not hasattr(transformer, "wte"):
+        return False
+    if getattr(cfg, "add_cross_attention", False) or cfg.activation_function not in _ACTIVATIONS:
+        return False
+    if transformer.training:
+        if getattr(transformer, "gradient_checkpointing", False):
+            return False
+        if max(cfg.resid_pdrop, cfg.embd_pdrop, cfg.attn_pdrop) > 0:
+            return False
+    return True
+
+
+def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
+    """0, 1, 2, ... over the real tokens of left-padded rows (pads get 0), as rlhfkit feeds GPT-2."""
+    return (attention_mask.cumsum(-1) - 1).clamp_min(0)
+
+
+def _scaling(attn: Module, layer_idx: int) -> float:
+    scaling = getattr(attn, "scaling", None)  # transformers >= 4.5x precomputes it
+    if scaling is not None:
+        return float(scaling)
+    cfg = attn.config
+    s = 1.0 / math.sqrt(cfg.n_embd // cfg.n_head) if cfg.scale_attn_weights else 1.0
+    return s / (layer_idx + 1) if cfg.scale_attn_by_inverse_layer_idx else s
+
+
+def _conv1d(x: Tensor, mod: Module) -> Tensor:
+    """transformers' Conv1D (weight stored (in, out)): x @ W + b as one addmm."""
+    out = torch.addmm(mod.bias, x.reshape(-1, x.shape[-1]), mod.weight)
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def _embed(transformer: Module, input_ids: Tensor, position_ids: Tensor) -> Tensor:
+    return F.embedding(input_ids, transformer.wte.weight) + F.embedding(position_ids, transformer.wpe.weight)
+
+
+def _mlp(block: Module, x: Tensor, act: Callable[[Tensor], Tensor], eps: float) -> Tensor:
+    h = F.layer_norm(x, (x.shape[-1],), block.ln_2.weight, block.ln_2.bias, eps)
+    return x + _conv1d(act(_conv1d(h, block.mlp.c_fc)), block.mlp.c_proj)
+
+
+def _qkv(block: Module, x: Tensor, n_head: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    B, T, D = x.shape
+    h = F.layer_norm(x, (D,), block.ln_1.weight, block.ln_1.bias, eps)
+    q, k, v = _conv1d(h, block.attn.c_attn).split(D, dim=-1)
+    hs = D // n_head
+    return (q.view(B, T, n_head, hs).transpose(1, 2),  # (B, H, T, hs)
+            k.view(B, T, n_head, hs).transpose(1, 2),
+            v.view(B, T, n_head, hs).transpose(1, 2))
+
+
+def _attn_out(block: Module, x: Tensor, y: Tensor) -> Tensor:
+    B, _, T, _ = y.shape
+    return x + _conv1d(y.transpose(1, 2).reshape(B, T, x.shape[-1]), block.attn.c_proj)
+
+
+def _padding_mask(attention_mask: Tensor) -> Tensor | None:
+    """(B, 1, T, T) boolean SDPA mask, or None when plain causal attention gives the same result.
+
+    Padding *after* the last real token of a row is never a key of a real position (causality), so
+    rows padded only on the right need no mask. Otherwise (left padding, or a hole) a query attends
+    to the real keys at or before it and always to itself, so that pad rows stay finite.
+    """
+    valid = attention_mask.bool()
+    before_last = valid.flip(-1).long().cumsum(-1).flip(-1) > 0  # a real token at or after here
+    if not bool((before_last & ~valid).any()):  # one host sync per forward; it buys SDPA's causal path
+        return None
+    T = attention_mask.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=attention_mask.device).tril()
+    eye = torch.eye(T, dtype=torch.bool, device=attention_mask.device)
+    return (causal & (valid[:, None, :] | eye))[:, None]  # (B, 1, T, T)
+
+
+def hidden_states(transformer: Module, input_ids: Tensor, attention_mask: Tensor | None = None,
+                  position_ids: Tensor | None = None) -> Tensor:
+    """The last hidden state (after ``ln_f``) of a GPT-2 trunk: (B, T) ids -> (B, T, D).
+
+    Same result as ``transformer(input_ids, attention_mask=..., position_ids=...).last_hidden_state``
+    at every real position.
+    """
+    cfg = transformer.config
+    eps, H = cfg.layer_norm_epsilon, cfg.n_head
+    act = _ACTIVATIONS[cfg.activation_function]
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if position_ids is None:
+        position_ids = position_ids_from_mask(attention_mask)
+    mask = _padding_mask(attention_mask)
+    x = _embed(transformer, input_ids, position_ids)  # (B, T, D)
+    for i, block in enumerate(transformer.h):
+        q, k, v = _qkv(block, x, H, eps)
+        scale = _scaling(block.attn, i)
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        x = _mlp(block, _attn_out(block, x, y), act, eps)
+    return F.layer_norm(x, (x.shape[-1],), transformer.ln_f.weight, transformer.ln_f.bias, eps)
+
+
+def logprobs_and_entropy(logits: Tensor, labels: Tensor, with_entropy: bool = True) -> tuple[Tensor, Tensor | None]:
+    """log softmax(logits)[labels] and the entropy from one log-softmax: (B, R, V), (B, R) -> (B, R) x2.
+
+    One pass over V for both instead of a logsumexp for the log-probs and a second log-softmax for
+    the entropy.
+    """
+    if not with_entropy:
+        picked = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+        return picked - torch.logsumexp(logits, dim=-1), None
+    logp = F.log_softmax(logits, dim=-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    return logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1), entropy
+
+
+class Decoder:
+    """Incremental GPT-2 decoding with a static KV cache: one prefill, then one token per :meth:`step`.
+
+    The cache is preallocated at ``(B, H, P + max_new_tokens, hs)`` per layer and written in place;
+    each step attends over the filled prefix only. Prompts may be left-padded; every generated
+    position counts as a real key (rows that already ended keep feeding padding, exactly as the
+    transformers loop in :func:`rlhfkit.policy.sample` does).
+
+    Args:
+        model: a ``GPT2LMHeadModel`` (``transformer`` trunk + ``lm_head``) for which :func:`supports`
+            holds.
+        prompt_ids, prompt_mask: (B, P) left-padded prompts.
+        max_new_tokens: how many tokens may follow.
+    """
+
+    def __init__(self, model: Module, prompt_ids: Tensor, prompt_mask: Tensor, max_new_tokens: int) -> None:
+        tr = model.transformer
+        cfg = tr.config
+        self.tr, self.lm_head = tr, model.lm_head
+        self.eps, self.n_head = cfg.layer_norm_epsilon, cfg.n_head
+        self.act = _ACTIVATIONS[cfg.activation_function]
+        self.scales = [_scaling(b.attn, i) for i, b in enumerate(tr.h)]
+        B, P = prompt_ids.shape
+        D = cfg.n_embd
+        hs = D // self.n_head
+        t_max = P + max_new_tokens
+        dev, dtype = prompt_ids.device, tr.wte.weight.dtype
+        self.k = [torch.empty(B, self.n_head, t_max, hs, device=dev, dtype=dtype) for _ in tr.h]
+        self.v = [torch.empty(B, self.n_head, t_max, hs, device=dev, dtype=dtype) for _ in tr.h]
+        self.key_valid = torch.ones(B, t_max, dtype=torch.bool, device=dev)  # (B, T_max)
+        self.key_valid[:, :P] = prompt_mask.bool()
+        self.masked = not bool(prompt_mask.bool().all())
+        pos = position_ids_from_mask(prompt_mask)
+        self.next_pos = pos[:, -1:] + 1  # (B, 1)
+        self.t = 0
+        self.logits = self._forward(prompt_ids, pos, _padding_mask(prompt_mask) if self.masked else None,
+                                    causal=True)
+
+    @torch.no_grad()
+    def _forward(self, ids: Tensor, pos: Tensor, mask: Tensor | None, causal: bool) -> Tensor:
+        """Run ``ids`` (B, n) at cache slots t .. t+n-1 and return the last position's logits (B, V)."""
+        t0, n = self.t, ids.shape[1]
+        x = _embed(self.tr, ids, pos)
+        for i, block in enumerate(self.tr.h):
+            q, k, v = _qkv(block, x, self.n_head, self.eps)
+            self.k[i][:, :, t0 : t0 + n] = k
+            self.v[i][:, :, t0 : t0 + n] = v
+            keys, values = self.k[i][:, :, : t0 + n], self.v[i][:, :, : t0 + n]  # strided views, no copy
+            if n == 1:
+                # One query: plain batched matmuls on the cache views. SDPA's CPU flash kernel first
+                # copies the strided cache slices (B*H*t*hs floats per call), which cost ~8x more here.
+                att = (q @ keys.transpose(-1, -2)) * self.scales[i]  # (B, H, 1, t)
+                if mask is not None:
+                    att = att.masked_fill(~mask, float("-inf"))
+                y = att.softmax(-1) @ values  # (B, H, 1, hs)
+            elif mask is not None:
+                y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scales[i])
+            else:
+                y = F.scaled_dot_product_attention(q, keys, values, is_causal=causal, scale=self.scales[i])
+            x = _mlp(block, _attn_out(block, x, y), self.act, self.eps)
+        self.t = t0 + n
+        h = F.layer_norm(x[:, -1], (x.shape[-1],), self.tr.ln_f.weight, self.tr.ln_f.bias, self.eps)  # (B, D)
+        return self.lm_head(h)  # (B, V)
+
+    def step(self, tokens: Tensor) -> Tensor:
+        """Feed one token per row (B,) and return the next-token logits (B, V)."""
+        mask = self.key_valid[:, None, None, : self.t + 1] if self.masked else None  # (B, 1, 1, t+1)
+        logits = self._forward(tokens.unsqueeze(1), self.next_pos, mask, causal=False)
+        self.next_pos = self.next_pos + 1
+        return logits

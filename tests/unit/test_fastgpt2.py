@@ -1,0 +1,142 @@
+"""The lean GPT-2 forward computes what transformers' GPT-2 computes, on the same parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from rlhfkit import fastgpt2
+from rlhfkit.policy import sample
+from rlhfkit.ppo_ops import entropy_from_logits, logprobs_from_logits
+
+V = 97
+
+
+def tiny_lm(seed: int = 0, **kw: Any) -> GPT2LMHeadModel:
+    torch.manual_seed(seed)
+    args: dict[str, Any] = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, **kw}
+    cfg = GPT2Config(vocab_size=V, n_layer=3, n_embd=48, n_head=4, n_positions=64, bos_token_id=0, eos_token_id=0,
+                     pad_token_id=1, **args)
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def left_padded(B: int = 4, T: int = 11, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, V, (B, T), generator=g)
+    mask = torch.ones_like(ids)
+    for row, pad in enumerate([0, 3, 1, 5][:B]):  # no row is all padding
+        mask[row, :pad] = 0
+        ids[row, :pad] = 1
+    return ids, mask
+
+
+def hf_logits(model: GPT2LMHeadModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    pos = fastgpt2.position_ids_from_mask(mask)
+    return model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+
+
+def test_lean_forward_matches_transformers_logits_with_left_padding() -> None:
+    model = tiny_lm()
+    ids, mask = left_padded()
+    ref = hf_logits(model, ids, mask)
+    lean = model.lm_head(fastgpt2.hidden_states(model.transformer, ids, mask))
+    real = mask.bool()
+    assert torch.isfinite(lean).all()  # pad rows stay finite: they must not poison real rows
+    torch.testing.assert_close(lean[real], ref[real], atol=1e-5, rtol=1e-5)
+
+
+def test_lean_forward_without_padding_and_after_eos_padding() -> None:
+    model = tiny_lm(seed=3)
+    ids, _ = left_padded(seed=4)
+    mask = torch.ones_like(ids)
+    mask[2, 7:] = 0  # padding after an EOS is never a key of a real position: no mask needed
+    assert fastgpt2._padding_mask(mask) is None
+    ref = hf_logits(model, ids, mask)
+    lean = model.lm_head(fastgpt2.hidden_states(model.transformer, ids, mask))
+    torch.testing.assert_close(lean[mask.bool()], ref[mask.bool()], atol=1e-5, rtol=1e-5)
+    mask[1, 3:5] = 0  # a hole in the middle is masked exactly as transformers masks it
+    ref = hf_logits(model, ids, mask)
+    lean = model.lm_head(fastgpt2.hidden_states(model.transformer, ids, mask))
+    torch.testing.assert_close(lean[mask.bool()], ref[mask.bool()], atol=1e-5, rtol=1e-5)
+
+
+def test_gradients_reach_the_transformers_parameters_and_match() -> None:
+    model = tiny_lm(seed=5).train()
+    ids, mask = left_padded(seed=6)
+    real = mask.bool()
+
+    def grads(lean: bool) -> dict[str, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        if lean:
+            logits = model.lm_head(fastgpt2.hidden_states(model.transformer, ids, mask))
+        else:
+            logits = hf_logits(model, ids, mask)
+        logits[real].logsumexp(-1).sum().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    assert fastgpt2.supports(model.transformer)
+    ref, lean = grads(False), grads(True)
+    assert ref.keys() == lean.keys() and len(ref) > 10
+    for name in ref:
+        torch.testing.assert_close(lean[name], ref[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_decoder_steps_match_a_full_forward() -> None:
+    model = tiny_lm(seed=7)
+    ids, mask = left_padded(T=6, seed=8)
+    g = torch.Generator().manual_seed(9)
+    new = torch.randint(2, V, (ids.shape[0], 5), generator=g)
+    dec = fastgpt2.Decoder(model, ids, mask, max_new_tokens=5)
+    steps = [dec.logits]
+    for t in range(4):
+        steps.append(dec.step(new[:, t]))
+    full_ids = torch.cat([ids, new], 1)
+    full_mask = torch.cat([mask, torch.ones_like(new)], 1)
+    ref = hf_logits(model, full_ids, full_mask)[:, ids.shape[1] - 1 : -1]  # (B, 5, V)
+    torch.testing.assert_close(torch.stack(steps, 1), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("stop_at_eos", [True, False])
+def test_lean_sampling_gives_the_same_tokens_as_the_transformers_loop(stop_at_eos: bool) -> None:
+    model = tiny_lm(seed=10)
+    ids, mask = left_padded(seed=11)
+    kw = {"eos_token_id": 5, "pad_token_id": 1, "temperature": 0.9, "top_p": 0.95, "stop_at_eos": stop_at_eos}
+    ref = sample(model, ids, mask, 16, generator=torch.Generator().manual_seed(12), lean=False, **kw)  # type: ignore[arg-type]
+    lean = sample(model, ids, mask, 16, generator=torch.Generator().manual_seed(12), lean=True, **kw)  # type: ignore[arg-type]
+    assert torch.equal(lean[0], ref[0]) and torch.equal(lean[1], ref[1])
+
+
+def test_unsupported_configurations_fall_back() -> None:
+    assert not fastgpt2.supports(tiny_lm(resid_pdrop=0.1).train().transformer)  # active dropout
+    assert fastgpt2.supports(tiny_lm(resid_pdrop=0.1).eval().transformer)  # inactive in eval mode
+    ckpt = tiny_lm().train()
+    ckpt.gradient_checkpointing_enable()
+    assert not fastgpt2.supports(ckpt.transformer)
+    assert not fastgpt2.supports(tiny_lm(activation_function="silu").transformer)
+    assert not fastgpt2.supports(torch.nn.Linear(2, 2))
+
+
+def test_fused_logprobs_and_entropy_match_the_separate_functions() -> None:
+    g = torch.Generator().manual_seed(13)
+    logits = torch.randn(3, 5, V, generator=g) * 3
+    labels = torch.randint(0, V, (3, 5), generator=g)
+    lp, ent = fastgpt2.logprobs_and_entropy(logits, labels)
+    assert ent is not None
+    torch.testing.assert_close(lp, logprobs_from_logits(logits, labels))
+    torch.testing.assert_close(ent, entropy_from_logits(logits))
+    lp2, none = fastgpt2.logprobs_and_entropy(logits, labels, with_entropy=False)
+    assert none is None
+    torch.testing.assert_close(lp2, lp)
+
+
+def test_inverse_cdf_draw_follows_the_probabilities_and_skips_zeros() -> None:
+    from rlhfkit.policy import _draw
+
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0]]).repeat(20_000, 1)
+    tok = _draw(probs, torch.Generator().manual_seed(14))
+    freq = torch.bincount(tok, minlength=6).double() / tok.numel()
+    assert set(tok.unique().tolist()) <= {1, 3, 4}
+    torch.testing.assert_close(freq, probs[0].double(), atol=0.015, rtol=0.0)
