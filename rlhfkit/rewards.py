@@ -110,7 +110,13 @@ class RewardNet(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T) left- or right-padded ids -> (B,) scores."""
         position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
-        h = self.transformer(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+        from rlhfkit import fastgpt2
+
+        if fastgpt2.supports(self.transformer):  # same math and weights, less per-call overhead
+            h = fastgpt2.hidden_states(self.transformer, input_ids, attention_mask, position_ids)
+        else:
+            h = self.transformer(input_ids=input_ids, attention_mask=attention_mask,
+                                 position_ids=position_ids).last_hidden_state
         # index of the last real token in each row (works for left and right padding)
         T = attention_mask.shape[1]
         last = T - 1 - attention_mask.flip(-1).argmax(-1)
