@@ -67,9 +67,11 @@ suggest_config: install
 all: train_smoke profile mem_report suggest_config
 
 ## ---- quality --------------------------------------------------------------------------------
-# Frontend checks first (tsc --strict, Vitest), then pytest: unit, engine, integration (real PostgreSQL,
+# Lint (ruff, mypy), frontend checks (tsc --strict, Vitest), then pytest: unit, engine, integration (real PostgreSQL,
 # Redis, Celery worker processes) and e2e (real headless Chromium). pytest's summary is the last line.
 test: install ui browser
+	$(BIN)/ruff check rlhfkit backend worker tests benchmarks examples scripts
+	$(BIN)/mypy rlhfkit backend worker
 	@if [ -f frontend/package.json ] && command -v npm >/dev/null; then cd frontend && npm run --silent typecheck && npm run --silent test; fi
 	$(BIN)/python -m pytest -p no:cacheprovider --durations=15 -o console_output_style=classic tests
 
@@ -77,7 +79,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
 
 lint: install
-	$(BIN)/ruff check rlhfkit backend worker tests benchmarks
+	$(BIN)/ruff check rlhfkit backend worker tests benchmarks examples scripts
 	$(BIN)/mypy rlhfkit backend worker
 
 typecheck: lint

@@ -18,6 +18,7 @@ whatever sinks it was given.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import random
@@ -34,11 +35,23 @@ import torch
 from rlhfkit import ppo_ops as ops
 from rlhfkit.config import GenerationConfig, PPOConfig, RunConfig, TrainConfig, total_steps
 from rlhfkit.events import (
-    AlertEvent, ArtifactEvent, EvalEvent, Event, EventEmitter, MemoryEvent, MetricsEvent, RunCancelled, RunFailed,
-    RunFinished, RunStarted, Sample, Sink, TimingsEvent,
+    AlertEvent,
+    ArtifactEvent,
+    EvalEvent,
+    Event,
+    EventEmitter,
+    MemoryEvent,
+    MetricsEvent,
+    RunCancelled,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    Sample,
+    Sink,
+    TimingsEvent,
 )
 from rlhfkit.instrument import StageRecorder, module_mb
-from rlhfkit.metrics import M, STAGES
+from rlhfkit.metrics import STAGES, M
 from rlhfkit.monitor import StabilityMonitor
 from rlhfkit.policy import GPT2Policy
 from rlhfkit.rewards import BaseRewardModel
@@ -178,10 +191,8 @@ class PPOTrainer:
             return summary
         except BaseException as exc:
             reason = f"{type(exc).__name__}: {exc}"
-            try:  # let hooks (the profiler) stop and flush what they have
+            with contextlib.suppress(Exception):  # let hooks (the profiler) stop and flush what they have
                 self._call_hooks("on_train_end", self, {"status": "failed", "error": reason})
-            except Exception:
-                pass
             if isinstance(exc, KeyboardInterrupt):
                 self.emit(RunCancelled(step=self.global_step, reason="interrupted"))
             else:
