@@ -178,6 +178,33 @@ class ArtifactPublic(BaseModel):
     url: str = Field(description="GET this to download")
 
 
+# ----------------------------------------------------------------------------- suggestions
+
+class SuggestionCandidate(BaseModel):
+    """One configuration ``suggest_config`` tried, with its predictions."""
+
+    title: str = Field(description="The changes in words (e.g. 'rollout batch 64, bf16')")
+    overrides: dict[str, Any] = Field(description="Dotted keys whose value differs from the run's config")
+    config: dict[str, Any] = Field(description="The full RunConfig with the overrides applied (POST /api/runs accepts it)")
+    predicted_peak_mb: float = Field(description="Predicted peak memory, MiB (analytic model: device memory on "
+                                                 "CUDA, RSS growth on CPU)")
+    predicted_tokens_per_sec: float = Field(description="Predicted response tokens per second (ranking model; "
+                                                        "compare candidates, not absolute speed)")
+    fits: bool = Field(description="Predicted peak <= budget minus headroom")
+    notes: list[str] = Field(description="Caveats (learning dynamics changed, ...)")
+
+
+class SuggestionsPublic(BaseModel):
+    """Config suggestions for a run, best first (fitting candidates ranked by predicted throughput)."""
+
+    run_id: str
+    budget_gb: float = Field(description="Memory budget, GiB")
+    device: Literal["cpu", "cuda"]
+    headroom: float = Field(description="Fraction of the budget kept free; a candidate fits below "
+                                        "budget_gb * (1 - headroom)")
+    candidates: list[SuggestionCandidate]
+
+
 # ----------------------------------------------------------------------------- misc
 
 class MetricSpecPublic(BaseModel):

@@ -481,6 +481,8 @@ class PPOTrainer:
             "tokens_per_sec": last.get(M.TOKENS_PER_SEC, math.nan),
             "alerts": len(self.monitor.alerts),
             "device": str(self.device),
+            "gpu_total_mb": (torch.cuda.get_device_properties(self.device).total_memory / 2**20
+                             if self.device.type == "cuda" else None),
             "run_dir": str(self.run_dir) if self.run_dir is not None else None,
         }
 

@@ -115,14 +115,31 @@ def test_submit_smoke_from_form_watch_it_live_and_open_every_tab(page: Any, api:
     page.mouse.click(box["x"] + box["width"] * 0.8, box["y"] + 27)  # zoom into that stage
     assert page.get_by_role("button", name="Reset zoom").is_enabled()
 
-    page.get_by_role("tab", name="Suggestions").click()
-    page.get_by_role("heading", name="Config suggestions").wait_for()
-    shoot(page, "07-suggestions")
-
     page.get_by_role("tab", name="Samples").click()
     page.locator(".samples-table tbody tr").first.wait_for()
     assert page.locator(".samples-table tbody tr").count() == 8
     shoot(page, "08-samples")
+
+    # suggestions computed by the server for this run's config: real rows with predicted MiB
+    page.get_by_role("tab", name="Suggestions").click()
+    page.get_by_role("heading", name="Config suggestions").wait_for()
+    rows = page.locator(".suggestions-table tbody tr")
+    rows.first.wait_for(timeout=30_000)
+    assert rows.count() >= 1
+    assert re.search(r"\d[\d,.]* MiB", rows.first.inner_text()), rows.first.inner_text()
+    assert page.get_by_label("Memory budget (GiB)").input_value() == "4"  # CPU runs default to 4 GiB
+    with page.expect_response(re.compile(r"/suggestions\?.*budget_gb=1")):
+        page.get_by_label("Memory budget (GiB)").fill("1")
+        page.get_by_role("button", name="Update").click()
+    shoot(page, "07-suggestions")
+    expected = api.call("GET", f"/api/runs/{run_id}/suggestions?budget_gb=1")["candidates"][0]
+    rows.first.get_by_role("button", name="Launch with this config").click()
+    page.wait_for_url(re.compile(r"/new$"))
+    page.wait_for_selector("[data-field='ppo.batch_size']")
+    for key, value in {"name": expected["config"]["name"], **expected["overrides"]}.items():
+        field = page.locator(f"[data-field='{key}']")
+        got = field.is_checked() if isinstance(value, bool) else field.input_value()
+        assert got == (value if isinstance(value, bool) else str(value)), (key, got, value)
 
 
 def test_compare_two_runs_from_the_runs_table(page: Any, api: Any, shoot: Any) -> None:
@@ -257,7 +274,7 @@ def _speedscope() -> dict[str, Any]:
     }
 
 
-def test_profile_tab_draws_an_attached_speedscope_file_and_suggestions_launch_a_run(
+def test_profile_tab_draws_an_attached_speedscope_file_and_suggestions_explain_external_runs(
     page: Any, api: Any, shoot: Any, server_dir: Any
 ) -> None:
     run = api.call(
@@ -275,23 +292,11 @@ def test_profile_tab_draws_an_attached_speedscope_file_and_suggestions_launch_a_
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "profile.speedscope.json").write_text(json.dumps(_speedscope()))
     (folder / "trace.json").write_text(json.dumps({"traceEvents": []}))
-    suggestions = {
-        "suggestions": [
-            {
-                "title": "Halve the batch",
-                "overrides": {"ppo.batch_size": 16},
-                "predicted_peak_mb": 812.5,
-                "predicted_tokens_per_sec": 1450.0,
-            }
-        ]
-    }
-    (folder / "suggestions.json").write_text(json.dumps(suggestions))
     events = [{"type": "run_started", "seq": 0, "ts": time.time(), "name": "e2e-profiled"}]
     for i, (name, kind) in enumerate(
         [
             ("profile.speedscope.json", "speedscope"),
             ("trace.json", "trace"),
-            ("suggestions.json", "suggestions"),
         ]
     ):
         size = (folder / name).stat().st_size
@@ -307,7 +312,7 @@ def test_profile_tab_draws_an_attached_speedscope_file_and_suggestions_launch_a_
                 "size_bytes": size,
             }
         )
-    events.append({"type": "run_finished", "seq": 4, "ts": time.time(), "step": 0})
+    events.append({"type": "run_finished", "seq": 3, "ts": time.time(), "step": 0})
     api.call("POST", f"/api/runs/{rid}/events", {"events": events})
 
     page.goto(f"/runs/{rid}?tab=profile")
@@ -322,9 +327,9 @@ def test_profile_tab_draws_an_attached_speedscope_file_and_suggestions_launch_a_
     )
     shoot(page, "06b-profile-speedscope")
 
+    # an external run's free-form config is not a RunConfig: the server says so (409), the tab shows it
     page.get_by_role("tab", name="Suggestions").click()
-    page.get_by_role("cell", name="Halve the batch").wait_for()
-    shoot(page, "07b-suggestions-with-file")
-    page.get_by_role("button", name="Launch with this config").click()
-    page.wait_for_url(re.compile(r"/new$"))
-    assert page.locator("[data-field='ppo.batch_size']").input_value() == "16"
+    page.get_by_text("No config suggestions for this run.").wait_for()
+    page.get_by_text(re.compile(r"not an rlhfkit RunConfig")).wait_for()
+    assert page.get_by_role("button", name="Launch with this config").count() == 0
+    shoot(page, "07b-suggestions-external-run")

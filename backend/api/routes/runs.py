@@ -28,9 +28,11 @@ from backend.schemas import (
     RunRerun,
     RunsPublic,
     SamplePublic,
+    SuggestionsPublic,
     TimingPublic,
 )
 from backend.services import runs as run_service
+from backend.services import suggestions as suggestion_service
 from backend.services.ingest import ingest_events
 from backend.services.metrics import query_series
 from backend.services.runs import public_dict, to_public
@@ -199,6 +201,20 @@ def get_alerts(run: RunDep, services: ServicesDep, limit: Limit = 10_000) -> lis
 @router.get("/{run_id}/samples", response_model=list[SamplePublic], summary="Eval prompt/response samples")
 def get_samples(run: RunDep, services: ServicesDep, limit: Limit = 1000) -> list[SamplePublic]:
     return [SamplePublic.model_validate(r, from_attributes=True) for r in _rows(services, EvalSample, run.id, limit)]
+
+
+@router.get("/{run_id}/suggestions", response_model=SuggestionsPublic,
+            summary="Config suggestions: predicted peak memory and throughput within a budget",
+            responses={409: {"description": "The run's config is not an rlhfkit RunConfig (external runs)"}})
+def get_suggestions(
+    run: RunDep, services: ServicesDep,
+    budget_gb: Annotated[float | None, Query(gt=0, le=4096, description="Memory budget in GiB (default: 4 on CPU "
+                                             "runs; on CUDA runs the GPU's memory when recorded, else 16)")] = None,
+    device: Annotated[Literal["cpu", "cuda"] | None, Query(description="Default: the run's device")] = None,
+    top: Annotated[int, Query(ge=1, le=50, description="How many candidates, best first")] = 5,
+) -> SuggestionsPublic:
+    # a sync route: FastAPI runs it in its threadpool, so the 1-4 s search does not block the event loop
+    return suggestion_service.suggest_for_run(db=services.db, run=run, budget_gb=budget_gb, device=device, top=top)
 
 
 @router.get("/{run_id}/artifacts", response_model=list[ArtifactPublic], summary="Profiles, traces, checkpoints")

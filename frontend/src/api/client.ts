@@ -19,6 +19,8 @@ export type MetricsContract = Schemas["MetricsContract"];
 export type MetricSpec = Schemas["MetricSpecPublic"];
 export type PresetPublic = Schemas["PresetPublic"];
 export type RunCreate = Schemas["RunCreate"];
+export type SuggestionsPublic = Schemas["SuggestionsPublic"];
+export type SuggestionCandidate = Schemas["SuggestionCandidate"];
 
 export const api = createClient<paths>({ baseUrl: "" });
 

@@ -3,7 +3,7 @@
 import { keepPreviousData, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import type { JsonSchema } from "../lib/schemaForm";
 import type { operations } from "../client/schema";
-import { api, type RunCreate, type RunPublic, unwrap } from "./client";
+import { ApiError, api, type RunCreate, type RunPublic, unwrap } from "./client";
 
 export type RunsQuery = NonNullable<operations["list_runs_api_runs_get"]["parameters"]["query"]>;
 
@@ -93,6 +93,21 @@ export function useArtifacts(id: string) {
   return useQuery({
     queryKey: [...keys.run(id), "artifacts"],
     queryFn: ({ signal }) => unwrap(api.GET("/api/runs/{run_id}/artifacts", { params: { path: { run_id: id } }, signal })),
+  });
+}
+
+export type SuggestionsQuery = NonNullable<operations["get_suggestions_api_runs__run_id__suggestions_get"]["parameters"]["query"]>;
+
+/** Config suggestions computed on demand by the server (1–4 s of CPU); a new budget keeps the old
+ * table on screen until the new one arrives. */
+export function useSuggestions(id: string, query: SuggestionsQuery) {
+  return useQuery({
+    queryKey: [...keys.run(id), "suggestions", query.budget_gb ?? null, query.device ?? null, query.top ?? null],
+    queryFn: ({ signal }) =>
+      unwrap(api.GET("/api/runs/{run_id}/suggestions", { params: { path: { run_id: id }, query }, signal })),
+    placeholderData: keepPreviousData,
+    staleTime: Infinity, // a function of the config and the budget: it does not change while the run runs
+    retry: (n, err) => !(err instanceof ApiError && err.status >= 400 && err.status < 500) && n < 2,
   });
 }
 

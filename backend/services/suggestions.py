@@ -1,0 +1,138 @@
+"""Config suggestions for a run: which memory knobs to turn so it runs faster within a budget.
+
+Computed on demand from the run's stored config with :func:`rlhfkit.memopt.suggest.suggest_config`
+(an analytic memory model plus a throughput ranking model; no model is built, nothing is measured).
+The search takes 1–4 s of CPU, so the route runs it in a worker thread, and results are memoised
+per (config, budget, device, top): the same run's tab reopened costs nothing.
+
+Keyword-only functions with typed returns; a run whose config is not an rlhfkit RunConfig (most
+external runs) raises :class:`~backend.services.runs.Conflict` (409).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any, Literal
+
+from sqlalchemy import select
+
+from backend.core.db import Database
+from backend.models import MemorySnapshot, Run
+from backend.schemas import SuggestionCandidate, SuggestionsPublic
+from backend.services.runs import Conflict
+from rlhfkit.config import ConfigError, RunConfig, validate_config
+
+Device = Literal["cpu", "cuda"]
+
+CPU_BUDGET_GB = 4.0  # default budget of CPU runs: RSS growth a laptop spares without swapping
+CUDA_BUDGET_GB = 16.0  # default budget of CUDA runs whose GPU memory was not recorded
+HEADROOM = 0.1  # fraction of the budget kept free (allocator fragmentation, other processes)
+# The sections suggest_config reads; an external run's config must carry them to be a RunConfig.
+_REQUIRED_SECTIONS = ("model", "generation", "ppo")
+
+# How each knob suggest_config turns reads in a title.
+_LABELS: dict[str, str] = {
+    "ppo.batch_size": "rollout batch {}",
+    "ppo.mini_batch_size": "minibatch {}",
+    "ppo.grad_accum_steps": "grad accum {}",
+    "generation.batch_size": "generation batch {}",
+    "model.dtype": "{}",
+}
+
+
+def run_device(*, db: Database, run: Run) -> Device:
+    """The device the run used: its summary, else its latest memory snapshot, else its config."""
+    seen = str((run.summary or {}).get("device") or "")
+    if not seen:
+        with db.session() as s:
+            seen = s.scalar(select(MemorySnapshot.device).where(MemorySnapshot.run_id == run.id)
+                            .order_by(MemorySnapshot.step.desc()).limit(1)) or ""
+    if not seen:
+        seen = str(((run.config or {}).get("train") or {}).get("device") or "")
+    return "cuda" if seen.startswith("cuda") else "cpu"
+
+
+def default_budget_gb(*, run: Run, device: Device) -> float:
+    """CPU: 4 GiB. CUDA: the GPU's memory when the run recorded it (summary ``gpu_total_mb``), else 16 GiB."""
+    if device == "cpu":
+        return CPU_BUDGET_GB
+    total_mb = (run.summary or {}).get("gpu_total_mb")
+    if isinstance(total_mb, (int, float)) and total_mb > 0:
+        return round(float(total_mb) / 1024, 2)
+    return CUDA_BUDGET_GB
+
+
+def run_config(*, run: Run) -> RunConfig:
+    """The run's config as a validated RunConfig, or Conflict when it is not one."""
+    data = run.config or {}
+    if run.source != "native":
+        missing = [k for k in _REQUIRED_SECTIONS if not isinstance(data.get(k), dict)]
+        if missing:
+            raise Conflict(f"run {run.id} came from {run.source} and its config is not an rlhfkit RunConfig "
+                           f"(no {', '.join(missing)} section); config suggestions need one")
+    try:
+        return validate_config(data)
+    except ConfigError as exc:
+        raise Conflict(f"the config of run {run.id} is not a valid rlhfkit RunConfig, so it cannot be "
+                       f"sized: {exc}") from None
+
+
+def suggest_for_run(*, db: Database, run: Run, budget_gb: float | None = None, device: Device | None = None,
+                    top: int = 5) -> SuggestionsPublic:
+    """Ranked config suggestions for ``run`` (defaults: the run's device and its default budget)."""
+    cfg = run_config(run=run)
+    dev = device or run_device(db=db, run=run)
+    budget = budget_gb if budget_gb is not None else default_budget_gb(run=run, device=dev)
+    try:
+        candidates = _suggest(cfg.model_dump_json(), budget, dev, top)
+    except OSError as exc:  # a pretrained model whose config is not on this machine
+        raise Conflict(f"cannot size the model of run {run.id} here: {exc}") from None
+    return SuggestionsPublic(run_id=run.id, budget_gb=budget, device=dev, headroom=HEADROOM,
+                             candidates=[c.model_copy(deep=True) for c in candidates])
+
+
+@lru_cache(maxsize=64)
+def _suggest(config_json: str, budget_gb: float, device: Device, top: int) -> tuple[SuggestionCandidate, ...]:
+    from rlhfkit.memopt.suggest import suggest_config
+
+    cfg = validate_config(json.loads(config_json))
+    base = cfg.model_dump(mode="json")
+    out = []
+    for c in suggest_config(cfg, budget_gb, device, headroom=HEADROOM, top=top):
+        changed = {k: v for k, v in c.overrides.items() if _get(base, k) != v}
+        out.append(SuggestionCandidate(
+            title=describe_changes(changed), overrides=changed, config=c.config.model_dump(mode="json"),
+            predicted_peak_mb=round(c.peak_mb, 1), predicted_tokens_per_sec=round(c.tokens_per_sec, 1),
+            fits=c.fits, notes=list(c.notes)))
+    return tuple(out)
+
+
+def _get(data: dict[str, Any], dotted: str) -> Any:
+    cur: Any = data
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def describe_changes(changed: dict[str, Any]) -> str:
+    """A candidate's changes in words: ``rollout batch 64, bf16, gradient checkpointing on``."""
+    if not changed:
+        return "Current config"
+    parts = []
+    for key, value in changed.items():
+        if key == "model.gradient_checkpointing":
+            parts.append(f"gradient checkpointing {'on' if value else 'off'}")
+        elif key == "model.shared_value_trunk":
+            parts.append("shared value trunk" if value else "separate critic")
+        elif key in _LABELS:
+            parts.append(_LABELS[key].format(value))
+        else:
+            parts.append(f"{key} = {value}")
+    return ", ".join(parts)
+
+
+__all__ = ["CPU_BUDGET_GB", "CUDA_BUDGET_GB", "HEADROOM", "default_budget_gb", "describe_changes", "run_config",
+           "run_device", "suggest_for_run"]
