@@ -54,7 +54,10 @@ def load_trace(path: str | Path) -> dict[str, Any]:
 
 
 def complete_events(trace: dict[str, Any]) -> list[dict[str, Any]]:
-    return [e for e in trace.get("traceEvents", []) if e.get("ph") == "X" and "ts" in e and "dur" in e]
+    """Complete ("X") events of the program; the profiler's own "PyTorch Profiler" span track is left out
+    (it covers the whole window and would take half of every flame graph)."""
+    return [e for e in trace.get("traceEvents", []) if e.get("ph") == "X" and "ts" in e and "dur" in e
+            and e.get("pid") != "Spans" and not str(e.get("name", "")).startswith("PyTorch Profiler")]
 
 
 def build_trees(events: list[dict[str, Any]]) -> dict[tuple[Any, Any], list[Node]]:

@@ -25,6 +25,10 @@ SHORT = {
     "train.eval_every": 2,
     "train.eval_prompts": 8,
     "train.device": "cpu",
+    # profile steps 0-1 with torch.profiler: the Profile tab then draws the run's own speedscope file
+    "profile.enabled": True,
+    "profile.skip_first": 0,
+    "profile.wait": 0,
 }
 
 
@@ -100,6 +104,8 @@ def test_submit_smoke_from_form_watch_it_live_and_open_every_tab(page: Any, api:
     shoot(page, "05-memory")
 
     page.get_by_role("tab", name="Profile").click()
+    page.get_by_text(re.compile(r"Profile .*speedscope")).first.wait_for()  # the run's real profile, not a stand-in
+    assert page.get_by_role("link", name=re.compile(r"trace", re.I)).count() >= 1  # trace download offered
     canvas = page.locator(".flame canvas")
     canvas.wait_for()
     assert int(canvas.get_attribute("data-frames") or 0) >= 5

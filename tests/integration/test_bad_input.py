@@ -78,14 +78,23 @@ def test_artifacts_refuse_path_traversal(idle_client: Any, tmp_path: Path) -> No
     run = idle_client.post("/api/runs/external", json={"name": "arts"}).json()
     (art_dir / run["id"]).mkdir(parents=True, exist_ok=True)
     (art_dir / run["id"] / "trace.json").write_text("{}")
+    (art_dir / run["id"] / "profiles").mkdir()
+    (art_dir / run["id"] / "profiles" / "speedscope_step2.json").write_text('{"ok": 1}')
     secret = tmp_path / "secret.txt"
     secret.write_text("do not serve")
     idle_client.post(f"/api/runs/{run['id']}/events", json={"events": [
         {"type": "artifact", "seq": 0, "name": "trace.json", "kind": "trace", "path": f"{run['id']}/trace.json"},
         {"type": "artifact", "seq": 1, "name": "evil", "kind": "other", "path": str(secret)},
-        {"type": "artifact", "seq": 2, "name": "evil2", "kind": "other", "path": "../secret.txt"}]})
+        {"type": "artifact", "seq": 2, "name": "evil2", "kind": "other", "path": "../secret.txt"},
+        {"type": "artifact", "seq": 3, "name": "profiles/speedscope_step2.json", "kind": "speedscope",
+         "path": f"{run['id']}/profiles/speedscope_step2.json"},
+        {"type": "artifact", "seq": 4, "name": "profiles/../../secret.txt", "kind": "other", "path": str(secret)}]})
     assert idle_client.get(f"/api/runs/{run['id']}/artifacts/trace.json").text == "{}"
-    for name in ("evil", "evil2", "..%2Fsecret.txt", "%2E%2E%2Fsecret.txt", "nope"):
+    # names with folders (as the profiler writes them) are served ...
+    assert idle_client.get(f"/api/runs/{run['id']}/artifacts/profiles/speedscope_step2.json").json() == {"ok": 1}
+    # ... but no name climbs out, even one registered with '..' in it
+    for name in ("evil", "evil2", "..%2Fsecret.txt", "%2E%2E%2Fsecret.txt", "nope", "profiles/..%2F..%2Fsecret.txt",
+                 "profiles/%2E%2E/%2E%2E/secret.txt"):
         r = idle_client.get(f"/api/runs/{run['id']}/artifacts/{name}")
         assert r.status_code == 404, (name, r.status_code)
         assert "do not serve" not in r.text

@@ -225,7 +225,7 @@ def get_artifacts(run: RunDep, services: ServicesDep) -> list[ArtifactPublic]:
                            created_at=a.created_at, url=f"/api/runs/{run.id}/artifacts/{a.name}") for a in rows]
 
 
-@router.get("/{run_id}/artifacts/{name}", summary="Download an artifact",
+@router.get("/{run_id}/artifacts/{name:path}", summary="Download an artifact",
             responses={200: {"content": {"application/octet-stream": {}}}, 404: {"description": "Unknown artifact"}})
 def download_artifact(run: RunDep, name: str, services: ServicesDep) -> FileResponse:
     path = resolve_artifact(services, run.id, name)
@@ -234,7 +234,10 @@ def download_artifact(run: RunDep, name: str, services: ServicesDep) -> FileResp
 
 def resolve_artifact(services: ServicesDep, run_id: str, name: str) -> Path:
     """The artifact's file, only if it is registered and lies inside the artifacts directory."""
-    if "/" in name or "\\" in name or name in ("", ".", "..") or "\x00" in name:
+    # Names may have folders ("profiles/trace_step2.json") but never climb or start at the root;
+    # the file must also be registered for this run and lie inside the artifacts directory.
+    parts = name.split("/")
+    if not name or name.startswith("/") or "\\" in name or "\x00" in name or any(p in ("", ".", "..") for p in parts):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such artifact")
     with services.db.session() as s:
         art = s.scalar(select(Artifact).where(Artifact.run_id == run_id, Artifact.name == name))
