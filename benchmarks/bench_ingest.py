@@ -39,7 +39,6 @@ def main() -> int:
     if args.produce:
         return produce(args)
 
-    import psycopg
     import redis
 
     from backend.core.config import Settings
@@ -47,12 +46,10 @@ def main() -> int:
     from backend.models import Run
     from backend.services.consumer import StreamConsumer
     from backend.services.live import LiveHub
+    from benchmarks._scratch import create_database, drop_scratch
 
-    dbname = f"rlhfkit_bench_{secrets.token_hex(4)}"
+    dbname, url = create_database(args.pg)
     prefix = f"rlhfkit_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(args.pg, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{dbname}"')
-    url = args.pg.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{dbname}"
     r = redis.Redis.from_url(args.redis)
     try:
         run_migrations(url)
@@ -99,10 +96,7 @@ def main() -> int:
         print("loop cost = time inside sink.emit() per metrics event (serialisation and XADD run on the sink's thread)")
         return 0
     finally:
-        for key in r.scan_iter(match=f"{prefix}:*", count=1000):
-            r.delete(key)
-        with psycopg.connect(args.pg, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        drop_scratch(args.pg, dbname, r, prefix)
 
 
 def produce(args: argparse.Namespace) -> int:

@@ -88,14 +88,12 @@ def main() -> int:
         return produce(args)
 
     import httpx
-    import psycopg
     import redis
 
-    dbname = f"rlhfkit_bench_{secrets.token_hex(4)}"
+    from benchmarks._scratch import create_database, drop_scratch
+
+    dbname, url = create_database(args.pg)
     prefix = f"rlhfkit_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(args.pg, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{dbname}"')
-    url = args.pg.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{dbname}"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -139,10 +137,7 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             backend.kill()
             backend.wait(10)
-        for key in r.scan_iter(match=f"{prefix}:*", count=1000):
-            r.delete(key)
-        with psycopg.connect(args.pg, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        drop_scratch(args.pg, dbname, r, prefix)
 
 
 if __name__ == "__main__":

@@ -146,7 +146,11 @@ def test_speedscope_from_overlapping_events_stays_balanced() -> None:
     events = [{"ph": "X", "name": "update", "ts": 0, "dur": 10, "pid": 1, "tid": 1},
               {"ph": "X", "name": "aten::mm", "ts": 2, "dur": 9, "pid": 1, "tid": 1},
               {"ph": "X", "name": "aten::add", "ts": 11, "dur": 1, "pid": 1, "tid": 1}]
-    check_speedscope(speedscope(build_trees(events)))
+    trees = build_trees(events)
+    update, add = trees[(1, 1)]
+    assert update.name == "update" and add.name == "aten::add"
+    assert update.children[0].end == update.end  # the overhanging child was clamped into its parent
+    check_speedscope(speedscope(trees))  # schema-valid, every open matched by a close
 
 
 def test_unknown_stage_is_rejected() -> None:
