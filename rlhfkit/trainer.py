@@ -299,7 +299,7 @@ class PPOTrainer:
             seq_k3 = (k3 * b_mask).sum(1)
 
         # 4. update ----------------------------------------------------------------------
-        stats: dict[str, list[float]] = {k: [] for k in ("pg", "vf", "ent", "clip", "vclip", "akl", "rmean", "rmax", "gn", "loss")}
+        stats: dict[str, list[torch.Tensor]] = {k: [] for k in ("pg", "vf", "ent", "clip", "vclip", "akl", "rmean", "rmax", "gn", "loss")}
         with rec.stage("update"):
             self.policy.train()
             mb_size = p.mini_batch_size
@@ -322,21 +322,18 @@ class PPOTrainer:
                             loss = pl.loss + p.value_coef * vl - p.entropy_coef * ent
                         with rec.substage("update/backward"):
                             (loss / p.grad_accum_steps).backward()
-                        stats["pg"].append(pl.loss.item())
-                        stats["vf"].append(vl.item())
-                        stats["ent"].append(ent.item())
-                        stats["clip"].append(pl.clipfrac.item())
-                        stats["vclip"].append(vclip.item())
-                        stats["akl"].append(pl.approx_kl.item())
-                        stats["rmean"].append(pl.ratio_mean.item())
-                        stats["rmax"].append(pl.ratio_max.item())
-                        stats["loss"].append(loss.item())
+                        # detached device tensors: one host transfer per step, not nine per micro-batch
+                        for key, val in (("pg", pl.loss), ("vf", vl), ("ent", ent), ("clip", pl.clipfrac),
+                                         ("vclip", vclip), ("akl", pl.approx_kl), ("rmean", pl.ratio_mean),
+                                         ("rmax", pl.ratio_max), ("loss", loss)):
+                            stats[key].append(val.detach())
                     with rec.substage("update/optimizer"):
                         gn = torch.nn.utils.clip_grad_norm_(self.policy.trainable_parameters(), p.max_grad_norm)
                         self.optimizer.step()
-                    stats["gn"].append(float(gn))
+                    stats["gn"].append(gn.detach())
             lr = float(self.scheduler.get_last_lr()[0])
             self.scheduler.step()
+        st = {k: torch.stack(v).float().cpu().tolist() for k, v in stats.items()}  # the step's one sync
         mean_seq_kl = float(seq_k1.mean())
         self.kl_ctl.update(mean_seq_kl, B)
 
@@ -356,16 +353,16 @@ class PPOTrainer:
             M.KL_K1: mean_seq_kl,
             M.KL_K3: float(seq_k3.mean()),
             M.KL_COEF: kl_coef,
-            M.ENTROPY: _mean(stats["ent"]),
-            M.POLICY_LOSS: _mean(stats["pg"]),
-            M.VALUE_LOSS: _mean(stats["vf"]),
-            M.TOTAL_LOSS: _mean(stats["loss"]),
-            M.POLICY_CLIPFRAC: _mean(stats["clip"]),
-            M.VALUE_CLIPFRAC: _mean(stats["vclip"]),
-            M.APPROX_KL: _mean(stats["akl"]),
-            M.RATIO_MEAN: _mean(stats["rmean"]),
-            M.RATIO_MAX: max(stats["rmax"]),
-            M.GRAD_NORM: _mean(stats["gn"]),
+            M.ENTROPY: _mean(st["ent"]),
+            M.POLICY_LOSS: _mean(st["pg"]),
+            M.VALUE_LOSS: _mean(st["vf"]),
+            M.TOTAL_LOSS: _mean(st["loss"]),
+            M.POLICY_CLIPFRAC: _mean(st["clip"]),
+            M.VALUE_CLIPFRAC: _mean(st["vclip"]),
+            M.APPROX_KL: _mean(st["akl"]),
+            M.RATIO_MEAN: _mean(st["rmean"]),
+            M.RATIO_MAX: max(st["rmax"]),
+            M.GRAD_NORM: _mean(st["gn"]),
             M.LEARNING_RATE: lr,
             M.EXPLAINED_VAR: ops.explained_variance(b_values, b_returns, b_mask),
             M.VALUE_MEAN: float(ops.masked_mean(b_values, b_mask)),
