@@ -171,6 +171,21 @@ def service_env(*, database_url: str, redis_prefix: str, queue: str, artifacts: 
     return env
 
 
+def spawn(cmd: list[str], env: dict[str, str], log: Path, name: str, ready: Callable[[Proc], bool], what: str,
+          meta: dict[str, Any] | None = None) -> Proc:
+    """Start ``cmd`` in its own session with output to ``log``; wait until ``ready`` (or it died)."""
+    with open(log, "wb") as fh:
+        popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = Proc(popen, log, name, meta or {})
+    try:
+        wait_for(lambda: not proc.alive() or ready(proc), 60, 0.2, what)
+        assert proc.alive(), proc.text()[-3000:]
+    except BaseException:
+        proc.stop()  # never leave a half-started process behind
+        raise
+    return proc
+
+
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
     """Start real ``celery -A worker.app worker`` processes; waits until each is ready."""
@@ -181,13 +196,9 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
         cmd = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-P", "solo", "-Q", queue,
                "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
                "--loglevel", "INFO"]
-        with open(log, "wb") as fh:
-            popen = subprocess.Popen(cmd, cwd=ROOT, env={**env, "CUDA_VISIBLE_DEVICES": gpu}, stdout=fh,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        proc = Proc(popen, log, name)
+        proc = spawn(cmd, {**env, "CUDA_VISIBLE_DEVICES": gpu}, log, name, lambda p: "ready." in p.text(),
+                     f"worker {name} ready")
         procs.append(proc)
-        wait_for(lambda: "ready." in proc.text() or not proc.alive(), 60, 0.2, f"worker {name} ready")
-        assert proc.alive(), proc.text()[-3000:]
         return proc
 
     yield _start
@@ -207,22 +218,16 @@ def start_backend(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
         log = tmp_path / f"{name}-{len(procs)}.log"
         cmd = [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "warning"]
-        with open(log, "wb") as fh:
-            popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        proc = Proc(popen, log, name, {"url": f"http://127.0.0.1:{port}", "port": port})
-        procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
 
-        def up() -> bool:
-            if not proc.alive():
-                return True
+        def up(proc: Proc) -> bool:
             try:
-                return httpx.get(f"{proc.meta['url']}/healthz", timeout=1).status_code == 200
+                return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
 
-        wait_for(up, 60, 0.2, f"{name} /healthz")
-        assert proc.alive(), proc.text()[-3000:]
+        proc = spawn(cmd, env, log, name, up, f"{name} /healthz", {"url": url, "port": port})
+        procs.append(proc)
         return proc
 
     yield _start
