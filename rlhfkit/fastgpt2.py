@@ -49,6 +49,13 @@ _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+# activation name -> (oneDNN post-op, algorithm) for a matmul with the activation fused in
+_FUSED_ACT: dict[str, tuple[str, str]] = {
+    "gelu_new": ("gelu", "tanh"), "gelu_pytorch_tanh": ("gelu", "tanh"), "gelu_fast": ("gelu", "tanh"),
+    "gelu": ("gelu", "none"), "relu": ("relu", ""),
+}
+
+
 def supports(transformer: Module) -> bool:
     """True when the lean forward computes exactly ``transformer``'s function (a ``GPT2Model``)."""
     cfg = getattr(transformer, "config", None)
@@ -78,19 +85,54 @@ def _scaling(attn: Module, layer_idx: int) -> float:
     return s / (layer_idx + 1) if cfg.scale_attn_by_inverse_layer_idx else s
 
 
-def _conv1d(x: Tensor, mod: Module) -> Tensor:
-    """transformers' Conv1D (weight stored (in, out)): x @ W + b as one addmm."""
-    out = torch.addmm(mod.bias, x.reshape(-1, x.shape[-1]), mod.weight)
+# ----------------------------------------------------------------------------- oneDNN matmuls on the CPU
+# Why: generation multiplies a handful of rows (the batch) by every weight matrix once per token, so
+# it is bound by how fast the weights stream from memory. For (8 x 768) @ (768 x 2304) MKL's sgemm
+# (what ``addmm`` calls) streams them at ~8 GB/s on this class of CPU; oneDNN's matmul, handed the
+# same weight as a transposed view (no copy, no repacking), runs the matmuls of a GPT-2-small decode
+# step in 21 ms instead of 43 ms with 2 threads, and full-sequence no-grad forwards 15% faster
+# (benchmarks/NOTES_ppo_vs_trl.md). Same fp32 math, sums accumulated in a different order
+# (tests/unit/test_fastgpt2.py). The oneDNN op has no autograd formula, so it serves only calls
+# where nothing needs a gradient: sampling, scoring, evaluation.
+_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _use_onednn(x: Tensor, weight: Tensor) -> bool:
+    return (_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
+
+
+def _conv1d(x: Tensor, mod: Module, act: str | None = None) -> Tensor:
+    """transformers' Conv1D (weight stored (in, out)): x @ W + b, then ``act`` when given.
+
+    One oneDNN matmul (activation fused in) where :func:`_use_onednn` holds, else one ``addmm``.
+    """
+    x2 = x.reshape(-1, x.shape[-1])
+    if _use_onednn(x2, mod.weight):
+        attr, algo = _FUSED_ACT[act] if act is not None else ("none", "")
+        out = torch.ops.mkldnn._linear_pointwise(x2, mod.weight.t(), mod.bias, attr, [], algo)  # (out, in) view
+    else:
+        out = torch.addmm(mod.bias, x2, mod.weight)
+        if act is not None:
+            out = _ACTIVATIONS[act](out)
     return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def lm_logits(lm_head: Module, h: Tensor) -> Tensor:
+    """``lm_head(h)``, logits (..., V): on oneDNN where :func:`_use_onednn` holds."""
+    if not _use_onednn(h, lm_head.weight):
+        return lm_head(h)  # type: ignore[no-any-return]
+    out = torch.ops.mkldnn._linear_pointwise(h.reshape(-1, h.shape[-1]), lm_head.weight, lm_head.bias, "none", [], "")
+    return out.view(*h.shape[:-1], out.shape[-1])
 
 
 def _embed(transformer: Module, input_ids: Tensor, position_ids: Tensor) -> Tensor:
     return F.embedding(input_ids, transformer.wte.weight) + F.embedding(position_ids, transformer.wpe.weight)
 
 
-def _mlp(block: Module, x: Tensor, act: Callable[[Tensor], Tensor], eps: float) -> Tensor:
+def _mlp(block: Module, x: Tensor, act: str, eps: float) -> Tensor:
     h = F.layer_norm(x, (x.shape[-1],), block.ln_2.weight, block.ln_2.bias, eps)
-    return x + _conv1d(act(_conv1d(h, block.mlp.c_fc)), block.mlp.c_proj)
+    return x + _conv1d(_conv1d(h, block.mlp.c_fc, act), block.mlp.c_proj)
 
 
 def _qkv(block: Module, x: Tensor, n_head: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -126,24 +168,36 @@ def _padding_mask(attention_mask: Tensor) -> Tensor | None:
 
 
 def hidden_states(transformer: Module, input_ids: Tensor, attention_mask: Tensor | None = None,
-                  position_ids: Tensor | None = None) -> Tensor:
+                  position_ids: Tensor | None = None, *, at: Tensor | None = None) -> Tensor:
     """The last hidden state (after ``ln_f``) of a GPT-2 trunk: (B, T) ids -> (B, T, D).
 
     Same result as ``transformer(input_ids, attention_mask=..., position_ids=...).last_hidden_state``
-    at every real position.
+    at every real position. With ``at`` (B,) real-token positions, returns only those rows, (B, D):
+    the last layer then computes its keys and values for every position but its query, attention
+    output and MLP for one position per row — 3/4 of that layer's matmuls saved, for a reward model
+    that reads one position per sequence.
     """
     cfg = transformer.config
     eps, H = cfg.layer_norm_epsilon, cfg.n_head
-    act = _ACTIVATIONS[cfg.activation_function]
+    act = cfg.activation_function
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     if position_ids is None:
         position_ids = position_ids_from_mask(attention_mask)
     mask = _padding_mask(attention_mask)
     x = _embed(transformer, input_ids, position_ids)  # (B, T, D)
+    n = len(transformer.h)
     for i, block in enumerate(transformer.h):
         q, k, v = _qkv(block, x, H, eps)
         scale = _scaling(block.attn, i)
+        if at is not None and i == n - 1:
+            rows = torch.arange(x.shape[0], device=x.device)
+            T = x.shape[1]
+            keys = attention_mask.bool() & (torch.arange(T, device=x.device)[None, :] <= at[:, None])  # (B, T)
+            y = F.scaled_dot_product_attention(q[rows, :, at].unsqueeze(2), k, v, attn_mask=keys[:, None, None, :],
+                                               scale=scale)  # (B, H, 1, hs)
+            x = _mlp(block, _attn_out(block, x[rows, at].unsqueeze(1), y), act, eps)[:, 0]  # (B, D)
+            break
         if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
         else:
@@ -186,7 +240,7 @@ class Decoder:
         cfg = tr.config
         self.tr, self.lm_head = tr, model.lm_head
         self.eps, self.n_head = cfg.layer_norm_epsilon, cfg.n_head
-        self.act = _ACTIVATIONS[cfg.activation_function]
+        self.act = cfg.activation_function
         self.scales = [_scaling(b.attn, i) for i, b in enumerate(tr.h)]
         B, P = prompt_ids.shape
         D = cfg.n_embd
@@ -228,7 +282,7 @@ class Decoder:
             x = _mlp(block, _attn_out(block, x, y), self.act, self.eps)
         self.t = t0 + n
         h = F.layer_norm(x[:, -1], (x.shape[-1],), self.tr.ln_f.weight, self.tr.ln_f.bias, self.eps)  # (B, D)
-        return self.lm_head(h)  # (B, V)
+        return lm_logits(self.lm_head, h)  # (B, V)
 
     def step(self, tokens: Tensor) -> Tensor:
         """Feed one token per row (B,) and return the next-token logits (B, V)."""

@@ -112,15 +112,16 @@ class RewardNet(nn.Module):
         position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
         from rlhfkit import fastgpt2
 
-        if fastgpt2.supports(self.transformer):  # same math and weights, less per-call overhead
-            h = fastgpt2.hidden_states(self.transformer, input_ids, attention_mask, position_ids)
-        else:
-            h = self.transformer(input_ids=input_ids, attention_mask=attention_mask,
-                                 position_ids=position_ids).last_hidden_state
         # index of the last real token in each row (works for left and right padding)
         T = attention_mask.shape[1]
         last = T - 1 - attention_mask.flip(-1).argmax(-1)
-        return self.head(h[torch.arange(h.shape[0], device=h.device), last]).squeeze(-1)
+        if fastgpt2.supports(self.transformer):  # same math and weights, less work: see hidden_states(at=)
+            h_last = fastgpt2.hidden_states(self.transformer, input_ids, attention_mask, position_ids, at=last)
+        else:
+            h = self.transformer(input_ids=input_ids, attention_mask=attention_mask,
+                                 position_ids=position_ids).last_hidden_state
+            h_last = h[torch.arange(h.shape[0], device=h.device), last]
+        return self.head(h_last).squeeze(-1)
 
 
 class ModelReward(BaseRewardModel):

@@ -140,3 +140,44 @@ def test_inverse_cdf_draw_follows_the_probabilities_and_skips_zeros() -> None:
     freq = torch.bincount(tok, minlength=6).double() / tok.numel()
     assert set(tok.unique().tolist()) <= {1, 3, 4}
     torch.testing.assert_close(freq, probs[0].double(), atol=0.015, rtol=0.0)
+
+
+# ----------------------------------------------------------------------------- oneDNN no-grad matmuls
+needs_onednn = pytest.mark.skipif(not fastgpt2._ONEDNN, reason="oneDNN unavailable")
+
+
+@needs_onednn
+def test_onednn_matmuls_serve_only_calls_without_gradients_and_give_the_same_logits() -> None:
+    model = tiny_lm(seed=5)
+    ids, mask = left_padded(seed=6)
+    x = torch.randn(3, 48)
+    w = model.transformer.h[0].attn.c_attn.weight
+    assert not fastgpt2._use_onednn(x, w)  # autograd on and the weight requires grad
+    with torch.no_grad():
+        assert fastgpt2._use_onednn(x, w)
+        fast = fastgpt2.lm_logits(model.lm_head, fastgpt2.hidden_states(model.transformer, ids, mask))
+    assert not fastgpt2._use_onednn(x.double(), w.double())  # fp32 only
+    model.requires_grad_(False)
+    assert fastgpt2._use_onednn(x, w)  # nothing to differentiate: a frozen model under grad mode
+    model.requires_grad_(True)
+    slow = model.lm_head(fastgpt2.hidden_states(model.transformer, ids, mask))  # addmm path, with autograd
+    assert slow.requires_grad
+    real = mask.bool()
+    assert not torch.equal(fast[real], slow[real])  # a different kernel really ran ...
+    torch.testing.assert_close(fast[real], slow[real].detach(), atol=1e-5, rtol=1e-5)  # ... on the same math
+
+
+def test_hidden_states_at_one_position_per_row_matches_the_full_forward() -> None:
+    model = tiny_lm(seed=11)
+    ids, mask = left_padded(seed=12)
+    mask[0, 8:] = 0  # right padding after a response too
+    last = mask.shape[1] - 1 - mask.flip(-1).argmax(-1)
+    with torch.no_grad():
+        full = fastgpt2.hidden_states(model.transformer, ids, mask)
+        at = fastgpt2.hidden_states(model.transformer, ids, mask, at=last)
+        hf = model.transformer(input_ids=ids, attention_mask=mask,
+                               position_ids=fastgpt2.position_ids_from_mask(mask)).last_hidden_state
+    rows = torch.arange(ids.shape[0])
+    assert at.shape == (ids.shape[0], model.config.n_embd)
+    torch.testing.assert_close(at, full[rows, last], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(at, hf[rows, last], atol=1e-5, rtol=1e-5)
