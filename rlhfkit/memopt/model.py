@@ -48,7 +48,7 @@ MiB = 2**20
 GiB = 2**30
 
 Device = Literal["cpu", "cuda"]
-Optimizer = Literal["adamw", "adamw8bit"]
+Optimizer = Literal["adamw", "adamw_8bit"]
 Attention = Literal["sdpa", "eager"]
 Activation = Literal["gelu_new", "gelu_fused"]
 
@@ -229,8 +229,10 @@ def nograd_forward_bytes(plan: Plan, B: int, T: int, R: int, shape: ModelShape, 
 
 
 def _optimizer_state_bytes(plan: Plan, n_trainable: int) -> int:
-    if plan.optimizer == "adamw8bit":
-        return 2 * n_trainable + 8 * (n_trainable // 2048 + 1)  # 1-byte moments + blockwise absmax
+    if plan.optimizer == "adamw_8bit":
+        # bitsandbytes AdamW8bit: two uint8 moments and one fp32 absmax per 256-element block each
+        # (tensors under 4096 elements, the biases and LayerNorms, keep fp32 moments: < 0.1% of GPT-2)
+        return 2 * n_trainable + 2 * 4 * -(-n_trainable // 256)
     return 8 * n_trainable
 
 
@@ -376,6 +378,7 @@ def plan_from_config(cfg: Any, *, device: Device | None = None, prompt_len: int 
         reward_shape = _reward_shape(cfg.reward.model_path)
     shp = shape or shape_from_config(cfg)
     p = cfg.ppo
+    gen_batch = cfg.generation.batch_size
     plan = Plan(
         shape=shp,
         batch_size=p.batch_size,
@@ -383,12 +386,16 @@ def plan_from_config(cfg: Any, *, device: Device | None = None, prompt_len: int 
         grad_accum_steps=p.grad_accum_steps,
         prompt_len=prompt_len if prompt_len is not None else prompt_len_from_data(cfg),
         response_len=cfg.generation.max_new_tokens,
-        generation_batch=getattr(cfg.generation, "batch_size", None),
-        eval_batch=max(p.batch_size, 16),
+        generation_batch=gen_batch,
+        eval_batch=gen_batch or max(p.batch_size, 16),  # the trainer's evaluation chunk
         dtype=cfg.model.dtype,
         gradient_checkpointing=cfg.model.gradient_checkpointing,
         shared_value_trunk=cfg.model.shared_value_trunk,
         reward_shape=reward_shape,
+        # "cpu" placement only moves a model off an accelerator; on a CPU run it still counts
+        reference_on_device=device == "cpu" or cfg.model.reference_device == "same",
+        reward_on_device=device == "cpu" or cfg.reward.device == "same",
+        optimizer=cfg.ppo.optimizer,
         device=device,
         dropout=bool(cfg.model.pretrained),
         lean_forward=_engine_has_lean_forward(),
@@ -403,10 +410,16 @@ def _engine_has_lean_forward() -> bool:
 
 
 def _reward_shape(path: str) -> ModelShape | None:
+    """The shape of a reward model saved by ``ModelReward.save`` (its config.json nests the GPT-2
+    config under ``gpt2``) or of a transformers GPT-2 directory."""
     try:
+        import json
+        from pathlib import Path
+
         from transformers import GPT2Config
 
-        c = GPT2Config.from_pretrained(path, local_files_only=True)
+        data = json.loads((Path(path) / "config.json").read_text())
+        c = GPT2Config.from_dict(data["gpt2"]) if "gpt2" in data else GPT2Config.from_pretrained(path, local_files_only=True)
         return ModelShape(c.n_layer, c.n_embd, c.n_head, c.vocab_size, c.n_positions)
     except Exception:
         return None

@@ -75,7 +75,7 @@ def test_estimate_components_scale_as_expected() -> None:
     assert accum.stages["update"]["activations"] == pytest.approx(est.stages["update"]["activations"] / 4, rel=0.01)
     off = estimate_memory(base.with_(reference_on_device=False))
     assert off.peak == est.peak - 4 * n
-    eight = estimate_memory(base.with_(optimizer="adamw8bit"))
+    eight = estimate_memory(base.with_(optimizer="adamw_8bit"))
     assert eight.models["policy"]["optimizer"] < est.models["policy"]["optimizer"] / 3
     bf16 = estimate_memory(base.with_(device="cuda", dtype="bf16"))
     assert bf16.stages["update"]["activations"] < 0.7 * est.stages["update"]["activations"]
@@ -109,3 +109,19 @@ def test_predicted_peak_within_15_percent_of_rss_growth(overrides: dict, monkeyp
     measured = measure(cfg, steps=2).growth_mb
     assert measured > 0
     assert abs(predicted - measured) / measured <= 0.15, f"predicted {predicted:.1f} MiB, measured {measured:.1f} MiB"
+
+
+def test_plan_follows_generation_batch_placement_and_optimizer() -> None:
+    cfg = load_config("smoke", {"generation.batch_size": 8, "model.reference_device": "cpu",
+                                "ppo.optimizer": "adamw_8bit"})
+    whole = load_config("smoke")
+    cuda, cuda_whole = plan_from_config(cfg, device="cuda"), plan_from_config(whole, device="cuda")
+    assert cuda.gen_batch == 8 and cuda_whole.gen_batch == 32 and cuda.eval_batch == 8
+    assert not cuda.reference_on_device and cuda_whole.reference_on_device
+    est, est_whole = estimate_memory(cuda), estimate_memory(cuda_whole)
+    n = cuda.shape.params()
+    assert est.models["reference"]["weights"] == 0 and est_whole.models["reference"]["weights"] == 4 * n
+    assert est.stages["generation"]["kv_cache"] * 4 == est_whole.stages["generation"]["kv_cache"]
+    assert est.models["policy"]["optimizer"] < est_whole.models["policy"]["optimizer"] / 3
+    # a CPU run keeps the reference in the memory it measures: "cpu" placement frees nothing there
+    assert plan_from_config(cfg, device="cpu").reference_on_device
