@@ -58,7 +58,7 @@ class GenerationConfig(_Strict):
     stop_at_eos: bool = Field(True, description="Stop a response at the end-of-sequence token")
     missing_eos_penalty: float | None = Field(None, description="Subtract this from the score of responses without EOS (None = off)")
     batch_size: int | None = Field(
-        None, ge=1, description="Prompts sampled per generation pass: the rollout batch is generated in chunks of this "
+        None, ge=1, title="Generation batch size", description="Prompts sampled per generation pass: the rollout batch is generated in chunks of this "
         "many (None = all ppo.batch_size prompts at once). Must divide ppo.batch_size. Smaller chunks need a smaller "
         "KV cache; larger ones generate faster")
 
@@ -69,7 +69,7 @@ class RewardConfig(_Strict):
     model_path: str | None = Field(None, description="model reward: directory written by `rlhfkit train-rm`")
     scale: float = Field(1.0, description="Multiply scores by this")
     device: Literal["same", "cpu"] = Field(
-        "same", description="model reward: where the reward model lives and scores: same = the policy's device; "
+        "same", title="Reward model device", description="model reward: where the reward model lives and scores: same = the policy's device; "
         "cpu = host memory (frees its weights and activations on the GPU). No effect on CPU runs")
 
 
