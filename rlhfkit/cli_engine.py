@@ -64,12 +64,13 @@ def register(sub: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rlhfkit.config import to_yaml
+    from rlhfkit.config import check_runtime, to_yaml
 
     cfg = config_from_args(args)  # ConfigError -> exit 2 in cli.main, before anything is written
     if args.print_config:
         print(to_yaml(cfg))
         return EXIT_OK
+    check_runtime(cfg)  # e.g. adamw_8bit without bitsandbytes: exit 2 too, before the run starts
     from rlhfkit.runner import run_training
     from rlhfkit.sinks import ConsoleSink
 

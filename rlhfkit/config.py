@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 MODEL_SIZES = ("tiny", "small", "medium", "large", "custom")
 
@@ -36,6 +37,9 @@ class ModelConfig(_Strict):
     shared_value_trunk: bool = Field(True, description="Value head on the policy's transformer trunk (saves one forward pass and one model's memory)")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory")
     dtype: Literal["fp32", "bf16"] = Field("fp32", description="bf16 uses autocast on CUDA; CPU runs stay fp32")
+    reference_device: Literal["same", "cpu"] = Field(
+        "same", description="Where the frozen reference model lives: same = the policy's device; cpu = host memory "
+        "(frees one model's weights on the GPU; its scoring forward then runs on the CPU). No effect on CPU runs")
 
     @model_validator(mode="after")
     def _custom_needs_shape(self) -> ModelConfig:
@@ -53,6 +57,10 @@ class GenerationConfig(_Strict):
     top_k: int = Field(0, ge=0, description="Top-k sampling (0 = off)")
     stop_at_eos: bool = Field(True, description="Stop a response at the end-of-sequence token")
     missing_eos_penalty: float | None = Field(None, description="Subtract this from the score of responses without EOS (None = off)")
+    batch_size: int | None = Field(
+        None, ge=1, title="Generation batch size", description="Prompts sampled per generation pass: the rollout batch is generated in chunks of this "
+        "many (None = all ppo.batch_size prompts at once). Must divide ppo.batch_size. Smaller chunks need a smaller "
+        "KV cache; larger ones generate faster")
 
 
 class RewardConfig(_Strict):
@@ -60,6 +68,9 @@ class RewardConfig(_Strict):
     target_length: int = Field(12, ge=1, description="length reward: target response length in words")
     model_path: str | None = Field(None, description="model reward: directory written by `rlhfkit train-rm`")
     scale: float = Field(1.0, description="Multiply scores by this")
+    device: Literal["same", "cpu"] = Field(
+        "same", title="Reward model device", description="model reward: where the reward model lives and scores: same = the policy's device; "
+        "cpu = host memory (frees its weights and activations on the GPU). No effect on CPU runs")
 
 
 class PPOConfig(_Strict):
@@ -68,6 +79,9 @@ class PPOConfig(_Strict):
     grad_accum_steps: int = Field(1, ge=1, description="Split each minibatch into this many micro-batches")
     ppo_epochs: int = Field(4, ge=1, le=100, description="Passes over the rollout batch per step")
     learning_rate: float = Field(1e-5, gt=0, le=1.0, description="AdamW learning rate")
+    optimizer: Literal["adamw", "adamw_8bit"] = Field(
+        "adamw", description="adamw = torch AdamW (fp32 moments); adamw_8bit = bitsandbytes AdamW8bit (1-byte "
+        "block-quantised moments for tensors of 4096+ elements): needs the optional bitsandbytes package")
     lr_schedule: Literal["constant", "linear", "cosine"] = Field("constant", description="Learning-rate schedule over the run")
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps of the schedule")
     weight_decay: float = Field(0.0, ge=0)
@@ -138,6 +152,17 @@ class RunConfig(_Strict):
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     profile: ProfileConfig = Field(default_factory=ProfileConfig)
 
+    @model_validator(mode="after")
+    def _generation_batch_divides(self) -> RunConfig:
+        gb, b = self.generation.batch_size, self.ppo.batch_size
+        if gb is not None and b % gb:
+            # raised with its own location so the error names generation.batch_size, not the whole config
+            raise ValidationError.from_exception_data("RunConfig", [InitErrorDetails(
+                type=PydanticCustomError("divides", "generation.batch_size ({gb}) must divide ppo.batch_size ({b})",
+                                         {"gb": gb, "b": b}),
+                loc=("generation", "batch_size"), input=gb)])
+        return self
+
 
 def total_steps(cfg: RunConfig) -> int:
     return cfg.train.num_epochs * cfg.train.steps_per_epoch
@@ -145,6 +170,25 @@ def total_steps(cfg: RunConfig) -> int:
 
 def num_minibatches(cfg: RunConfig) -> int:
     return cfg.ppo.batch_size // cfg.ppo.mini_batch_size
+
+
+def generation_batch(cfg: RunConfig) -> int:
+    """Prompts per generation pass (``generation.batch_size``, or the whole rollout batch)."""
+    return cfg.generation.batch_size or cfg.ppo.batch_size
+
+
+def check_runtime(cfg: RunConfig) -> None:
+    """Raise :class:`ConfigError` for settings this process cannot run (an optional package missing).
+
+    Kept apart from validation: a config that names ``ppo.optimizer: adamw_8bit`` is valid on the
+    service host even when only the workers have bitsandbytes.
+    """
+    import importlib.util
+
+    if cfg.ppo.optimizer == "adamw_8bit" and importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError([{"field": "ppo.optimizer", "type": "unavailable",
+                            "message": "adamw_8bit needs the bitsandbytes package, which is not installed here "
+                                       "(pip install bitsandbytes, or use ppo.optimizer=adamw)"}])
 
 
 # ----------------------------------------------------------------------------- loading

@@ -3,9 +3,11 @@
 One step (``_ppo_step``) is five named stages, each timed and memory-tracked by
 :class:`rlhfkit.instrument.StageRecorder`:
 
-1. **generation** — sample B prompts, sample responses with the KV cache.
+1. **generation** — sample B prompts, sample responses with the KV cache (in chunks of
+   ``generation.batch_size`` prompts when set).
 2. **scoring** — one policy pass for old log-probs and values (shared trunk), one reference pass
-   for the KL anchor, the reward model's scores.
+   for the KL anchor, the reward model's scores (reference and reward model on the policy's device
+   or, with ``model.reference_device`` / ``reward.device`` = cpu, on the host).
 3. **advantages** — per-token KL penalty, score on the last token, GAE, whitening.
 4. **update** — ``ppo_epochs`` passes over shuffled minibatches (gradient accumulation inside),
    clipped policy and value losses, entropy bonus, grad-norm clipping, LR schedule.
@@ -34,7 +36,15 @@ import torch
 
 from rlhfkit import fastgpt2
 from rlhfkit import ppo_ops as ops
-from rlhfkit.config import GenerationConfig, PPOConfig, RunConfig, TrainConfig, total_steps
+from rlhfkit.config import (
+    GenerationConfig,
+    PPOConfig,
+    RunConfig,
+    TrainConfig,
+    check_runtime,
+    generation_batch,
+    total_steps,
+)
 from rlhfkit.events import (
     AlertEvent,
     ArtifactEvent,
@@ -208,14 +218,15 @@ class PPOTrainer:
         seed_everything(cfg.seed)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
+        check_runtime(cfg)
         self.policy.to(self.device)
-        self.reward_model.to(self.device)
-        self.ref_model = self.policy.make_reference().to(self.device)  # type: ignore[arg-type]
+        # "cpu" placement keeps a frozen model in host memory; its forward runs there (CPU runs: no change)
+        self.ref_device = torch.device("cpu") if cfg.model.reference_device == "cpu" else self.device
+        self.reward_device = torch.device("cpu") if cfg.reward.device == "cpu" else self.device
+        self.reward_model.to(self.reward_device)
+        self.ref_model = self.policy.make_reference().to(self.ref_device)  # type: ignore[arg-type]
         p = cfg.ppo
-        # Fused AdamW: the same fp32 update in one kernel per parameter group (3x faster step at GPT-2 small).
-        fused = _fused_adamw_ok(self.device)
-        self.optimizer = torch.optim.AdamW(self.policy.trainable_parameters(), lr=p.learning_rate,
-                                           weight_decay=p.weight_decay, eps=1e-5, fused=fused or None)
+        self.optimizer = _make_optimizer(p, self.policy.trainable_parameters(), self.device)
         n_updates = total_steps(cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(p, n_updates))
         self.kl_ctl: ops.AdaptiveKLController | ops.FixedKLController = (
@@ -257,9 +268,14 @@ class PPOTrainer:
             prompts = [self.train_prompts[i] for i in idx]
             b_query, b_query_mask = self.policy.encode_prompts(prompts, self.device)  # (B, P)
             self.policy.eval()
+            gb = generation_batch(cfg)  # chunks share the batch's padding, so P is the same for all
+            chunks = []
             with self._amp():
-                b_response, b_mask_long = self.policy.generate(  # (B, R)
-                    b_query, b_query_mask, g.max_new_tokens, generator=self.sample_gen, stop_at_eos=g.stop_at_eos)
+                for c0 in range(0, B, gb):
+                    chunks.append(self.policy.generate(
+                        b_query[c0 : c0 + gb], b_query_mask[c0 : c0 + gb], g.max_new_tokens, generator=self.sample_gen,
+                        stop_at_eos=g.stop_at_eos))
+            b_response, b_mask_long = _cat_responses(chunks, self.policy.tokenizer.pad_token_id)  # (B, R)
         P = b_query.shape[1]
         b_ids = torch.cat([b_query, b_response], 1)  # (B, T)
         b_attn = torch.cat([b_query_mask, b_mask_long], 1)  # (B, T)
@@ -270,7 +286,9 @@ class PPOTrainer:
             with rec.substage("scoring/value"):
                 b_logprobs, b_values, _ = self.policy.forward_scores(b_ids, b_attn, P)  # (B, R) each
             with rec.substage("scoring/reference"):
-                b_ref_logprobs = _ref_logprobs(self.ref_model, b_ids, b_attn, P, self.policy.temperature)
+                dev = self.ref_device
+                b_ref_logprobs = _ref_logprobs(self.ref_model, b_ids.to(dev), b_attn.to(dev), P,
+                                               self.policy.temperature).to(self.device)
             with rec.substage("scoring/reward"):
                 responses = self.policy.decode(b_response, b_mask_long)
                 b_scores = self.reward_model.score(prompts=prompts, responses=responses, query_ids=b_query,
@@ -404,7 +422,7 @@ class PPOTrainer:
             prompts = self.eval_prompt_list
             rewards: list[float] = []
             samples: list[Sample] = []
-            chunk = max(cfg.ppo.batch_size, 16)
+            chunk = cfg.generation.batch_size or max(cfg.ppo.batch_size, 16)
             for s in range(0, len(prompts), chunk):
                 ps = prompts[s : s + chunk]
                 q, qm = self.policy.encode_prompts(ps, self.device)
@@ -496,6 +514,32 @@ def _ref_logprobs(ref: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, P
     if temperature != 1.0:
         logits = logits / temperature
     return ops.logprobs_from_logits(logits, ids[:, P:])
+
+
+def _cat_responses(chunks: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int | None,
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Join per-chunk (ids, mask) of shape (b_i, R_i): a chunk whose responses all ended early is
+    shorter, so it is right-padded (pad token, mask 0) to the longest."""
+    if len(chunks) == 1:
+        return chunks[0]
+    R = max(ids.shape[1] for ids, _ in chunks)
+    pad = pad_id if pad_id is not None else 0
+    ids = torch.cat([torch.nn.functional.pad(i, (0, R - i.shape[1]), value=pad) for i, _ in chunks])
+    mask = torch.cat([torch.nn.functional.pad(m, (0, R - m.shape[1]), value=0) for _, m in chunks])
+    return ids, mask
+
+
+def _make_optimizer(p: PPOConfig, params: list[torch.nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
+    """AdamW as ``ppo.optimizer`` says: torch's (fused where it exists) or bitsandbytes' 8-bit one."""
+    if p.optimizer == "adamw_8bit":
+        import bitsandbytes as bnb  # check_runtime has made sure it is importable
+
+        opt: torch.optim.Optimizer = bnb.optim.AdamW8bit(params, lr=p.learning_rate, weight_decay=p.weight_decay,
+                                                         eps=1e-5)
+        return opt
+    # Fused AdamW: the same fp32 update in one kernel per parameter group (3x faster step at GPT-2 small).
+    fused = _fused_adamw_ok(device)
+    return torch.optim.AdamW(params, lr=p.learning_rate, weight_decay=p.weight_decay, eps=1e-5, fused=fused or None)
 
 
 def _fused_adamw_ok(device: torch.device) -> bool:

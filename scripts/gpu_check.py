@@ -41,7 +41,11 @@ def main() -> int:
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     ap.add_argument("--cases", type=int, default=len(CASES), help="run only the first N cases")
     ap.add_argument("--timeout", type=float, default=240, help="seconds per case")
+    ap.add_argument("--recompute", metavar="JSON", help="no GPU: the model's prediction now vs the measurements "
+                    "recorded in JSON (e.g. benchmarks/results/gpu_check.json)")
     args = ap.parse_args()
+    if args.recompute:
+        return recompute(Path(args.recompute))
     import torch
 
     from rlhfkit.config import load_config
@@ -87,6 +91,32 @@ def main() -> int:
     (out / "gpu_check.json").write_text(json.dumps(summary, indent=1))
     print(f"\n{summary['within_10pct']}/{summary['n']} cases within 10%; max |error| "
           f"{100 * (summary['max_abs_error'] or 0):.1f}%; {summary['seconds']:.0f} s; wrote {out / 'gpu_check.json'}")
+    return 0
+
+
+# What the engine ran when benchmarks/results/gpu_check.json was recorded (before rlhfkit.fastgpt2 and the
+# fused AdamW): transformers' GPT-2 forward and KV cache, torch's foreach AdamW.
+RECORDED_ENGINE = {"lean_forward": False, "fused_optimizer": False}
+
+
+def recompute(path: Path) -> int:
+    """Predict the recorded cases with today's model, for the engine as it ran then and as it runs now."""
+    from rlhfkit.config import load_config
+    from rlhfkit.memopt import estimate_memory, plan_from_config
+    from rlhfkit.memopt.model import MiB
+
+    recorded = json.loads(path.read_text())
+    print(f"recorded on {recorded['device']} (torch {recorded['torch']}); predictions recomputed here, no GPU")
+    for label, engine in (("engine as recorded", RECORDED_ENGINE), ("engine now", {})):
+        print(f"\n{label} {engine}\n{'case':<40}{'then':>9}{'now':>9}{'measured':>10}{'error':>8}  peak stage, update phase")
+        for row in recorded["cases"]:
+            if "measured_mb" not in row:
+                continue
+            cfg = load_config("smoke", {**COMMON, **row["overrides"], "train.device": "cuda"})
+            est = estimate_memory(plan_from_config(cfg, device="cuda", **engine))
+            pred, meas = est.peak / MiB, row["measured_mb"]
+            print(f"{row['case']:<40}{row['predicted_mb']:>9.0f}{pred:>9.0f}{meas:>10.0f}{100 * (pred - meas) / meas:>+7.1f}%"
+                  f"  {est.peak_stage}, {est.update_phase}")
     return 0
 
 

@@ -127,6 +127,13 @@ def describe_changes(changed: dict[str, Any]) -> str:
             parts.append(f"gradient checkpointing {'on' if value else 'off'}")
         elif key == "model.shared_value_trunk":
             parts.append("shared value trunk" if value else "separate critic")
+        elif key == "generation.batch_size" and value is None:
+            parts.append("generation batch = rollout batch")
+        elif key in ("model.reference_device", "reward.device"):
+            what = "reference model" if key == "model.reference_device" else "reward model"
+            parts.append(f"{what} on {'CPU' if value == 'cpu' else 'the policy device'}")
+        elif key == "ppo.optimizer":
+            parts.append("8-bit AdamW" if value == "adamw_8bit" else "AdamW")
         elif key in _LABELS:
             parts.append(_LABELS[key].format(value))
         else:

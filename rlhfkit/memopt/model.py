@@ -33,8 +33,14 @@ what autograd actually saves in the two GPT-2 forwards the engine runs:
 ``tests/unit/test_memopt_model.py`` checks these counts against the storages autograd really saves
 (``torch.autograd.graph.saved_tensors_hooks``), and ``benchmarks/bench_memopt.py`` /
 ``scripts/gpu_check.sh`` compare the whole prediction with the measured peak.
-With gradient checkpointing only each layer's input is kept, and one layer's activations are
-rebuilt at a time during the backward pass.
+With gradient checkpointing (transformers' non-reentrant ``torch.utils.checkpoint``) only each
+block's input is kept, and one block's activations are rebuilt at a time during the backward pass.
+
+The update's peak is the largest of its phases, not the sum of everything it ever holds
+(:func:`_update_peak`): the LM head's backward (trunk activations, ``logp`` and ``p``, three
+``(b, R, V)`` gradients; no parameter gradients yet when a minibatch is one micro-batch, since
+``zero_grad(set_to_none=True)`` runs at its start), the checkpoint recompute of block 0 (every other
+gradient present), the tied embedding's gradient, and the optimizer step.
 
 All sizes are bytes; reports print MiB (2**20 bytes) and budgets are GiB (2**30 bytes).
 """
@@ -48,7 +54,7 @@ MiB = 2**20
 GiB = 2**30
 
 Device = Literal["cpu", "cuda"]
-Optimizer = Literal["adamw", "adamw8bit"]
+Optimizer = Literal["adamw", "adamw_8bit"]
 Attention = Literal["sdpa", "eager"]
 Activation = Literal["gelu_new", "gelu_fused"]
 
@@ -100,6 +106,7 @@ class Plan:
     reference_on_device: bool = True
     reward_on_device: bool = True
     optimizer: Optimizer = "adamw"
+    fused_optimizer: bool = True  # torch's fused AdamW (the engine's on CUDA and on CPU with torch >= 2.4)
     device: Device = "cpu"
     attention: Attention = "sdpa"
     activation: Activation = "gelu_new"
@@ -136,6 +143,7 @@ class MemoryEstimate:
     stages: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> transient component -> bytes
     persistent: int = 0
     overhead: int = 0
+    update_phase: str = ""  # which phase of the update holds its peak (see _update_peak)
 
     def stage_peak(self, stage: str) -> int:
         return self.persistent + self.overhead + sum(self.stages[stage].values())
@@ -158,6 +166,7 @@ class MemoryEstimate:
             "overhead_mb": round(self.overhead / MiB, 2),
             "peak_mb": round(self.peak / MiB, 2),
             "peak_stage": self.peak_stage,
+            "update_phase": self.update_phase,
         }
 
 
@@ -229,17 +238,73 @@ def nograd_forward_bytes(plan: Plan, B: int, T: int, R: int, shape: ModelShape, 
 
 
 def _optimizer_state_bytes(plan: Plan, n_trainable: int) -> int:
-    if plan.optimizer == "adamw8bit":
-        return 2 * n_trainable + 8 * (n_trainable // 2048 + 1)  # 1-byte moments + blockwise absmax
+    if plan.optimizer == "adamw_8bit":
+        # bitsandbytes AdamW8bit: two uint8 moments and one fp32 absmax per 256-element block each
+        # (tensors under 4096 elements, the biases and LayerNorms, keep fp32 moments: < 0.1% of GPT-2)
+        return 2 * n_trainable + 2 * 4 * -(-n_trainable // 256)
     return 8 * n_trainable
 
 
 def _optimizer_step_bytes(plan: Plan, n_trainable: int, largest_param: int) -> int:
-    """AdamW temporaries: the foreach path (CUDA default) holds a sqrt(v) copy of every parameter;
-    the single-tensor path (CPU default) one parameter's worth at a time."""
+    """AdamW temporaries: none for the fused kernel (and bitsandbytes' 8-bit one), which update
+    each tensor in place; the foreach path (torch's CUDA default) holds a sqrt(v) copy of every
+    parameter; the single-tensor path (CPU default) one parameter's worth at a time."""
+    if plan.fused_optimizer or plan.optimizer == "adamw_8bit":
+        return 0
     if plan.device == "cuda":
         return 4 * n_trainable
     return 2 * 4 * largest_param
+
+
+def _update_peak(plan: Plan, n_trainable: int) -> tuple[dict[str, int], str]:
+    """Transient bytes of the update stage at its peak, and in which phase it falls.
+
+    A minibatch's memory goes through phases that do not overlap, so the stage's peak is the
+    largest of them, not their sum (traced allocation by allocation with ``torch.profiler`` on
+    CPU, one micro-batch of the engine's update, plain and checkpointed):
+
+    * **head** — after the forward the trunk's saved activations and the head's saved ``logp`` and
+      ``p`` are live; the head's backward adds three ``(b, R, V)`` fp32 gradients (gather's
+      zero-filled one, then the product's two, then exp's). ``zero_grad(set_to_none=True)`` runs at
+      each minibatch start, so with one micro-batch per minibatch no parameter gradient exists yet
+      (the ``gradients_absent`` part is negative: persistent memory counts them).
+    * **trunk** — with gradient checkpointing, the backward re-runs one transformers block at a
+      time: at block 0 every other layer's gradient exists, the block inputs above it are freed,
+      and that block's full activations (30 ``sbh``) plus one MLP's input gradients are live.
+      Without checkpointing the trunk's backward starts with every activation and only the LM head's
+      gradient.
+    * **embedding** — last, the token embedding's dense gradient (V, D) is added to the tied LM
+      head's, every gradient present.
+    * **optimizer** — AdamW's temporaries (none for the fused kernel the engine uses).
+    """
+    s = plan.shape
+    b, T, R, V, D = plan.micro_batch, plan.seq_len, plan.response_len, s.vocab_size, s.n_embd
+    trunks = 1 if plan.shared_value_trunk else 2  # the critic's own trunk
+    grads = 4 * n_trainable
+    absent = -grads if plan.grad_accum_steps == 1 else 0  # later micro-batches accumulate into them
+    autocast = 2 * n_trainable if plan.dtype == "bf16" and plan.device == "cuda" else 0  # bf16 weight copies
+    mlp_grads = 2 * 4 * b * T * D * _act_bytes(plan)  # one MLP block's (b, T, 4D) input gradients
+    if plan.gradient_checkpointing:  # non-reentrant checkpoint: only each block's input is kept
+        acts = trunks * s.n_layer * b * T * D * 4
+    else:
+        acts = trunks * s.n_layer * layer_saved_bytes(plan, b, T)
+    head = head_saved_bytes(plan, b, T, R, V, D)
+    phases: dict[str, dict[str, int]] = {
+        "head": {"activations": acts, "logits_head": head, "backward": 3 * b * R * V * 4 + autocast,
+                 "gradients_absent": absent},
+        "embedding": {"activations": 0, "logits_head": 0, "backward": 2 * V * D * 4, "gradients_absent": 0},
+        "optimizer": {"activations": 0, "logits_head": 0,
+                      "backward": _optimizer_step_bytes(plan, n_trainable, V * D), "gradients_absent": 0},
+    }
+    if plan.gradient_checkpointing:
+        block = b * T * D * 4 + layer_saved_bytes(plan, b, T, lean=False)  # block 0: input + recomputed
+        phases["trunk"] = {"activations": trunks * block, "logits_head": 0, "backward": mlp_grads + autocast,
+                           "gradients_absent": 0}
+    else:
+        phases["trunk"] = {"activations": acts, "logits_head": 0, "backward": mlp_grads + autocast + V * D * 4,
+                           "gradients_absent": absent}
+    name = max(phases, key=lambda k: sum(phases[k].values()))
+    return dict(phases[name]), name
 
 
 # ----------------------------------------------------------------------------- the estimate
@@ -286,25 +351,8 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
         est.stages["generation"]["autocast_weights"] = 2 * n_trainable
         est.stages["scoring"]["autocast_weights"] = 2 * n_trainable
     est.stages["advantages"] = {"rollout": 12 * B * R * 4}
-    # update: one micro-batch's saved activations + head + backward buffers, or AdamW's temporaries
-    b = plan.micro_batch
-    if plan.gradient_checkpointing:  # transformers' block, recomputed one layer at a time
-        acts = s.n_layer * b * T * D * 4 + layer_saved_bytes(plan, b, T, lean=False)
-    else:
-        acts = s.n_layer * layer_saved_bytes(plan, b, T)
-    if not plan.shared_value_trunk:
-        acts *= 2  # the critic's own trunk
-    head = head_saved_bytes(plan, b, T, R, V, D)
-    backward = 2 * b * R * V * 4 + 2 * 4 * b * T * D * _act_bytes(plan)  # dlogits, dlog-softmax, one MLP grad
-    if plan.dtype == "bf16" and plan.device == "cuda":
-        backward += 2 * n_trainable  # autocast's bf16 weight copies, cached for the whole forward
-    largest = V * D
-    est.stages["update"] = {
-        "activations": acts,
-        "logits_head": head,
-        "backward": max(backward, _optimizer_step_bytes(plan, n_trainable, largest) - acts - head),
-        "rollout": 12 * B * R * 4,
-    }
+    est.stages["update"], est.update_phase = _update_peak(plan, n_trainable)
+    est.stages["update"]["rollout"] = 12 * B * R * 4
     ev = min(plan.eval_batch, B) if plan.eval_batch else g
     est.stages["evaluation"] = {
         "kv_cache": kv * ev // max(1, g),
@@ -376,6 +424,7 @@ def plan_from_config(cfg: Any, *, device: Device | None = None, prompt_len: int 
         reward_shape = _reward_shape(cfg.reward.model_path)
     shp = shape or shape_from_config(cfg)
     p = cfg.ppo
+    gen_batch = cfg.generation.batch_size
     plan = Plan(
         shape=shp,
         batch_size=p.batch_size,
@@ -383,17 +432,28 @@ def plan_from_config(cfg: Any, *, device: Device | None = None, prompt_len: int 
         grad_accum_steps=p.grad_accum_steps,
         prompt_len=prompt_len if prompt_len is not None else prompt_len_from_data(cfg),
         response_len=cfg.generation.max_new_tokens,
-        generation_batch=getattr(cfg.generation, "batch_size", None),
-        eval_batch=max(p.batch_size, 16),
+        generation_batch=gen_batch,
+        eval_batch=gen_batch or max(p.batch_size, 16),  # the trainer's evaluation chunk
         dtype=cfg.model.dtype,
         gradient_checkpointing=cfg.model.gradient_checkpointing,
         shared_value_trunk=cfg.model.shared_value_trunk,
         reward_shape=reward_shape,
+        # "cpu" placement only moves a model off an accelerator; on a CPU run it still counts
+        reference_on_device=device == "cpu" or cfg.model.reference_device == "same",
+        reward_on_device=device == "cpu" or cfg.reward.device == "same",
+        optimizer=cfg.ppo.optimizer,
+        fused_optimizer=device == "cuda" or _torch_at_least(2, 4),  # rlhfkit.trainer._fused_adamw_ok
         device=device,
         dropout=bool(cfg.model.pretrained),
         lean_forward=_engine_has_lean_forward(),
     )
     return plan.with_(**changes) if changes else plan
+
+
+def _torch_at_least(major: int, minor: int) -> bool:
+    import torch
+
+    return tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (major, minor)
 
 
 def _engine_has_lean_forward() -> bool:
@@ -403,10 +463,16 @@ def _engine_has_lean_forward() -> bool:
 
 
 def _reward_shape(path: str) -> ModelShape | None:
+    """The shape of a reward model saved by ``ModelReward.save`` (its config.json nests the GPT-2
+    config under ``gpt2``) or of a transformers GPT-2 directory."""
     try:
+        import json
+        from pathlib import Path
+
         from transformers import GPT2Config
 
-        c = GPT2Config.from_pretrained(path, local_files_only=True)
+        data = json.loads((Path(path) / "config.json").read_text())
+        c = GPT2Config.from_dict(data["gpt2"]) if "gpt2" in data else GPT2Config.from_pretrained(path, local_files_only=True)
         return ModelShape(c.n_layer, c.n_embd, c.n_head, c.vocab_size, c.n_positions)
     except Exception:
         return None
@@ -432,7 +498,8 @@ def format_estimate(est: MemoryEstimate) -> str:
         parts = ", ".join(f"{k} {v / MiB:.1f}" for k, v in sorted(comp.items(), key=lambda kv: -kv[1])[:3])
         lines.append(f"{st:<12}{sum(comp.values()) / MiB:>12.1f}{est.stage_peak(st) / MiB:>12.1f}   {parts}")
     lines.append(f"\nPredicted peak: {est.peak / MiB:.1f} MiB in {est.peak_stage}"
-                 f" (persistent {est.persistent / MiB:.1f} MiB + overhead {est.overhead / MiB:.1f} MiB)")
+                 f" (persistent {est.persistent / MiB:.1f} MiB + overhead {est.overhead / MiB:.1f} MiB);"
+                 f" the update peaks in its {est.update_phase} phase")
     return "\n".join(lines)
 
 

@@ -1,11 +1,13 @@
 """``suggest_config``: the fastest configuration the analytic model says fits a memory budget.
 
 The search walks the memory knobs a RunConfig exposes — rollout batch size, minibatch size,
-gradient accumulation, gradient checkpointing, dtype (bf16 only on CUDA) and the shared value
-trunk — plus, when the RunConfig grows the fields, the generation batch and the reference/reward
-placement. Each candidate gets a predicted peak (:func:`rlhfkit.memopt.model.estimate_memory`) and
-a predicted throughput from a simple cost model, and the ones that fit ``budget * (1 - headroom)``
-are ranked by throughput (within 2%: by lower peak).
+gradient accumulation, generation batch, gradient checkpointing, dtype (bf16 only on CUDA), the
+shared value trunk, and on CUDA the placement of the reference and reward models (GPU or host) —
+and 8-bit AdamW when bitsandbytes is importable. Each candidate gets a predicted peak
+(:func:`rlhfkit.memopt.model.estimate_memory`) and a predicted throughput from a simple cost model,
+and the ones that fit ``budget * (1 - headroom)`` are ranked by throughput; within 2% the
+config's own optimizer wins (8-bit moments change the numerics, so they must buy speed, i.e. a
+larger batch that fits), then the lower peak.
 
 The throughput model is deliberately simple and only used to *rank*: FLOPs at an effective rate
 per device and dtype, plus a per-layer launch/Python overhead for every generated token and
@@ -67,8 +69,15 @@ def predict_step_seconds(plan: Plan, ppo_epochs: int) -> float:
     g = plan.gen_batch
     passes = -(-B // g)
     gen = passes * (R * over + (2 * n * g * T + 2 * head * g * R) / rate)
-    fwd_models = 2 if plan.shared_value_trunk else 3  # policy(+value), reference, critic
-    score = fwd_models * (over + 2 * n * B * T / rate) + 2 * (2 * head * B * R) / rate
+    fwd_models = 1 if plan.shared_value_trunk else 2  # policy(+value), critic
+    score = fwd_models * (over + 2 * n * B * T / rate) + 2 * head * B * R / rate
+    # the reference pass, on the host when it was moved there
+    ref_rate, ref_over = (rate, over) if plan.reference_on_device else (_RATE[("cpu", "fp32")], _LAYER_OVERHEAD["cpu"] * s.n_layer)
+    score += ref_over + (2 * n * B * T + 2 * head * B * R) / ref_rate
+    rs = plan.reward_shape
+    if rs is not None:
+        rm_rate, rm_over = (rate, _LAYER_OVERHEAD[dev]) if plan.reward_on_device else (_RATE[("cpu", "fp32")], _LAYER_OVERHEAD["cpu"])
+        score += rs.n_layer * rm_over + 2 * 12 * rs.n_layer * rs.n_embd**2 * B * T / rm_rate
     micro_batches = ppo_epochs * (B // plan.micro_batch)
     recompute = 1.33 if plan.gradient_checkpointing else 1.0
     trunks = 1 if plan.shared_value_trunk else 2
@@ -84,6 +93,13 @@ def _powers_of_two(lo: int, hi: int) -> list[int]:
             out.append(v)
         v *= 2
     return out
+
+
+def bitsandbytes_available() -> bool:
+    """True when bitsandbytes (``ppo.optimizer: adamw_8bit``) can be imported here."""
+    import importlib.util
+
+    return importlib.util.find_spec("bitsandbytes") is not None
 
 
 def _apply(config: Any, overrides: dict[str, Any]) -> Any:
@@ -116,34 +132,49 @@ def suggest_config(config: Any, budget_gb: float, device: str | None = None, *, 
     if B0 not in batch_sizes:
         batch_sizes.append(B0)
     dtypes = ["fp32", "bf16"] if dev == "cuda" else [config.model.dtype]
-    gen_field = "batch_size" in type(config.generation).model_fields
+    # moving a frozen model to the host frees accelerator memory; on a CPU run it changes nothing
+    ref_places = ["same", "cpu"] if dev == "cuda" else [config.model.reference_device]
+    rm_places = ["same", "cpu"] if dev == "cuda" and base.reward_shape is not None else [config.reward.device]
+    search_notes: list[str] = []
+    if bitsandbytes_available():
+        optimizers = ["adamw", "adamw_8bit"]
+    else:
+        optimizers = ["adamw"]
+        search_notes.append("8-bit AdamW (ppo.optimizer=adamw_8bit) was not searched: bitsandbytes is not "
+                            "installed here")
     cands: list[Candidate] = []
     for B in sorted(batch_sizes):
+        # generation chunks of 8+ prompts that divide the batch (None = the whole batch in one pass)
+        gens: list[int | None] = [None] + [g for g in _powers_of_two(8, B // 2) if B % g == 0]
         for mb in _powers_of_two(1, B):
             if B % mb:
                 continue
             for ga in _powers_of_two(1, min(mb, 16)):
                 if mb % ga:
                     continue
-                for ckpt, dt, shared in itertools.product((False, True), dtypes, (True, False)):
-                    gens: list[int | None] = [None] + ([g for g in _powers_of_two(8, B // 2)] if gen_field else [])
-                    for gb in gens:
-                        ov: dict[str, Any] = {"ppo.batch_size": B, "ppo.mini_batch_size": mb,
-                                              "ppo.grad_accum_steps": ga, "model.gradient_checkpointing": ckpt,
-                                              "model.dtype": dt, "model.shared_value_trunk": shared}
-                        if gb is not None:
-                            ov["generation.batch_size"] = gb
-                        plan = base.with_(batch_size=B, mini_batch_size=mb, grad_accum_steps=ga,
-                                          gradient_checkpointing=ckpt, dtype=dt, shared_value_trunk=shared,
-                                          generation_batch=gb, eval_batch=max(B, 16))
-                        peak = estimate_memory(plan).peak
-                        secs = predict_step_seconds(plan, config.ppo.ppo_epochs)
-                        cands.append(Candidate(ov, plan, peak, B * plan.response_len / secs, secs, peak <= limit))
-    # Throughputs within ~2% are a tie for the ranking model: then the lower peak wins (more headroom).
-    def key(c: Candidate) -> tuple[bool, float, int]:
+                for ckpt, dt, shared, gb, ref, rm, opt in itertools.product(
+                        (False, True), dtypes, (True, False), gens, ref_places, rm_places, optimizers):
+                    ov: dict[str, Any] = {"ppo.batch_size": B, "ppo.mini_batch_size": mb,
+                                          "ppo.grad_accum_steps": ga, "model.gradient_checkpointing": ckpt,
+                                          "model.dtype": dt, "model.shared_value_trunk": shared,
+                                          "generation.batch_size": gb, "model.reference_device": ref,
+                                          "reward.device": rm, "ppo.optimizer": opt}
+                    plan = base.with_(batch_size=B, mini_batch_size=mb, grad_accum_steps=ga,
+                                      gradient_checkpointing=ckpt, dtype=dt, shared_value_trunk=shared,
+                                      generation_batch=gb, eval_batch=gb or max(B, 16),
+                                      reference_on_device=dev == "cpu" or ref == "same",
+                                      reward_on_device=dev == "cpu" or rm == "same", optimizer=opt)
+                    peak = estimate_memory(plan).peak
+                    secs = predict_step_seconds(plan, config.ppo.ppo_epochs)
+                    cands.append(Candidate(ov, plan, peak, B * plan.response_len / secs, secs, peak <= limit))
+
+    # Throughputs within ~2% are a tie for the ranking model: then the config's own optimizer, then
+    # the lower peak (more headroom) wins.
+    def key(c: Candidate) -> tuple[bool, float, bool, int]:
         if not c.fits:
-            return (True, 0.0, c.peak_bytes)
-        return (False, -round(math.log(c.tokens_per_sec) / math.log(1.02)), c.peak_bytes)
+            return (True, 0.0, False, c.peak_bytes)
+        return (False, -round(math.log(c.tokens_per_sec) / math.log(1.02)),
+                c.overrides["ppo.optimizer"] != config.ppo.optimizer, c.peak_bytes)
 
     cands.sort(key=key)
     chosen = cands[:top]
@@ -154,6 +185,10 @@ def suggest_config(config: Any, budget_gb: float, device: str | None = None, *, 
                            "(retune the learning rate / KL coefficient if learning dynamics matter)")
         if c.overrides["model.shared_value_trunk"] != config.model.shared_value_trunk:
             c.notes.append("value head placement changed (shared trunk vs separate critic)")
+        if c.overrides["ppo.optimizer"] != config.ppo.optimizer:
+            c.notes.append(f"optimizer {config.ppo.optimizer} -> {c.overrides['ppo.optimizer']}: "
+                           "8-bit moments change the update's numerics")
+        c.notes.extend(search_notes)
     if out_path is not None and chosen:
         write_suggestion(chosen[0], out_path)
     return chosen
@@ -174,18 +209,21 @@ def write_suggestion(cand: Candidate, path: str | Path) -> Path:
 def format_candidates(cands: list[Candidate], budget_gb: float) -> str:
     lines = [f"Budget {budget_gb:g} GiB ({budget_gb * 1024:.0f} MiB). Candidates, best first "
              "(peak: analytic model; tokens/s: ranking model):",
-             f"{'#':>2} {'fits':>4} {'peak MiB':>9} {'tok/s':>9}  batch  mini  accum  ckpt  dtype  shared  gen"]
+             f"{'#':>2} {'fits':>4} {'peak MiB':>9} {'tok/s':>9}  batch  mini  accum  ckpt  dtype  shared  gen  "
+             "ref   reward  optimizer"]
     for i, c in enumerate(cands):
         o = c.overrides
         lines.append(f"{i:>2} {'yes' if c.fits else 'no':>4} {c.peak_mb:>9.0f} {c.tokens_per_sec:>9.0f}  "
                      f"{o['ppo.batch_size']:>5} {o['ppo.mini_batch_size']:>5} {o['ppo.grad_accum_steps']:>6} "
                      f"{'on' if o['model.gradient_checkpointing'] else 'off':>5} {o['model.dtype']:>6} "
-                     f"{'yes' if o['model.shared_value_trunk'] else 'no':>7}  {o.get('generation.batch_size', 'all')}")
+                     f"{'yes' if o['model.shared_value_trunk'] else 'no':>7}  "
+                     f"{o['generation.batch_size'] or 'all':>3}  {o['model.reference_device']:<5} "
+                     f"{o['reward.device']:<7} {o['ppo.optimizer']}")
     if cands and not cands[0].fits:
         lines.append("Nothing fits: the smallest candidate above needs more than the budget.")
-    for n in cands[0].notes if cands else []:
+    for n in cands[0].notes if cands else []:  # the best one's, and what the search left out
         lines.append(f"note: {n}")
     return "\n".join(lines)
 
 
-__all__ = ["Candidate", "format_candidates", "predict_step_seconds", "suggest_config", "write_suggestion"]
+__all__ = ["Candidate", "bitsandbytes_available", "format_candidates", "predict_step_seconds", "suggest_config", "write_suggestion"]

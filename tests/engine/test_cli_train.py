@@ -57,6 +57,18 @@ def test_invalid_config_exits_2_naming_the_field_and_writes_nothing(tmp_path: Pa
     assert not (tmp_path / "runs").exists()
 
 
+def test_adamw_8bit_without_bitsandbytes_exits_2_naming_the_field(tmp_path: Path) -> None:
+    # whether or not bitsandbytes is installed here, the command runs as if it were not
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['bitsandbytes'] = None\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    proc = subprocess.run(RLHFKIT + ["train", "--config", "smoke", "--set", "ppo.optimizer=adamw_8bit",
+                                     "--out", str(tmp_path / "runs")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "ppo.optimizer" in proc.stderr and "bitsandbytes" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_help_lists_commands() -> None:
     proc = _run(["--help"], cwd=ROOT)
     assert proc.returncode == 0

@@ -8,6 +8,7 @@ from rlhfkit.config import (
     ConfigError,
     apply_overrides,
     config_json_schema,
+    generation_batch,
     load_config,
     num_minibatches,
     preset_names,
@@ -39,6 +40,11 @@ def test_dotted_overrides_parse_like_yaml() -> None:
     (["ppo.learning_rate=-1"], "ppo.learning_rate", "greater than 0"),
     (["ppo.batch_size=30"], "ppo", "must divide"),
     (["generation.top_p=1.5"], "generation.top_p", "less than or equal"),
+    (["generation.batch_size=12"], "generation.batch_size", "must divide ppo.batch_size (32)"),
+    (["generation.batch_size=0"], "generation.batch_size", "greater than or equal to 1"),
+    (["model.reference_device=gpu"], "model.reference_device", "'same'"),
+    (["reward.device=cuda"], "reward.device", "'cpu'"),
+    (["ppo.optimizer=sgd"], "ppo.optimizer", "'adamw_8bit'"),
 ])
 def test_invalid_config_names_the_field(override: list[str], field: str, needle: str) -> None:
     with pytest.raises(ConfigError) as ei:
@@ -46,6 +52,12 @@ def test_invalid_config_names_the_field(override: list[str], field: str, needle:
     fields = [e["field"] for e in ei.value.errors]
     assert field in fields
     assert needle in str(ei.value)
+
+
+def test_generation_batch_defaults_to_the_rollout_batch() -> None:
+    assert generation_batch(load_config("smoke")) == 32
+    assert generation_batch(load_config("smoke", ["generation.batch_size=8"])) == 8
+    assert generation_batch(load_config("smoke", ["generation.batch_size=32"])) == 32
 
 
 def test_unknown_preset_lists_allowed() -> None:

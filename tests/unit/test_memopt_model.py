@@ -75,7 +75,7 @@ def test_estimate_components_scale_as_expected() -> None:
     assert accum.stages["update"]["activations"] == pytest.approx(est.stages["update"]["activations"] / 4, rel=0.01)
     off = estimate_memory(base.with_(reference_on_device=False))
     assert off.peak == est.peak - 4 * n
-    eight = estimate_memory(base.with_(optimizer="adamw8bit"))
+    eight = estimate_memory(base.with_(optimizer="adamw_8bit"))
     assert eight.models["policy"]["optimizer"] < est.models["policy"]["optimizer"] / 3
     bf16 = estimate_memory(base.with_(device="cuda", dtype="bf16"))
     assert bf16.stages["update"]["activations"] < 0.7 * est.stages["update"]["activations"]
@@ -109,3 +109,69 @@ def test_predicted_peak_within_15_percent_of_rss_growth(overrides: dict, monkeyp
     measured = measure(cfg, steps=2).growth_mb
     assert measured > 0
     assert abs(predicted - measured) / measured <= 0.15, f"predicted {predicted:.1f} MiB, measured {measured:.1f} MiB"
+
+
+def test_plan_follows_generation_batch_placement_and_optimizer() -> None:
+    cfg = load_config("smoke", {"generation.batch_size": 8, "model.reference_device": "cpu",
+                                "ppo.optimizer": "adamw_8bit"})
+    whole = load_config("smoke")
+    cuda, cuda_whole = plan_from_config(cfg, device="cuda"), plan_from_config(whole, device="cuda")
+    assert cuda.gen_batch == 8 and cuda_whole.gen_batch == 32 and cuda.eval_batch == 8
+    assert not cuda.reference_on_device and cuda_whole.reference_on_device
+    est, est_whole = estimate_memory(cuda), estimate_memory(cuda_whole)
+    n = cuda.shape.params()
+    assert est.models["reference"]["weights"] == 0 and est_whole.models["reference"]["weights"] == 4 * n
+    assert est.stages["generation"]["kv_cache"] * 4 == est_whole.stages["generation"]["kv_cache"]
+    assert est.models["policy"]["optimizer"] < est_whole.models["policy"]["optimizer"] / 3
+    # a CPU run keeps the reference in the memory it measures: "cpu" placement frees nothing there
+    assert plan_from_config(cfg, device="cpu").reference_on_device
+
+
+def _traced_update_peak(policy, b: int, P: int, R: int, ga: int) -> int:  # noqa: ANN001
+    """Peak live tensor bytes of one minibatch update (forward, entropy head, backward, fused AdamW
+    step) above the memory before it, from torch.profiler's allocation events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    params = policy.trainable_parameters()
+    opt = torch.optim.AdamW(params, lr=1e-5, fused=True)
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    opt.step()  # the moments exist in every step after the first
+    ids = torch.randint(policy.model.config.vocab_size, (b * ga, P + R))
+    attn = torch.ones_like(ids)
+    policy.train()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        opt.zero_grad(set_to_none=True)
+        for m in range(ga):
+            lp, v, ent = policy.forward_scores(ids[m * b:(m + 1) * b], attn[m * b:(m + 1) * b], P, with_entropy=True)
+            ((lp.mean() + v.pow(2).mean() - 0.01 * ent.mean()) / ga).backward()
+            del lp, v, ent
+        opt.step()
+    cur = peak = 0
+    for _, nbytes in sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                            if e.name() == "[memory]"):
+        cur += nbytes
+        peak = max(peak, cur)
+    return peak
+
+
+@pytest.mark.parametrize("ckpt,ga", [(False, 1), (True, 1), (True, 2)])
+def test_update_peak_matches_the_traced_allocations(ckpt: bool, ga: int) -> None:
+    """The update's phases (head backward without gradients, checkpoint recompute, embedding
+    gradient, fused optimizer step) against every allocation of a real minibatch update."""
+    from rlhfkit.memopt.model import _update_peak
+    from rlhfkit.policy import GPT2Policy
+
+    L, D, H, V, b, P, R = 4, 256, 4, 8000, 8, 8, 32
+    torch.manual_seed(0)
+    policy = GPT2Policy(model_size="custom", n_layer=L, n_embd=D, n_head=H, vocab_size=V, max_length=P + R,
+                        warm_start=False, gradient_checkpointing=ckpt)
+    traced = _traced_update_peak(policy, b, P, R, ga)
+    plan = Plan(shape=ModelShape(L, D, H, V, policy.model.config.n_positions), batch_size=b * ga, mini_batch_size=b * ga, grad_accum_steps=ga,
+                prompt_len=P, response_len=R, gradient_checkpointing=ckpt)
+    n_trainable = sum(p.numel() for p in policy.trainable_parameters())
+    assert n_trainable == plan.shape.params() + D + 1
+    parts, phase = _update_peak(plan, n_trainable)
+    predicted = 4 * n_trainable + sum(parts.values())  # persistent memory counts the gradients
+    assert phase == "head"  # at this shape the LM head's backward holds the peak
+    assert abs(predicted - traced) / traced < 0.05, (predicted / 2**20, traced / 2**20)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from rlhfkit.config import load_config
-from rlhfkit.memopt import measure
-from rlhfkit.memopt.suggest import suggest_config
+from rlhfkit.memopt import estimate_memory, measure
+from rlhfkit.memopt import suggest as suggest_mod
+from rlhfkit.memopt.suggest import format_candidates, suggest_config
 
 
 def test_candidates_fit_and_are_ranked(tmp_path) -> None:
@@ -48,3 +49,64 @@ def test_suggested_config_measured_peak_stays_under_budget(monkeypatch: pytest.M
     best = best.model_copy(update={"ppo": best.ppo.model_copy(update={"ppo_epochs": 1})})
     m = measure(best, steps=1)
     assert 0 < m.growth_mb < 2 * 1024
+
+
+def _cuda_search(cfg, monkeypatch: pytest.MonkeyPatch, bnb: bool = False, **kw):  # noqa: ANN001, ANN003, ANN202
+    monkeypatch.setattr(suggest_mod, "bitsandbytes_available", lambda: bnb)
+    return suggest_config(cfg, device="cuda", headroom=0.0, **kw)
+
+
+def test_search_tries_generation_batches_that_divide_the_rollout_batch() -> None:
+    cands = suggest_config(load_config("default"), budget_gb=64, device="cpu", top=100_000)
+    tried = {(c.overrides["ppo.batch_size"], c.overrides["generation.batch_size"]) for c in cands}
+    assert (64, 8) in tried and (64, 32) in tried and (64, None) in tried
+    assert all(gb is None or (B % gb == 0 and gb < B) for B, gb in tried)
+    by = {(c.overrides["ppo.batch_size"], c.overrides["generation.batch_size"]): c for c in cands
+          if not c.overrides["model.gradient_checkpointing"] and c.overrides["ppo.mini_batch_size"] == 16}
+    whole, chunked = by[(64, None)].plan, by[(64, 8)].plan
+    assert estimate_memory(chunked).stages["generation"]["kv_cache"] * 8 == \
+        estimate_memory(whole).stages["generation"]["kv_cache"]
+    assert by[(64, 8)].tokens_per_sec < by[(64, None)].tokens_per_sec  # more passes, more launch overhead
+
+
+def test_cuda_budget_that_only_fits_with_the_reference_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config("default", {"model.size": "small", "model.vocab_size": 50257})
+    everything = _cuda_search(cfg, monkeypatch, budget_gb=64, top=1_000_000, max_batch_factor=1)
+    on_gpu = min(c.peak_bytes for c in everything if c.overrides["model.reference_device"] == "same")
+    on_cpu = min(c.peak_bytes for c in everything if c.overrides["model.reference_device"] == "cpu")
+    assert on_cpu < on_gpu
+    budget = (on_cpu + on_gpu) / 2 / 2**30
+    best = _cuda_search(cfg, monkeypatch, budget_gb=budget)[0]
+    assert best.fits and best.overrides["model.reference_device"] == "cpu"
+    assert best.config.model.reference_device == "cpu"
+    # a CPU search leaves the placement alone: it frees nothing there
+    assert {c.overrides["model.reference_device"] for c in suggest_config(cfg, budget_gb=64, device="cpu")} == {"same"}
+
+
+def test_reward_model_placement_is_searched_when_there_is_a_reward_model(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from rlhfkit import tiny
+    from rlhfkit.rewards import ModelReward
+
+    ModelReward(tiny.get_tokenizer(), n_layer=2, n_embd=64, n_head=2).save(tmp_path / "rm")
+    cfg = load_config("default", {"reward.kind": "model", "reward.model_path": str(tmp_path / "rm")})
+    cands = _cuda_search(cfg, monkeypatch, budget_gb=64, top=1_000_000, max_batch_factor=1)
+    assert {c.overrides["reward.device"] for c in cands} == {"same", "cpu"}
+    same = next(c for c in cands if c.overrides["reward.device"] == "same")
+    moved = next(c for c in cands if c.overrides == {**same.overrides, "reward.device": "cpu"})
+    assert moved.peak_bytes < same.peak_bytes
+    # no reward model (VADER): nothing to place
+    assert {c.overrides["reward.device"] for c in _cuda_search(load_config("default"), monkeypatch, budget_gb=64)} \
+        == {"same"}
+
+
+def test_8bit_adamw_is_searched_only_when_bitsandbytes_is_there(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config("default")
+    without = _cuda_search(cfg, monkeypatch, budget_gb=64, top=1_000_000, max_batch_factor=1)
+    assert {c.overrides["ppo.optimizer"] for c in without} == {"adamw"}
+    assert any("8-bit AdamW" in n and "bitsandbytes is not installed" in n for n in without[0].notes)
+    assert "not searched" in format_candidates(without[:3], 64)
+    with_bnb = _cuda_search(cfg, monkeypatch, bnb=True, budget_gb=64, top=1_000_000, max_batch_factor=1)
+    assert {c.overrides["ppo.optimizer"] for c in with_bnb} == {"adamw", "adamw_8bit"}
+    assert not any("not searched" in n for n in with_bnb[0].notes)
+    # with room to spare, 8-bit buys nothing: the config's own optimizer wins the tie
+    assert with_bnb[0].overrides["ppo.optimizer"] == "adamw"

@@ -158,3 +158,85 @@ def test_stop_on_critical_alert(fast_config) -> None:
     with pytest.raises(Exception, match="critical alert"):
         run_training(cfg, sinks=[mem], out_dir=None)
     assert mem.events[-1].type == "run_failed"
+
+
+def _step_metrics(mem: MemorySink) -> list[dict[str, float]]:
+    return [{k: v for k, v in e.values.items() if k in NON_TIMING} for e in mem.of_type("metrics")]
+
+
+def test_chunked_generation_samples_in_chunks_and_is_deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes: list[int] = []
+    generate = GPT2Policy.generate
+
+    def spy(self, prompt_ids, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        sizes.append(prompt_ids.shape[0])
+        return generate(self, prompt_ids, *args, **kwargs)
+
+    monkeypatch.setattr(GPT2Policy, "generate", spy)
+
+    def run() -> list[dict[str, float]]:
+        mem = MemorySink()
+        run_training(load_config("smoke", fast_overrides(seed=7, **{"generation.batch_size": 2,
+                                                                    "train.eval_every": 0})),
+                     sinks=[mem], out_dir=None)
+        return _step_metrics(mem)
+
+    a = run()
+    # 3 steps x 4 chunks of 2 prompts; the start/end evaluations generate in chunks of 2 as well
+    assert sizes == [2] * (4 * 3 + 2 * 4)
+    assert run() == a and len(a) >= 3
+
+
+def test_cat_responses_pads_a_chunk_that_ended_early() -> None:
+    from rlhfkit.trainer import _cat_responses
+
+    long = (torch.tensor([[5, 6, 7]]), torch.tensor([[1, 1, 1]]))
+    short = (torch.tensor([[8]]), torch.tensor([[1]]))  # every response of this chunk hit EOS first
+    ids, mask = _cat_responses([long, short], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_cpu_placement_on_a_cpu_run_trains_like_same() -> None:
+    """On a CPU run 'cpu' placement is the policy's device: the same run, metric for metric."""
+    def run(**extra: object) -> list[dict[str, float]]:
+        mem = MemorySink()
+        run_training(load_config("smoke", fast_overrides(seed=3, **{"train.eval_every": 0, **extra})),
+                     sinks=[mem], out_dir=None)
+        return _step_metrics(mem)
+
+    placed = run(**{"model.reference_device": "cpu", "reward.device": "cpu"})
+    assert placed == run() and len(placed) >= 3
+
+
+def test_adamw_8bit_without_bitsandbytes_fails_at_start_naming_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from rlhfkit.config import ConfigError
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "bitsandbytes" else find_spec(name, *a))
+    mem = MemorySink()
+    with pytest.raises(ConfigError) as ei:
+        run_training(load_config("smoke", fast_overrides(**{"ppo.optimizer": "adamw_8bit"})), sinks=[mem],
+                     out_dir=None)
+    assert [e["field"] for e in ei.value.errors] == ["ppo.optimizer"] and "bitsandbytes" in str(ei.value)
+    assert mem.events[-1].type == "run_failed" and not mem.of_type("metrics")
+
+
+def test_adamw_8bit_trains_with_one_byte_moments() -> None:
+    pytest.importorskip("bitsandbytes")
+    seen: list[PPOTrainer] = []
+
+    class Grab:
+        def on_train_begin(self, trainer: PPOTrainer) -> None:
+            seen.append(trainer)
+
+    summary = run_training(load_config("smoke", fast_overrides(**{"ppo.optimizer": "adamw_8bit",
+                                                                  "train.eval_every": 0})),
+                           out_dir=None, hooks=[Grab()])
+    assert summary["steps"] == 3 and math.isfinite(summary["final_kl"])
+    opt = seen[0].optimizer
+    wte = seen[0].policy.model.transformer.wte.weight
+    assert type(opt).__name__ == "AdamW8bit"
+    assert opt.state[wte]["state1"].dtype == torch.uint8 and opt.state[wte]["state2"].dtype == torch.uint8
