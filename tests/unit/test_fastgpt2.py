@@ -63,6 +63,18 @@ def test_lean_forward_without_padding_and_after_eos_padding() -> None:
     torch.testing.assert_close(lean[mask.bool()], ref[mask.bool()], atol=1e-5, rtol=1e-5)
 
 
+def _grad_fn_names(t: torch.Tensor) -> set[str]:
+    seen: set[str] = set()
+    todo = [t.grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is None or type(fn).__name__ in seen:
+            continue
+        seen.add(type(fn).__name__)
+        todo += [nxt for nxt, _ in fn.next_functions]
+    return seen
+
+
 def test_gradients_reach_the_transformers_parameters_and_match() -> None:
     model = tiny_lm(seed=5).train()
     ids, mask = left_padded(seed=6)
@@ -71,7 +83,9 @@ def test_gradients_reach_the_transformers_parameters_and_match() -> None:
     def grads(lean: bool) -> dict[str, torch.Tensor]:
         model.zero_grad(set_to_none=True)
         if lean:
-            logits = model.lm_head(fastgpt2.hidden_states(model.transformer, ids, mask))
+            logits = fastgpt2.lm_logits(model.lm_head, fastgpt2.hidden_states(model.transformer, ids, mask))
+            if fastgpt2._ONEDNN:  # the training path ran on oneDNN's matmuls, with their own backward
+                assert "_OneDNNLinearBackward" in _grad_fn_names(logits)
         else:
             logits = hf_logits(model, ids, mask)
         logits[real].logsumexp(-1).sum().backward()
