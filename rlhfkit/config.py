@@ -118,7 +118,6 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(0, ge=0, description="Save a checkpoint every N steps (0 = only at the end if checkpoint_at_end)")
     checkpoint_at_end: bool = Field(False, description="Save a checkpoint when the run ends")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available")
-    compile: bool = Field(False, description="torch.compile the model's forward (slower start, faster steps)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None = torch default)")
     resume_from: str | None = Field(None, description="Checkpoint file (checkpoints/step_N.pt) to resume from")
 
