@@ -135,7 +135,12 @@ def parse_events(raw: list[Any], run_id: str) -> list[tuple[Event, str | None]]:
 
 def ingest_events(db: Database, run_id: str, raw: list[Any]) -> IngestOutcome:
     """Store a batch of events for one run; idempotent on ``(run_id, seq)``."""
-    parsed = parse_events(raw, run_id)
+    return ingest_parsed(db, run_id, parse_events(raw, run_id))
+
+
+def ingest_parsed(db: Database, run_id: str, parsed: list[tuple[Event, str | None]]) -> IngestOutcome:
+    """:func:`ingest_events` for a batch :func:`parse_events` already validated (the stream consumer
+    parses the next batch while this one is being written)."""
     with _lock_for(run_id), db.session() as session:
         run = session.get(Run, run_id)
         if run is None:
@@ -245,7 +250,10 @@ def _copy_text(v: Any) -> str:
         return "\\N"
     if isinstance(v, float):
         return repr(v)
-    return str(v).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    t = str(v).replace("\\", "\\\\")
+    if "\t" in t or "\n" in t or "\r" in t:  # never in compact JSON: checking is cheaper than replacing
+        t = t.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return t
 
 
 def _store(session: Session, db: Database, run_id: str, new: list[tuple[Event, str | None]],
