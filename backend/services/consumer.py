@@ -1,6 +1,7 @@
 """Redis Stream consumer: every worker event reaches the DB, then the WebSocket viewers.
 
-Workers XADD to ``<prefix>:run:<id>:events`` and register the key in ``<prefix>:streams``. The
+Workers XADD to ``<prefix>:run:<id>:events``, register the key in ``<prefix>:streams`` and announce
+it on ``<prefix>:streams:new`` (read in the same blocking call, so a new run is picked up at once). The
 consumer reads all registered streams through one consumer group (``XREADGROUP``), ingests each batch
 (idempotent on ``(run_id, seq)``), and only then ``XACK``s it — so a backend killed between the
 read and the commit leaves the entries pending, and on restart the same consumer name reads its
@@ -54,6 +55,7 @@ class StreamConsumer:
         self.r: Any = redis_client
         self.prefix = settings.redis_prefix
         self.consumer = settings.consumer_name
+        self.announce = f"{self.prefix}:streams:new".encode()  # as worker.redis_sink.announce_key
         self._streams: dict[Any, float] = {}  # key -> monotonic time of its last entry
         self._streams_lock = threading.Lock()  # the writer retires streams while the reader lists them
         self._stop = threading.Event()
@@ -76,22 +78,28 @@ class StreamConsumer:
     # ---- reader: Redis and validation
     def _run(self) -> None:
         last_refresh = last_maintenance = 0.0
+        announced = False
         while not self._stop.is_set():
             try:
+                if not announced:
+                    self._create_group(self.announce, "$")
+                    announced = True
                 now = time.monotonic()
-                if now - last_refresh > DISCOVER_INTERVAL_S:  # a new run's first events wait at most this
+                if now - last_refresh > DISCOVER_INTERVAL_S:  # streams of sinks that announce nothing
                     self._refresh(maintenance=now - last_maintenance > MAINTENANCE_INTERVAL_S)
                     last_refresh = time.monotonic()
                     if now - last_maintenance > MAINTENANCE_INTERVAL_S:
                         last_maintenance = last_refresh
                 with self._streams_lock:
-                    streams = dict.fromkeys(self._streams, ">")
-                if not streams:
-                    self._stop.wait(0.1)
-                    continue
+                    streams = dict.fromkeys([*self._streams, self.announce], ">")
                 resp = self.r.xreadgroup(GROUP, self.consumer, streams, count=READ_COUNT, block=100)
                 for key, entries in resp or []:
-                    self._submit(key, entries)
+                    if key in (self.announce, self.announce.decode()):  # bytes, or str with decode_responses
+                        self.r.xack(key, GROUP, *[eid for eid, _ in entries])
+                        self._refresh(maintenance=False)  # the new stream is read by the next call
+                        last_refresh = time.monotonic()
+                    else:
+                        self._submit(key, entries)
             except redis.RedisError as exc:
                 _log.warning("stream consumer: %s; retrying", exc)
                 self._stop.wait(1.0)
@@ -102,11 +110,7 @@ class StreamConsumer:
     def _refresh(self, maintenance: bool = True) -> None:
         keys = set(self.r.smembers(f"{self.prefix}:streams"))
         for key in keys - set(self._streams):
-            try:
-                self.r.xgroup_create(key, GROUP, id="0", mkstream=True)
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            self._create_group(key, "0")
             with self._streams_lock:
                 self._streams[key] = time.monotonic()
             self._drain_pending(key)
@@ -117,6 +121,13 @@ class StreamConsumer:
             elif maintenance:
                 self._claim_abandoned(key)
                 self._maybe_retire(key)
+
+    def _create_group(self, key: Any, first_id: str) -> None:
+        try:
+            self.r.xgroup_create(key, GROUP, id=first_id, mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
     def _drain_pending(self, key: Any) -> None:
         """Entries delivered to this consumer name before a restart but never acknowledged."""
@@ -188,24 +199,32 @@ class StreamConsumer:
 
     # ---- writer: DB, acknowledgement, fan-out
     def _write_loop(self) -> None:
-        while True:
-            item = self._batches.get()
-            if item is None:
-                return
-            key, ids, parsed = item
-            for attempt in range(1, WRITE_ATTEMPTS + 1):
+        finish = False
+        while not finish:
+            items = [self._batches.get()]
+            while True:  # whatever queued up while the last batch was written goes in together
                 try:
-                    self._store(key, ids, parsed)
+                    items.append(self._batches.get_nowait())
+                except queue.Empty:
                     break
-                except Exception:  # DB or Redis down: retry; a batch that keeps failing stays pending
-                    _log.exception("stream writer error on %s (attempt %d of %d)", key, attempt, WRITE_ATTEMPTS)
-                    if self._stop.wait(1.0):
-                        break
+            finish = None in items
+            for key, ids, parsed in _merge_consecutive([i for i in items if i is not None]):
+                self._write(key, ids, parsed)
+
+    def _write(self, key: Any, ids: list[Any], parsed: list[Any]) -> None:
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                self._store(key, ids, parsed)
+                return
+            except Exception:  # DB or Redis down: retry; a batch that keeps failing stays pending
+                _log.exception("stream writer error on %s (attempt %d of %d)", key, attempt, WRITE_ATTEMPTS)
+                if self._stop.wait(1.0):
+                    return
 
     def _store(self, key: Any, ids: list[Any], parsed: list[Any]) -> None:
         run_id = run_id_of(key, self.prefix)
         try:
-            outcome = ingest_parsed(self.db, run_id, parsed)
+            outcome = ingest_parsed(self.db, run_id, parsed, writer=True)
         except RunNotFound:
             _log.warning("events for unknown run %s dropped", run_id)
             self.r.xack(key, GROUP, *ids)
@@ -219,3 +238,16 @@ class StreamConsumer:
         self.hub.publish_events(run_id, outcome.accepted)
         if outcome.status_changed and outcome.run is not None:
             self.hub.publish_status(public_dict(outcome.run))
+
+
+def _merge_consecutive(items: list[tuple[Any, list[Any], list[Any]]]) -> list[tuple[Any, list[Any], list[Any]]]:
+    """Join neighbouring batches of the same stream (their order is kept): a writer that fell behind
+    catches up with one transaction instead of one per batch."""
+    out: list[tuple[Any, list[Any], list[Any]]] = []
+    for key, ids, parsed in items:
+        if out and out[-1][0] == key:
+            out[-1][1].extend(ids)
+            out[-1][2].extend(parsed)
+        else:
+            out.append((key, list(ids), list(parsed)))
+    return out

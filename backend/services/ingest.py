@@ -16,10 +16,13 @@ import math
 import struct
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from psycopg.errors import IntegrityError as PgIntegrityError
 from pydantic import ValidationError
 from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -58,6 +61,7 @@ from rlhfkit.events import (
 from rlhfkit.metrics import M
 
 _log = logging.getLogger(__name__)
+COPY_MIN_EVENTS = 64  # PostgreSQL: batches from this size go through COPY, smaller ones through a pipeline
 _TERMINAL_STATUS = {"run_finished": "succeeded", "run_failed": "failed", "run_cancelled": "cancelled"}
 
 
@@ -138,10 +142,12 @@ def ingest_events(db: Database, run_id: str, raw: list[Any]) -> IngestOutcome:
     return ingest_parsed(db, run_id, parse_events(raw, run_id))
 
 
-def ingest_parsed(db: Database, run_id: str, parsed: list[tuple[Event, str | None]]) -> IngestOutcome:
+def ingest_parsed(db: Database, run_id: str, parsed: list[tuple[Event, str | None]], *,
+                  writer: bool = False) -> IngestOutcome:
     """:func:`ingest_events` for a batch :func:`parse_events` already validated (the stream consumer
-    parses the next batch while this one is being written)."""
-    with _lock_for(run_id), db.session() as session:
+    parses the next batch while this one is being written). ``writer``: use the stream writer's
+    connections (no pre-ping; the caller retries a failed batch)."""
+    with _lock_for(run_id), (db.writer_session() if writer else db.session()) as session:
         run = session.get(Run, run_id)
         if run is None:
             raise RunNotFound(run_id)
@@ -155,7 +161,7 @@ def ingest_parsed(db: Database, run_id: str, parsed: list[tuple[Event, str | Non
         for pair in parsed:
             by_seq.setdefault(pair[0].seq, pair)
         dup = len(parsed) - len(by_seq)
-        if by_seq:
+        if by_seq and min(by_seq) <= run.last_seq:  # (seqs above last_seq cannot be stored yet)
             lo, hi = min(by_seq), max(by_seq)
             existing = set(session.scalars(
                 select(EventRow.seq).where(EventRow.run_id == run_id, EventRow.seq >= lo, EventRow.seq <= hi)))
@@ -170,7 +176,7 @@ def ingest_parsed(db: Database, run_id: str, parsed: list[tuple[Event, str | Non
                 outcome.accepted = _store(session, db, run_id, new, series)
                 outcome.status_changed = _update_run(session, run, [ev for ev, _ in new])
                 session.commit()
-            except IntegrityError:  # another process stored some of these meanwhile: slow, exact path
+            except (IntegrityError, PgIntegrityError):  # another process stored some meanwhile: slow, exact path
                 session.rollback()
                 _log.info("ingest race on run %s; retrying with ON CONFLICT", run_id)
                 return _ingest_conflict_safe(db, run_id, new, dup, series)
@@ -289,24 +295,14 @@ def _store(session: Session, db: Database, run_id: str, new: list[tuple[Event, s
         elif isinstance(ev, ArtifactEvent):
             artifacts.append(dict(run_id=run_id, step=ev.step, name=ev.name, kind=ev.kind, path=ev.path,
                                   size_bytes=ev.size_bytes, meta=ev.meta))
-    if events_table:
-        if db.is_postgres:
-            _copy(session, "COPY events (run_id, seq, type, step, ts, payload) FROM STDIN", "".join(
-                f"{run_id}\t{ev.seq}\t{ev.type}\t{_copy_text(ev.step)}\t{ev.ts!r}\t{_copy_text(text)}\n"
-                for (ev, _), (_, text) in zip(new, accepted, strict=True)))
-        else:
-            session.execute(insert(EventRow), [
-                dict(run_id=run_id, seq=ev.seq, type=ev.type, step=ev.step, ts=ev.ts, payload=json.loads(text))
-                for (ev, _), (_, text) in zip(new, accepted, strict=True)])
-    points = pts_ops.flatten(metrics, series)
-    if points.size:
-        chunks = pts_ops.chunk_rows(points)
-        if db.is_postgres:  # binary COPY: the packed arrays go over as they are (INSERT escapes them: ~10x slower)
-            _copy(session, "COPY metric_chunks (series_id, first_step, last_step, n, steps, vals, wall_times) "
-                           "FROM STDIN (FORMAT BINARY)", _copy_binary_chunks(chunks))
-        else:
-            session.execute(insert(metric_chunks), chunks)
-        _update_rollups(session, db, pts_ops.rollups(points, ROLLUP_WIDTHS))
+    pipelined = db.is_postgres and len(new) < COPY_MIN_EVENTS
+    with _pipeline(session, pipelined):
+        if events_table:
+            _insert_events(session, db, run_id, [ev for ev, _ in new], [text for _, text in accepted], pipelined)
+        points = pts_ops.flatten(metrics, series)
+        if points.size:
+            _insert_chunks(session, db, pts_ops.chunk_rows(points), pipelined)
+            _update_rollups(session, db, pts_ops.rollups(points, ROLLUP_WIDTHS))
     for model, rows in ((StageTiming, timings), (MemorySnapshot, memory), (Alert, alerts), (EvalSample, samples)):
         if rows:
             session.execute(insert(model), rows)
@@ -320,15 +316,40 @@ def _store(session: Session, db: Database, run_id: str, new: list[tuple[Event, s
     return accepted
 
 
+def _insert_events(session: Session, db: Database, run_id: str, events: list[Event], texts: list[str],
+                   pipelined: bool) -> None:
+    if pipelined:  # a live batch: one INSERT of arrays, queued in the pipeline
+        with _driver(session).cursor() as cur:
+            cur.execute(_PG_EVENT_INSERT, [run_id, [ev.seq for ev in events], [ev.type for ev in events],
+                                           [ev.step for ev in events], [ev.ts for ev in events], texts])
+    elif db.is_postgres:
+        _copy(session, "COPY events (run_id, seq, type, step, ts, payload) FROM STDIN", "".join(
+            f"{run_id}\t{ev.seq}\t{ev.type}\t{_copy_text(ev.step)}\t{ev.ts!r}\t{_copy_text(text)}\n"
+            for ev, text in zip(events, texts, strict=True)))
+    else:
+        session.execute(insert(EventRow), [
+            dict(run_id=run_id, seq=ev.seq, type=ev.type, step=ev.step, ts=ev.ts, payload=json.loads(text))
+            for ev, text in zip(events, texts, strict=True)])
+
+
+def _insert_chunks(session: Session, db: Database, chunks: list[dict[str, Any]], pipelined: bool) -> None:
+    if pipelined:
+        with _driver(session).cursor() as cur:
+            cur.execute(_PG_CHUNK_INSERT, [[c[k] for c in chunks] for k in chunks[0]])
+    elif db.is_postgres:  # binary COPY: the packed arrays go over as they are
+        _copy(session, "COPY metric_chunks (series_id, first_step, last_step, n, steps, vals, wall_times) "
+                       "FROM STDIN (FORMAT BINARY)", _copy_binary_chunks(chunks))
+    else:
+        session.execute(insert(metric_chunks), chunks)
+
+
 def _update_rollups(session: Session, db: Database, rows: list[tuple[Any, ...]]) -> None:
     """Fold the batch's rollup rows (:func:`points.rollups`) into the stored step buckets (upsert:
     count, sum, min, max and the steps where min and max occurred; stored ones win ties)."""
     if db.is_postgres:
         # one statement with array parameters: constant SQL (prepared once), one round trip
-        conn = session.connection().connection.driver_connection
-        assert conn is not None
-        with conn.cursor() as cur:
-            cur.execute(_PG_ROLLUP_UPSERT, [list(c) for c in zip(*rows, strict=True)])
+        with _driver(session).cursor() as cur:
+            cur.execute(_PG_ROLLUP_UPSERT, [list(c) for c in zip(*rows, strict=True)])  # arrays as binary (%b)
         return
     names = ("series_id", "width", "bucket", "first_step", "n", "sum", "min", "min_step", "max", "max_step")
     r = metric_rollups.c
@@ -349,8 +370,8 @@ def _update_rollups(session: Session, db: Database, rows: list[tuple[Any, ...]])
 
 _PG_ROLLUP_UPSERT = """
 INSERT INTO metric_rollups AS r (series_id, width, bucket, first_step, n, "sum", "min", min_step, "max", max_step)
-SELECT * FROM unnest(%s::int[], %s::int[], %s::int[], %s::int[], %s::int[], %s::float8[], %s::float8[], %s::int[],
-                     %s::float8[], %s::int[])
+SELECT * FROM unnest(%b::int[], %b::int[], %b::int[], %b::int[], %b::int[], %b::float8[], %b::float8[], %b::int[],
+                     %b::float8[], %b::int[])
 ON CONFLICT (series_id, width, bucket) DO UPDATE SET
   first_step = LEAST(r.first_step, EXCLUDED.first_step),
   n = r.n + EXCLUDED.n,
@@ -379,10 +400,40 @@ def _copy_binary_chunks(chunks: list[dict[str, Any]]) -> bytes:
 
 def _copy(session: Session, statement: str, data: str | bytes) -> None:
     """PostgreSQL COPY FROM STDIN of pre-formatted rows (the fastest bulk path)."""
+    with _driver(session).cursor() as cur, cur.copy(statement) as cp:
+        cp.write(data)
+
+
+def _driver(session: Session) -> Any:
+    """The session's psycopg connection (inside its current transaction)."""
     conn = session.connection().connection.driver_connection
     assert conn is not None
-    with conn.cursor() as cur, cur.copy(statement) as cp:
-        cp.write(data)
+    return conn
+
+
+@contextmanager
+def _pipeline(session: Session, enabled: bool) -> Iterator[None]:
+    """PostgreSQL, small batches: psycopg pipeline mode sends the event, chunk and rollup statements
+    together and the server answers them together: one round trip instead of three. Large batches
+    use COPY instead (not allowed in a pipeline; faster per row). Only our own psycopg statements
+    go in: SQLAlchemy's executemany reads results a pipeline has not delivered yet."""
+    if not enabled:
+        yield
+        return
+    with _driver(session).pipeline():
+        yield
+
+
+# array parameters (one statement whatever the batch size), sent in binary (%b)
+_PG_EVENT_INSERT = """
+INSERT INTO events (run_id, seq, type, step, ts, payload)
+SELECT %b, seq, type, step, ts, payload::json
+FROM unnest(%b::bigint[], %b::text[], %b::int[], %b::float8[], %b::text[]) AS e(seq, type, step, ts, payload)
+"""
+_PG_CHUNK_INSERT = """
+INSERT INTO metric_chunks (series_id, first_step, last_step, n, steps, vals, wall_times)
+SELECT * FROM unnest(%b::int[], %b::int[], %b::int[], %b::int[], %b::bytea[], %b::bytea[], %b::bytea[])
+"""
 
 
 def _ts(ts: float) -> datetime:
