@@ -223,10 +223,13 @@ def _ingest_conflict_safe(db: Database, run_id: str, new: list[tuple[Event, str 
         run = session.get(Run, run_id)
         assert run is not None
         stored = []
+        events = EventRow.__table__
         for ev, text in new:
-            res = session.execute(_insert_ignore(db, EventRow, ["run_id", "seq"]).values(
-                run_id=run_id, seq=ev.seq, type=ev.type, step=ev.step, ts=ev.ts, payload=ev.model_dump(mode="json")))
-            if getattr(res, "rowcount", 0):
+            # RETURNING tells which rows went in (the row count of an ignored insert is -1 through the ORM)
+            inserted = session.execute(_insert_ignore(db, events, ["run_id", "seq"]).values(
+                run_id=run_id, seq=ev.seq, type=ev.type, step=ev.step, ts=ev.ts, payload=ev.model_dump(mode="json"))
+                .returning(events.c.seq)).scalar()
+            if inserted is not None:
                 stored.append((ev, text))
             else:
                 dup += 1
@@ -420,8 +423,14 @@ def _pipeline(session: Session, enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    with _driver(session).pipeline():
-        yield
+    try:
+        with _driver(session).pipeline():
+            yield
+    except BaseException:
+        # psycopg may fail to leave pipeline mode after an error in the block (it logs "error
+        # ignored exiting"): such a connection must never serve another transaction
+        session.connection().invalidate()
+        raise
 
 
 # array parameters (one statement whatever the batch size), sent in binary (%b)
