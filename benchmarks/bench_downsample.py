@@ -1,8 +1,8 @@
 """Metrics query: 1,000,000 points of one key downsampled to 1,000, on PostgreSQL and SQLite.
 
-Calls the backend's own query (``backend.services.metrics.query_series``): one GROUP BY over the
-``(series_id, step)`` index returning each bucket's first step, mean, min and max, so a one-step
-spike survives the reduction (checked and printed). The issue's target: <= 100 ms.
+Calls the backend's own query (``backend.services.metrics.query_series``), which merges the
+per-series rollups maintained at ingest into buckets with each bucket's first step, mean, min and
+max (and their steps), so a one-step spike survives the reduction (checked and printed). The issue's target: <= 100 ms.
 
     python benchmarks/bench_downsample.py [--points 1000000] [--max-points 1000] [--repeat 5]
 
@@ -23,8 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def load(url: str, n: int) -> tuple[object, str]:
+    import numpy as np
+
     from backend.core.db import Database, run_migrations
-    from backend.models import MetricSeries, Run, metric_points
+    from backend.models import MetricSeries, Run
 
     run_migrations(url)
     db = Database(url)
@@ -39,22 +41,20 @@ def load(url: str, n: int) -> tuple[object, str]:
 
         sid = s.scalar(select(MetricSeries.id).where(MetricSeries.run_id == run_id))
     spike = n // 3
-    values = [((i % 1000) / 1000.0 if i != spike else 1e6) for i in range(n)]
-    # the points and their rollups as the ingest path writes them, in batches of 100,000
+    values = np.array([((i % 1000) / 1000.0 if i != spike else 1e6) for i in range(n)])
+    # the point chunks and their rollups as the ingest path writes them, in batches of 100,000
     from sqlalchemy import insert
 
-    from backend.services.ingest import _copy, _update_rollups
+    from backend.models import ROLLUP_WIDTHS, metric_chunks
+    from backend.services import points
+    from backend.services.ingest import _update_rollups
 
     for a in range(0, n, 100_000):
-        batch = [(sid, i, values[i], 0.0) for i in range(a, min(n, a + 100_000))]
+        steps = np.arange(a, min(n, a + 100_000))
+        batch = points.Points(sid=np.full(len(steps), sid), step=steps, val=values[steps], ts=np.zeros(len(steps)))
         with db.session() as s:
-            if db.is_postgres:
-                _copy(s, "COPY metric_points (series_id, step, value, wall_time) FROM STDIN",
-                      "".join(f"{p[0]}\t{p[1]}\t{p[2]!r}\t0.0\n" for p in batch))
-            else:
-                s.execute(insert(metric_points), [{"series_id": p[0], "step": p[1], "value": p[2], "wall_time": 0.0}
-                                                  for p in batch])
-            _update_rollups(s, db, batch)  # type: ignore[arg-type]
+            s.execute(insert(metric_chunks), points.chunk_rows(batch))
+            _update_rollups(s, db, points.rollups(batch, ROLLUP_WIDTHS))  # type: ignore[arg-type]
             s.commit()
     return db, run_id
 

@@ -77,15 +77,15 @@ def main() -> int:
         with db.session() as s:
             from sqlalchemy import func, select
 
-            from backend.models import MetricSeries, metric_points
+            from backend.models import MetricSeries, metric_chunks
 
-            stored = s.scalar(select(func.count()).select_from(metric_points)
-                              .join(MetricSeries, MetricSeries.id == metric_points.c.series_id)
+            stored = s.scalar(select(func.sum(metric_chunks.c.n))
+                              .join(MetricSeries, MetricSeries.id == metric_chunks.c.series_id)
                               .where(MetricSeries.run_id == run_id))
         points = args.steps * args.metrics
         e2e = t_done - prod["t0"]
         print(f"\nEnd-to-end ingest, {args.steps:,} steps x {args.metrics} metrics = {points:,} points "
-              f"(stored: {stored:,})\n")
+              f"(stored: {int(stored or 0):,})\n")
         print(f"{'system':<48} {'points/s':>12} {'loop cost per logged step':>28}")
         print(f"{'rlhfkit: sink -> Redis Stream -> backend -> PostgreSQL':<48} {points / e2e:>12,.0f} "
               f"{prod['mean_ms']:>17.5f} ms mean, p99 {prod['p99_ms']:.5f} ms")

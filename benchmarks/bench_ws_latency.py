@@ -1,6 +1,6 @@
 """Worker -> browser latency with many WebSocket viewers of one run.
 
-A real backend process (uvicorn, Celery mode: Redis Streams + PostgreSQL) and N viewers connected
+A real backend process (``rlhfkit serve``, Celery mode: Redis Streams + PostgreSQL) and N viewers connected
 to ``/api/runs/{id}/live``. A producer process emits metrics events through the worker's Redis
 sink at a training-loop-like rate; each viewer records ``receive time - event ts`` (same machine,
 same clock). Peers: the issue's target is p99 <= 50 ms on loopback with 100 viewers.
@@ -99,8 +99,9 @@ def main() -> int:
         port = s.getsockname()[1]
     env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": args.redis, "RLHFKIT_REDIS_PREFIX": prefix,
            "RLHFKIT_QUEUE": f"{prefix}-q", "PYTHONPATH": str(ROOT)}
-    backend = subprocess.Popen([sys.executable, "-m", "uvicorn", "backend.main:app", "--port", str(port),
-                                "--log-level", "warning", "--ws-max-queue", "1024"], cwd=ROOT, env=env)
+    # started as `rlhfkit serve` starts it (same uvicorn options)
+    backend = subprocess.Popen([sys.executable, "-c", "import sys; from rlhfkit.cli import main; sys.exit(main())",
+                                "serve", "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
     r = redis.Redis.from_url(args.redis)
     try:

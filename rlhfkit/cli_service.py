@@ -147,13 +147,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                            "set tokens or pass --insecure")
     import uvicorn
 
-    from backend.main import create_app
+    from backend.main import SERVER_OPTIONS, create_app
 
     mode = "embedded (local processes)" if settings.embedded else f"celery via {settings.redis_url}"
     print(f"rlhfkit: serving on http://{args.host}:{args.port}  db={settings.database_url}  mode={mode}",
           file=sys.stderr, flush=True)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
-                ws_ping_interval=20, ws_ping_timeout=20)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, **SERVER_OPTIONS)
     return EXIT_OK
 
 

@@ -8,7 +8,8 @@ keeps the events and retries with back-off; the loop never blocks. ``close()`` f
 left (bounded by ``close_timeout``).
 
 The stream key is also added to ``<prefix>:streams`` so a backend that starts later (or restarts)
-knows which streams to consume.
+knows which streams to consume, and announced on the ``<prefix>:streams:new`` stream, which a
+running backend blocks on: a new run's first events are read at once, not at its next poll of the set.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ def stream_key(prefix: str, run_id: str) -> str:
 
 def streams_set(prefix: str) -> str:
     return f"{prefix}:streams"
+
+
+def announce_key(prefix: str) -> str:
+    return f"{prefix}:streams:new"
 
 
 class RedisStreamSink:
@@ -82,7 +87,10 @@ class RedisStreamSink:
 
     def _flush(self) -> None:
         if not self._registered:
-            self.redis.sadd(streams_set(self.prefix), self.key)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.sadd(streams_set(self.prefix), self.key)
+            pipe.xadd(announce_key(self.prefix), {"k": self.key}, maxlen=1000, approximate=True)
+            pipe.execute()
             self._registered = True
         while self._buf:
             n = min(len(self._buf), self.batch)

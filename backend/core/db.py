@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pre_ping: bool = True, pool_size: int = 10) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -31,7 +31,7 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping)
 
 
 class Database:
@@ -41,6 +41,11 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        # The stream writer's own small pool, without pre-ping: on PostgreSQL the ping costs three
+        # round trips per checkout, as much as the rest of a live event's transaction. A connection
+        # that went stale fails its batch; the writer retries it on a fresh one.
+        self.writer_engine = self.engine if url.startswith("sqlite") else make_engine(url, pre_ping=False, pool_size=2)
+        self.writer_sessionmaker = sessionmaker(self.writer_engine, expire_on_commit=False)
 
     @property
     def is_postgres(self) -> bool:
@@ -51,8 +56,15 @@ class Database:
         with self.sessionmaker() as s:
             yield s
 
+    @contextmanager
+    def writer_session(self) -> Iterator[Session]:
+        with self.writer_sessionmaker() as s:
+            yield s
+
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.writer_engine is not self.engine:
+            self.writer_engine.dispose()
 
 
 def run_migrations(url: str) -> None:

@@ -1,16 +1,23 @@
 """Redis Stream consumer: every worker event reaches the DB, then the WebSocket viewers.
 
-Workers XADD to ``<prefix>:run:<id>:events`` and register the key in ``<prefix>:streams``. This
-thread reads all registered streams through one consumer group (``XREADGROUP``), ingests each batch
+Workers XADD to ``<prefix>:run:<id>:events``, register the key in ``<prefix>:streams`` and announce
+it on ``<prefix>:streams:new`` (read in the same blocking call, so a new run is picked up at once). The
+consumer reads all registered streams through one consumer group (``XREADGROUP``), ingests each batch
 (idempotent on ``(run_id, seq)``), and only then ``XACK``s it — so a backend killed between the
 read and the commit leaves the entries pending, and on restart the same consumer name reads its
 pending entries again (``XREADGROUP ... 0``), and ``XAUTOCLAIM`` takes over entries a vanished
 consumer left behind. Streams of finished runs are retired (removed from the set, expired).
+
+Two threads form a pipeline: the reader reads and validates the next batch (Redis, JSON: Python
+work) while the writer stores the previous one (mostly waiting on PostgreSQL, GIL released). A
+small queue between them keeps batches in read order; acknowledging stays the writer's job, after
+the commit.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from typing import Any
@@ -20,7 +27,7 @@ import redis
 from backend.core.config import Settings
 from backend.core.db import Database
 from backend.models import TERMINAL_STATUSES, Run
-from backend.services.ingest import IngestError, RunNotFound, ingest_events, parse_events
+from backend.services.ingest import IngestError, RunNotFound, ingest_parsed, parse_events
 from backend.services.live import LiveHub
 from backend.services.runs import public_dict
 
@@ -31,6 +38,8 @@ CLAIM_IDLE_MS = 30_000
 RETIRE_EXPIRE_S = 3600
 DISCOVER_INTERVAL_S = 0.1  # how often the set of streams is re-read (one SMEMBERS)
 MAINTENANCE_INTERVAL_S = 2.0  # XAUTOCLAIM of abandoned entries, retiring finished streams
+PIPELINE_DEPTH = 2  # validated batches waiting for the writer
+WRITE_ATTEMPTS = 5  # then the batch is left pending: XAUTOCLAIM re-delivers it after CLAIM_IDLE_MS
 
 
 def run_id_of(key: bytes | str, prefix: str) -> str:
@@ -46,36 +55,51 @@ class StreamConsumer:
         self.r: Any = redis_client
         self.prefix = settings.redis_prefix
         self.consumer = settings.consumer_name
+        self.announce = f"{self.prefix}:streams:new".encode()  # as worker.redis_sink.announce_key
         self._streams: dict[Any, float] = {}  # key -> monotonic time of its last entry
+        self._streams_lock = threading.Lock()  # the writer retires streams while the reader lists them
         self._stop = threading.Event()
+        # (stream key, entry ids, validated events) in read order; None tells the writer to finish
+        self._batches: queue.Queue[tuple[Any, list[Any], list[Any]] | None] = queue.Queue(PIPELINE_DEPTH)
         self._thread = threading.Thread(target=self._run, name="rlhfkit-stream-consumer", daemon=True)
+        self._writer = threading.Thread(target=self._write_loop, name="rlhfkit-stream-writer", daemon=True)
         self.ingested = 0
 
     def start(self) -> None:
+        self._writer.start()
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        self._put(None)  # the writer stores what was read (unacknowledged leftovers are re-read on start)
+        self._writer.join(timeout=10)
 
-    # ---- main loop
+    # ---- reader: Redis and validation
     def _run(self) -> None:
         last_refresh = last_maintenance = 0.0
+        announced = False
         while not self._stop.is_set():
             try:
+                if not announced:
+                    self._create_group(self.announce, "$")
+                    announced = True
                 now = time.monotonic()
-                if now - last_refresh > DISCOVER_INTERVAL_S:  # a new run's first events wait at most this
+                if now - last_refresh > DISCOVER_INTERVAL_S:  # streams of sinks that announce nothing
                     self._refresh(maintenance=now - last_maintenance > MAINTENANCE_INTERVAL_S)
                     last_refresh = time.monotonic()
                     if now - last_maintenance > MAINTENANCE_INTERVAL_S:
                         last_maintenance = last_refresh
-                if not self._streams:
-                    self._stop.wait(0.1)
-                    continue
-                resp = self.r.xreadgroup(GROUP, self.consumer, dict.fromkeys(self._streams, ">"),
-                                         count=READ_COUNT, block=100)
+                with self._streams_lock:
+                    streams = dict.fromkeys([*self._streams, self.announce], ">")
+                resp = self.r.xreadgroup(GROUP, self.consumer, streams, count=READ_COUNT, block=100)
                 for key, entries in resp or []:
-                    self._process(key, entries)
+                    if key in (self.announce, self.announce.decode()):  # bytes, or str with decode_responses
+                        self.r.xack(key, GROUP, *[eid for eid, _ in entries])
+                        self._refresh(maintenance=False)  # the new stream is read by the next call
+                        last_refresh = time.monotonic()
+                    else:
+                        self._submit(key, entries)
             except redis.RedisError as exc:
                 _log.warning("stream consumer: %s; retrying", exc)
                 self._stop.wait(1.0)
@@ -86,28 +110,35 @@ class StreamConsumer:
     def _refresh(self, maintenance: bool = True) -> None:
         keys = set(self.r.smembers(f"{self.prefix}:streams"))
         for key in keys - set(self._streams):
-            try:
-                self.r.xgroup_create(key, GROUP, id="0", mkstream=True)
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-            self._streams[key] = time.monotonic()
+            self._create_group(key, "0")
+            with self._streams_lock:
+                self._streams[key] = time.monotonic()
             self._drain_pending(key)
         for key in list(self._streams):
             if key not in keys:
-                self._streams.pop(key, None)
+                with self._streams_lock:
+                    self._streams.pop(key, None)
             elif maintenance:
                 self._claim_abandoned(key)
                 self._maybe_retire(key)
 
+    def _create_group(self, key: Any, first_id: str) -> None:
+        try:
+            self.r.xgroup_create(key, GROUP, id=first_id, mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
     def _drain_pending(self, key: Any) -> None:
         """Entries delivered to this consumer name before a restart but never acknowledged."""
+        start = "0"
         while True:
-            resp = self.r.xreadgroup(GROUP, self.consumer, {key: "0"}, count=READ_COUNT)
+            resp = self.r.xreadgroup(GROUP, self.consumer, {key: start}, count=READ_COUNT)
             entries = resp[0][1] if resp else []
             if not entries:
                 return
-            self._process(key, entries)
+            start = entries[-1][0]  # they stay pending until the writer acknowledges them
+            self._submit(key, entries)
 
     def _claim_abandoned(self, key: Any) -> None:
         """Entries another consumer read and never acknowledged (it died)."""
@@ -118,7 +149,7 @@ class StreamConsumer:
             start, entries = res[0], res[1]
             entries = [e for e in entries if e and e[1]]
             if entries:
-                self._process(key, entries)
+                self._submit(key, entries)
             if not entries or start in (b"0-0", "0-0"):
                 return
 
@@ -138,32 +169,85 @@ class StreamConsumer:
     def _retire(self, key: Any) -> None:
         self.r.srem(f"{self.prefix}:streams", key)
         self.r.expire(key, RETIRE_EXPIRE_S)
-        self._streams.pop(key, None)
+        with self._streams_lock:
+            self._streams.pop(key, None)
 
-    # ---- one batch
-    def _process(self, key: Any, entries: list[Any]) -> None:
+    def _submit(self, key: Any, entries: list[Any]) -> None:
+        """Validate a batch and queue it for the writer (blocks while the writer is behind)."""
         run_id = run_id_of(key, self.prefix)
         ids = [eid for eid, _ in entries]
-        data = [fields.get(b"e", b"{}") for _, fields in entries]
+        data = [fields.get(b"e", b"{}") for _, fields in entries if fields]  # a trimmed entry has no fields
         try:
-            outcome = ingest_events(self.db, run_id, data)
+            parsed = parse_events(data, run_id)
+        except IngestError:
+            parsed = []
+            for d in data:
+                try:
+                    parsed += parse_events([d], run_id)
+                except IngestError as exc:
+                    _log.error("malformed event on %s dropped: %s", key, exc.errors[:1])
+        self._put((key, ids, parsed))
+
+    def _put(self, item: tuple[Any, list[Any], list[Any]] | None) -> None:
+        while True:
+            try:
+                self._batches.put(item, timeout=1.0)
+                return
+            except queue.Full:
+                if not self._writer.is_alive():
+                    return
+
+    # ---- writer: DB, acknowledgement, fan-out
+    def _write_loop(self) -> None:
+        finish = False
+        while not finish:
+            items = [self._batches.get()]
+            while True:  # whatever queued up while the last batch was written goes in together
+                try:
+                    items.append(self._batches.get_nowait())
+                except queue.Empty:
+                    break
+            finish = None in items
+            for key, ids, parsed in _merge_consecutive([i for i in items if i is not None]):
+                self._write(key, ids, parsed)
+
+    def _write(self, key: Any, ids: list[Any], parsed: list[Any]) -> None:
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                self._store(key, ids, parsed)
+                return
+            except Exception:  # DB or Redis down: retry; a batch that keeps failing stays pending
+                _log.exception("stream writer error on %s (attempt %d of %d)", key, attempt, WRITE_ATTEMPTS)
+                if self._stop.wait(1.0):
+                    return
+
+    def _store(self, key: Any, ids: list[Any], parsed: list[Any]) -> None:
+        run_id = run_id_of(key, self.prefix)
+        try:
+            outcome = ingest_parsed(self.db, run_id, parsed, writer=True)
         except RunNotFound:
             _log.warning("events for unknown run %s dropped", run_id)
             self.r.xack(key, GROUP, *ids)
             self._retire(key)
             return
-        except IngestError:
-            good = []
-            for d in data:
-                try:
-                    parse_events([d], run_id)
-                    good.append(d)
-                except IngestError as exc:
-                    _log.error("malformed event on %s dropped: %s", key, exc.errors[:1])
-            outcome = ingest_events(self.db, run_id, good)
         self.r.xack(key, GROUP, *ids)  # only after the commit: a crash before this re-delivers
-        self._streams[key] = time.monotonic()
+        with self._streams_lock:
+            if key in self._streams:
+                self._streams[key] = time.monotonic()
         self.ingested += len(outcome.accepted)
         self.hub.publish_events(run_id, outcome.accepted)
         if outcome.status_changed and outcome.run is not None:
             self.hub.publish_status(public_dict(outcome.run))
+
+
+def _merge_consecutive(items: list[tuple[Any, list[Any], list[Any]]]) -> list[tuple[Any, list[Any], list[Any]]]:
+    """Join neighbouring batches of the same stream (their order is kept): a writer that fell behind
+    catches up with one transaction instead of one per batch."""
+    out: list[tuple[Any, list[Any], list[Any]]] = []
+    for key, ids, parsed in items:
+        if out and out[-1][0] == key:
+            out[-1][1].extend(ids)
+            out[-1][2].extend(parsed)
+        else:
+            out.append((key, list(ids), list(parsed)))
+    return out

@@ -3,8 +3,9 @@
 Every path that brings events in — the REST ingest endpoint, the Redis Stream consumer and the
 embedded executor — calls :func:`ingest_events`, so they behave the same. Within one process the
 events of one run are ingested under a lock, so deduplication (pre-filter on the existing seqs,
-backed by the unique constraint) is exact. On PostgreSQL large batches go through ``COPY``; on
-SQLite ``executemany``.
+backed by the unique constraint) is exact. Event rows go through ``COPY`` on PostgreSQL and
+``executemany`` on SQLite; metric points become one packed chunk row per series and batch, their
+rollups one upsert (``backend.services.points`` does the array work).
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ from __future__ import annotations
 import json
 import logging
 import math
+import struct
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from psycopg.errors import IntegrityError as PgIntegrityError
 from pydantic import ValidationError
 from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -35,9 +40,10 @@ from backend.models import (
     MetricSeries,
     Run,
     StageTiming,
-    metric_points,
+    metric_chunks,
     metric_rollups,
 )
+from backend.services import points as pts_ops
 from rlhfkit.events import (
     AlertEvent,
     ArtifactEvent,
@@ -55,7 +61,7 @@ from rlhfkit.events import (
 from rlhfkit.metrics import M
 
 _log = logging.getLogger(__name__)
-COPY_THRESHOLD = 1  # rows; on PostgreSQL even one live event's rows go in one COPY round trip
+COPY_MIN_EVENTS = 64  # PostgreSQL: batches from this size go through COPY, smaller ones through a pipeline
 _TERMINAL_STATUS = {"run_finished": "succeeded", "run_failed": "failed", "run_cancelled": "cancelled"}
 
 
@@ -133,8 +139,15 @@ def parse_events(raw: list[Any], run_id: str) -> list[tuple[Event, str | None]]:
 
 def ingest_events(db: Database, run_id: str, raw: list[Any]) -> IngestOutcome:
     """Store a batch of events for one run; idempotent on ``(run_id, seq)``."""
-    parsed = parse_events(raw, run_id)
-    with _lock_for(run_id), db.session() as session:
+    return ingest_parsed(db, run_id, parse_events(raw, run_id))
+
+
+def ingest_parsed(db: Database, run_id: str, parsed: list[tuple[Event, str | None]], *,
+                  writer: bool = False) -> IngestOutcome:
+    """:func:`ingest_events` for a batch :func:`parse_events` already validated (the stream consumer
+    parses the next batch while this one is being written). ``writer``: use the stream writer's
+    connections (no pre-ping; the caller retries a failed batch)."""
+    with _lock_for(run_id), (db.writer_session() if writer else db.session()) as session:
         run = session.get(Run, run_id)
         if run is None:
             raise RunNotFound(run_id)
@@ -148,7 +161,7 @@ def ingest_events(db: Database, run_id: str, raw: list[Any]) -> IngestOutcome:
         for pair in parsed:
             by_seq.setdefault(pair[0].seq, pair)
         dup = len(parsed) - len(by_seq)
-        if by_seq:
+        if by_seq and min(by_seq) <= run.last_seq:  # (seqs above last_seq cannot be stored yet)
             lo, hi = min(by_seq), max(by_seq)
             existing = set(session.scalars(
                 select(EventRow.seq).where(EventRow.run_id == run_id, EventRow.seq >= lo, EventRow.seq <= hi)))
@@ -163,7 +176,7 @@ def ingest_events(db: Database, run_id: str, raw: list[Any]) -> IngestOutcome:
                 outcome.accepted = _store(session, db, run_id, new, series)
                 outcome.status_changed = _update_run(session, run, [ev for ev, _ in new])
                 session.commit()
-            except IntegrityError:  # another process stored some of these meanwhile: slow, exact path
+            except (IntegrityError, PgIntegrityError):  # another process stored some meanwhile: slow, exact path
                 session.rollback()
                 _log.info("ingest race on run %s; retrying with ON CONFLICT", run_id)
                 return _ingest_conflict_safe(db, run_id, new, dup, series)
@@ -210,10 +223,13 @@ def _ingest_conflict_safe(db: Database, run_id: str, new: list[tuple[Event, str 
         run = session.get(Run, run_id)
         assert run is not None
         stored = []
+        events = EventRow.__table__
         for ev, text in new:
-            res = session.execute(_insert_ignore(db, EventRow, ["run_id", "seq"]).values(
-                run_id=run_id, seq=ev.seq, type=ev.type, step=ev.step, ts=ev.ts, payload=ev.model_dump(mode="json")))
-            if getattr(res, "rowcount", 0):
+            # RETURNING tells which rows went in (the row count of an ignored insert is -1 through the ORM)
+            inserted = session.execute(_insert_ignore(db, events, ["run_id", "seq"]).values(
+                run_id=run_id, seq=ev.seq, type=ev.type, step=ev.step, ts=ev.ts, payload=ev.model_dump(mode="json"))
+                .returning(events.c.seq)).scalar()
+            if inserted is not None:
                 stored.append((ev, text))
             else:
                 dup += 1
@@ -243,14 +259,17 @@ def _copy_text(v: Any) -> str:
         return "\\N"
     if isinstance(v, float):
         return repr(v)
-    return str(v).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    t = str(v).replace("\\", "\\\\")
+    if "\t" in t or "\n" in t or "\r" in t:  # never in compact JSON: checking is cheaper than replacing
+        t = t.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return t
 
 
 def _store(session: Session, db: Database, run_id: str, new: list[tuple[Event, str | None]],
            series: dict[str, int], *, events_table: bool = True) -> list[tuple[int, str]]:
     """Insert the event rows and the typed rows; return ``(seq, json text)`` of each new event."""
     accepted: list[tuple[int, str]] = []
-    points: list[tuple[int, int, float, float]] = []
+    metrics: list[tuple[int, float, dict[str, float]]] = []  # (step, ts, values) of each metrics event
     timings: list[dict[str, Any]] = []
     memory: list[dict[str, Any]] = []
     alerts: list[dict[str, Any]] = []
@@ -260,8 +279,7 @@ def _store(session: Session, db: Database, run_id: str, new: list[tuple[Event, s
         accepted.append((ev.seq, text if text is not None else ev.model_dump_json()))
         step = ev.step if ev.step is not None else 0
         if isinstance(ev, MetricsEvent):
-            ts = ev.ts
-            points.extend((series[k], step, float(v), ts) for k, v in ev.values.items() if _finite(v))
+            metrics.append((step, ev.ts, ev.values))
         elif isinstance(ev, TimingsEvent):
             timings.append(dict(run_id=run_id, step=step, stages=ev.stages, step_time=ev.step_time,
                                 tokens=ev.tokens, wall_time=ev.ts))
@@ -280,25 +298,14 @@ def _store(session: Session, db: Database, run_id: str, new: list[tuple[Event, s
         elif isinstance(ev, ArtifactEvent):
             artifacts.append(dict(run_id=run_id, step=ev.step, name=ev.name, kind=ev.kind, path=ev.path,
                                   size_bytes=ev.size_bytes, meta=ev.meta))
-    copy = db.is_postgres and len(accepted) + len(points) >= COPY_THRESHOLD
-    if events_table:
-        if copy:
-            _copy(session, "COPY events (run_id, seq, type, step, ts, payload) FROM STDIN", "".join(
-                f"{run_id}\t{ev.seq}\t{ev.type}\t{_copy_text(ev.step)}\t{ev.ts!r}\t{_copy_text(text)}\n"
-                for (ev, _), (_, text) in zip(new, accepted, strict=True)))
-        else:
-            session.execute(insert(EventRow), [
-                dict(run_id=run_id, seq=ev.seq, type=ev.type, step=ev.step, ts=ev.ts, payload=json.loads(text))
-                for (ev, _), (_, text) in zip(new, accepted, strict=True)])
-    if points:
-        if copy:
-            _copy(session, "COPY metric_points (series_id, step, value, wall_time) FROM STDIN",
-                  "".join(f"{sid}\t{st}\t{v!r}\t{ts!r}\n" for sid, st, v, ts in points))
-        else:
-            session.execute(insert(metric_points), [dict(series_id=sid, step=st, value=v, wall_time=ts)
-                                                    for sid, st, v, ts in points])
-    if points:
-        _update_rollups(session, db, points)
+    pipelined = db.is_postgres and len(new) < COPY_MIN_EVENTS
+    with _pipeline(session, pipelined):
+        if events_table:
+            _insert_events(session, db, run_id, [ev for ev, _ in new], [text for _, text in accepted], pipelined)
+        points = pts_ops.flatten(metrics, series)
+        if points.size:
+            _insert_chunks(session, db, pts_ops.chunk_rows(points), pipelined)
+            _update_rollups(session, db, pts_ops.rollups(points, ROLLUP_WIDTHS))
     for model, rows in ((StageTiming, timings), (MemorySnapshot, memory), (Alert, alerts), (EvalSample, samples)):
         if rows:
             session.execute(insert(model), rows)
@@ -312,35 +319,42 @@ def _store(session: Session, db: Database, run_id: str, new: list[tuple[Event, s
     return accepted
 
 
-def _update_rollups(session: Session, db: Database, points: list[tuple[int, int, float, float]]) -> None:
-    """Fold the batch's points into the per-series step buckets (upsert: count, sum, min, max and
-    the steps where min and max occurred)."""
-    agg: dict[tuple[int, int, int], list[Any]] = {}
-    for sid, step, v, _ in points:
-        for w in ROLLUP_WIDTHS:
-            key = (sid, w, step // w)
-            a = agg.get(key)
-            if a is None:
-                agg[key] = [step, 1, v, v, step, v, step]
-                continue
-            if step < a[0]:
-                a[0] = step
-            a[1] += 1
-            a[2] += v
-            if v < a[3]:
-                a[3], a[4] = v, step
-            if v > a[5]:
-                a[5], a[6] = v, step
+def _insert_events(session: Session, db: Database, run_id: str, events: list[Event], texts: list[str],
+                   pipelined: bool) -> None:
+    if pipelined:  # a live batch: one INSERT of arrays, queued in the pipeline
+        with _driver(session).cursor() as cur:
+            cur.execute(_PG_EVENT_INSERT, [run_id, [ev.seq for ev in events], [ev.type for ev in events],
+                                           [ev.step for ev in events], [ev.ts for ev in events], texts])
+    elif db.is_postgres:
+        _copy(session, "COPY events (run_id, seq, type, step, ts, payload) FROM STDIN", "".join(
+            f"{run_id}\t{ev.seq}\t{ev.type}\t{_copy_text(ev.step)}\t{ev.ts!r}\t{_copy_text(text)}\n"
+            for ev, text in zip(events, texts, strict=True)))
+    else:
+        session.execute(insert(EventRow), [
+            dict(run_id=run_id, seq=ev.seq, type=ev.type, step=ev.step, ts=ev.ts, payload=json.loads(text))
+            for ev, text in zip(events, texts, strict=True)])
+
+
+def _insert_chunks(session: Session, db: Database, chunks: list[dict[str, Any]], pipelined: bool) -> None:
+    if pipelined:
+        with _driver(session).cursor() as cur:
+            cur.execute(_PG_CHUNK_INSERT, [[c[k] for c in chunks] for k in chunks[0]])
+    elif db.is_postgres:  # binary COPY: the packed arrays go over as they are
+        _copy(session, "COPY metric_chunks (series_id, first_step, last_step, n, steps, vals, wall_times) "
+                       "FROM STDIN (FORMAT BINARY)", _copy_binary_chunks(chunks))
+    else:
+        session.execute(insert(metric_chunks), chunks)
+
+
+def _update_rollups(session: Session, db: Database, rows: list[tuple[Any, ...]]) -> None:
+    """Fold the batch's rollup rows (:func:`points.rollups`) into the stored step buckets (upsert:
+    count, sum, min, max and the steps where min and max occurred; stored ones win ties)."""
     if db.is_postgres:
         # one statement with array parameters: constant SQL (prepared once), one round trip
-        cols = list(zip(*((k[0], k[1], k[2], *a) for k, a in agg.items()), strict=True))
-        conn = session.connection().connection.driver_connection
-        assert conn is not None
-        with conn.cursor() as cur:
-            cur.execute(_PG_ROLLUP_UPSERT, [list(c) for c in cols])
+        with _driver(session).cursor() as cur:
+            cur.execute(_PG_ROLLUP_UPSERT, [list(c) for c in zip(*rows, strict=True)])  # arrays as binary (%b)
         return
-    rows = [dict(series_id=k[0], width=k[1], bucket=k[2], first_step=a[0], n=a[1], sum=a[2], min=a[3],
-                 min_step=a[4], max=a[5], max_step=a[6]) for k, a in agg.items()]
+    names = ("series_id", "width", "bucket", "first_step", "n", "sum", "min", "min_step", "max", "max_step")
     r = metric_rollups.c
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -354,13 +368,13 @@ def _update_rollups(session: Session, db: Database, points: list[tuple[int, int,
         "min": func.min(r.min, ex.min),
         "max_step": case((ex.max > r.max, ex.max_step), else_=r.max_step),
         "max": func.max(r.max, ex.max),
-    }), rows)
+    }), [dict(zip(names, row, strict=True)) for row in rows])
 
 
 _PG_ROLLUP_UPSERT = """
 INSERT INTO metric_rollups AS r (series_id, width, bucket, first_step, n, "sum", "min", min_step, "max", max_step)
-SELECT * FROM unnest(%s::int[], %s::int[], %s::int[], %s::int[], %s::int[], %s::float8[], %s::float8[], %s::int[],
-                     %s::float8[], %s::int[])
+SELECT * FROM unnest(%b::int[], %b::int[], %b::int[], %b::int[], %b::int[], %b::float8[], %b::float8[], %b::int[],
+                     %b::float8[], %b::int[])
 ON CONFLICT (series_id, width, bucket) DO UPDATE SET
   first_step = LEAST(r.first_step, EXCLUDED.first_step),
   n = r.n + EXCLUDED.n,
@@ -372,16 +386,83 @@ ON CONFLICT (series_id, width, bucket) DO UPDATE SET
 """
 
 
-def _copy(session: Session, statement: str, data: str) -> None:
-    """PostgreSQL COPY FROM STDIN of pre-formatted text rows (the fastest bulk path)."""
+_PGCOPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+_CHUNK_HEAD = struct.Struct("!hiiiiiiiii")  # 7 fields: series_id, first_step, last_step, n (int4 each), steps length
+
+
+def _copy_binary_chunks(chunks: list[dict[str, Any]]) -> bytes:
+    """``metric_chunks`` rows in PostgreSQL's binary COPY format."""
+    out = [_PGCOPY_HEADER]
+    for c in chunks:
+        out += [_CHUNK_HEAD.pack(7, 4, c["series_id"], 4, c["first_step"], 4, c["last_step"], 4, c["n"],
+                                 len(c["steps"])), c["steps"],
+                struct.pack("!i", len(c["vals"])), c["vals"], struct.pack("!i", len(c["wall_times"])), c["wall_times"]]
+    out.append(b"\xff\xff")
+    return b"".join(out)
+
+
+def _copy(session: Session, statement: str, data: str | bytes) -> None:
+    """PostgreSQL COPY FROM STDIN of pre-formatted rows (the fastest bulk path)."""
+    with _driver(session).cursor() as cur, cur.copy(statement) as cp:
+        cp.write(data)
+
+
+def _driver(session: Session) -> Any:
+    """The session's psycopg connection (inside its current transaction)."""
     conn = session.connection().connection.driver_connection
     assert conn is not None
-    with conn.cursor() as cur, cur.copy(statement) as cp:
-        cp.write(data)
+    return conn
+
+
+@contextmanager
+def _pipeline(session: Session, enabled: bool) -> Iterator[None]:
+    """PostgreSQL, small batches: psycopg pipeline mode sends the event, chunk and rollup statements
+    together and the server answers them together: one round trip instead of three. Large batches
+    use COPY instead (not allowed in a pipeline; faster per row). Only our own psycopg statements
+    go in: SQLAlchemy's executemany reads results a pipeline has not delivered yet."""
+    if not enabled:
+        yield
+        return
+    try:
+        with _driver(session).pipeline():
+            yield
+    except BaseException:
+        # psycopg may fail to leave pipeline mode after an error in the block (it logs "error
+        # ignored exiting"): such a connection must never serve another transaction
+        session.connection().invalidate()
+        raise
+
+
+# array parameters (one statement whatever the batch size), sent in binary (%b)
+_PG_EVENT_INSERT = """
+INSERT INTO events (run_id, seq, type, step, ts, payload)
+SELECT %b, seq, type, step, ts, payload::json
+FROM unnest(%b::bigint[], %b::text[], %b::int[], %b::float8[], %b::text[]) AS e(seq, type, step, ts, payload)
+"""
+_PG_CHUNK_INSERT = """
+INSERT INTO metric_chunks (series_id, first_step, last_step, n, steps, vals, wall_times)
+SELECT * FROM unnest(%b::int[], %b::int[], %b::int[], %b::int[], %b::bytea[], %b::bytea[], %b::bytea[])
+"""
 
 
 def _ts(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def _latest_finite(updates: list[dict[str, float]]) -> dict[str, float]:
+    """The last finite value of every key over ``updates`` (in order)."""
+    last: dict[str, float] = {}
+    for values in updates:  # dict.update runs in C; non-finite values are repaired below (rare)
+        last.update(values)
+    bad = [k for k, v in last.items() if not _finite(v)]
+    for k in bad:
+        del last[k]
+        for values in reversed(updates):
+            v = values.get(k)
+            if v is not None and _finite(v):
+                last[k] = v
+                break
+    return {k: float(v) for k, v in last.items()}
 
 
 def _update_run(session: Session, run: Run, new: list[Event]) -> bool:
@@ -389,13 +470,16 @@ def _update_run(session: Session, run: Run, new: list[Event]) -> bool:
     before = run.status
     latest = dict(run.latest or {})
     last_step = run.last_step
+    updates: list[dict[str, float]] = []  # metric values in event order; the last finite one is "latest"
+    steps: list[int] = []
     for ev in new:
         if isinstance(ev, MetricsEvent):
-            latest.update({k: float(v) for k, v in ev.values.items() if _finite(v)})
+            updates.append(ev.values)
             if ev.step is not None:
-                last_step = ev.step if last_step is None else max(last_step, ev.step)
-        elif isinstance(ev, EvalEvent) and _finite(ev.reward_mean):
-            latest[M.EVAL_REWARD] = float(ev.reward_mean)
+                steps.append(ev.step)
+        elif isinstance(ev, EvalEvent):
+            if _finite(ev.reward_mean):
+                updates.append({M.EVAL_REWARD: ev.reward_mean})
         elif isinstance(ev, RunStarted):
             if run.status == "queued":
                 run.status = "running"
@@ -416,6 +500,9 @@ def _update_run(session: Session, run: Run, new: list[Event]) -> bool:
             else:
                 run.error = None
                 run.summary = {"status": "cancelled", "reason": ev.reason}
+    latest.update(_latest_finite(updates))
+    if steps:
+        last_step = max(steps) if last_step is None else max(last_step, max(steps))
     run.latest = latest
     run.last_step = last_step
     run.last_seq = max(run.last_seq, new[-1].seq)

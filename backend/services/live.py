@@ -24,7 +24,7 @@ Item = tuple[int, str]
 
 @dataclass(eq=False)
 class Subscriber:
-    queue: asyncio.Queue[list[Any]] = field(default_factory=lambda: asyncio.Queue())
+    queue: asyncio.Queue[list[Any] | None] = field(default_factory=lambda: asyncio.Queue())  # None: client gone
     pending: int = 0
     lagged: bool = False
 

@@ -8,22 +8,23 @@ step, when a million points are reduced to a thousand.
 Where the data comes from: over a whole series, the per-series rollups maintained at ingest
 (buckets of 100 or 10,000 steps: ~10,000 rows for a million points) are merged in Python; for a
 ``start``/``end`` window, or a series too short for rollups, the raw points of the window are
-reduced (in Python up to ``PY_REDUCE_LIMIT`` points, otherwise by one SQL ``GROUP BY`` that gives
-min/max values without their steps).
+reduced with numpy from the packed point chunks that overlap it (``backend.services.points``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from sqlalchemy import func, select
 
 from backend.core.db import Database
-from backend.models import ROLLUP_WIDTHS, MetricSeries, metric_points, metric_rollups
+from backend.models import ROLLUP_WIDTHS, MetricSeries, metric_chunks, metric_rollups
 from backend.schemas import Series
+from backend.services.points import merge, reduce_buckets, unpack
 from rlhfkit.metrics import METRICS
 
-PY_REDUCE_LIMIT = 300_000
 MIN_ROLLUP_ROWS_PER_POINT = 4  # use a rollup width only if it leaves >= 4 rollup rows per output point
 
 
@@ -39,40 +40,36 @@ def query_series(db: Database, run_id: str, keys: list[str] | None, *, max_point
 
 
 class _Buckets:
-    """Merge (first_step, n, sum, min, min_step, max, max_step) records into equal step buckets."""
+    """Merge rollup records (first_step, n, sum, min, min_step, max, max_step) into equal step buckets."""
 
     def __init__(self, lo: int, hi: int, n_buckets: int) -> None:
         self.lo, self.span, self.nb = lo, hi - lo + 1, n_buckets
         self.acc: dict[int, list[Any]] = {}
 
-    def add(self, first: int, n: int, total: float, vmin: float, smin: int, vmax: float, smax: int) -> None:
-        b = (first - self.lo) * self.nb // self.span
+    def add(self, *rec: Any) -> None:
+        b = (rec[0] - self.lo) * self.nb // self.span
         a = self.acc.get(b)
         if a is None:
-            self.acc[b] = [first, n, total, vmin, smin, vmax, smax]
-            return
-        if first < a[0]:
-            a[0] = first
-        a[1] += n
-        a[2] += total
-        if vmin < a[3]:
-            a[3], a[4] = vmin, smin
-        if vmax > a[5]:
-            a[5], a[6] = vmax, smax
+            self.acc[b] = list(rec)
+        else:
+            merge(a, rec)
 
     def series(self, key: str, total_points: int, unit: str | None) -> Series:
-        rows = [self.acc[b] for b in sorted(self.acc)]
-        return Series(key=key, steps=[r[0] for r in rows], values=[r[2] / r[1] for r in rows],
-                      min=[r[3] for r in rows], min_step=[r[4] for r in rows],
-                      max=[r[5] for r in rows], max_step=[r[6] for r in rows],
-                      total_points=total_points, downsampled=True, unit=unit)
+        return _downsampled(key, [self.acc[b] for b in sorted(self.acc)], total_points, unit)
+
+
+def _downsampled(key: str, rows: Sequence[Sequence[Any]], total_points: int, unit: str | None) -> Series:
+    return Series(key=key, steps=[r[0] for r in rows], values=[r[2] / r[1] for r in rows],
+                  min=[r[3] for r in rows], min_step=[r[4] for r in rows],
+                  max=[r[5] for r in rows], max_step=[r[6] for r in rows],
+                  total_points=total_points, downsampled=True, unit=unit)
 
 
 def _series(db: Database, run_id: str, key: str, *, max_points: int, start: int | None, end: int | None) -> Series:
     spec = METRICS.get(key)
     unit = spec.unit if spec else None
     empty = Series(key=key, steps=[], values=[], total_points=0, downsampled=False, unit=unit)
-    pts, ru = metric_points.c, metric_rollups.c
+    ch, ru = metric_chunks.c, metric_rollups.c
     with db.session() as s:
         sid = s.scalar(select(MetricSeries.id).where(MetricSeries.run_id == run_id, MetricSeries.key == key))
         if sid is None:
@@ -85,7 +82,7 @@ def _series(db: Database, run_id: str, key: str, *, max_points: int, start: int 
             if n == 0:
                 return empty
             if n > max_points:
-                hi = s.scalar(select(func.max(pts.step)).where(pts.series_id == sid))
+                hi = s.scalar(select(func.max(ch.last_step)).where(ch.series_id == sid))
                 span = int(hi) - int(lo) + 1
                 for w in reversed(ROLLUP_WIDTHS):
                     if span // w >= max_points * MIN_ROLLUP_ROWS_PER_POINT:
@@ -94,27 +91,25 @@ def _series(db: Database, run_id: str, key: str, *, max_points: int, start: int 
                                                     ru.max_step).where(ru.series_id == sid, ru.width == w)):
                             acc.add(*row)
                         return acc.series(key, n, unit)
-        conds: list[Any] = [pts.series_id == sid]
+        conds: list[Any] = [ch.series_id == sid]
         if start is not None:
-            conds.append(pts.step >= start)
+            conds.append(ch.last_step >= start)
         if end is not None:
-            conds.append(pts.step <= end)
-        n, lo, hi = s.execute(select(func.count(), func.min(pts.step), func.max(pts.step)).where(*conds)).one()
-        n = int(n or 0)
-        if n <= max_points:
-            raw = s.execute(select(pts.step, pts.value).where(*conds).order_by(pts.step)).all()
-            return Series(key=key, steps=[r[0] for r in raw], values=[r[1] for r in raw], total_points=n,
-                          downsampled=False, unit=unit)
-        if n <= PY_REDUCE_LIMIT:
-            acc = _Buckets(int(lo), int(hi), max_points)
-            for step, v in s.execute(select(pts.step, pts.value).where(*conds)):
-                acc.add(step, 1, v, v, step, v, step)
-            return acc.series(key, n, unit)
-        span = int(hi) - int(lo) + 1
-        bucket = ((pts.step - int(lo)) * max_points // span).label("b")  # floor division on every dialect
-        rows = s.execute(
-            select(bucket, func.min(pts.step), func.avg(pts.value), func.min(pts.value), func.max(pts.value))
-            .where(*conds).group_by(bucket).order_by(bucket)).all()
-    return Series(key=key, steps=[int(r[1]) for r in rows], values=[float(r[2]) for r in rows],
-                  min=[float(r[3]) for r in rows], max=[float(r[4]) for r in rows],
-                  total_points=n, downsampled=True, unit=unit)
+            conds.append(ch.first_step <= end)
+        steps, values = unpack(s.execute(select(ch.steps, ch.vals).where(*conds)).tuples())
+    if start is not None or end is not None:  # chunks overlap the window; keep the points inside it
+        inside = np.ones(len(steps), dtype=bool)
+        if start is not None:
+            inside &= steps >= start
+        if end is not None:
+            inside &= steps <= end
+        steps, values = steps[inside], values[inside]
+    n = len(steps)
+    if n == 0:
+        return empty
+    if n <= max_points:
+        order = np.argsort(steps, kind="stable")
+        return Series(key=key, steps=steps[order].tolist(), values=values[order].tolist(), total_points=n,
+                      downsampled=False, unit=unit)
+    lo, hi = int(steps.min()), int(steps.max())
+    return _downsampled(key, reduce_buckets(steps, values, lo, hi, max_points), n, unit)

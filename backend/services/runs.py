@@ -243,12 +243,12 @@ def delete_run(*, db: Database, artifacts_dir: Path, run_id: str) -> None:
             MemorySnapshot,
             MetricSeries,
             StageTiming,
-            metric_points,
+            metric_chunks,
             metric_rollups,
         )
 
         series = select(MetricSeries.id).where(MetricSeries.run_id == run_id).scalar_subquery()
-        session.execute(delete(metric_points).where(metric_points.c.series_id.in_(series)))
+        session.execute(delete(metric_chunks).where(metric_chunks.c.series_id.in_(series)))
         session.execute(delete(metric_rollups).where(metric_rollups.c.series_id.in_(series)))
         for model in (MetricSeries, EventRow, StageTiming, MemorySnapshot, Alert, EvalSample, Artifact):
             session.execute(delete(model).where(model.run_id == run_id))  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from websockets.sync.client import connect
 
@@ -52,10 +53,10 @@ def test_backend_killed_mid_run_persists_every_event_once(
     import psycopg
 
     with psycopg.connect(pg_url.replace("+psycopg", "")) as conn:
-        dup = conn.execute("SELECT count(*) FROM (SELECT p.series_id, p.step FROM metric_points p "
-                           "JOIN metric_series s ON s.id = p.series_id WHERE s.run_id = %s "
-                           "GROUP BY p.series_id, p.step HAVING count(*) > 1) d", (run["id"],)).fetchone()
-        assert dup is not None and dup[0] == 0, "no duplicated metric points"
+        chunks = conn.execute("SELECT c.series_id, c.steps FROM metric_chunks c "
+                              "JOIN metric_series s ON s.id = c.series_id WHERE s.run_id = %s", (run["id"],)).fetchall()
+        points = [(sid, step) for sid, blob in chunks for step in np.frombuffer(blob, dtype="<i4").tolist()]
+        assert points and len(points) == len(set(points)), "no duplicated metric points"
     r.close()
 
 
