@@ -85,89 +85,55 @@ def _scaling(attn: Module, layer_idx: int) -> float:
     return s / (layer_idx + 1) if cfg.scale_attn_by_inverse_layer_idx else s
 
 
-# ----------------------------------------------------------------------------- oneDNN matmuls on the CPU
-# Why: generation multiplies a handful of rows (the batch) by every weight matrix once per token, so
-# it is bound by how fast the weights stream from memory. For (8 x 768) @ (768 x 2304) MKL's sgemm
+# ----------------------------------------------------------------------------- oneDNN decode matmuls
+# Why: a decode step multiplies a handful of rows (the batch) by every weight matrix, so generation
+# is bound by how fast the weights stream from memory. For (8 x 768) @ (768 x 2304) MKL's sgemm
 # (what ``addmm`` calls) streams them at ~8 GB/s on this class of CPU; oneDNN's matmul, handed the
 # same weight as a transposed view (no copy, no repacking), runs the matmuls of a GPT-2-small decode
-# step in 21 ms instead of 43 ms with 2 threads, and full-sequence no-grad forwards 15% faster
-# (benchmarks/NOTES_ppo_vs_trl.md). Same fp32 math, sums accumulated in a different order
-# (tests/unit/test_fastgpt2.py). The oneDNN op has no autograd formula: calls where nothing needs a
-# gradient (sampling, scoring, evaluation) use it directly with the activation fused in; training
-# forwards go through :class:`_OneDNNLinear`, which also computes the input gradient on oneDNN.
+# step in 21 ms instead of 43 ms with 2 threads (benchmarks/NOTES_ppo_vs_trl.md). Same fp32 math,
+# sums accumulated in a different order (tests/unit/test_fastgpt2.py).
+#
+# Only decode steps use it: oneDNN (through ideep) keeps ~0.3-0.7 MB of generated code per distinct
+# input shape for the life of the process, even past its primitive-cache capacity. Decode steps
+# have one shape per generation batch size; full-sequence forwards (prefill, scoring, training) have
+# a new row count whenever the padded length changes, and would grow the process without bound.
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-
-def _onednn_ok(x: Tensor, weight: Tensor) -> bool:
-    return _ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-
-
-def _needs_grad(*ts: Tensor | None) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
+_onednn_linear: Callable[..., Tensor] | None = torch.ops.mkldnn._linear_pointwise if _ONEDNN else None
 
 
 def _use_onednn(x: Tensor, weight: Tensor) -> bool:
-    """The no-grad oneDNN path (activation fused) applies."""
-    return _onednn_ok(x, weight) and not _needs_grad(x, weight)
+    """oneDNN can compute ``x @ W`` here: fp32 on the CPU, and nothing needs a gradient (the op has
+    no autograd formula)."""
+    return (_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
 
 
-class _OneDNNLinear(torch.autograd.Function):
-    """x @ W + b with oneDNN for the forward and the input gradient, for training forwards on the CPU.
+def _linear(x2: Tensor, weight: Tensor, bias: Tensor | None, conv1d: bool, act: str | None = None,
+            onednn: bool = False) -> Tensor:
+    """(N, in) @ W + b, then ``act``. With ``onednn`` (decode steps) and where :func:`_use_onednn`
+    holds, one oneDNN matmul with the activation fused in; else ``addmm`` / ``F.linear``.
 
-    ``conv1d``: the weight is stored (in, out) as in transformers' Conv1D; otherwise (out, in) as
-    in ``nn.Linear``. Gradients come back in the parameter's own layout. The weight gradient is one
-    plain ``mm`` (its reduction runs over the rows, where MKL is at its best). Measured for one
-    GPT-2 layer stack's matmuls, forward + backward: -21% at L12/D768 with 160 rows, -6% at
-    L4/D256 with 1152 rows (2 threads).
+    ``conv1d``: the weight is stored (in, out) as in transformers' Conv1D, else (out, in).
     """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, conv1d: bool) -> Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.conv1d, ctx.has_bias = conv1d, bias is not None
-        w_oi = weight.t() if conv1d else weight  # (out, in), a view for Conv1D
-        return torch.ops.mkldnn._linear_pointwise(x, w_oi, bias, "none", [], "")
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, weight = ctx.saved_tensors
-        gx = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            w_io = weight if ctx.conv1d else weight.t()  # dL/dx = g @ W^T: a matmul whose "weight" is (in, out)
-            gx = torch.ops.mkldnn._linear_pointwise(grad, w_io, None, "none", [], "")
-        if ctx.needs_input_grad[1]:
-            gw = x.t() @ grad if ctx.conv1d else grad.t() @ x
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            gb = grad.sum(0)
-        return gx, gw, gb, None
-
-
-def _linear(x2: Tensor, weight: Tensor, bias: Tensor | None, conv1d: bool, act: str | None = None) -> Tensor:
-    """(N, in) @ W + b, then ``act``: oneDNN on the CPU in fp32 (no-grad: activation fused; with
-    autograd: :class:`_OneDNNLinear`), else ``addmm`` / ``F.linear``."""
-    if _onednn_ok(x2, weight):
-        if not _needs_grad(x2, weight, bias):
-            attr, algo = _FUSED_ACT[act] if act is not None else ("none", "")
-            return torch.ops.mkldnn._linear_pointwise(x2, weight.t() if conv1d else weight, bias, attr, [], algo)
-        out = _OneDNNLinear.apply(x2, weight, bias, conv1d)
-    elif conv1d and bias is not None:
-        out = torch.addmm(bias, x2, weight)
-    elif conv1d:
-        out = x2 @ weight
+    if onednn and _onednn_linear is not None and _use_onednn(x2, weight):
+        attr, algo = _FUSED_ACT[act] if act is not None else ("none", "")
+        return _onednn_linear(x2, weight.t() if conv1d else weight, bias, attr, [], algo)
+    if conv1d:
+        out = torch.addmm(bias, x2, weight) if bias is not None else x2 @ weight
     else:
         out = F.linear(x2, weight, bias)
     return _ACTIVATIONS[act](out) if act is not None else out
 
 
-def _conv1d(x: Tensor, mod: Module, act: str | None = None) -> Tensor:
+def _conv1d(x: Tensor, mod: Module, act: str | None = None, onednn: bool = False) -> Tensor:
     """transformers' Conv1D (weight stored (in, out)): x @ W + b, then ``act`` when given."""
-    out = _linear(x.reshape(-1, x.shape[-1]), mod.weight, mod.bias, True, act)
+    out = _linear(x.reshape(-1, x.shape[-1]), mod.weight, mod.bias, True, act, onednn)
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
-def lm_logits(lm_head: Module, h: Tensor) -> Tensor:
+def lm_logits(lm_head: Module, h: Tensor, onednn: bool = False) -> Tensor:
     """``lm_head(h)``, logits (..., V), through :func:`_linear`."""
-    out = _linear(h.reshape(-1, h.shape[-1]), lm_head.weight, lm_head.bias, False)
+    out = _linear(h.reshape(-1, h.shape[-1]), lm_head.weight, lm_head.bias, False, None, onednn)
     return out.view(*h.shape[:-1], out.shape[-1])
 
 
@@ -175,24 +141,24 @@ def _embed(transformer: Module, input_ids: Tensor, position_ids: Tensor) -> Tens
     return F.embedding(input_ids, transformer.wte.weight) + F.embedding(position_ids, transformer.wpe.weight)
 
 
-def _mlp(block: Module, x: Tensor, act: str, eps: float) -> Tensor:
+def _mlp(block: Module, x: Tensor, act: str, eps: float, onednn: bool = False) -> Tensor:
     h = F.layer_norm(x, (x.shape[-1],), block.ln_2.weight, block.ln_2.bias, eps)
-    return x + _conv1d(_conv1d(h, block.mlp.c_fc, act), block.mlp.c_proj)
+    return x + _conv1d(_conv1d(h, block.mlp.c_fc, act, onednn), block.mlp.c_proj, None, onednn)
 
 
-def _qkv(block: Module, x: Tensor, n_head: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+def _qkv(block: Module, x: Tensor, n_head: int, eps: float, onednn: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     B, T, D = x.shape
     h = F.layer_norm(x, (D,), block.ln_1.weight, block.ln_1.bias, eps)
-    q, k, v = _conv1d(h, block.attn.c_attn).split(D, dim=-1)
+    q, k, v = _conv1d(h, block.attn.c_attn, None, onednn).split(D, dim=-1)
     hs = D // n_head
     return (q.view(B, T, n_head, hs).transpose(1, 2),  # (B, H, T, hs)
             k.view(B, T, n_head, hs).transpose(1, 2),
             v.view(B, T, n_head, hs).transpose(1, 2))
 
 
-def _attn_out(block: Module, x: Tensor, y: Tensor) -> Tensor:
+def _attn_out(block: Module, x: Tensor, y: Tensor, onednn: bool = False) -> Tensor:
     B, _, T, _ = y.shape
-    return x + _conv1d(y.transpose(1, 2).reshape(B, T, x.shape[-1]), block.attn.c_proj)
+    return x + _conv1d(y.transpose(1, 2).reshape(B, T, x.shape[-1]), block.attn.c_proj, None, onednn)
 
 
 def _padding_mask(attention_mask: Tensor) -> Tensor | None:
@@ -309,7 +275,7 @@ class Decoder:
         t0, n = self.t, ids.shape[1]
         x = _embed(self.tr, ids, pos)
         for i, block in enumerate(self.tr.h):
-            q, k, v = _qkv(block, x, self.n_head, self.eps)
+            q, k, v = _qkv(block, x, self.n_head, self.eps, onednn=n == 1)
             self.k[i][:, :, t0 : t0 + n] = k
             self.v[i][:, :, t0 : t0 + n] = v
             keys, values = self.k[i][:, :, : t0 + n], self.v[i][:, :, : t0 + n]  # strided views, no copy
@@ -324,10 +290,10 @@ class Decoder:
                 y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scales[i])
             else:
                 y = F.scaled_dot_product_attention(q, keys, values, is_causal=causal, scale=self.scales[i])
-            x = _mlp(block, _attn_out(block, x, y), self.act, self.eps)
+            x = _mlp(block, _attn_out(block, x, y, onednn=n == 1), self.act, self.eps, onednn=n == 1)
         self.t = t0 + n
         h = F.layer_norm(x[:, -1], (x.shape[-1],), self.tr.ln_f.weight, self.tr.ln_f.bias, self.eps)  # (B, D)
-        return lm_logits(self.lm_head, h)  # (B, V)
+        return lm_logits(self.lm_head, h, onednn=n == 1)  # (B, V)
 
     def step(self, tokens: Tensor) -> Tensor:
         """Feed one token per row (B,) and return the next-token logits (B, V)."""

@@ -26,10 +26,10 @@ def test_all_presets_validate() -> None:
 
 
 def test_dotted_overrides_parse_like_yaml() -> None:
-    cfg = load_config("smoke", ["ppo.batch_size=16", "ppo.learning_rate=1e-5", "train.compile=true", "tags=[a, b]"])
+    cfg = load_config("smoke", ["ppo.batch_size=16", "ppo.learning_rate=1e-5", "train.checkpoint_at_end=true", "tags=[a, b]"])
     assert cfg.ppo.batch_size == 16
     assert cfg.ppo.learning_rate == pytest.approx(1e-5)
-    assert cfg.train.compile is True
+    assert cfg.train.checkpoint_at_end is True
     assert cfg.tags == ["a", "b"]
     assert apply_overrides({"a": {"b": 1}}, {"a.c": 2}) == {"a": {"b": 1, "c": 2}}
 
