@@ -85,37 +85,49 @@ def _scaling(attn: Module, layer_idx: int) -> float:
     return s / (layer_idx + 1) if cfg.scale_attn_by_inverse_layer_idx else s
 
 
-# ----------------------------------------------------------------------------- oneDNN decode matmuls
+# ----------------------------------------------------------------------------- oneDNN no-grad matmuls
 # Why: a decode step multiplies a handful of rows (the batch) by every weight matrix, so generation
 # is bound by how fast the weights stream from memory. For (8 x 768) @ (768 x 2304) MKL's sgemm
 # (what ``addmm`` calls) streams them at ~8 GB/s on this class of CPU; oneDNN's matmul, handed the
 # same weight as a transposed view (no copy, no repacking), runs the matmuls of a GPT-2-small decode
-# step in 21 ms instead of 43 ms with 2 threads (benchmarks/NOTES_ppo_vs_trl.md). Same fp32 math,
-# sums accumulated in a different order (tests/unit/test_fastgpt2.py).
+# step in 21 ms instead of 43 ms with 2 threads, and full-sequence no-grad forwards (scoring) ~15%
+# faster (benchmarks/NOTES_ppo_vs_trl.md). Same fp32 math, sums accumulated in a different order
+# (tests/unit/test_fastgpt2.py). The op has no autograd formula: training forwards stay on addmm.
 #
-# Only decode steps use it: oneDNN (through ideep) keeps ~0.3-0.7 MB of generated code per distinct
-# input shape for the life of the process, even past its primitive-cache capacity. Decode steps
-# have one shape per generation batch size; full-sequence forwards (prefill, scoring, training) have
-# a new row count whenever the padded length changes, and would grow the process without bound.
+# Bounded: oneDNN (through ideep) keeps ~0.53 MiB of generated code per distinct matmul shape for
+# the life of the process, even past its primitive-cache capacity, and a full-sequence forward has
+# a new row count (batch x padded length) whenever the length changes. So oneDNN serves at most
+# ONEDNN_ROW_COUNTS distinct row counts per process (the first ones seen: a run's decode batch,
+# its usual lengths); other row counts go to addmm. Worst case ~7 MiB of runtime + 16 row counts x
+# ~9 weight shapes x 0.53 MiB ~ 80 MiB.
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 _onednn_linear: Callable[..., Tensor] | None = torch.ops.mkldnn._linear_pointwise if _ONEDNN else None
+ONEDNN_ROW_COUNTS = 16
+_onednn_rows: set[int] = set()
 
 
 def _use_onednn(x: Tensor, weight: Tensor) -> bool:
-    """oneDNN can compute ``x @ W`` here: fp32 on the CPU, and nothing needs a gradient (the op has
-    no autograd formula)."""
-    return (_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
+    """oneDNN computes ``x @ W`` here: fp32 on the CPU, nothing needs a gradient (the op has no
+    autograd formula), and the row count is one of the process's first ONEDNN_ROW_COUNTS."""
+    if not (_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32):
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return False
+    rows = x.shape[0]
+    if rows not in _onednn_rows:
+        if len(_onednn_rows) >= ONEDNN_ROW_COUNTS:
+            return False
+        _onednn_rows.add(rows)
+    return True
 
 
-def _linear(x2: Tensor, weight: Tensor, bias: Tensor | None, conv1d: bool, act: str | None = None,
-            onednn: bool = False) -> Tensor:
-    """(N, in) @ W + b, then ``act``. With ``onednn`` (decode steps) and where :func:`_use_onednn`
-    holds, one oneDNN matmul with the activation fused in; else ``addmm`` / ``F.linear``.
+def _linear(x2: Tensor, weight: Tensor, bias: Tensor | None, conv1d: bool, act: str | None = None) -> Tensor:
+    """(N, in) @ W + b, then ``act``: one oneDNN matmul with the activation fused in where
+    :func:`_use_onednn` holds, else ``addmm`` / ``F.linear``.
 
     ``conv1d``: the weight is stored (in, out) as in transformers' Conv1D, else (out, in).
     """
-    if onednn and _onednn_linear is not None and _use_onednn(x2, weight):
+    if _onednn_linear is not None and _use_onednn(x2, weight):
         attr, algo = _FUSED_ACT[act] if act is not None else ("none", "")
         return _onednn_linear(x2, weight.t() if conv1d else weight, bias, attr, [], algo)
     if conv1d:
@@ -125,15 +137,15 @@ def _linear(x2: Tensor, weight: Tensor, bias: Tensor | None, conv1d: bool, act: 
     return _ACTIVATIONS[act](out) if act is not None else out
 
 
-def _conv1d(x: Tensor, mod: Module, act: str | None = None, onednn: bool = False) -> Tensor:
+def _conv1d(x: Tensor, mod: Module, act: str | None = None) -> Tensor:
     """transformers' Conv1D (weight stored (in, out)): x @ W + b, then ``act`` when given."""
-    out = _linear(x.reshape(-1, x.shape[-1]), mod.weight, mod.bias, True, act, onednn)
+    out = _linear(x.reshape(-1, x.shape[-1]), mod.weight, mod.bias, True, act)
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
-def lm_logits(lm_head: Module, h: Tensor, onednn: bool = False) -> Tensor:
+def lm_logits(lm_head: Module, h: Tensor) -> Tensor:
     """``lm_head(h)``, logits (..., V), through :func:`_linear`."""
-    out = _linear(h.reshape(-1, h.shape[-1]), lm_head.weight, lm_head.bias, False, None, onednn)
+    out = _linear(h.reshape(-1, h.shape[-1]), lm_head.weight, lm_head.bias, False)
     return out.view(*h.shape[:-1], out.shape[-1])
 
 
@@ -141,24 +153,24 @@ def _embed(transformer: Module, input_ids: Tensor, position_ids: Tensor) -> Tens
     return F.embedding(input_ids, transformer.wte.weight) + F.embedding(position_ids, transformer.wpe.weight)
 
 
-def _mlp(block: Module, x: Tensor, act: str, eps: float, onednn: bool = False) -> Tensor:
+def _mlp(block: Module, x: Tensor, act: str, eps: float) -> Tensor:
     h = F.layer_norm(x, (x.shape[-1],), block.ln_2.weight, block.ln_2.bias, eps)
-    return x + _conv1d(_conv1d(h, block.mlp.c_fc, act, onednn), block.mlp.c_proj, None, onednn)
+    return x + _conv1d(_conv1d(h, block.mlp.c_fc, act), block.mlp.c_proj)
 
 
-def _qkv(block: Module, x: Tensor, n_head: int, eps: float, onednn: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+def _qkv(block: Module, x: Tensor, n_head: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     B, T, D = x.shape
     h = F.layer_norm(x, (D,), block.ln_1.weight, block.ln_1.bias, eps)
-    q, k, v = _conv1d(h, block.attn.c_attn, None, onednn).split(D, dim=-1)
+    q, k, v = _conv1d(h, block.attn.c_attn).split(D, dim=-1)
     hs = D // n_head
     return (q.view(B, T, n_head, hs).transpose(1, 2),  # (B, H, T, hs)
             k.view(B, T, n_head, hs).transpose(1, 2),
             v.view(B, T, n_head, hs).transpose(1, 2))
 
 
-def _attn_out(block: Module, x: Tensor, y: Tensor, onednn: bool = False) -> Tensor:
+def _attn_out(block: Module, x: Tensor, y: Tensor) -> Tensor:
     B, _, T, _ = y.shape
-    return x + _conv1d(y.transpose(1, 2).reshape(B, T, x.shape[-1]), block.attn.c_proj, None, onednn)
+    return x + _conv1d(y.transpose(1, 2).reshape(B, T, x.shape[-1]), block.attn.c_proj)
 
 
 def _padding_mask(attention_mask: Tensor) -> Tensor | None:
@@ -275,7 +287,7 @@ class Decoder:
         t0, n = self.t, ids.shape[1]
         x = _embed(self.tr, ids, pos)
         for i, block in enumerate(self.tr.h):
-            q, k, v = _qkv(block, x, self.n_head, self.eps, onednn=n == 1)
+            q, k, v = _qkv(block, x, self.n_head, self.eps)
             self.k[i][:, :, t0 : t0 + n] = k
             self.v[i][:, :, t0 : t0 + n] = v
             keys, values = self.k[i][:, :, : t0 + n], self.v[i][:, :, : t0 + n]  # strided views, no copy
@@ -290,10 +302,10 @@ class Decoder:
                 y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scales[i])
             else:
                 y = F.scaled_dot_product_attention(q, keys, values, is_causal=causal, scale=self.scales[i])
-            x = _mlp(block, _attn_out(block, x, y, onednn=n == 1), self.act, self.eps, onednn=n == 1)
+            x = _mlp(block, _attn_out(block, x, y), self.act, self.eps)
         self.t = t0 + n
         h = F.layer_norm(x[:, -1], (x.shape[-1],), self.tr.ln_f.weight, self.tr.ln_f.bias, self.eps)  # (B, D)
-        return lm_logits(self.lm_head, h, onednn=n == 1)  # (B, V)
+        return lm_logits(self.lm_head, h)  # (B, V)
 
     def step(self, tokens: Tensor) -> Tensor:
         """Feed one token per row (B,) and return the next-token logits (B, V)."""

@@ -222,7 +222,7 @@ class GPT2Policy(BasePolicy):
         position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
         hidden = _trunk(self.model.transformer, input_ids, attention_mask, position_ids)  # (B, T, D)
         h = hidden[:, prompt_len - 1 : -1]  # (B, R, D)
-        logits = self.model.lm_head(h)  # (B, R, V)
+        logits = fastgpt2.lm_logits(self.model.lm_head, h)  # (B, R, V)
         if self.temperature != 1.0:
             logits = logits / self.temperature
         labels = input_ids[:, prompt_len:]

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rlhfkit import fastgpt2
 from rlhfkit import ppo_ops as ops
 from rlhfkit.config import (
     GenerationConfig,
@@ -509,7 +510,7 @@ def _ref_logprobs(ref: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, P
 
     position_ids = (attn.cumsum(-1) - 1).clamp_min(0)
     h = _trunk(ref.transformer, ids, attn, position_ids)  # type: ignore[arg-type]  # (B, T, D)
-    logits = ref.lm_head(h[:, P - 1 : -1])  # type: ignore[attr-defined,operator]
+    logits = fastgpt2.lm_logits(ref.lm_head, h[:, P - 1 : -1])  # type: ignore[attr-defined]
     if temperature != 1.0:
         logits = logits / temperature
     return ops.logprobs_from_logits(logits, ids[:, P:])

@@ -64,10 +64,11 @@ Activation = Literal["gelu_new", "gelu_fused"]
 # oneDNN/OpenMP scratch space and the Python objects of the modules; both are per-process costs
 # independent of batch size.
 FRAMEWORK_OVERHEAD: dict[str, int] = {"cuda": 40 * MiB, "cpu": 24 * MiB}
-# oneDNN, which runs the engine's decode-step matmuls on the CPU (rlhfkit.fastgpt2): ~7 MiB of
-# runtime on first use, then ~0.53 MiB of generated code per matmul shape, kept for the process's
-# life — 5 shapes (qkv, attention out, MLP in, MLP out, LM head) per decode batch size, and a run
-# decodes at two (rollout generation, evaluation). RSS of a bare process, 2026-11-27.
+# oneDNN, which runs the engine's no-grad matmuls on the CPU (rlhfkit.fastgpt2): ~7 MiB of runtime
+# on first use, then ~0.53 MiB of generated code per matmul shape, kept for the process's life — 5
+# weight shapes (qkv, attention out, MLP in, MLP out, LM head) per row count, and one step sees ~5
+# row counts (decode, prefill, scoring, evaluation's decode and prefill). RSS of a bare process,
+# 2026-11-27. A long run with varying lengths adds up to fastgpt2.ONEDNN_ROW_COUNTS row counts.
 ONEDNN_RUNTIME = 7 * MiB
 ONEDNN_PER_SHAPE = 53 * MiB // 100
 
@@ -333,7 +334,7 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
     est.persistent = sum(sum(c.values()) for c in est.models.values())
     est.overhead = FRAMEWORK_OVERHEAD[plan.device]
     if plan.device == "cpu" and plan.lean_forward:
-        est.overhead += ONEDNN_RUNTIME + ONEDNN_PER_SHAPE * 5 * 2
+        est.overhead += ONEDNN_RUNTIME + ONEDNN_PER_SHAPE * 5 * 5
 
     # generation: KV cache for the whole response, growing by torch.cat (one layer's copy extra)
     g = plan.gen_batch
