@@ -99,7 +99,9 @@ def _scaling(attn: Module, layer_idx: int) -> float:
 # a new row count (batch x padded length) whenever the length changes. So oneDNN serves at most
 # ONEDNN_ROW_COUNTS distinct row counts per process (the first ones seen: a run's decode batch,
 # its usual lengths); other row counts go to addmm. Worst case ~7 MiB of runtime + 16 row counts x
-# ~9 weight shapes x 0.53 MiB ~ 80 MiB.
+# ~9 weight shapes x 0.53 MiB ~ 80 MiB. Which kernel a matmul gets thus depends on the row counts
+# the process saw first: two identical runs in one process stay bit-identical, while a run resumed
+# in a fresh process may take the other kernel for some shapes and agree to fp32 rounding only.
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 _onednn_linear: Callable[..., Tensor] | None = torch.ops.mkldnn._linear_pointwise if _ONEDNN else None
 ONEDNN_ROW_COUNTS = 16
