@@ -43,6 +43,10 @@ class Measurement:
     stage_peak_mb: dict[str, float] = field(default_factory=dict)  # absolute, max over steps
     peak_mb: float = 0.0  # max over stages (absolute)
     growth_mb: float = 0.0  # peak - baseline: what the analytic model predicts
+    # CPU: growth of file-backed resident pages (shared-library code faulted in during the run),
+    # subtracted from growth_mb: how many of those pages a process touches depends on the page
+    # cache and readahead (a freshly installed venv faults ~20 MiB more), not on the run's tensors
+    file_backed_growth_mb: float | None = None
     reserved_mb: float | None = None  # CUDA: max_memory_reserved over the run
     tokens_per_sec: float | None = None
     step_time_s: float | None = None
@@ -50,6 +54,18 @@ class Measurement:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _rss_file_mb() -> float | None:
+    """Resident file-backed pages of this process (``RssFile``), MiB; None where /proc lacks it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("RssFile:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
 
 
 def _malloc_trim() -> None:
@@ -96,6 +112,7 @@ def measure_in_process(config: Any, *, steps: int = 2, snapshot_path: str | Path
             torch.cuda.memory._record_memory_history(max_entries=200_000)
     else:
         baseline = rss_mb()
+    file_base = _rss_file_mb()
     sink = MemorySink()
     run_training(cfg, sinks=[sink], out_dir=None, hooks=[_TrimHook()])
     snap = None
@@ -113,10 +130,12 @@ def measure_in_process(config: Any, *, steps: int = 2, snapshot_path: str | Path
     timings = [e for e in sink.of_type("timings")]
     last = timings[-1] if timings else None
     peak = max(per_stage.values()) if per_stage else 0.0
+    file_growth = None if cuda or file_base is None or (end := _rss_file_mb()) is None else max(0.0, end - file_base)
     return Measurement(
         device=device.type, steps=steps, baseline_mb=round(baseline, 2),
         stage_peak_mb={k: round(v, 2) for k, v in per_stage.items()}, peak_mb=round(peak, 2),
-        growth_mb=round(peak - baseline, 2),
+        growth_mb=round(peak - baseline - (file_growth or 0.0), 2),
+        file_backed_growth_mb=None if file_growth is None else round(file_growth, 2),
         reserved_mb=round(torch.cuda.max_memory_reserved(device) / MiB, 2) if cuda else None,
         tokens_per_sec=(last.tokens / last.step_time) if last and last.step_time else None,
         step_time_s=last.step_time if last else None, snapshot=snap,
