@@ -94,12 +94,12 @@ def _scaling(attn: Module, layer_idx: int) -> float:
 # faster (benchmarks/NOTES_ppo_vs_trl.md). Same fp32 math, sums accumulated in a different order
 # (tests/unit/test_fastgpt2.py). The op has no autograd formula: training forwards stay on addmm.
 #
-# Bounded: oneDNN (through ideep) keeps ~0.53 MiB of generated code per distinct matmul shape for
+# Bounded: oneDNN (through ideep) keeps ~0.6 MiB of generated code per distinct matmul shape for
 # the life of the process, even past its primitive-cache capacity, and a full-sequence forward has
 # a new row count (batch x padded length) whenever the length changes. So oneDNN serves at most
 # ONEDNN_ROW_COUNTS distinct row counts per process (the first ones seen: a run's decode batch,
-# its usual lengths); other row counts go to addmm. Worst case ~7 MiB of runtime + 16 row counts x
-# ~9 weight shapes x 0.53 MiB ~ 80 MiB. Which kernel a matmul gets thus depends on the row counts
+# its usual lengths); other row counts go to addmm. Worst case 16 row counts x ~9 weight shapes x
+# 0.6 MiB ~ 85 MiB (rlhfkit.memopt.model.ONEDNN_PER_SHAPE counts one step's share). Which kernel a matmul gets thus depends on the row counts
 # the process saw first: two identical runs in one process stay bit-identical, while a run resumed
 # in a fresh process may take the other kernel for some shapes and agree to fp32 rounding only.
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
@@ -198,9 +198,9 @@ def hidden_states(transformer: Module, input_ids: Tensor, attention_mask: Tensor
 
     Same result as ``transformer(input_ids, attention_mask=..., position_ids=...).last_hidden_state``
     at every real position. With ``at`` (B,) real-token positions, returns only those rows, (B, D):
-    the last layer then computes its keys and values for every position but its query, attention
-    output and MLP for one position per row — 3/4 of that layer's matmuls saved, for a reward model
-    that reads one position per sequence.
+    the last layer still projects q/k/v at every position, but attends, projects and runs its MLP
+    for one position per row — 3/4 of that layer's matmuls saved, for a reward model that reads one
+    position per sequence.
     """
     cfg = transformer.config
     eps, H = cfg.layer_norm_epsilon, cfg.n_head

@@ -219,7 +219,7 @@ class GPT2Policy(BasePolicy):
         input_ids/attention_mask (B, T) with T = P + R; returns (B, R) tensors. The logits at
         position t predict token t+1, so the response's scores come from positions P-1 .. T-2.
         """
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
+        position_ids = fastgpt2.position_ids_from_mask(attention_mask)
         hidden = _trunk(self.model.transformer, input_ids, attention_mask, position_ids)  # (B, T, D)
         h = hidden[:, prompt_len - 1 : -1]  # (B, R, D)
         logits = fastgpt2.lm_logits(self.model.lm_head, h)  # (B, R, V)
@@ -322,7 +322,7 @@ class _HFDecoder:
     def __init__(self, model: GPT2LMHeadModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> None:
         self.model = model
         self.attn = prompt_mask
-        position_ids = (prompt_mask.cumsum(-1) - 1).clamp_min(0)
+        position_ids = fastgpt2.position_ids_from_mask(prompt_mask)
         out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids, use_cache=True,
                     logits_to_keep=1)
         self.past = _get_cache(out)

@@ -109,9 +109,9 @@ class RewardNet(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T) left- or right-padded ids -> (B,) scores."""
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
         from rlhfkit import fastgpt2
 
+        position_ids = fastgpt2.position_ids_from_mask(attention_mask)
         # index of the last real token in each row (works for left and right padding)
         T = attention_mask.shape[1]
         last = T - 1 - attention_mask.flip(-1).argmax(-1)

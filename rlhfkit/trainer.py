@@ -508,7 +508,7 @@ def _ref_logprobs(ref: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, P
     """Reference log-probs of the response tokens (B, R), on the lean GPT-2 forward when it applies."""
     from rlhfkit.policy import _trunk
 
-    position_ids = (attn.cumsum(-1) - 1).clamp_min(0)
+    position_ids = fastgpt2.position_ids_from_mask(attn)
     h = _trunk(ref.transformer, ids, attn, position_ids)  # type: ignore[arg-type]  # (B, T, D)
     logits = fastgpt2.lm_logits(ref.lm_head, h[:, P - 1 : -1])  # type: ignore[attr-defined]
     if temperature != 1.0:
