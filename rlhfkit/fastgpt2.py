@@ -36,6 +36,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from rlhfkit import ppo_ops as ops
+
 Tensor = torch.Tensor
 # transformers GPT-2 modules (GPT2Model, GPT2Block, Conv1D, ...), read by attribute name only
 Module = Any
@@ -234,15 +236,48 @@ def hidden_states(transformer: Module, input_ids: Tensor, attention_mask: Tensor
 def logprobs_and_entropy(logits: Tensor, labels: Tensor, with_entropy: bool = True) -> tuple[Tensor, Tensor | None]:
     """log softmax(logits)[labels] and the entropy from one log-softmax: (B, R, V), (B, R) -> (B, R) x2.
 
-    One pass over V for both instead of a logsumexp for the log-probs and a second log-softmax for
-    the entropy.
+    One fused ``log_softmax`` kernel serves both. Without the entropy it is still the fastest way
+    to the log-probs: on this class of CPU ``log_softmax`` + gather takes half the time of gather
+    minus ``logsumexp`` (whose max, subtract, exp and sum are four passes over the (B, R, V) logits).
+    With the entropy, :class:`_LogprobsEntropy` supplies a hand-written backward.
     """
     if not with_entropy:
-        picked = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-        return picked - torch.logsumexp(logits, dim=-1), None
-    logp = F.log_softmax(logits, dim=-1)
-    entropy = -(logp.exp() * logp).sum(-1)
-    return logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1), entropy
+        return ops.logprobs_from_logits(logits, labels), None
+    lead = logits.shape[:-1]
+    lp, ent = _LogprobsEntropy.apply(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+    return lp.view(lead), ent.view(lead)
+
+
+class _LogprobsEntropy(torch.autograd.Function):
+    """(N, V) logits z, (N,) labels y -> log-prob of y and entropy, each (N,).
+
+    Why a hand-written backward: autograd's backward of ``gather(log_softmax(z))`` and
+    ``-(exp(logp) * logp).sum()`` runs about ten passes over the (N, V) tensors (a zero fill and a
+    scatter for the gather, three multiplies, an add, the log-softmax backward); the closed form
+    below runs three (same saved tensors: the log-softmax and its exp). Measured at N=1024, V=2023
+    on 2 CPU threads: forward + backward 8.4 -> 4.2 ms. ``tests/unit/test_fastgpt2.py`` checks it
+    against autograd.
+
+    With p = softmax(z), H = -sum p log p:  d log p_y / dz = onehot(y) - p,  dH/dz = -p (log p + H),
+    so  dz = p * (c - g_H log p) + g_lp onehot(y)  with  c = -(g_lp + g_H H).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        logp = F.log_softmax(z, dim=-1)  # fp32 under autocast too
+        p = logp.exp()
+        ent = -(p * logp).sum(-1)
+        ctx.save_for_backward(logp, p, ent, y)
+        ctx.z_dtype = z.dtype
+        return logp.gather(-1, y.unsqueeze(-1)).squeeze(-1), ent
+
+    @staticmethod
+    def backward(ctx: Any, g_lp: Tensor, g_ent: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        logp, p, ent, y = ctx.saved_tensors
+        c = -(g_lp + g_ent * ent)  # (N,)
+        dz = torch.addcmul(c.unsqueeze(-1), logp, g_ent.unsqueeze(-1), value=-1.0).mul_(p)  # (N, V)
+        dz.scatter_add_(-1, y.unsqueeze(-1), g_lp.unsqueeze(-1).to(dz.dtype))
+        return dz.to(ctx.z_dtype), None
 
 
 class Decoder:

@@ -57,13 +57,13 @@ def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float =
 
 
 def logprobs_from_logits(logits: Tensor, labels: Tensor) -> Tensor:
-    """log softmax(logits)[labels] without materialising the (B, T, V) log-softmax.
+    """log softmax(logits)[labels]: (B, T, V), (B, T) -> (B, T).
 
-    (B, T, V), (B, T) -> (B, T). Gathering the label logit and subtracting logsumexp does one
-    reduction over V instead of writing a second V-sized tensor.
+    One fused ``log_softmax`` kernel, then a gather. Gather minus ``logsumexp`` would avoid keeping
+    the log-softmax, but ``logsumexp`` is itself four passes over V (max, subtract, exp, sum) with
+    one V-sized temporary, and measures twice as slow on CPU at (4096, 2023).
     """
-    picked = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
+    return F.log_softmax(logits, dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
 
 
 def entropy_from_logits(logits: Tensor) -> Tensor:

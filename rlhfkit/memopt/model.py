@@ -37,8 +37,8 @@ With gradient checkpointing (transformers' non-reentrant ``torch.utils.checkpoin
 block's input is kept, and one block's activations are rebuilt at a time during the backward pass.
 
 The update's peak is the largest of its phases, not the sum of everything it ever holds
-(:func:`_update_peak`): the LM head's backward (trunk activations, ``logp`` and ``p``, three
-``(b, R, V)`` gradients; no parameter gradients yet when a minibatch is one micro-batch, since
+(:func:`_update_peak`): the LM head (trunk activations, ``logp`` and ``p``, and two more
+``(b, R, V)`` tensors at its worst moment; no parameter gradients yet when a minibatch is one micro-batch, since
 ``zero_grad(set_to_none=True)`` runs at its start), the checkpoint recompute of block 0 (every other
 gradient present), the tied embedding's gradient, and the optimizer step.
 
@@ -221,10 +221,9 @@ def head_saved_bytes(plan: Plan, b: int, T: int, R: int, V: int, D: int, entropy
     """Saved for backward by the LM head on the response positions: the final hidden state (whole
     (b, T, D) storage: the response slice is a view), then with the entropy bonus one fp32
     log-softmax and its exp (``rlhfkit.fastgpt2.logprobs_and_entropy``: the logits themselves are
-    not kept), without it the logits (gather minus logsumexp)."""
-    a = _act_bytes(plan)
+    not kept), without it the fp32 log-softmax alone."""
     brv = b * R * V
-    return b * T * D * 4 + (2 * brv * 4 if entropy else brv * a)
+    return b * T * D * 4 + (2 if entropy else 1) * brv * 4
 
 
 def kv_cache_bytes(plan: Plan, B: int, T: int, shape: ModelShape | None = None) -> int:
@@ -272,8 +271,9 @@ def _update_peak(plan: Plan, n_trainable: int) -> tuple[dict[str, int], str]:
     CPU, one micro-batch of the engine's update, plain and checkpointed):
 
     * **head** — after the forward the trunk's saved activations and the head's saved ``logp`` and
-      ``p`` are live; the head's backward adds three ``(b, R, V)`` fp32 gradients (gather's
-      zero-filled one, then the product's two, then exp's). ``zero_grad(set_to_none=True)`` runs at
+      ``p`` are live. Its worst moment is the entropy's sum in the forward, where the logits and
+      the ``p * logp`` product are live too (the hand-written backward needs less: one fp32
+      gradient, plus its bf16 copy under autocast). ``zero_grad(set_to_none=True)`` runs at
       each minibatch start, so with one micro-batch per minibatch no parameter gradient exists yet
       (the ``gradients_absent`` part is negative: persistent memory counts them).
     * **trunk** — with gradient checkpointing, the backward re-runs one transformers block at a
@@ -298,7 +298,7 @@ def _update_peak(plan: Plan, n_trainable: int) -> tuple[dict[str, int], str]:
         acts = trunks * s.n_layer * layer_saved_bytes(plan, b, T)
     head = head_saved_bytes(plan, b, T, R, V, D)
     phases: dict[str, dict[str, int]] = {
-        "head": {"activations": acts, "logits_head": head, "backward": 3 * b * R * V * 4 + autocast,
+        "head": {"activations": acts, "logits_head": head, "backward": b * R * V * (_act_bytes(plan) + 4) + autocast,
                  "gradients_absent": absent},
         "embedding": {"activations": 0, "logits_head": 0, "backward": 2 * V * D * 4, "gradients_absent": 0},
         "optimizer": {"activations": 0, "logits_head": 0,

@@ -132,6 +132,29 @@ def test_fused_logprobs_and_entropy_match_the_separate_functions() -> None:
     torch.testing.assert_close(lp2, lp)
 
 
+def test_logprobs_and_entropy_backward_matches_autograd() -> None:
+    """The hand-written backward equals autograd through the naive formulas, for any mix of
+    upstream gradients on the two outputs (including one output unused)."""
+    g = torch.Generator().manual_seed(21)
+    logits = (torch.randn(2, 4, V, generator=g, dtype=torch.float64) * 3)
+    labels = torch.randint(0, V, (2, 4), generator=g)
+    w_lp, w_ent = torch.randn(2, 4, generator=g, dtype=torch.float64), torch.randn(2, 4, generator=g, dtype=torch.float64)
+    for use_lp, use_ent in ((True, True), (True, False), (False, True)):
+        z1 = logits.clone().requires_grad_()
+        lp, ent = fastgpt2.logprobs_and_entropy(z1, labels)
+        assert ent is not None
+        ((lp * w_lp).sum() * use_lp + (ent * w_ent).sum() * use_ent).backward()
+        z2 = logits.clone().requires_grad_()
+        logp = torch.log_softmax(z2, -1)
+        naive_lp = logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+        naive_ent = -(logp.exp() * logp).sum(-1)
+        ((naive_lp * w_lp).sum() * use_lp + (naive_ent * w_ent).sum() * use_ent).backward()
+        torch.testing.assert_close(lp, naive_lp)
+        torch.testing.assert_close(z1.grad, z2.grad)
+    assert torch.autograd.gradcheck(lambda z: fastgpt2.logprobs_and_entropy(z, labels[:1, :2] % 9),
+                                    (logits[:1, :2, :9].clone().requires_grad_(),))
+
+
 def test_inverse_cdf_draw_follows_the_probabilities_and_skips_zeros() -> None:
     from rlhfkit.policy import _draw
 

@@ -147,16 +147,19 @@ def _traced_update_peak(policy, b: int, P: int, R: int, ga: int) -> int:  # noqa
             ((lp.mean() + v.pow(2).mean() - 0.01 * ent.mean()) / ga).backward()
             del lp, v, ent
         opt.step()
+    # chronological; a stable sort keeps the recorded order of events with the same timestamp (sorting
+    # (time, bytes) pairs would put a free before an allocation of the same microsecond and hide a peak)
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
     cur = peak = 0
-    for _, nbytes in sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                            if e.name() == "[memory]"):
-        cur += nbytes
+    for e in events:
+        cur += e.nbytes()
         peak = max(peak, cur)
     return peak
 
 
-@pytest.mark.parametrize("ckpt,ga", [(False, 1), (True, 1), (True, 2)])
-def test_update_peak_matches_the_traced_allocations(ckpt: bool, ga: int) -> None:
+@pytest.mark.parametrize("ckpt,ga,peak_phase", [(False, 1, "head"), (True, 1, "embedding"), (True, 2, "head")])
+def test_update_peak_matches_the_traced_allocations(ckpt: bool, ga: int, peak_phase: str) -> None:
     """The update's phases (head backward without gradients, checkpoint recompute, embedding
     gradient, fused optimizer step) against every allocation of a real minibatch update."""
     from rlhfkit.memopt.model import _update_peak
@@ -173,5 +176,8 @@ def test_update_peak_matches_the_traced_allocations(ckpt: bool, ga: int) -> None
     assert n_trainable == plan.shape.params() + D + 1
     parts, phase = _update_peak(plan, n_trainable)
     predicted = 4 * n_trainable + sum(parts.values())  # persistent memory counts the gradients
-    assert phase == "head"  # at this shape the LM head's backward holds the peak
+    # at this shape the LM head holds the peak, except checkpointed without accumulation: there the
+    # activations are small, no earlier micro-batch's gradients exist, and the tied embedding's
+    # dense gradient at the end of the backward is the worst moment
+    assert phase == peak_phase
     assert abs(predicted - traced) / traced < 0.05, (predicted / 2**20, traced / 2**20)
