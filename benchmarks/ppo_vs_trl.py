@@ -32,6 +32,10 @@ Identical work, by construction:
 What differs is each system's own design: TRL trains a separate value model (its default and only
 option in 0.19.1) and takes the old log-probs from the generation logits; rlhfkit puts the value
 head on the policy trunk (its default) and recomputes log-probs and values in one scoring pass.
+``--systems trl,rlhfkit,rlhfkit-s`` adds rlhfkit with ``ppo.rollout_scores=sampling``, which reads
+the old log-probs *and* the values off the sampling pass (TRL's choice for the log-probs; with the
+shared trunk the values come along), so it runs no policy forward in scoring. The headline ratio
+is the default configuration's.
 
 Stages: ``generation`` (sampling), ``scoring`` (old log-probs, values, reference log-probs, reward),
 ``advantages`` (KL penalty, GAE, whitening) and ``update`` (forward, backward, optimizer). TRL's
@@ -203,7 +207,8 @@ def run_trl(shape: dict[str, int], steps: int, warmup: int, tmp: Path) -> dict[s
 
 
 # ----------------------------------------------------------------------------- rlhfkit worker (main venv)
-def run_rlhfkit(shape: dict[str, int], steps: int, warmup: int, tmp: Path) -> dict[str, Any]:
+def run_rlhfkit(shape: dict[str, int], steps: int, warmup: int, tmp: Path,
+                rollout_scores: str = "forward") -> dict[str, Any]:
     import torch
 
     from rlhfkit import GPT2Policy, PPOTrainer
@@ -225,7 +230,8 @@ def run_rlhfkit(shape: dict[str, int], steps: int, warmup: int, tmp: Path) -> di
                   "max_length": PROMPT_LEN + R, "warm_start": False},
         "generation": {"max_new_tokens": R, "stop_at_eos": False, "temperature": 1.0, "top_p": 1.0, "top_k": 0},
         "reward": {"kind": "model"},
-        "ppo": {"batch_size": B, "mini_batch_size": B // shape["minibatches"], "ppo_epochs": 1},
+        "ppo": {"batch_size": B, "mini_batch_size": B // shape["minibatches"], "ppo_epochs": 1,
+                "rollout_scores": rollout_scores},
         "train": {"num_epochs": 1, "steps_per_epoch": warmup + steps, "eval_every": 0, "eval_prompts": 1,
                   "device": "cpu"},
     })
@@ -323,6 +329,10 @@ def print_table(shape: str, summary: dict[str, dict[str, float]], load: str) -> 
         ratio = kit["tokens_per_s"] / trl["tokens_per_s"]
         print(f"{'TRL/kit':<10}" + "".join(f"{trl[c] / kit[c]:>11.2f}x" if kit[c] > 1e-9 else f"{'-':>12}" for c in cols)
               + f"{ratio:>11.2f}x")
+        kit_s = summary.get("rlhfkit-s")
+        if kit_s:
+            print(f"rlhfkit-s (ppo.rollout_scores=sampling) tokens/s = "
+                  f"{kit_s['tokens_per_s'] / trl['tokens_per_s']:.2f} x TRL 0.19.1's")
         print(f"rlhfkit tokens/s = {ratio:.2f} x TRL 0.19.1's   (target >= 2x; TRL as measured in issue 2:"
               f" {CEO_TRL[shape]} s/step)")
         cpu_ratio = kit["tokens_per_cpu_s"] / trl["tokens_per_cpu_s"]
@@ -341,11 +351,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=3, help="measured steps per worker run")
     ap.add_argument("--warmup", type=int, default=1, help="unmeasured steps per worker run")
     ap.add_argument("--quick", action="store_true", help="1 round, 2 measured steps (about 1-2 minutes quiet)")
-    ap.add_argument("--systems", default="trl,rlhfkit")
+    ap.add_argument("--systems", default="trl,rlhfkit",
+                    help="comma-separated from trl, rlhfkit, rlhfkit-s (rlhfkit with ppo.rollout_scores=sampling: "
+                         "old log-probs and values read off the sampling pass, as TRL reads its old log-probs)")
     ap.add_argument("--threads", type=int, help="torch/OpenMP threads for both systems (default: torch's default)")
     ap.add_argument("--json", type=Path, help="also write every measured step here")
     # worker mode (internal)
-    ap.add_argument("--worker", choices=["trl", "rlhfkit"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["trl", "rlhfkit", "rlhfkit-s"], help=argparse.SUPPRESS)
     ap.add_argument("--shape", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -354,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.worker == "trl":
                 _emit(run_trl(SHAPES[args.shape], args.steps, args.warmup, Path(d)))
             else:
-                _emit(run_rlhfkit(SHAPES[args.shape], args.steps, args.warmup, Path(d)))
+                _emit(run_rlhfkit(SHAPES[args.shape], args.steps, args.warmup, Path(d),
+                                  "sampling" if args.worker == "rlhfkit-s" else "forward"))
         return 0
 
     if args.quick:

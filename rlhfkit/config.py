@@ -99,6 +99,11 @@ class PPOConfig(_Strict):
     max_grad_norm: float = Field(1.0, gt=0, description="Clip the global gradient norm to this")
     whiten_rewards: bool = Field(False, description="Whiten scores across the batch before GAE")
     whiten_advantages: bool = Field(True, description="Whiten advantages before the policy loss")
+    rollout_scores: Literal["forward", "sampling"] = Field(
+        "forward", description="Where the old log-probs and values come from: forward = a scoring pass of the "
+        "policy over the finished sequences (as OpenRLHF); sampling = read off the sampling pass's logits and "
+        "hidden states (TRL takes its old log-probs this way): one policy forward fewer per step, same numbers "
+        "to fp32 rounding. A separate critic, or a model the lean sampler does not support, still gets the forward")
 
     @model_validator(mode="after")
     def _divides(self) -> PPOConfig:

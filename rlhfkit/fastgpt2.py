@@ -315,6 +315,7 @@ class Decoder:
         pos = position_ids_from_mask(prompt_mask)
         self.next_pos = pos[:, -1:] + 1  # (B, 1)
         self.t = 0
+        self.hidden: Tensor | None = None
         self.logits = self._forward(prompt_ids, pos, _padding_mask(prompt_mask) if self.masked else None,
                                     causal=True)
 
@@ -342,6 +343,7 @@ class Decoder:
             x = _mlp(block, _attn_out(block, x, y), self.act, self.eps)
         self.t = t0 + n
         h = F.layer_norm(x[:, -1], (x.shape[-1],), self.tr.ln_f.weight, self.tr.ln_f.bias, self.eps)  # (B, D)
+        self.hidden = h  # the trunk's output at the last fed position (a value head reads it)
         return lm_logits(self.lm_head, h)  # (B, V)
 
     def step(self, tokens: Tensor) -> Tensor:

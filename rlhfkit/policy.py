@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model, PreTrainedTokenizerBase
 
 from rlhfkit import fastgpt2
+from rlhfkit import ppo_ops as ops
 
 # GPT-2 shapes by name (n_layer, n_embd, n_head); `tiny` comes from rlhfkit.tiny.
 GPT2_SHAPES: dict[str, tuple[int, int, int]] = {
@@ -246,12 +248,35 @@ class GPT2Policy(BasePolicy):
 
         response_mask is 1 up to and including EOS; tokens after EOS are padding.
         """
-        return sample(self.model, prompt_ids, prompt_mask, max_new_tokens,
-                      eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
-                      temperature=self.temperature if temperature is None else temperature,
-                      top_p=self.top_p if top_p is None else top_p,
-                      top_k=self.top_k if top_k is None else top_k,
-                      generator=generator, stop_at_eos=stop_at_eos)
+        out = sample(self.model, prompt_ids, prompt_mask, max_new_tokens,
+                     eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
+                     temperature=self.temperature if temperature is None else temperature,
+                     top_p=self.top_p if top_p is None else top_p,
+                     top_k=self.top_k if top_k is None else top_k,
+                     generator=generator, stop_at_eos=stop_at_eos)
+        return out.tokens, out.mask
+
+    @torch.no_grad()
+    def generate_scored(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, *,
+                        generator: torch.Generator | None = None, stop_at_eos: bool = True,
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`generate`, plus what a scoring pass would compute for the sampled tokens:
+        (response_ids, response_mask, logprobs, values), each (B, R).
+
+        ``logprobs`` are the sampled tokens' log-probabilities under the policy's tempered,
+        unfiltered distribution (what :meth:`forward_scores` returns); ``values`` come from the
+        shared-trunk value head on the decode steps' hidden states, or are None where the sampler
+        has no hidden states (the transformers fallback) or a separate critic owns the values.
+        """
+        out = sample(self.model, prompt_ids, prompt_mask, max_new_tokens,
+                     eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
+                     temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+                     generator=generator, stop_at_eos=stop_at_eos, scored=True)
+        assert out.logprobs is not None
+        values = None
+        if self.critic is None and out.hidden is not None:
+            values = self.value_head(out.hidden).squeeze(-1)  # (B, R)
+        return out.tokens, out.mask, out.logprobs, values
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -339,17 +364,34 @@ class _HFDecoder:
         return out.logits[:, -1]
 
 
+@dataclass
+class Samples:
+    """What :func:`sample` returns: tokens and mask (B, R); with ``scored``, the sampled tokens'
+    log-probs (B, R) and the trunk's final hidden state at the position that predicted each token
+    (B, R, D; None on the transformers path)."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    logprobs: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None
+
+
 @torch.no_grad()
 def sample(model: GPT2LMHeadModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, *,
            eos_token_id: int | None, pad_token_id: int | None, temperature: float = 1.0, top_p: float = 1.0,
            top_k: int = 0, generator: torch.Generator | None = None, stop_at_eos: bool = True,
-           lean: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+           lean: bool = True, scored: bool = False) -> Samples:
     """KV-cache sampling loop: prefill once, then one single-token forward per new token.
 
     With ``lean`` (default) and a model :func:`rlhfkit.fastgpt2.supports`, the forwards run on
     :class:`rlhfkit.fastgpt2.Decoder` (static in-place KV cache, no transformers mask/cache
     machinery); otherwise on the transformers module with its cache. Both give the same logits up to
     fp32 rounding, hence the same tokens for the same ``generator``.
+
+    With ``scored``, each step also keeps the sampled token's log-probability under the tempered
+    distribution *before* top-k/top-p filtering (the distribution PPO's ratio is taken against) and,
+    on the lean path, the hidden state that produced the logits: the numbers a scoring forward over
+    the finished sequences would compute, here read off the sampling pass.
     """
     B = prompt_ids.shape[0]
     device = prompt_ids.device
@@ -363,12 +405,18 @@ def sample(model: GPT2LMHeadModel, prompt_ids: torch.Tensor, prompt_mask: torch.
     tokens = torch.full((B, max_new_tokens), pad, dtype=torch.long, device=device)
     alive = torch.ones(B, dtype=torch.bool, device=device)
     lengths = torch.full((B,), max_new_tokens, dtype=torch.long, device=device)
+    logprobs: list[torch.Tensor] = []
+    hidden: list[torch.Tensor] = []
     for t in range(max_new_tokens):
         logits = next_logits / temperature if temperature != 1.0 else next_logits
-        logits = _filter_logits(logits, top_p, top_k)
-        tok = _draw(torch.softmax(logits, dim=-1), generator)  # (B,)
+        tok = _draw(torch.softmax(_filter_logits(logits, top_p, top_k), dim=-1), generator)  # (B,)
         tok = torch.where(alive, tok, torch.full_like(tok, pad))
         tokens[:, t] = tok
+        if scored:
+            logprobs.append(ops.logprobs_from_logits(logits.float(), tok))
+            h = getattr(decoder, "hidden", None)
+            if h is not None:
+                hidden.append(h)
         if stop_at_eos and eos_token_id is not None:
             ended = alive & (tok == eos_token_id)
             lengths = torch.where(ended, torch.full_like(lengths, t + 1), lengths)
@@ -381,4 +429,6 @@ def sample(model: GPT2LMHeadModel, prompt_ids: torch.Tensor, prompt_mask: torch.
         next_logits = decoder.step(tok)
     R = tokens.shape[1]
     resp_mask = (torch.arange(R, device=device).unsqueeze(0) < lengths.clamp(max=R).unsqueeze(1)).long()
-    return tokens, resp_mask
+    if not scored:
+        return Samples(tokens, resp_mask)
+    return Samples(tokens, resp_mask, torch.stack(logprobs, 1), torch.stack(hidden, 1) if hidden else None)

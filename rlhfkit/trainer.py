@@ -5,7 +5,8 @@ One step (``_ppo_step``) is five named stages, each timed and memory-tracked by
 
 1. **generation** — sample B prompts, sample responses with the KV cache (in chunks of
    ``generation.batch_size`` prompts when set).
-2. **scoring** — one policy pass for old log-probs and values (shared trunk), one reference pass
+2. **scoring** — one policy pass for old log-probs and values (shared trunk; with
+   ``ppo.rollout_scores: sampling`` they are read off the sampling pass instead), one reference pass
    for the KL anchor, the reward model's scores (reference and reward model on the policy's device
    or, with ``model.reference_device`` / ``reward.device`` = cpu, on the host).
 3. **advantages** — per-token KL penalty, score on the last token, GAE, whitening.
@@ -270,11 +271,17 @@ class PPOTrainer:
             self.policy.eval()
             gb = generation_batch(cfg)  # chunks share the batch's padding, so P is the same for all
             chunks = []
+            sampled: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # per chunk: log-probs, values
             with self._amp():
                 for c0 in range(0, B, gb):
-                    chunks.append(self.policy.generate(
-                        b_query[c0 : c0 + gb], b_query_mask[c0 : c0 + gb], g.max_new_tokens, generator=self.sample_gen,
-                        stop_at_eos=g.stop_at_eos))
+                    args = (b_query[c0 : c0 + gb], b_query_mask[c0 : c0 + gb], g.max_new_tokens)
+                    if p.rollout_scores == "sampling":
+                        ids, msk, lp, val = self.policy.generate_scored(*args, generator=self.sample_gen,
+                                                                        stop_at_eos=g.stop_at_eos)
+                        chunks.append((ids, msk))
+                        sampled.append((lp, val))
+                    else:
+                        chunks.append(self.policy.generate(*args, generator=self.sample_gen, stop_at_eos=g.stop_at_eos))
             b_response, b_mask_long = _cat_responses(chunks, self.policy.tokenizer.pad_token_id)  # (B, R)
         P = b_query.shape[1]
         b_ids = torch.cat([b_query, b_response], 1)  # (B, T)
@@ -284,7 +291,13 @@ class PPOTrainer:
         # 2. scoring ---------------------------------------------------------------------
         with rec.stage("scoring"), torch.no_grad(), self._amp():
             with rec.substage("scoring/value"):
-                b_logprobs, b_values, _ = self.policy.forward_scores(b_ids, b_attn, P)  # (B, R) each
+                b_values: torch.Tensor | None
+                if sampled and all(v is not None for _, v in sampled):  # read off the sampling pass
+                    R = b_response.shape[1]
+                    b_logprobs = _pad_cat([lp for lp, _ in sampled], R)
+                    b_values = _pad_cat([v for _, v in sampled if v is not None], R)
+                else:
+                    b_logprobs, b_values, _ = self.policy.forward_scores(b_ids, b_attn, P)  # (B, R) each
             with rec.substage("scoring/reference"):
                 dev = self.ref_device
                 b_ref_logprobs = _ref_logprobs(self.ref_model, b_ids.to(dev), b_attn.to(dev), P,
@@ -527,6 +540,11 @@ def _cat_responses(chunks: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int 
     ids = torch.cat([torch.nn.functional.pad(i, (0, R - i.shape[1]), value=pad) for i, _ in chunks])
     mask = torch.cat([torch.nn.functional.pad(m, (0, R - m.shape[1]), value=0) for _, m in chunks])
     return ids, mask
+
+
+def _pad_cat(chunks: list[torch.Tensor], R: int) -> torch.Tensor:
+    """Join per-chunk (b_i, R_i) tensors, right-padding each with zeros to R (masked positions)."""
+    return torch.cat([torch.nn.functional.pad(c, (0, R - c.shape[1])) for c in chunks])
 
 
 def _make_optimizer(p: PPOConfig, params: list[torch.nn.Parameter], device: torch.device) -> torch.optim.Optimizer:

@@ -106,7 +106,7 @@ def test_lean_sampling_gives_the_same_tokens_as_the_transformers_loop(stop_at_eo
     kw = {"eos_token_id": 5, "pad_token_id": 1, "temperature": 0.9, "top_p": 0.95, "stop_at_eos": stop_at_eos}
     ref = sample(model, ids, mask, 16, generator=torch.Generator().manual_seed(12), lean=False, **kw)  # type: ignore[arg-type]
     lean = sample(model, ids, mask, 16, generator=torch.Generator().manual_seed(12), lean=True, **kw)  # type: ignore[arg-type]
-    assert torch.equal(lean[0], ref[0]) and torch.equal(lean[1], ref[1])
+    assert torch.equal(lean.tokens, ref.tokens) and torch.equal(lean.mask, ref.mask)
 
 
 def test_unsupported_configurations_fall_back() -> None:

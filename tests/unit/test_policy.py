@@ -92,3 +92,28 @@ def test_forward_scores_shapes_and_value_head_on_trunk() -> None:
     assert n_sep > n_shared * 1.3
     lp2, v2, _ = separate.forward_scores(ids, attn, q.shape[1])
     assert v2 is not None and v2.shape == r.shape
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_scores_read_off_the_sampling_pass_equal_a_scoring_forward(shared: bool) -> None:
+    """generate_scored's log-probs (tempered, before top-p) and values equal forward_scores' on the
+    finished sequences: left-padded prompts, rows that stop at EOS, a separate critic (no values)."""
+    torch.manual_seed(4)
+    policy = GPT2Policy(model_size="tiny", max_length=48, warm_start=False, temperature=0.8, top_p=0.9,
+                        shared_value_trunk=shared)
+    policy.eval()
+    q, qm = policy.encode_prompts(["the movie was", "i think the soup tasted", "today"], torch.device("cpu"))
+    assert not bool(qm.all())  # left padding present
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    r, rm, lp, v = policy.generate_scored(q, qm, 10, generator=g1)
+    r2, rm2 = policy.generate(q, qm, 10, generator=g2)
+    assert torch.equal(r, r2) and torch.equal(rm, rm2)  # same tokens as plain sampling
+    with torch.no_grad():
+        ref_lp, ref_v, _ = policy.forward_scores(torch.cat([q, r], 1), torch.cat([qm, rm], 1), q.shape[1])
+    real = rm.bool()
+    torch.testing.assert_close(lp[real], ref_lp[real], atol=1e-4, rtol=1e-4)
+    if shared:
+        assert v is not None and ref_v is not None
+        torch.testing.assert_close(v[real], ref_v[real], atol=1e-4, rtol=1e-4)
+    else:
+        assert v is None  # the critic's values need its own forward

@@ -240,3 +240,33 @@ def test_adamw_8bit_trains_with_one_byte_moments() -> None:
     wte = seen[0].policy.model.transformer.wte.weight
     assert type(opt).__name__ == "AdamW8bit"
     assert opt.state[wte]["state1"].dtype == torch.uint8 and opt.state[wte]["state2"].dtype == torch.uint8
+
+
+def test_rollout_scores_from_sampling_skip_the_policy_forward_and_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ppo.rollout_scores=sampling: no scoring forward of the policy (only the update's), and the first
+    step's metrics equal the forward-scored run's to fp32 rounding (same tokens, same rewards)."""
+    calls = {"no_grad": 0}
+    forward_scores = GPT2Policy.forward_scores
+
+    def spy(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls["no_grad"] += not torch.is_grad_enabled()
+        return forward_scores(self, *args, **kwargs)
+
+    monkeypatch.setattr(GPT2Policy, "forward_scores", spy)
+
+    def run(source: str) -> list[dict[str, float]]:
+        mem = MemorySink()
+        overrides = {"ppo.rollout_scores": source, "generation.batch_size": 4, "train.eval_every": 0}
+        run_training(load_config("smoke", fast_overrides(seed=7, **overrides)), sinks=[mem], out_dir=None)
+        return _step_metrics(mem)
+
+    forward = run("forward")
+    assert calls["no_grad"] == 3  # one scoring forward per step
+    calls["no_grad"] = 0
+    sampled = run("sampling")
+    assert calls["no_grad"] == 0
+    assert len(sampled) == len(forward) == 5  # evaluation at start, 3 steps, evaluation at the end
+    first_step = forward[1]
+    assert "reward/mean" in first_step
+    for k, v in first_step.items():
+        assert sampled[1][k] == pytest.approx(v, rel=1e-4, abs=1e-5), k
