@@ -120,6 +120,7 @@ class Plan:
     activation: Activation = "gelu_new"
     dropout: bool = False
     lean_forward: bool = True  # the engine's rlhfkit.fastgpt2 path exists (used without ckpt/dropout)
+    scores_from_sampling: bool = False  # ppo.rollout_scores = sampling: no policy forward in scoring
 
     @property
     def fast_path(self) -> bool:
@@ -232,16 +233,28 @@ def kv_cache_bytes(plan: Plan, B: int, T: int, shape: ModelShape | None = None) 
 
 
 def nograd_forward_bytes(plan: Plan, B: int, T: int, R: int, shape: ModelShape, logits: bool = True) -> int:
-    """Peak transient of a no-grad forward of the whole batch: residual stream + one MLP block's
-    live intermediates (c_fc output and two gelu_new temporaries) + logits and log-softmax."""
+    """Peak transient of a no-grad forward of the whole batch.
+
+    In the trunk: the residual stream and one MLP block's intermediates (the c_fc output and its
+    activation on the lean path, plus a third temporary for transformers' ``gelu_new``). On the lean
+    path (``rlhfkit.fastgpt2``) the LM head's moment comes after the trunk's is gone, so the peak is
+    the larger of the two (traced with ``torch.profiler`` on CPU, ``tests/unit/test_memopt_model.py``):
+    the final hidden state, the response rows' copy, the logits and their log-softmax. On
+    transformers' forward the logits and log-softmax are counted on top of the trunk's moment, as
+    calibrated on the H100 (``benchmarks/results/gpu_check.json``).
+    """
     a = _act_bytes(plan)
     btd = B * T * shape.n_embd
-    out = 3 * btd * 4 + 3 * 4 * btd * a
+    lean = plan.lean_forward and not plan.dropout
+    trunk = 3 * btd * 4 + (2 if lean else 3) * 4 * btd * a
     if plan.attention == "eager":
-        out += 2 * B * shape.n_head * T * T * a
-    if logits:
-        out += 2 * B * R * shape.vocab_size * 4
-    return out
+        trunk += 2 * B * shape.n_head * T * T * a
+    if not logits:
+        return trunk
+    if not lean:
+        return trunk + 2 * B * R * shape.vocab_size * 4
+    head = btd * 4 + B * R * shape.n_embd * 4 + B * R * shape.vocab_size * (a + 4)
+    return max(trunk, head)
 
 
 def _optimizer_state_bytes(plan: Plan, n_trainable: int) -> int:
@@ -349,9 +362,14 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
         "prefill": nograd_forward_bytes(plan, g, P, 0, s, logits=False),
         "sampling": 4 * g * V * 4,
     }
+    # ppo.rollout_scores = sampling on the lean sampler with the shared trunk: the decode steps'
+    # hidden states (a list, then stacked: twice g x R x D) give the values; no scoring forward
+    from_sampling = plan.scores_from_sampling and plan.lean_forward and plan.shared_value_trunk
+    if from_sampling:
+        est.stages["generation"]["scores"] = 2 * g * R * D * 4
     # scoring: whole batch, one model at a time; the policy's outputs (B, R) are tiny
     critic = 0 if plan.shared_value_trunk else nograd_forward_bytes(plan, B, T, R, s, logits=False)
-    per_pass = nograd_forward_bytes(plan, B, T, R, s)
+    per_pass = 0 if from_sampling else nograd_forward_bytes(plan, B, T, R, s)
     ref_pass = per_pass if plan.reference_on_device else 0
     reward_pass = nograd_forward_bytes(plan, B, T, 0, rs, logits=False) if rs and plan.reward_on_device else 0
     est.stages["scoring"] = {"forward": max(per_pass, critic, ref_pass, reward_pass), "rollout": 6 * B * R * 4}
@@ -456,6 +474,7 @@ def plan_from_config(cfg: Any, *, device: Device | None = None, prompt_len: int 
         device=device,
         dropout=bool(cfg.model.pretrained),
         lean_forward=_engine_has_lean_forward(),
+        scores_from_sampling=p.rollout_scores == "sampling",
     )
     return plan.with_(**changes) if changes else plan
 

@@ -147,6 +147,11 @@ def _traced_update_peak(policy, b: int, P: int, R: int, ga: int) -> int:  # noqa
             ((lp.mean() + v.pow(2).mean() - 0.01 * ent.mean()) / ga).backward()
             del lp, v, ent
         opt.step()
+    return _traced_peak(prof)
+
+
+def _traced_peak(prof) -> int:  # noqa: ANN001
+    """Peak of the live bytes allocated inside a ``profile_memory=True`` profile."""
     # chronological; a stable sort keeps the recorded order of events with the same timestamp (sorting
     # (time, bytes) pairs would put a free before an allocation of the same microsecond and hide a peak)
     events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
@@ -181,3 +186,45 @@ def test_update_peak_matches_the_traced_allocations(ckpt: bool, ga: int, peak_ph
     # dense gradient at the end of the backward is the worst moment
     assert phase == peak_phase
     assert abs(predicted - traced) / traced < 0.05, (predicted / 2**20, traced / 2**20)
+
+
+def test_scores_from_sampling_move_the_policy_pass_out_of_scoring() -> None:
+    """ppo.rollout_scores=sampling: the generation stage keeps the decode hidden states (2 x g x R x
+    D fp32), and scoring no longer holds the policy's forward (the reference's, same shape, remains
+    unless it lives on the host)."""
+    base = Plan(shape=ModelShape(4, 256, 4, 2000, 128), batch_size=32, mini_batch_size=8, grad_accum_steps=1,
+                prompt_len=8, response_len=32, device="cuda", reference_on_device=False)
+    sampled = base.with_(scores_from_sampling=True)
+    a, b = estimate_memory(base), estimate_memory(sampled)
+    assert b.stages["generation"]["scores"] == 2 * 32 * 32 * 256 * 4
+    assert "scores" not in a.stages["generation"]
+    assert b.stages["scoring"]["forward"] < a.stages["scoring"]["forward"]
+    assert plan_from_config(load_config("smoke", {"ppo.rollout_scores": "sampling"})).scores_from_sampling
+
+
+def test_nograd_forward_peak_matches_the_traced_allocations() -> None:
+    """A scoring forward on the lean path peaks at the LM head (hidden state, the response rows,
+    logits and log-softmax), not at trunk + head: the model takes the larger of the two."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from rlhfkit.memopt.model import nograd_forward_bytes
+    from rlhfkit.policy import GPT2Policy
+
+    L, D, H, V, B, P, R = 4, 256, 4, 1599, 64, 8, 24
+    torch.manual_seed(0)
+    policy = GPT2Policy(model_size="custom", n_layer=L, n_embd=D, n_head=H, vocab_size=V, max_length=P + R,
+                        warm_start=False)
+    policy.eval()
+    ids = torch.randint(V, (B, P + R))
+    attn = torch.ones_like(ids)
+    with torch.no_grad():
+        policy.forward_scores(ids, attn, P)
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            policy.forward_scores(ids, attn, P)
+    traced = _traced_peak(prof)
+    plan = Plan(shape=ModelShape(L, D, H, V, 1024), batch_size=B, mini_batch_size=16, grad_accum_steps=1,
+                prompt_len=P, response_len=R)
+    predicted = nograd_forward_bytes(plan, B, P + R, R, plan.shape)
+    assert abs(predicted - traced) / traced < 0.15, (predicted / 2**20, traced / 2**20)
+    # the sum of both moments, the rule for transformers' forward, would be far off here
+    assert nograd_forward_bytes(plan.with_(lean_forward=False), B, P + R, R, plan.shape) > 1.5 * traced
