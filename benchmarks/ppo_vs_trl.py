@@ -329,15 +329,15 @@ def print_table(shape: str, summary: dict[str, dict[str, float]], load: str) -> 
         ratio = kit["tokens_per_s"] / trl["tokens_per_s"]
         print(f"{'TRL/kit':<10}" + "".join(f"{trl[c] / kit[c]:>11.2f}x" if kit[c] > 1e-9 else f"{'-':>12}" for c in cols)
               + f"{ratio:>11.2f}x")
-        kit_s = summary.get("rlhfkit-s")
-        if kit_s:
-            print(f"rlhfkit-s (ppo.rollout_scores=sampling) tokens/s = "
-                  f"{kit_s['tokens_per_s'] / trl['tokens_per_s']:.2f} x TRL 0.19.1's")
         print(f"rlhfkit tokens/s = {ratio:.2f} x TRL 0.19.1's   (target >= 2x; TRL as measured in issue 2:"
               f" {CEO_TRL[shape]} s/step)")
         cpu_ratio = kit["tokens_per_cpu_s"] / trl["tokens_per_cpu_s"]
         print(f"per CPU-second (process CPU time per step: TRL {trl['cpu']:.3f} s, rlhfkit {kit['cpu']:.3f} s):"
               f" rlhfkit = {cpu_ratio:.2f} x TRL  (the load-robust figure when --threads 1)")
+        kit_s = summary.get("rlhfkit-s")
+        if kit_s:
+            print(f"rlhfkit-s (ppo.rollout_scores=sampling) tokens/s = "
+                  f"{kit_s['tokens_per_s'] / trl['tokens_per_s']:.2f} x TRL 0.19.1's")
 
 
 def _loadavg() -> str:
