@@ -18,6 +18,8 @@ from typing import Any
 
 CASES: list[tuple[str, dict[str, Any]]] = [
     ("tiny fp32 B64", {"ppo.batch_size": 64, "ppo.mini_batch_size": 16}),
+    ("tiny fp32 B64 ref-on-host sampled-scores", {"ppo.batch_size": 64, "ppo.mini_batch_size": 16,
+                                                  "model.reference_device": "cpu", "ppo.rollout_scores": "sampling"}),
     ("gpt2-small fp32 B32 mb8", {"model.size": "small", "model.vocab_size": 50257, "ppo.batch_size": 32,
                                  "ppo.mini_batch_size": 8, "generation.max_new_tokens": 32}),
     ("gpt2-small bf16 B64 mb16", {"model.size": "small", "model.vocab_size": 50257, "model.dtype": "bf16",
