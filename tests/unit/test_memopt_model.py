@@ -151,14 +151,33 @@ def _traced_update_peak(policy, b: int, P: int, R: int, ga: int) -> int:  # noqa
 
 
 def _traced_peak(prof) -> int:  # noqa: ANN001
-    """Peak of the live bytes allocated inside a ``profile_memory=True`` profile."""
-    # chronological; a stable sort keeps the recorded order of events with the same timestamp (sorting
-    # (time, bytes) pairs would put a free before an allocation of the same microsecond and hide a peak)
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                    key=lambda e: e.start_ns())
+    """Peak of the live bytes allocated inside a ``profile_memory=True`` profile.
+
+    Frees count only for blocks allocated inside it: the profiler also reports the freeing of blocks
+    it saw allocated in an *earlier* profile of the same process (another test's tensors, released
+    whenever the garbage collector gets to them), which would otherwise lower the peak at random.
+    """
+    from torch._C._profiler import _EventType
+
+    allocs: list[tuple[int, int, int]] = []  # (time, pointer, signed bytes)
+
+    def walk(nodes) -> None:  # noqa: ANN001
+        for n in nodes:
+            if n.tag == _EventType.Allocation:
+                allocs.append((n.start_time_ns, n.extra_fields.ptr, n.extra_fields.alloc_size))
+            walk(n.children)
+
+    walk(prof.profiler.kineto_results.experimental_event_tree())
+    live: set[int] = set()
     cur = peak = 0
-    for e in events:
-        cur += e.nbytes()
+    for _, ptr, nbytes in sorted(allocs, key=lambda a: a[0]):  # stable: same-time events keep their order
+        if nbytes > 0:
+            live.add(ptr)
+        elif ptr in live:
+            live.discard(ptr)
+        else:
+            continue  # allocated before this profile
+        cur += nbytes
         peak = max(peak, cur)
     return peak
 
