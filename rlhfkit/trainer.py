@@ -537,14 +537,12 @@ def _cat_responses(chunks: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int 
         return chunks[0]
     R = max(ids.shape[1] for ids, _ in chunks)
     pad = pad_id if pad_id is not None else 0
-    ids = torch.cat([torch.nn.functional.pad(i, (0, R - i.shape[1]), value=pad) for i, _ in chunks])
-    mask = torch.cat([torch.nn.functional.pad(m, (0, R - m.shape[1]), value=0) for _, m in chunks])
-    return ids, mask
+    return _pad_cat([i for i, _ in chunks], R, pad), _pad_cat([m for _, m in chunks], R)
 
 
-def _pad_cat(chunks: list[torch.Tensor], R: int) -> torch.Tensor:
-    """Join per-chunk (b_i, R_i) tensors, right-padding each with zeros to R (masked positions)."""
-    return torch.cat([torch.nn.functional.pad(c, (0, R - c.shape[1])) for c in chunks])
+def _pad_cat(chunks: list[torch.Tensor], R: int, value: int = 0) -> torch.Tensor:
+    """Join per-chunk (b_i, R_i) tensors, right-padding each with ``value`` to R."""
+    return torch.cat([torch.nn.functional.pad(c, (0, R - c.shape[1]), value=value) for c in chunks])
 
 
 def _make_optimizer(p: PPOConfig, params: list[torch.nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
