@@ -43,9 +43,10 @@ def main() -> int:
 
     from backend.core.config import Settings
     from backend.core.db import Database, run_migrations
-    from backend.models import Run
+    from backend.schemas import ExternalRunCreate
     from backend.services.consumer import StreamConsumer
     from backend.services.live import LiveHub
+    from backend.services.runs import create_external_run
     from benchmarks._scratch import create_database, drop_scratch
 
     dbname, url = create_database(args.pg)
@@ -54,14 +55,11 @@ def main() -> int:
     try:
         run_migrations(url)
         db = Database(url)
-        run_id = "bench" + secrets.token_hex(4)
-        with db.session() as s:
-            s.add(Run(id=run_id, name="bench", status="running", source="native", config={}, tags=[], versions={},
-                      latest={}, last_seq=-1, cancel_requested=False))
-            s.commit()
+        hub = LiveHub()
+        run_id = create_external_run(db=db, hub=hub, body=ExternalRunCreate(name="bench")).id
         settings = Settings(database_url=url, redis_url=args.redis, redis_prefix=prefix, consumer_name="bench",
                             stream_maxlen=max(200_000, args.steps * 2))
-        consumer = StreamConsumer(settings=settings, db=db, hub=LiveHub(), redis_client=r)
+        consumer = StreamConsumer(settings=settings, db=db, hub=hub, redis_client=r)
         consumer.start()
 
         # the producer is a separate process, like a worker: its sink competes with nothing here

@@ -248,12 +248,8 @@ class GPT2Policy(BasePolicy):
 
         response_mask is 1 up to and including EOS; tokens after EOS are padding.
         """
-        out = sample(self.model, prompt_ids, prompt_mask, max_new_tokens,
-                     eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
-                     temperature=self.temperature if temperature is None else temperature,
-                     top_p=self.top_p if top_p is None else top_p,
-                     top_k=self.top_k if top_k is None else top_k,
-                     generator=generator, stop_at_eos=stop_at_eos)
+        out = self._sample(prompt_ids, prompt_mask, max_new_tokens, generator=generator, stop_at_eos=stop_at_eos,
+                           temperature=temperature, top_p=top_p, top_k=top_k)
         return out.tokens, out.mask
 
     @torch.no_grad()
@@ -268,15 +264,24 @@ class GPT2Policy(BasePolicy):
         shared-trunk value head on the decode steps' hidden states, or are None where the sampler
         has no hidden states (the transformers fallback) or a separate critic owns the values.
         """
-        out = sample(self.model, prompt_ids, prompt_mask, max_new_tokens,
-                     eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
-                     temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-                     generator=generator, stop_at_eos=stop_at_eos, scored=True)
+        out = self._sample(prompt_ids, prompt_mask, max_new_tokens, generator=generator, stop_at_eos=stop_at_eos,
+                           scored=True)
         assert out.logprobs is not None
         values = None
         if self.critic is None and out.hidden is not None:
             values = self.value_head(out.hidden).squeeze(-1)  # (B, R)
         return out.tokens, out.mask, out.logprobs, values
+
+    def _sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, *,
+                generator: torch.Generator | None, stop_at_eos: bool, scored: bool = False,
+                temperature: float | None = None, top_p: float | None = None, top_k: int | None = None) -> Samples:
+        """:func:`sample` with this policy's tokenizer and sampling settings (each overridable)."""
+        return sample(self.model, prompt_ids, prompt_mask, max_new_tokens,
+                      eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
+                      temperature=self.temperature if temperature is None else temperature,
+                      top_p=self.top_p if top_p is None else top_p,
+                      top_k=self.top_k if top_k is None else top_k,
+                      generator=generator, stop_at_eos=stop_at_eos, scored=scored)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

@@ -6,15 +6,17 @@ each event and of each metric point — for a live batch (pipelined on PostgreSQ
 from __future__ import annotations
 
 import json
-import secrets
 
 import pytest
 from sqlalchemy import insert
 
 from backend.core.db import Database, run_migrations
-from backend.models import EventRow, Run
+from backend.models import EventRow
+from backend.schemas import ExternalRunCreate
 from backend.services.ingest import COPY_MIN_EVENTS, ingest_events
+from backend.services.live import LiveHub
 from backend.services.metrics import query_series
+from backend.services.runs import create_external_run
 
 pytestmark = pytest.mark.integration
 
@@ -26,11 +28,7 @@ def test_events_stored_meanwhile_by_another_process_are_kept_once(
     url = request.getfixturevalue("sqlite_url" if backend_db == "sqlite" else "pg_url")
     run_migrations(url)
     db = Database(url)
-    run_id = "race" + secrets.token_hex(4)
-    with db.session() as s:
-        s.add(Run(id=run_id, name="race", status="running", source="external", config={}, tags=[], versions={},
-                  latest={}, last_seq=-1, cancel_requested=False))
-        s.commit()
+    run_id = create_external_run(db=db, hub=LiveHub(), body=ExternalRunCreate(name="race")).id
     events = [{"type": "metrics", "run_id": run_id, "seq": i, "step": i, "ts": 1.0 + i, "values": {"loss": i / 10}}
               for i in range(n)]
     # another backend committed event 1 a moment ago; this one has not seen it (the run row still
