@@ -48,8 +48,8 @@ class ExternalRunCreate(_Request):
     source: ExternalSource = "external"
     config: dict[str, Any] = Field(default_factory=dict, description="Free-form config of the external run (stored as given)")
     tags: list[str] = Field(default_factory=list, max_length=50)
-    seed: int | None = None
-    total_steps: int | None = Field(default=None, ge=0)
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
+    total_steps: int | None = Field(default=None, ge=0, le=2**31 - 1)
 
 
 class RunPublic(BaseModel):

@@ -22,6 +22,10 @@ SCHEMA_VERSION = 1
 _log = logging.getLogger(__name__)
 
 Severity = Literal["info", "warning", "critical"]
+# Integer ranges the run registry can store (steps and counts are 32-bit columns, seq and seed 64-bit);
+# events outside them are rejected at validation instead of failing in the database.
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 RunSource = Literal["native", "trl", "openrlhf", "external"]
 
 
@@ -30,9 +34,9 @@ class _Event(BaseModel):
 
     v: int = SCHEMA_VERSION
     run_id: str = ""
-    seq: int = -1  # per-run sequence number, 0, 1, 2, ... assigned by the emitter
+    seq: Annotated[int, Field(ge=-1, le=2**62)] = -1  # per-run sequence number, 0, 1, 2, ... assigned by the emitter
     ts: float = 0.0  # unix seconds when emitted
-    step: int | None = None
+    step: Int32 | None = None
 
 
 class RunStarted(_Event):
@@ -40,8 +44,8 @@ class RunStarted(_Event):
     name: str = ""
     source: RunSource = "native"
     config: dict[str, Any] = Field(default_factory=dict)
-    seed: int | None = None
-    total_steps: int | None = None
+    seed: Int64 | None = None
+    total_steps: Int32 | None = None
     device: str = "cpu"
     versions: dict[str, str] = Field(default_factory=dict)
     git_commit: str | None = None

@@ -51,6 +51,15 @@ def test_unknown_and_out_of_range_fields_are_named(idle_client: Any) -> None:
     run = idle_client.post("/api/runs/external", json={"name": "x"}).json()
     locs = fields(idle_client.post(f"/api/runs/{run['id']}/events", json={"events": [{"type": "nope", "seq": 0}]}))
     assert locs[0][:3] == ["body", "events", 0]
+    # integers past what the registry's columns hold are named, not a database error (found by the fuzz test)
+    locs = fields(idle_client.post("/api/runs/external", json={"name": "x", "seed": 2**70, "total_steps": 2**40}))
+    assert ["body", "seed"] in locs and ["body", "total_steps"] in locs
+    locs = fields(idle_client.post(f"/api/runs/{run['id']}/events", json={"events": [
+        {"type": "metrics", "seq": 0, "step": 2**40, "values": {"reward/mean": 1.0}},
+        {"type": "run_started", "seq": 1, "total_steps": 2**40}]}))
+    assert any(loc[:3] == ["body", "events", 0] and loc[-1] == "step" for loc in locs), locs
+    assert any(loc[:3] == ["body", "events", 1] and loc[-1] == "total_steps" for loc in locs), locs
+    assert idle_client.get(f"/api/runs/{run['id']}/events").json()["events"] == []
     assert fields(idle_client.get("/api/runs", params={"limit": 0})) == [["query", "limit"]]
     assert fields(idle_client.get("/api/runs", params={"cursor": "garbage"})) == [["query", "cursor"]]
 
