@@ -115,7 +115,13 @@ class RedisStreamSink:
             time.sleep(0.005)
         return not self._buf
 
+    @property
+    def pending(self) -> int:
+        """Events emitted but not yet in the stream (after :meth:`close`: those that never got there)."""
+        return len(self._buf)
+
     def close(self) -> None:
+        """Send what is buffered, retrying up to ``close_timeout``."""
         self._close_deadline = time.monotonic() + self.close_timeout
         self._closing.set()
         self._wake.set()

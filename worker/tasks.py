@@ -4,7 +4,8 @@ map the outcome to the run's status.
 The worker claims a run with a conditional update (``queued -> running``), so a run cancelled while
 queued, or redelivered after it already ran, is skipped. While the run executes a heartbeat key
 with a TTL says this worker is alive; the backend marks runs whose heartbeat expired as failed
-("worker lost"). Cancel is cooperative: ``should_stop`` reads the run's cancel key between steps.
+("worker lost"). The run's terminal event is flushed to its stream before the beat stops, and a
+``finished`` key then says so: a run the backend has not finished reading is not "lost". Cancel is cooperative: ``should_stop`` reads the run's cancel key between steps.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import logging
 import socket
 import threading
 import traceback
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
 import redis
 
-from backend.core.config import Settings, redis_key
+from backend.core.config import Settings, cancel_key, finished_key, heartbeat_key
 from backend.core.db import Database
 from backend.services.ingest import set_status
 from rlhfkit.events import EventEmitter, RunFailed
@@ -39,12 +41,8 @@ def _redis(url: str) -> redis.Redis:
     return redis.Redis.from_url(url)
 
 
-def heartbeat_key(s: Settings, run_id: str) -> str:
-    return redis_key(s, "run", run_id, "heartbeat")
-
-
-def cancel_key(s: Settings, run_id: str) -> str:
-    return redis_key(s, "run", run_id, "cancel")
+# a finished run's marker outlives any backend restart; the consumer sets the final status from the stream
+FINISHED_TTL_S = 24 * 3600
 
 
 class Heartbeat:
@@ -95,26 +93,37 @@ def run_job(run_id: str, *, s: Settings, worker_name: str) -> dict[str, Any]:
             return False
 
     status = "failed"
-    try:
-        with Heartbeat(r, heartbeat_key(s, run_id), s.heartbeat_timeout_s, worker_name):
-            try:
-                from rlhfkit.config import validate_config
-                from rlhfkit.runner import run_training
+    with Heartbeat(r, heartbeat_key(s, run_id), s.heartbeat_timeout_s, worker_name):
+        try:
+            status = _execute(run_id, run.config, sink, should_stop, out_dir=str(s.artifacts_dir.resolve()))
+        finally:
+            # The terminal event reaches the stream while this worker still beats; the marker then tells
+            # the reaper the run ended (the consumer sets its status), however long the backend takes.
+            sink.close()
+            if not sink.pending:
+                with contextlib.suppress(redis.RedisError):
+                    r.set(finished_key(s, run_id), status, ex=FINISHED_TTL_S)
+    return {"run_id": run_id, "status": status}
 
-                cfg = validate_config(run.config)
-            except Exception as exc:  # never started: the failure is the run's only event
-                EventEmitter(run_id, [sink]).emit(RunFailed(error=f"{type(exc).__name__}: {exc}",
-                                                            traceback=traceback.format_exc()))
-                return {"run_id": run_id, "status": status}
-            try:
-                summary = run_training(cfg, run_id=run_id, sinks=[sink], out_dir=str(s.artifacts_dir.resolve()),
-                                       should_stop=should_stop)
-                status = str(summary.get("status", "succeeded")) if isinstance(summary, dict) else "succeeded"
-            except Exception:
-                _log.exception("run %s failed", run_id)  # the engine emitted run_failed before raising
-            return {"run_id": run_id, "status": status}
-    finally:
-        sink.close()  # flush every buffered event to the stream before acknowledging the task
+
+def _execute(run_id: str, config: dict[str, Any], sink: RedisStreamSink, should_stop: Callable[[], bool], *,
+             out_dir: str) -> str:
+    """Validate the stored config and train; every outcome is also an event in ``sink``."""
+    try:
+        from rlhfkit.config import validate_config
+        from rlhfkit.runner import run_training
+
+        cfg = validate_config(config)
+    except Exception as exc:  # never started: the failure is the run's only event
+        EventEmitter(run_id, [sink]).emit(RunFailed(error=f"{type(exc).__name__}: {exc}",
+                                                    traceback=traceback.format_exc()))
+        return "failed"
+    try:
+        summary = run_training(cfg, run_id=run_id, sinks=[sink], out_dir=out_dir, should_stop=should_stop)
+    except Exception:
+        _log.exception("run %s failed", run_id)  # the engine emitted run_failed before raising
+        return "failed"
+    return str(summary.get("status", "succeeded")) if isinstance(summary, dict) else "succeeded"
 
 
 @app.task(name=TASK_NAME, bind=True, acks_late=True)

@@ -61,3 +61,19 @@ class Settings(BaseSettings):
 def redis_key(settings: Settings, *parts: object) -> str:
     """``<prefix>:part:part`` — every Redis key is built here so the prefix is never forgotten."""
     return ":".join([settings.redis_prefix, *(str(p) for p in parts)])
+
+
+# Per-run keys shared by the backend and the Celery worker (Celery mode only).
+def heartbeat_key(settings: Settings, run_id: str) -> str:
+    """Refreshed by the worker while it executes the run; expires when the worker is lost."""
+    return redis_key(settings, "run", run_id, "heartbeat")
+
+
+def finished_key(settings: Settings, run_id: str) -> str:
+    """Set by the worker once the run's terminal event is in its stream: the reaper leaves it alone."""
+    return redis_key(settings, "run", run_id, "finished")
+
+
+def cancel_key(settings: Settings, run_id: str) -> str:
+    """Set by the backend to ask the worker to stop between steps."""
+    return redis_key(settings, "run", run_id, "cancel")

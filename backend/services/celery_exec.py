@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from backend.core.config import Settings, redis_key
+from backend.core.config import Settings, cancel_key
 from backend.core.db import Database
 from backend.models import Run
 from backend.services.live import LiveHub
@@ -44,7 +44,7 @@ class CeleryExecutor:
                               task_id=run.task_id or run.id)
 
     def cancel(self, run: Run) -> None:
-        self.redis.set(redis_key(self.settings, "run", run.id, "cancel"), b"1", ex=CANCEL_KEY_TTL_S)
+        self.redis.set(cancel_key(self.settings, run.id), b"1", ex=CANCEL_KEY_TTL_S)
         if run.status == "cancelled" and run.task_id:
             try:
                 self.celery.control.revoke(run.task_id)

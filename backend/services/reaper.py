@@ -4,6 +4,9 @@ A worker refreshes ``<prefix>:run:<id>:heartbeat`` with a TTL of ``heartbeat_tim
 (default 30 s) every third of it. When the key has expired — the worker was killed, lost its
 machine or its network — the run becomes ``failed`` with the error "worker lost", within
 ``heartbeat_timeout_s + reaper_interval_s`` of the last beat. Events already received are kept.
+A worker that finished writes ``<prefix>:run:<id>:finished`` after its terminal event reached the
+stream and before its beat stops, so a run whose ending the consumer has not read yet (a busy or
+restarting backend) is never mistaken for a lost one.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from backend.core.config import Settings, redis_key
+from backend.core.config import Settings, finished_key, heartbeat_key
 from backend.core.db import Database
 from backend.models import Run
 from backend.services.ingest import set_status
@@ -56,8 +59,8 @@ class HeartbeatReaper:
             running = list(s.scalars(select(Run).where(Run.status == "running", Run.source == "native")))
         lost = []
         for run in running:
-            if self.redis.exists(redis_key(self.settings, "run", run.id, "heartbeat")):
-                continue
+            if self.redis.exists(heartbeat_key(self.settings, run.id), finished_key(self.settings, run.id)):
+                continue  # alive, or done with its terminal event waiting in the stream for the consumer
             started = run.started_at or run.created_at
             if (now - started).total_seconds() < timeout:
                 continue  # just claimed; its first beat may not be visible yet

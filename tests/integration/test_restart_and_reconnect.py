@@ -75,6 +75,49 @@ def _ws_collect(url: str, cursor: int, stop_after: int | None, until_type: str =
     pytest.fail("WebSocket stream did not finish in time")
 
 
+def test_run_that_ends_while_the_backend_is_down_is_not_reported_lost(
+        pg_url: str, redis_prefix: str, tmp_path: Path, start_worker: Callable[..., Proc],
+        start_backend: Callable[..., Proc]) -> None:
+    """The worker finishes (heartbeat gone) before any backend has read its ending: the reaper must
+    leave the run to the consumer, which then records it as succeeded with every event."""
+    import redis
+
+    from backend.core.config import Settings
+    from backend.core.db import Database
+    from backend.services.live import LiveHub
+    from backend.services.reaper import HeartbeatReaper
+
+    queue = f"{redis_prefix}-ends-{secrets.token_hex(3)}"
+    env = service_env(database_url=pg_url, redis_prefix=redis_prefix, queue=queue, artifacts=tmp_path / "artifacts",
+                      RLHFKIT_CONSUMER_NAME="backend-ends")  # heartbeat timeout 3 s, reaper every 0.5 s
+    backend = start_backend(env)
+    url = backend.meta["url"]
+    start_worker(env, queue=queue)
+    run = httpx.post(f"{url}/api/runs", json={"preset": "smoke", "overrides": tiny(3)}).json()
+    wait_for(lambda: httpx.get(f"{url}/api/runs/{run['id']}").json()["status"] == "running", 120, 0.1, "running")
+    backend.kill9()
+    r = redis.Redis.from_url(env["REDIS_URL"])
+    heartbeat = f"{redis_prefix}:run:{run['id']}:heartbeat"
+    wait_for(lambda: not r.exists(heartbeat), 120, 0.2, "the worker to finish the run")
+    time.sleep(3.5)  # longer than the heartbeat timeout since the run started and since its last beat
+
+    settings = Settings(database_url=pg_url, redis_url=env["REDIS_URL"], redis_prefix=redis_prefix,
+                        heartbeat_timeout_s=3.0)
+    db = Database(pg_url)
+    try:
+        assert HeartbeatReaper(settings=settings, db=db, hub=LiveHub(), redis_client=r).check() == []
+    finally:
+        db.dispose()
+    start_backend(env, port=backend.meta["port"])
+    done = wait_for(lambda: (lambda x: x if x["status"] != "running" else None)(
+        httpx.get(f"{url}/api/runs/{run['id']}").json()), 60, 0.2, "the run's ending to be read")
+    assert done["status"] == "succeeded", done
+    events = httpx.get(f"{url}/api/runs/{run['id']}/events", params={"limit": 10_000}).json()["events"]
+    assert [e["seq"] for e in events] == list(range(r.xlen(f"{redis_prefix}:run:{run['id']}:events")))
+    assert events[-1]["type"] == "run_finished"
+    r.close()
+
+
 def test_websocket_reconnect_with_cursor_gets_every_event_exactly_once(
         sqlite_url: str, tmp_path: Path, start_backend: Callable[..., Proc]) -> None:
     """A producer uploads 3,000 events in small batches while a viewer disconnects after every few
