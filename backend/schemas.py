@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rlhfkit.events import INT32_MAX, Int64
+
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 RunSource = Literal["native", "trl", "openrlhf", "external"]
 ExternalSource = Literal["trl", "openrlhf", "external"]
@@ -48,8 +50,8 @@ class ExternalRunCreate(_Request):
     source: ExternalSource = "external"
     config: dict[str, Any] = Field(default_factory=dict, description="Free-form config of the external run (stored as given)")
     tags: list[str] = Field(default_factory=list, max_length=50)
-    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
-    total_steps: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    seed: Int64 | None = None
+    total_steps: int | None = Field(default=None, ge=0, le=INT32_MAX)
 
 
 class RunPublic(BaseModel):

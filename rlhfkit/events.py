@@ -24,8 +24,11 @@ _log = logging.getLogger(__name__)
 Severity = Literal["info", "warning", "critical"]
 # Integer ranges the run registry can store (steps and counts are 32-bit columns, seq and seed 64-bit);
 # events outside them are rejected at validation instead of failing in the database.
-Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
-Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+SEQ_MAX = 2**62  # leaves room to number events that arrive without a seq after the highest one
+Int32 = Annotated[int, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
+Int64 = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
 RunSource = Literal["native", "trl", "openrlhf", "external"]
 
 
@@ -34,7 +37,7 @@ class _Event(BaseModel):
 
     v: int = SCHEMA_VERSION
     run_id: str = ""
-    seq: Annotated[int, Field(ge=-1, le=2**62)] = -1  # per-run sequence number, 0, 1, 2, ... assigned by the emitter
+    seq: Annotated[int, Field(ge=-1, le=SEQ_MAX)] = -1  # per-run sequence number, 0, 1, 2, ... assigned by the emitter
     ts: float = 0.0  # unix seconds when emitted
     step: Int32 | None = None
 

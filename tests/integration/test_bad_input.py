@@ -60,8 +60,19 @@ def test_unknown_and_out_of_range_fields_are_named(idle_client: Any) -> None:
     assert any(loc[:3] == ["body", "events", 0] and loc[-1] == "step" for loc in locs), locs
     assert any(loc[:3] == ["body", "events", 1] and loc[-1] == "total_steps" for loc in locs), locs
     assert idle_client.get(f"/api/runs/{run['id']}/events").json()["events"] == []
+    big = 2**70
+    assert fields(idle_client.get(f"/api/runs/{run['id']}/events", params={"after": big})) == [["query", "after"]]
+    assert fields(idle_client.get(f"/api/runs/{run['id']}/metrics", params={"start": 0, "end": big})) == [["query", "end"]]
     assert fields(idle_client.get("/api/runs", params={"limit": 0})) == [["query", "limit"]]
     assert fields(idle_client.get("/api/runs", params={"cursor": "garbage"})) == [["query", "cursor"]]
+
+
+def test_live_cursor_past_every_seq_waits_for_newer_events(make_client: Any, sqlite_url: str) -> None:
+    client = make_client(sqlite_url, ws_heartbeat_s=0.3)
+    run = client.post("/api/runs/external", json={"name": "cursor"}).json()
+    client.post(f"/api/runs/{run['id']}/events", json={"events": [{"type": "metrics", "step": 0}]})
+    with client.websocket_connect(f"/api/runs/{run['id']}/live?cursor={2**70}") as ws:
+        assert ws.receive_json()["type"] == "heartbeat"  # nothing newer than the cursor, and no server error
 
 
 def test_body_over_one_mib_is_413(idle_client: Any) -> None:

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from backend.api.deps import Services, ws_token_ok
 from backend.models import EventRow, Run
 from backend.services.live import LAGGED
+from rlhfkit.events import SEQ_MAX
 
 router = APIRouter(tags=["live"])
 REPLAY_PAGE = 5000
@@ -92,7 +93,7 @@ async def run_live(ws: WebSocket, run_id: str, cursor: int = -1) -> None:
     hub = services.hub
     sub = hub.subscribe_run(run_id)
     wake = _Wakeups(ws, sub.queue, services.settings.ws_heartbeat_s)
-    last = cursor
+    last = max(-1, min(cursor, SEQ_MAX))  # past every seq: only what arrives from now on
     try:
         while True:  # replay everything stored after the cursor, page by page
             page = await run_in_threadpool(_read_after, services, run_id, last)

@@ -36,6 +36,7 @@ from backend.services import suggestions as suggestion_service
 from backend.services.ingest import ingest_events
 from backend.services.metrics import query_series
 from backend.services.runs import public_dict, to_public
+from rlhfkit.events import INT32_MAX, SEQ_MAX
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 
@@ -150,7 +151,7 @@ def post_events(run: RunDep, body: EventsIngest, services: ServicesDep) -> Inges
 @router.get("/{run_id}/events", response_model=EventsPage, summary="Stored events with seq > after (polling replay)")
 def get_events(
     run: RunDep, services: ServicesDep,
-    after: Annotated[int, Query(ge=-1, description="Cursor: the last seq you have")] = -1,
+    after: Annotated[int, Query(ge=-1, le=SEQ_MAX, description="Cursor: the last seq you have")] = -1,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     types: Annotated[list[str] | None, Query(description="Only these event types")] = None,
 ) -> EventsPage:
@@ -168,8 +169,8 @@ def get_metrics(
     run: RunDep, services: ServicesDep,
     keys: Annotated[list[str] | None, Query(description="Metric keys (repeat or comma-separate); default all")] = None,
     max_points: MaxPoints = 1000,
-    start: Annotated[int | None, Query(ge=0, description="First step (inclusive)")] = None,
-    end: Annotated[int | None, Query(ge=0, description="Last step (inclusive)")] = None,
+    start: Annotated[int | None, Query(ge=0, le=INT32_MAX, description="First step (inclusive)")] = None,
+    end: Annotated[int | None, Query(ge=0, le=INT32_MAX, description="Last step (inclusive)")] = None,
 ) -> MetricsPublic:
     return MetricsPublic(run_id=run.id, series=query_series(services.db, run.id, _keys(keys), max_points=max_points,
                                                            start=start, end=end))
