@@ -5,7 +5,8 @@ The worker claims a run with a conditional update (``queued -> running``), so a 
 queued, or redelivered after it already ran, is skipped. While the run executes a heartbeat key
 with a TTL says this worker is alive; the backend marks runs whose heartbeat expired as failed
 ("worker lost"). The run's terminal event is flushed to its stream before the beat stops, and a
-``finished`` key then says so: a run the backend has not finished reading is not "lost". Cancel is cooperative: ``should_stop`` reads the run's cancel key between steps.
+``finished`` key then says so: a run whose ending the backend has not read yet is not "lost".
+Cancel is cooperative: ``should_stop`` reads the run's cancel key between steps.
 """
 
 from __future__ import annotations
@@ -97,12 +98,10 @@ def run_job(run_id: str, *, s: Settings, worker_name: str) -> dict[str, Any]:
         try:
             status = _execute(run_id, run.config, sink, should_stop, out_dir=str(s.artifacts_dir.resolve()))
         finally:
-            # The terminal event reaches the stream while this worker still beats; the marker then tells
-            # the reaper the run ended (the consumer sets its status), however long the backend takes.
-            sink.close()
-            if not sink.pending:
-                with contextlib.suppress(redis.RedisError):
-                    r.set(finished_key(s, run_id), status, ex=FINISHED_TTL_S)
+            sink.close()  # the terminal event reaches the stream while this worker still beats
+        if not sink.pending:  # ... and only then may the reaper leave the run to the consumer
+            with contextlib.suppress(redis.RedisError):
+                r.set(finished_key(s, run_id), status, ex=FINISHED_TTL_S)
     return {"run_id": run_id, "status": status}
 
 
