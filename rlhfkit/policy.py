@@ -252,6 +252,12 @@ class GPT2Policy(BasePolicy):
                            temperature=temperature, top_p=top_p, top_k=top_k)
         return out.tokens, out.mask
 
+    @property
+    def scores_while_sampling(self) -> bool:
+        """True when :meth:`generate_scored` returns values as well as log-probs (shared value trunk,
+        model on the lean sampler), so a step can skip the policy's scoring forward."""
+        return self.critic is None and fastgpt2.supports(self.model.transformer)
+
     @torch.no_grad()
     def generate_scored(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, *,
                         generator: torch.Generator | None = None, stop_at_eos: bool = True,

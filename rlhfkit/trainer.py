@@ -271,13 +271,16 @@ class PPOTrainer:
             self.policy.eval()
             gb = generation_batch(cfg)  # chunks share the batch's padding, so P is the same for all
             chunks = []
-            sampled: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # per chunk: log-probs, values
+            # old log-probs and values read off the sampling pass where the policy can supply both
+            from_sampling = p.rollout_scores == "sampling" and self.policy.scores_while_sampling
+            sampled: list[tuple[torch.Tensor, torch.Tensor]] = []  # per chunk: log-probs, values
             with self._amp():
                 for c0 in range(0, B, gb):
                     args = (b_query[c0 : c0 + gb], b_query_mask[c0 : c0 + gb], g.max_new_tokens)
-                    if p.rollout_scores == "sampling":
+                    if from_sampling:
                         ids, msk, lp, val = self.policy.generate_scored(*args, generator=self.sample_gen,
                                                                         stop_at_eos=g.stop_at_eos)
+                        assert val is not None
                         chunks.append((ids, msk))
                         sampled.append((lp, val))
                     else:
@@ -292,10 +295,10 @@ class PPOTrainer:
         with rec.stage("scoring"), torch.no_grad(), self._amp():
             with rec.substage("scoring/value"):
                 b_values: torch.Tensor | None
-                if sampled and all(v is not None for _, v in sampled):  # read off the sampling pass
+                if from_sampling:
                     R = b_response.shape[1]
                     b_logprobs = _pad_cat([lp for lp, _ in sampled], R)
-                    b_values = _pad_cat([v for _, v in sampled if v is not None], R)
+                    b_values = _pad_cat([v for _, v in sampled], R)
                 else:
                     b_logprobs, b_values, _ = self.policy.forward_scores(b_ids, b_attn, P)  # (B, R) each
             with rec.substage("scoring/reference"):

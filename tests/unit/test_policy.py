@@ -117,3 +117,4 @@ def test_scores_read_off_the_sampling_pass_equal_a_scoring_forward(shared: bool)
         torch.testing.assert_close(v[real], ref_v[real], atol=1e-4, rtol=1e-4)
     else:
         assert v is None  # the critic's values need its own forward
+    assert policy.scores_while_sampling is shared  # the trainer runs the scoring forward for a critic
