@@ -55,6 +55,12 @@ class Measurement:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def stage_growth_mb(self) -> dict[str, float]:
+        """Per stage: the peak less the baseline and (on CPU) the file-backed pages paged in during
+        the run. ``growth_mb`` is the largest of these, so the rows and the total agree."""
+        off = self.baseline_mb + (self.file_backed_growth_mb or 0.0)
+        return {s: round(v - off, 2) for s, v in self.stage_peak_mb.items()}
+
 
 def _rss_file_mb() -> float | None:
     """Resident file-backed pages of this process (``RssFile``), MiB; None where /proc lacks it."""

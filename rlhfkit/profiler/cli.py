@@ -135,10 +135,14 @@ def cmd_mem_report(args: argparse.Namespace) -> int:
         what = "max_memory_allocated" if m.device == "cuda" else "RSS growth over the pre-build baseline"
         print(f"\nMeasured ({m.steps} steps, {what}):")
         print(f"{'stage':<12}{'predicted':>12}{'measured':>12}   (MiB)")
+        growth = m.stage_growth_mb()
         for st in est.stages:
-            if st in m.stage_peak_mb:
-                print(f"{st:<12}{est.stage_peak(st) / MiB:>12.1f}{m.stage_peak_mb[st] - m.baseline_mb:>12.1f}")
+            if st in growth:
+                print(f"{st:<12}{est.stage_peak(st) / MiB:>12.1f}{growth[st]:>12.1f}")
         print(f"{'peak':<12}{pred:>12.1f}{m.growth_mb:>12.1f}   error {100 * err:+.1f}%")
+        if m.file_backed_growth_mb:
+            print(f"(library code paged in during the run, {m.file_backed_growth_mb:.1f} MiB of file-backed pages, "
+                  "is not counted: it depends on the page cache, not on the run)")
         if m.snapshot:
             print(f"memory snapshot: {m.snapshot} (drag into https://pytorch.org/memory_viz)")
     path = out / "mem_report.json"
