@@ -234,9 +234,12 @@ class ProfilerHooks:
             order = sorted(order, key=lambda r: (STAGES.index(r.split("/")[0]) if r.split("/")[0] in STAGES else 99,
                                                  "/" in r, r))
             for st in order:
-                ops = self.top_ops[st]
-                lines.append(f"  {st}{' (outside sub-stages)' if st in ('scoring', 'update') else ''}: " + "; ".join(f"{o['op']} {o['self_us'] / 1e3:.1f} ms x{o['calls']}"
-                                                    for o in ops[:5]))
+                ops = [o for o in self.top_ops[st][:5] if o["self_us"] >= 50]  # "0.0 ms" rows say nothing
+                if not ops:
+                    continue
+                label = f"{st} (outside sub-stages)" if st in ("scoring", "update") else st
+                lines.append(f"  {label}: " + "; ".join(f"{o['op']} {o['self_us'] / 1e3:.1f} ms x{o['calls']}"
+                                                         for o in ops))
             parts.append("\n".join(lines))
         parts.append(rep.format_report(self.findings))
         return "\n\n".join(parts)

@@ -112,10 +112,14 @@ def bottleneck_report(summary: dict[str, Any], op_evidence: dict[str, dict[str, 
         out.append({"finding": f"generation is {bound}", "evidence": ev, "try": tip})
     u = stages.get("update")
     if u and config.ppo.ppo_epochs > 1 and u["share"] > 0.4:
-        out.append({"finding": "the PPO update is a large share",
-                    "evidence": f"update {100 * u['share']:.0f}% of the step with ppo_epochs={config.ppo.ppo_epochs} "
-                                f"({u['mean'] / config.ppo.ppo_epochs:.3f} s per epoch)",
-                    "try": "fewer PPO epochs (each epoch costs about the same), or larger minibatches"})
+        epochs = (f"ppo_epochs={config.ppo.ppo_epochs}, {u['mean'] / config.ppo.ppo_epochs:.3f} s per epoch; "
+                  "each epoch costs about the same")
+        if dom == "update":  # one finding, not the same one twice
+            out[0]["evidence"] += f"; {epochs}"
+        else:
+            out.append({"finding": "the PPO update is a large share",
+                        "evidence": f"update {100 * u['share']:.0f}% of the step with {epochs}",
+                        "try": "fewer PPO epochs, or larger minibatches (fewer optimizer steps)"})
     sc = stages.get("scoring")
     if sc and not config.model.shared_value_trunk:
         out.append({"finding": "a separate critic costs an extra forward pass in scoring and update",

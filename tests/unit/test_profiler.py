@@ -157,3 +157,23 @@ def test_unknown_stage_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown stage"):
         ProfilerHooks(stages=["rollout"])
     assert "generation" in STAGES
+
+
+def _stage_summary(**means: float) -> dict:
+    step = sum(means.values())
+    return {"step_time": {"mean": step}, "coverage": 1.0, "other": 0.0,
+            "stages": {k: {"mean": v, "share": v / step} for k, v in means.items()}}
+
+
+def test_bottlenecks_name_an_update_dominated_by_epochs_once() -> None:
+    from rlhfkit.profiler.report import bottleneck_report
+
+    cfg = load_config("smoke", ["ppo.ppo_epochs=4"])
+    found = bottleneck_report(_stage_summary(generation=0.1, scoring=0.05, update=0.8), {}, cfg, "cpu")
+    update = [f for f in found if "update" in f["finding"]]
+    assert [f["finding"] for f in update] == ["update dominates the step"]
+    assert "ppo_epochs=4, 0.200 s per epoch" in update[0]["evidence"]
+    # generation dominates, the update is still over 40%: the epochs get a finding of their own
+    found = bottleneck_report(_stage_summary(generation=0.5, update=0.45), {}, cfg, "cpu")
+    assert [f["finding"] for f in found][:2] == ["generation dominates the step", "the PPO update is a large share"]
+    assert "0.113 s per epoch" in found[1]["evidence"]
