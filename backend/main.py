@@ -24,6 +24,7 @@ from backend.api.deps import Services, require_token
 from backend.api.routes import live, meta, runs
 from backend.core.config import Settings
 from backend.core.db import Database, run_migrations
+from backend.services.artifacts import ArtifactNotFound
 from backend.services.ingest import IngestError, RunNotFound
 from backend.services.live import LiveHub
 from backend.services.runs import Conflict
@@ -178,6 +179,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(RunNotFound)
     async def _not_found(_: Request, exc: RunNotFound) -> JSONResponse:
         return JSONResponse({"detail": f"run {exc.args[0]!r} not found"}, status_code=404)
+
+    @app.exception_handler(ArtifactNotFound)
+    async def _no_artifact(_: Request, exc: ArtifactNotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
 
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:

@@ -207,6 +207,90 @@ class SuggestionsPublic(BaseModel):
     candidates: list[SuggestionCandidate]
 
 
+# ----------------------------------------------------------------------------- profile and memory model
+
+class ProfileStage(BaseModel):
+    """One stage (or ``scoring/value``-style sub-stage) of the profiled run's step time."""
+
+    stage: str
+    mean_s: float = Field(description="Mean seconds per step (0 in steps where the stage did not run)")
+    p50_s: float | None = Field(description="Median seconds over the steps where it ran")
+    p95_s: float | None
+    share: float | None = Field(description="Fraction of the mean step time")
+    tokens_per_sec: float | None = Field(description="Generated tokens / stage seconds")
+
+
+class ProfileOp(BaseModel):
+    op: str
+    self_us: float = Field(description="Self time over the profiled steps, microseconds")
+    calls: int
+
+
+class ProfileFinding(BaseModel):
+    """A bottleneck in words, with the measured evidence it rests on and what to try."""
+
+    finding: str
+    evidence: str
+    try_: str = Field(alias="try", serialization_alias="try")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class ProfilePublic(BaseModel):
+    """The profiler's per-stage summary and bottleneck report (the run's ``profile_summary.json``)."""
+
+    run_id: str
+    artifact: str = Field(description="The artifact this was read from")
+    steps: int = Field(description="Steps the per-stage summary covers (every step of the run, profiled or not)")
+    step_time_s: float = Field(description="Mean step time, seconds")
+    tokens_per_sec: float | None
+    coverage: float | None = Field(description="Fraction of the step time the named stages cover")
+    other_s: float | None = Field(description="Seconds per step between the named stages")
+    stages: list[ProfileStage] = Field(description="Top-level stages, in pipeline order")
+    substages: list[ProfileStage] = Field(description="Sub-stages from the trace of the profiled steps "
+                                                      "(mean only)")
+    bottlenecks: list[ProfileFinding]
+    top_ops: dict[str, list[ProfileOp]] = Field(description="Per stage or sub-stage, the operators with the "
+                                                            "most self time")
+    profiled_stages: list[str]
+
+
+class ModelMemory(BaseModel):
+    """Predicted MiB of one model's persistent state."""
+
+    model: Literal["policy", "value", "reference", "reward"]
+    weights_mb: float
+    grads_mb: float
+    optimizer_mb: float
+    total_mb: float
+
+
+class StageMemory(BaseModel):
+    """Predicted peak of one stage, with the transients that make it up (MiB)."""
+
+    stage: str
+    peak_mb: float
+    parts_mb: dict[str, float] = Field(description="Transient parts of the stage (kv_cache, activations, "
+                                                   "logits_head, ...); negative where memory is freed")
+
+
+class MemoryEstimatePublic(BaseModel):
+    """The analytic memory model (``rlhfkit.memopt``) applied to a run's config: what should fit where."""
+
+    run_id: str
+    device: Literal["cpu", "cuda"]
+    measured_as: str = Field(description="What the run's measured memory is (CUDA max_memory_allocated, or CPU "
+                                         "RSS, which also holds the interpreter and libraries)")
+    peak_mb: float
+    peak_stage: str
+    persistent_mb: float = Field(description="Weights, gradients and optimizer states of every model")
+    overhead_mb: float = Field(description="Framework constant (allocator, autograd bookkeeping)")
+    update_phase: str = Field(description="The phase of a PPO update that holds its peak: head (LM-head "
+                                          "backward), trunk, embedding (its gradient) or optimizer (the step)")
+    models: list[ModelMemory]
+    stages: list[StageMemory]
+
+
 # ----------------------------------------------------------------------------- misc
 
 class MetricSpecPublic(BaseModel):

@@ -1,7 +1,9 @@
-"""Config suggestions for a run: which memory knobs to turn so it runs faster within a budget.
+"""The memory model applied to a run: its predicted breakdown, and config suggestions (which memory
+knobs to turn so it runs faster within a budget).
 
-Computed on demand from the run's stored config with :func:`rlhfkit.memopt.suggest.suggest_config`
-(an analytic memory model plus a throughput ranking model; no model is built, nothing is measured).
+Computed on demand from the run's stored config with :func:`rlhfkit.memopt.estimate_memory` and
+:func:`rlhfkit.memopt.suggest.suggest_config` (an analytic memory model plus a throughput ranking
+model; no model is built, nothing is measured).
 The search takes 1–4 s of CPU, so the route runs it in a worker thread, and results are memoised
 per (config, budget, device, top): the same run's tab reopened costs nothing.
 
@@ -19,7 +21,13 @@ from sqlalchemy import select
 
 from backend.core.db import Database
 from backend.models import MemorySnapshot, Run
-from backend.schemas import SuggestionCandidate, SuggestionsPublic
+from backend.schemas import (
+    MemoryEstimatePublic,
+    ModelMemory,
+    StageMemory,
+    SuggestionCandidate,
+    SuggestionsPublic,
+)
 from backend.services.runs import Conflict
 from rlhfkit.config import ConfigError, RunConfig, validate_config
 
@@ -108,6 +116,46 @@ def _suggest(config_json: str, budget_gb: float, device: Device, top: int) -> tu
     return tuple(out)
 
 
+_MEASURED_AS = {
+    "cuda": "torch.cuda.max_memory_allocated per stage, over the memory allocated before the models were built",
+    "cpu": "process RSS high-water per stage; it also holds the interpreter and libraries (a few hundred MiB), "
+           "so compare the model with rlhfkit mem-report, which measures the growth",
+}
+
+
+def memory_estimate(*, db: Database, run: Run, device: Device | None = None) -> MemoryEstimatePublic:
+    """The analytic memory breakdown of ``run``'s config on ``device`` (default: the run's)."""
+    cfg = run_config(run=run)
+    dev = device or run_device(db=db, run=run)
+    try:
+        est = _estimate(cfg.model_dump_json(), dev)
+    except OSError as exc:
+        raise Conflict(f"cannot size the model of run {run.id} here: {exc}") from None
+    return est.model_copy(update={"run_id": run.id}, deep=True)
+
+
+@lru_cache(maxsize=64)
+def _estimate(config_json: str, device: Device) -> MemoryEstimatePublic:
+    from rlhfkit.memopt.model import MiB, estimate_memory, plan_from_config
+
+    est = estimate_memory(plan_from_config(validate_config(json.loads(config_json)), device=device))
+    def mb(n: int) -> float:
+        return round(n / MiB, 2)
+
+    models = []
+    for name, parts in est.models.items():
+        w, g, o = parts.get("weights", 0), parts.get("grads", 0), parts.get("optimizer", 0)
+        models.append(ModelMemory.model_validate({"model": name, "weights_mb": mb(w), "grads_mb": mb(g),
+                                                  "optimizer_mb": mb(o), "total_mb": mb(sum(parts.values()))}))
+    stages = [StageMemory(stage=st, peak_mb=mb(est.stage_peak(st)),
+                          parts_mb={k: mb(v) for k, v in sorted(parts.items(), key=lambda kv: -abs(kv[1]))})
+              for st, parts in est.stages.items()]
+    return MemoryEstimatePublic(run_id="", device=device, measured_as=_MEASURED_AS[device], peak_mb=mb(est.peak),
+                                peak_stage=est.peak_stage, persistent_mb=mb(est.persistent),
+                                overhead_mb=mb(est.overhead), update_phase=est.update_phase, models=models,
+                                stages=stages)
+
+
 def _get(data: dict[str, Any], dotted: str) -> Any:
     cur: Any = data
     for part in dotted.split("."):
@@ -141,5 +189,5 @@ def describe_changes(changed: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-__all__ = ["CPU_BUDGET_GB", "CUDA_BUDGET_GB", "HEADROOM", "default_budget_gb", "describe_changes", "run_config",
-           "run_device", "suggest_for_run"]
+__all__ = ["CPU_BUDGET_GB", "CUDA_BUDGET_GB", "HEADROOM", "default_budget_gb", "describe_changes", "memory_estimate",
+           "run_config", "run_device", "suggest_for_run"]

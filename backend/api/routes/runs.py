@@ -3,7 +3,6 @@ in ``backend.services``."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Query, status
@@ -21,8 +20,10 @@ from backend.schemas import (
     EventsPage,
     ExternalRunCreate,
     IngestResult,
+    MemoryEstimatePublic,
     MemoryPublic,
     MetricsPublic,
+    ProfilePublic,
     RunCreate,
     RunPublic,
     RunRerun,
@@ -31,6 +32,7 @@ from backend.schemas import (
     SuggestionsPublic,
     TimingPublic,
 )
+from backend.services import artifacts as artifact_service
 from backend.services import runs as run_service
 from backend.services import suggestions as suggestion_service
 from backend.services.ingest import ingest_events
@@ -229,24 +231,24 @@ def get_artifacts(run: RunDep, services: ServicesDep) -> list[ArtifactPublic]:
 @router.get("/{run_id}/artifacts/{name:path}", summary="Download an artifact",
             responses={200: {"content": {"application/octet-stream": {}}}, 404: {"description": "Unknown artifact"}})
 def download_artifact(run: RunDep, name: str, services: ServicesDep) -> FileResponse:
-    path = resolve_artifact(services, run.id, name)
+    path = artifact_service.artifact_file(db=services.db, artifacts_dir=services.settings.artifacts_dir,
+                                         run_id=run.id, name=name)
     return FileResponse(path, filename=path.name)
 
 
-def resolve_artifact(services: ServicesDep, run_id: str, name: str) -> Path:
-    """The artifact's file, only if it is registered and lies inside the artifacts directory."""
-    # Names may have folders ("profiles/trace_step2.json") but never climb or start at the root;
-    # the file must also be registered for this run and lie inside the artifacts directory.
-    parts = name.split("/")
-    if not name or name.startswith("/") or "\\" in name or "\x00" in name or any(p in ("", ".", "..") for p in parts):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such artifact")
-    with services.db.session() as s:
-        art = s.scalar(select(Artifact).where(Artifact.run_id == run_id, Artifact.name == name))
-    if art is None or not art.path:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such artifact")
-    root = services.settings.artifacts_dir.resolve()
-    p = Path(art.path)
-    path = (p if p.is_absolute() else root / p).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "artifact file is not available")
-    return path
+@router.get("/{run_id}/profile", response_model=ProfilePublic, response_model_by_alias=True,
+            summary="The profiler's per-stage summary, top operators and bottleneck report",
+            responses={404: {"description": "Unknown run, or the run was not profiled"}})
+def get_profile(run: RunDep, services: ServicesDep) -> ProfilePublic:
+    return artifact_service.profile_report(db=services.db, artifacts_dir=services.settings.artifacts_dir,
+                                          run_id=run.id)
+
+
+@router.get("/{run_id}/memory/estimate", response_model=MemoryEstimatePublic,
+            summary="Predicted memory per model and stage (analytic model) for the run's config",
+            responses={409: {"description": "The run's config is not an rlhfkit RunConfig (external runs)"}})
+def get_memory_estimate(
+    run: RunDep, services: ServicesDep,
+    device: Annotated[Literal["cpu", "cuda"] | None, Query(description="Default: the run's device")] = None,
+) -> MemoryEstimatePublic:
+    return suggestion_service.memory_estimate(db=services.db, run=run, device=device)

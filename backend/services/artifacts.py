@@ -1,0 +1,106 @@
+"""A run's artifacts, read back for the API: a registered file, and the profiler's summary typed.
+
+The engine's :class:`rlhfkit.profiler.ProfilerHooks` writes ``profile_summary.json`` (per-stage
+times, sub-stages, top operators, bottlenecks in words) and announces it as an ``artifact`` event;
+this module finds the registered file, checks that it lies inside the artifacts directory, and maps
+it onto :class:`~backend.schemas.ProfilePublic`, so the UI reads a typed response rather than a
+loose JSON file. The summary is written with Python's ``json`` and may hold ``NaN`` (a stage that
+never ran has no p50), which browsers' ``JSON.parse`` rejects: here it becomes ``null``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from backend.core.db import Database
+from backend.models import Artifact
+from backend.schemas import ProfileFinding, ProfileOp, ProfilePublic, ProfileStage
+from rlhfkit.metrics import STAGES
+
+
+class ArtifactNotFound(LookupError):
+    """No such artifact for the run, or its file is not available here (404)."""
+
+
+def artifact_file(*, db: Database, artifacts_dir: Path, run_id: str, name: str) -> Path:
+    """The artifact's file, only if it is registered for the run and lies inside ``artifacts_dir``.
+
+    Names may have folders (``profiles/trace_step2.json``) but never climb or start at the root.
+    """
+    parts = name.split("/")
+    if not name or name.startswith("/") or "\\" in name or "\x00" in name or any(p in ("", ".", "..") for p in parts):
+        raise ArtifactNotFound("no such artifact")
+    with db.session() as s:
+        art = s.scalar(select(Artifact).where(Artifact.run_id == run_id, Artifact.name == name))
+    if art is None or not art.path:
+        raise ArtifactNotFound("no such artifact")
+    root = artifacts_dir.resolve()
+    p = Path(art.path)
+    path = (p if p.is_absolute() else root / p).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise ArtifactNotFound("artifact file is not available")
+    return path
+
+
+def profile_report(*, db: Database, artifacts_dir: Path, run_id: str) -> ProfilePublic:
+    """The run's latest JSON profile summary; :class:`ArtifactNotFound` when it has none."""
+    with db.session() as s:
+        names = list(s.scalars(select(Artifact.name).where(Artifact.run_id == run_id,
+                                                            Artifact.kind == "profile_summary")
+                               .order_by(Artifact.id.desc())))
+    name = next((n for n in names if n.endswith(".json")), None)
+    if name is None:
+        raise ArtifactNotFound(f"run {run_id} has no profile summary (profile it with profile.enabled=true "
+                               "or `rlhfkit profile`)")
+    path = artifact_file(db=db, artifacts_dir=artifacts_dir, run_id=run_id, name=name)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return _to_public(run_id, name, data)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ArtifactNotFound(f"{name} could not be read as a profile summary: {exc}") from None
+
+
+def _num(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def _order(stage: str) -> tuple[int, str]:
+    top = stage.split("/")[0]
+    return (STAGES.index(top) if top in STAGES else len(STAGES), stage)
+
+
+def _to_public(run_id: str, name: str, d: dict[str, Any]) -> ProfilePublic:
+    stages: list[ProfileStage] = []
+    subs: list[ProfileStage] = []
+    for st, v in sorted((d.get("stages") or {}).items(), key=lambda kv: _order(kv[0])):
+        row = ProfileStage(stage=st, mean_s=_num(v.get("mean")) or 0.0, p50_s=_num(v.get("p50")),
+                           p95_s=_num(v.get("p95")), share=_num(v.get("share")),
+                           tokens_per_sec=_num(v.get("tokens_per_sec")))
+        (subs if "/" in st else stages).append(row)
+    seen = {r.stage for r in subs}
+    for st, v in sorted((d.get("substages_profiled") or {}).items(), key=lambda kv: _order(kv[0])):
+        if st not in seen:  # sub-stage times from the trace of the profiled steps: a mean only
+            subs.append(ProfileStage(stage=st, mean_s=_num(v.get("mean")) or 0.0, p50_s=None, p95_s=None,
+                                     share=None, tokens_per_sec=None))
+    step = _num((d.get("step_time") or {}).get("mean")) or 0.0
+    for r in subs:
+        if r.share is None and step > 0:
+            r.share = r.mean_s / step
+    return ProfilePublic(
+        run_id=run_id, artifact=name, steps=int(d.get("steps") or 0), step_time_s=step,
+        tokens_per_sec=_num(d.get("tokens_per_sec")), coverage=_num(d.get("coverage")), other_s=_num(d.get("other")),
+        stages=stages, substages=subs,
+        bottlenecks=[ProfileFinding(finding=str(f.get("finding", "")), evidence=str(f.get("evidence", "")),
+                                    try_=str(f.get("try", ""))) for f in d.get("bottlenecks") or []],
+        top_ops={st: [ProfileOp(op=str(o["op"]), self_us=float(o["self_us"]), calls=int(o["calls"])) for o in ops]
+                 for st, ops in sorted((d.get("top_ops") or {}).items(), key=lambda kv: _order(kv[0]))},
+        profiled_stages=[str(x) for x in d.get("profiled_stages") or []],
+    )
+
+
+__all__ = ["ArtifactNotFound", "artifact_file", "profile_report"]
