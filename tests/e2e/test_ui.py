@@ -101,10 +101,28 @@ def test_submit_smoke_from_form_watch_it_live_and_open_every_tab(page: Any, api:
     page.get_by_role("tab", name="Memory").click()
     page.get_by_role("heading", name="Weights per model").wait_for()
     page.wait_for_selector("figure.chart[data-points='5']")
+    # the memory model's prediction for this run's config, served by the API
+    page.get_by_role("heading", name="Predicted by the memory model").wait_for()
+    estimate = api.call("GET", f"/api/runs/{run_id}/memory/estimate")
+    assert page.locator("table.memory-models tbody tr").count() == len(estimate["models"]) == 4
+    assert page.locator("table.memory-stages tbody tr").count() == len(estimate["stages"])
+    peak = f"{estimate['peak_mb']:.1f} MiB"
+    assert peak in page.locator("#pred-h + .callout").inner_text()
     shoot(page, "05-memory")
 
     page.get_by_role("tab", name="Profile").click()
     page.get_by_text(re.compile(r"Profile .*speedscope")).first.wait_for()  # the run's real profile, not a stand-in
+    # the profiler's report: bottlenecks in words with their evidence, and the per-stage table
+    page.get_by_role("heading", name="Bottlenecks").wait_for()
+    report = api.call("GET", f"/api/runs/{run_id}/profile")
+    findings = page.locator("ol.findings > li")
+    assert findings.count() == len(report["bottlenecks"]) >= 1
+    first = findings.first.inner_text()
+    assert report["bottlenecks"][0]["finding"] in first and "Measured:" in first and "Try:" in first
+    stage_rows = page.locator("table.profile-stages tbody th").all_inner_texts()
+    assert stage_rows[0] == "generation" and "update" in stage_rows and stage_rows[-1] == "step"
+    page.get_by_text("Top operators per stage").click()
+    assert page.locator("details.top-ops tbody tr").count() >= 3
     assert page.get_by_role("link", name=re.compile(r"trace", re.I)).count() >= 1  # trace download offered
     canvas = page.locator(".flame canvas")
     canvas.wait_for()

@@ -21,6 +21,9 @@ export type PresetPublic = Schemas["PresetPublic"];
 export type RunCreate = Schemas["RunCreate"];
 export type SuggestionsPublic = Schemas["SuggestionsPublic"];
 export type SuggestionCandidate = Schemas["SuggestionCandidate"];
+export type ProfilePublic = Schemas["ProfilePublic"];
+export type ProfileStage = Schemas["ProfileStage"];
+export type MemoryEstimatePublic = Schemas["MemoryEstimatePublic"];
 
 export const api = createClient<paths>({ baseUrl: "" });
 

@@ -12,6 +12,9 @@ export const keys = {
   run: (id: string) => ["run", id] as const,
 };
 
+/** Retry network and 5xx errors twice; a 4xx (no such thing, not applicable) will not change. */
+const retryUnless4xx = (n: number, err: Error) => !(err instanceof ApiError && err.status >= 400 && err.status < 500) && n < 2;
+
 const ACTIVE = new Set(["queued", "running"]);
 export const isActive = (r: Pick<RunPublic, "status"> | undefined) => !!r && ACTIVE.has(r.status);
 
@@ -96,6 +99,28 @@ export function useArtifacts(id: string) {
   });
 }
 
+/** The profiler's summary (written when a profiled run ends); `artifact` names the file it is read from. */
+export function useProfile(id: string, artifact: string | undefined) {
+  return useQuery({
+    queryKey: [...keys.run(id), "profile", artifact ?? ""],
+    queryFn: ({ signal }) => unwrap(api.GET("/api/runs/{run_id}/profile", { params: { path: { run_id: id } }, signal })),
+    enabled: !!artifact,
+    staleTime: Infinity,
+    retry: retryUnless4xx,
+  });
+}
+
+/** The analytic memory model for the run's config (a function of the config: it never changes). */
+export function useMemoryEstimate(id: string, device: "cpu" | "cuda" | undefined) {
+  return useQuery({
+    queryKey: [...keys.run(id), "memory-estimate", device ?? null],
+    queryFn: ({ signal }) =>
+      unwrap(api.GET("/api/runs/{run_id}/memory/estimate", { params: { path: { run_id: id }, query: { device } }, signal })),
+    staleTime: Infinity,
+    retry: retryUnless4xx,
+  });
+}
+
 export type SuggestionsQuery = NonNullable<operations["get_suggestions_api_runs__run_id__suggestions_get"]["parameters"]["query"]>;
 
 /** Config suggestions computed on demand by the server (1–4 s of CPU); a new budget keeps the old
@@ -107,7 +132,7 @@ export function useSuggestions(id: string, query: SuggestionsQuery) {
       unwrap(api.GET("/api/runs/{run_id}/suggestions", { params: { path: { run_id: id }, query }, signal })),
     placeholderData: keepPreviousData,
     staleTime: Infinity, // a function of the config and the budget: it does not change while the run runs
-    retry: (n, err) => !(err instanceof ApiError && err.status >= 400 && err.status < 500) && n < 2,
+    retry: retryUnless4xx,
   });
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { fmtAxis } from "./format";
+import { fmtAxis, fmtSeconds } from "./format";
 
 describe("fmtAxis", () => {
   it("uses the decimals the tick spacing needs", () => {
@@ -14,5 +14,21 @@ describe("fmtAxis", () => {
     expect(fmtAxis(2.5e-4, 5e-5)).toBe("2.5e-4");
     expect(fmtAxis(1.2e6, 2e5)).toBe("1.2e+6");
     expect(fmtAxis(0, 1)).toBe("0");
+  });
+});
+
+describe("fmtSeconds", () => {
+  it("picks µs, ms or s with three significant digits", () => {
+    expect(fmtSeconds(0.000066)).toBe("66 µs");
+    expect(fmtSeconds(0.0003123)).toBe("312 µs");
+    expect(fmtSeconds(0.036376)).toBe("36.4 ms");
+    expect(fmtSeconds(0.19101)).toBe("191 ms");
+    expect(fmtSeconds(1.2149)).toBe("1.21 s");
+    expect(fmtSeconds(0)).toBe("0 s");
+  });
+  it("shows a dash for missing or non-finite values", () => {
+    expect(fmtSeconds(null)).toBe("—");
+    expect(fmtSeconds(undefined)).toBe("—");
+    expect(fmtSeconds(Number.NaN)).toBe("—");
   });
 });

@@ -18,6 +18,17 @@ export function fmtDuration(seconds: number | null | undefined): string {
   return `${Math.floor(m / 60)} h ${m % 60} min`;
 }
 
+/** A short time measurement with three significant digits: 420 µs, 36.4 ms, 1.21 s (durations of
+ * minutes and hours read better with fmtDuration). */
+export function fmtSeconds(seconds: number | null | undefined): string {
+  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "—";
+  const a = Math.abs(seconds);
+  if (a === 0) return "0 s";
+  if (a < 1e-3) return `${Number((seconds * 1e6).toPrecision(3))} µs`;
+  if (a < 1) return `${Number((seconds * 1e3).toPrecision(3))} ms`;
+  return `${Number(seconds.toPrecision(3))} s`;
+}
+
 export function fmtMB(mb: number | null | undefined): string {
   if (mb === null || mb === undefined) return "—";
   return mb >= 1024 ? `${(mb / 1024).toFixed(2)} GiB` : `${mb.toFixed(1)} MiB`;

@@ -1,8 +1,10 @@
 /** Memory: per-stage memory over steps, weights per model, and GPU utilisation when NVML reports it.
- * CUDA runs show max_memory_allocated during each stage; CPU runs the process RSS high-water. */
+ * CUDA runs show max_memory_allocated during each stage; CPU runs the process RSS high-water. Below,
+ * what the analytic memory model (rlhfkit.memopt) predicts for the run's config, per model and per
+ * stage, beside the measured peaks where they measure the same thing (CUDA). */
 import { useMemo } from "react";
-import type { MemoryPublic } from "../../api/client";
-import { useMemory } from "../../api/queries";
+import { ApiError, type MemoryEstimatePublic, type MemoryPublic } from "../../api/client";
+import { useMemory, useMemoryEstimate } from "../../api/queries";
 import { Chart, PALETTE } from "../../components/Chart";
 import { Empty, ErrorState, Loading } from "../../components/common";
 import { useLiveVersion } from "../../hooks/useRunLive";
@@ -16,6 +18,64 @@ type Stat = Record<string, number | null | undefined>;
 function measure(stat: Stat, cuda: boolean): number | null {
   const v = cuda ? stat.peak_mb ?? stat.allocated_mb : stat.rss_peak_mb ?? stat.rss_mb;
   return typeof v === "number" ? v : null;
+}
+
+const PART_LABELS: Record<string, string> = {
+  kv_cache: "KV cache", prefill: "prefill", sampling: "sampling buffers", scores: "sampled hidden states",
+  forward: "no-grad forward", rollout: "rollout tensors", autocast_weights: "autocast bf16 weights",
+  activations: "saved activations", logits_head: "logits head", backward: "backward buffers",
+  gradients_absent: "gradients not yet allocated",
+};
+
+const PHASES: Record<string, string> = {
+  head: "LM-head backward", trunk: "trunk backward", embedding: "embedding gradient", optimizer: "optimizer step",
+};
+
+function Predicted({ est, measured }: { est: MemoryEstimatePublic; measured: Record<string, number> | null }) {
+  const maxPeak = Math.max(1, ...est.stages.map((s) => s.peak_mb), ...Object.values(measured ?? {}));
+  return (
+    <section aria-labelledby="pred-h">
+      <h2 id="pred-h">Predicted by the memory model</h2>
+      <p className="callout" role="note">
+        Predicted peak on {est.device}: <strong>{fmtMB(est.peak_mb)}</strong> in <strong>{est.peak_stage}</strong> —
+        weights, gradients and optimizer states {fmtMB(est.persistent_mb)}, framework {fmtMB(est.overhead_mb)}, and
+        the stage's transients. <code>rlhfkit mem-report</code> measures it against a short run; the Suggestions tab
+        searches the configs that fit a budget.
+      </p>
+      <div className="two-col top">
+        <table className="memory-models">
+          <caption>Persistent state per model</caption>
+          <thead><tr><th scope="col">Model</th><th scope="col">Weights</th><th scope="col">Gradients</th><th scope="col">Optimizer</th><th scope="col">Total</th></tr></thead>
+          <tbody>
+            {est.models.map((m) => (
+              <tr key={m.model}>
+                <th scope="row">{m.model}</th>
+                <td className="num">{fmtMB(m.weights_mb)}</td><td className="num">{fmtMB(m.grads_mb)}</td>
+                <td className="num">{fmtMB(m.optimizer_mb)}</td><td className="num">{fmtMB(m.total_mb)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+        <table className="bars memory-stages">
+          <caption>Peak per stage{measured ? ", predicted and measured" : ""}</caption>
+          <thead><tr><th scope="col">Stage</th><th scope="col">Predicted</th>{measured ? <th scope="col">Measured</th> : null}<th scope="col">Largest transients</th></tr></thead>
+          <tbody>
+            {est.stages.map((s) => (
+              <tr key={s.stage}>
+                <th scope="row">{s.stage}</th>
+                <td><span className="bar" style={{ width: `${(100 * s.peak_mb) / maxPeak}%` }} />{fmtMB(s.peak_mb)}</td>
+                {measured ? <td className="num">{fmtMB(measured[s.stage] ?? null)}</td> : null}
+                <td className="muted">{Object.entries(s.parts_mb).filter(([, v]) => v > 0.05).slice(0, 3)
+                  .map(([k, v]) => `${PART_LABELS[k] ?? k} ${fmtMB(v)}`).join(", ") || "—"}
+                  {s.stage === "update" ? ` (peak in the ${PHASES[est.update_phase] ?? est.update_phase})` : null}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      <p className="muted">Measured here: {est.measured_as}.</p>
+    </section>
+  );
 }
 
 export default function MemoryTab({ run, store }: TabProps) {
@@ -44,10 +104,21 @@ export default function MemoryTab({ run, store }: TabProps) {
   const models = rows.length ? rows[rows.length - 1]!.models : {};
   const maxModel = Math.max(1, ...Object.values(models));
   const maxPeak = Math.max(1, ...peakByStage.map((p) => p.peak));
+  const est = useMemoryEstimate(run.id, rows.length ? (cuda ? "cuda" : "cpu") : undefined);
+  const predicted = est.data ? (
+    <Predicted est={est.data} measured={cuda ? Object.fromEntries(peakByStage.map((p) => [p.stage, p.peak])) : null} />
+  ) : est.isError && !(est.error instanceof ApiError && est.error.status === 409) ? (
+    <ErrorState error={est.error} retry={() => void est.refetch()} />
+  ) : null;
 
   if (q.isPending) return <Loading what="memory" />;
   if (q.isError) return <ErrorState error={q.error} retry={() => void q.refetch()} />;
-  if (rows.length === 0) return <Empty title="No memory snapshots yet.">They arrive with the first finished step.</Empty>;
+  if (rows.length === 0) return (
+    <>
+      <Empty title="No memory snapshots yet.">They arrive with the first finished step.</Empty>
+      {predicted}
+    </>
+  );
   const how = cuda ? "CUDA: torch.cuda.max_memory_allocated during each stage" : "CPU: process resident set size, high-water during each stage";
 
   return (
@@ -82,6 +153,7 @@ export default function MemoryTab({ run, store }: TabProps) {
           <p className="muted">MiB of parameters (and buffers) per model; a shared value trunk shows as the policy.</p>
         </section>
       </div>
+      {predicted}
     </div>
   );
 }
