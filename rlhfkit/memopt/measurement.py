@@ -48,8 +48,8 @@ class Measurement:
     # cache and readahead (a freshly installed venv faults ~20 MiB more), not on the run's tensors
     file_backed_growth_mb: float | None = None
     reserved_mb: float | None = None  # CUDA: max_memory_reserved over the run
-    tokens_per_sec: float | None = None
-    step_time_s: float | None = None
+    tokens_per_sec: float | None = None  # over the steps after the first (all of them when only one)
+    step_time_s: float | None = None  # mean over the same steps
     snapshot: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,8 +133,10 @@ def measure_in_process(config: Any, *, steps: int = 2, snapshot_path: str | Path
             v = stat.peak_mb if cuda else stat.rss_peak_mb if stat.rss_peak_mb is not None else stat.rss_mb
             if v is not None:
                 per_stage[stage] = max(per_stage.get(stage, 0.0), float(v))
-    timings = [e for e in sink.of_type("timings")]
-    last = timings[-1] if timings else None
+    # throughput over every step but the first (which pays one-time costs) when there are several
+    timed = [e for e in sink.of_type("timings")]
+    timed = timed[1:] if len(timed) > 1 else timed
+    busy = sum(e.step_time for e in timed)
     peak = max(per_stage.values()) if per_stage else 0.0
     file_growth = None if cuda or file_base is None or (end := _rss_file_mb()) is None else max(0.0, end - file_base)
     return Measurement(
@@ -143,8 +145,8 @@ def measure_in_process(config: Any, *, steps: int = 2, snapshot_path: str | Path
         growth_mb=round(peak - baseline - (file_growth or 0.0), 2),
         file_backed_growth_mb=None if file_growth is None else round(file_growth, 2),
         reserved_mb=round(torch.cuda.max_memory_reserved(device) / MiB, 2) if cuda else None,
-        tokens_per_sec=(last.tokens / last.step_time) if last and last.step_time else None,
-        step_time_s=last.step_time if last else None, snapshot=snap,
+        tokens_per_sec=sum(e.tokens for e in timed) / busy if busy > 0 else None,
+        step_time_s=busy / len(timed) if timed else None, snapshot=snap,
     )
 
 
