@@ -117,7 +117,8 @@ def _suggest(config_json: str, budget_gb: float, device: Device, top: int) -> tu
 
 
 _MEASURED_AS = {
-    "cuda": "torch.cuda.max_memory_allocated per stage, over the memory allocated before the models were built",
+    "cuda": "torch.cuda.max_memory_allocated during each stage (tensor bytes; the CUDA context and the "
+            "allocator's cached blocks are not counted, as in the model)",
     "cpu": "process RSS high-water per stage; it also holds the interpreter and libraries (a few hundred MiB), "
            "so compare the model with rlhfkit mem-report, which measures the growth",
 }
@@ -139,6 +140,7 @@ def _estimate(config_json: str, device: Device) -> MemoryEstimatePublic:
     from rlhfkit.memopt.model import MiB, estimate_memory, plan_from_config
 
     est = estimate_memory(plan_from_config(validate_config(json.loads(config_json)), device=device))
+
     def mb(n: int) -> float:
         return round(n / MiB, 2)
 

@@ -26,7 +26,7 @@ export function ProfileSummary({ p }: { p: ProfilePublic }) {
     <>
       <section aria-labelledby="bn-h">
         <h2 id="bn-h">Bottlenecks</h2>
-        {p.bottlenecks.length === 0 ? <p className="muted">No finding: the step has no stage that stands out.</p> : (
+        {p.bottlenecks.length === 0 ? <p className="muted">This summary holds no findings (runs reported by an adapter, with no rlhfkit config, get the table only).</p> : (
           <ol className="findings">
             {p.bottlenecks.map((f) => (
               <li key={f.finding}>
