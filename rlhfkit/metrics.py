@@ -124,6 +124,14 @@ METRICS: Final[dict[str, MetricSpec]] = {s.name: s for s in _SPECS}
 # Pipeline stages of one PPO step, in execution order. Timings and memory use these names.
 STAGES: Final[tuple[str, ...]] = ("generation", "scoring", "advantages", "update", "evaluation")
 
+
+
+def stage_sort_key(name: str) -> tuple[int, bool, str]:
+    """Pipeline order for stage names: a stage, then its ``stage/sub`` ranges; unknown names last."""
+    top = name.split("/")[0]
+    return (STAGES.index(top) if top in STAGES else len(STAGES), "/" in name, name)
+
+
 # What each scoring sub-stage is called inside the profiler ranges.
 SUB_STAGES: Final[tuple[str, ...]] = ("scoring/reference", "scoring/reward", "scoring/value")
 

@@ -93,7 +93,6 @@ def run_job(run_id: str, *, s: Settings, worker_name: str) -> dict[str, Any]:
         except redis.RedisError:
             return False
 
-    status = "failed"
     with Heartbeat(r, heartbeat_key(s, run_id), s.heartbeat_timeout_s, worker_name):
         try:
             status = _execute(run_id, run.config, sink, should_stop, out_dir=str(s.artifacts_dir.resolve()))

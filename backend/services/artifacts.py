@@ -20,7 +20,7 @@ from sqlalchemy import select
 from backend.core.db import Database
 from backend.models import Artifact
 from backend.schemas import ProfileFinding, ProfileOp, ProfilePublic, ProfileStage
-from rlhfkit.metrics import STAGES
+from rlhfkit.metrics import stage_sort_key
 
 
 class ArtifactNotFound(LookupError):
@@ -69,21 +69,16 @@ def _num(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
-def _order(stage: str) -> tuple[int, str]:
-    top = stage.split("/")[0]
-    return (STAGES.index(top) if top in STAGES else len(STAGES), stage)
-
-
 def _to_public(run_id: str, name: str, d: dict[str, Any]) -> ProfilePublic:
     stages: list[ProfileStage] = []
     subs: list[ProfileStage] = []
-    for st, v in sorted((d.get("stages") or {}).items(), key=lambda kv: _order(kv[0])):
+    for st, v in sorted((d.get("stages") or {}).items(), key=lambda kv: stage_sort_key(kv[0])):
         row = ProfileStage(stage=st, mean_s=_num(v.get("mean")) or 0.0, p50_s=_num(v.get("p50")),
                            p95_s=_num(v.get("p95")), share=_num(v.get("share")),
                            tokens_per_sec=_num(v.get("tokens_per_sec")))
         (subs if "/" in st else stages).append(row)
     seen = {r.stage for r in subs}
-    for st, v in sorted((d.get("substages_profiled") or {}).items(), key=lambda kv: _order(kv[0])):
+    for st, v in sorted((d.get("substages_profiled") or {}).items(), key=lambda kv: stage_sort_key(kv[0])):
         if st not in seen:  # sub-stage times from the trace of the profiled steps: a mean only
             subs.append(ProfileStage(stage=st, mean_s=_num(v.get("mean")) or 0.0, p50_s=None, p95_s=None,
                                      share=None, tokens_per_sec=None))
@@ -98,7 +93,7 @@ def _to_public(run_id: str, name: str, d: dict[str, Any]) -> ProfilePublic:
         bottlenecks=[ProfileFinding(finding=str(f.get("finding", "")), evidence=str(f.get("evidence", "")),
                                     try_=str(f.get("try", ""))) for f in d.get("bottlenecks") or []],
         top_ops={st: [ProfileOp(op=str(o["op"]), self_us=float(o["self_us"]), calls=int(o["calls"])) for o in ops]
-                 for st, ops in sorted((d.get("top_ops") or {}).items(), key=lambda kv: _order(kv[0]))},
+                 for st, ops in sorted((d.get("top_ops") or {}).items(), key=lambda kv: stage_sort_key(kv[0]))},
         profiled_stages=[str(x) for x in d.get("profiled_stages") or []],
     )
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from rlhfkit.metrics import STAGES, SUB_STAGES, M
+from rlhfkit.metrics import STAGES, SUB_STAGES, M, stage_sort_key
 from rlhfkit.profiler import report as rep
 from rlhfkit.profiler import trace as tr
 
@@ -230,10 +230,7 @@ class ProfilerHooks:
                          + ", ".join(f"{k} {v['mean']:.4f}" for k, v in self.substages.items()))
         if self.top_ops:
             lines = ["Top operators per stage (self time over the profiled steps):"]
-            order = [r for r in ALL_RANGES if r in self.top_ops]  # stages, each followed by its sub-stages
-            order = sorted(order, key=lambda r: (STAGES.index(r.split("/")[0]) if r.split("/")[0] in STAGES else 99,
-                                                 "/" in r, r))
-            for st in order:
+            for st in sorted(self.top_ops, key=stage_sort_key):  # stages, each followed by its sub-stages
                 ops = [o for o in self.top_ops[st][:5] if o["self_us"] >= 50]  # "0.0 ms" rows say nothing
                 if not ops:
                     continue

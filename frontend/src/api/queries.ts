@@ -110,12 +110,12 @@ export function useProfile(id: string, artifact: string | undefined) {
   });
 }
 
-/** The analytic memory model for the run's config (a function of the config: it never changes). */
-export function useMemoryEstimate(id: string, device: "cpu" | "cuda" | undefined) {
+/** The analytic memory model for the run's config on the run's device (a function of the config). */
+export function useMemoryEstimate(id: string) {
   return useQuery({
-    queryKey: [...keys.run(id), "memory-estimate", device ?? null],
+    queryKey: [...keys.run(id), "memory-estimate"],
     queryFn: ({ signal }) =>
-      unwrap(api.GET("/api/runs/{run_id}/memory/estimate", { params: { path: { run_id: id }, query: { device } }, signal })),
+      unwrap(api.GET("/api/runs/{run_id}/memory/estimate", { params: { path: { run_id: id } }, signal })),
     staleTime: Infinity,
     retry: retryUnless4xx,
   });

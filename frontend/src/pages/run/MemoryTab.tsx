@@ -104,9 +104,9 @@ export default function MemoryTab({ run, store }: TabProps) {
   const models = rows.length ? rows[rows.length - 1]!.models : {};
   const maxModel = Math.max(1, ...Object.values(models));
   const maxPeak = Math.max(1, ...peakByStage.map((p) => p.peak));
-  const est = useMemoryEstimate(run.id, rows.length ? (cuda ? "cuda" : "cpu") : undefined);
+  const est = useMemoryEstimate(run.id); // on the run's device, which the server knows from the same snapshots
   const predicted = est.data ? (
-    <Predicted est={est.data} measured={cuda ? Object.fromEntries(peakByStage.map((p) => [p.stage, p.peak])) : null} />
+    <Predicted est={est.data} measured={est.data.device === "cuda" && cuda ? Object.fromEntries(peakByStage.map((p) => [p.stage, p.peak])) : null} />
   ) : est.isError && !(est.error instanceof ApiError && est.error.status === 409) ? (
     <ErrorState error={est.error} retry={() => void est.refetch()} />
   ) : null;
