@@ -1,6 +1,6 @@
 """The FastAPI application: ``create_app(settings)`` wires settings, DB, live hub, executor and the
 background threads (Redis consumer, heartbeat reaper) together; ``app`` is the default instance
-``uvicorn backend.main:app`` serves.
+``uvicorn backend.main:app`` serves (built on first access, not at import).
 
 Modes: with ``REDIS_URL`` runs go to Celery workers and come back over Redis Streams; without it
 (embedded mode) they run in local processes and their events go straight into the same ingest path.
@@ -199,9 +199,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def contract_schemas() -> dict[str, Any]:
+    """The vocabularies the browser shares with Python, as named OpenAPI components.
+
+    ``MetricName`` lists :data:`rlhfkit.metrics.METRICS` and carries the :class:`~rlhfkit.metrics.M`
+    constants (``x-constants``); ``RunStatus`` and ``RunSource`` are :mod:`rlhfkit.events`'
+    vocabularies. ``npm run generate`` turns them into TypeScript types and constants
+    (``frontend/src/client/contract.ts``), so a rename in Python is a compile error in the UI."""
+    from rlhfkit import events
+    from rlhfkit.metrics import METRICS, M
+
+    constants = {k: v for k, v in vars(M).items() if k.isupper() and isinstance(v, str)}
+    return {
+        "MetricName": {"type": "string", "enum": list(METRICS), "x-constants": constants,
+                       "description": "A canonical metric name (rlhfkit/metrics.py)"},
+        "RunStatus": {"type": "string", "enum": list(events.RUN_STATUSES), "x-active": list(events.ACTIVE_STATUSES),
+                      "x-terminal": list(events.TERMINAL_STATUSES),
+                      "x-status-of-terminal-event": dict(events.STATUS_OF_TERMINAL_EVENT)},
+        "RunSource": {"type": "string", "enum": list(events.RUN_SOURCES)},
+    }
+
+
 def _document_websockets(app: FastAPI) -> None:
     """OpenAPI has no WebSockets: add their message schemas as components so the generated
-    TypeScript client has types for them (``LiveEvent``, ``LiveStatusMessage``, ...)."""
+    TypeScript client has types for them (``LiveEvent``, ``LiveStatusMessage``, ...), and the
+    shared vocabularies (:func:`contract_schemas`)."""
     from pydantic import TypeAdapter
 
     from backend.schemas import HeartbeatMessage, LaggedMessage, LiveStatusMessage
@@ -215,13 +237,18 @@ def _document_websockets(app: FastAPI) -> None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         comps = schema.setdefault("components", {}).setdefault("schemas", {})
         ref = "#/components/schemas/{model}"
-        event_schema = TypeAdapter(Event).json_schema(ref_template=ref)
-        comps.update(event_schema.pop("$defs", {}))
+        event_schema = TypeAdapter(Event).json_schema(ref_template=ref, mode="serialization")
+        defs = event_schema.pop("$defs", {})
+        for js in defs.values():  # every field is in the JSON the socket sends (defaults included)
+            if "properties" in js:
+                js["required"] = list(js["properties"])
+        comps.update(defs)
         comps["LiveEvent"] = event_schema
         for model in (LiveStatusMessage, HeartbeatMessage, LaggedMessage):
             js = model.model_json_schema(ref_template=ref)
             comps.update(js.pop("$defs", {}))
             comps[model.__name__] = js
+        comps.update(contract_schemas())
         app.openapi_schema = schema
         return schema
 
@@ -246,4 +273,15 @@ def _mount_spa(app: FastAPI, static_dir: Path) -> None:
         return FileResponse(index)
 
 
-app = create_app()
+_default_app: FastAPI | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """``backend.main:app`` (what ``uvicorn backend.main:app`` serves) is built on first access, from
+    the environment: importing this module builds no settings, database or executor."""
+    global _default_app
+    if name == "app":
+        if _default_app is None:
+            _default_app = create_app()
+        return _default_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

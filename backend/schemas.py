@@ -12,11 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rlhfkit.events import INT32_MAX, Int64
-
-RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-RunSource = Literal["native", "trl", "openrlhf", "external"]
-ExternalSource = Literal["trl", "openrlhf", "external"]
+from rlhfkit.events import INT32_MAX, ExternalSource, Int64, RunSource, RunStatus
 
 
 class _Request(BaseModel):

@@ -1,18 +1,13 @@
-"""Service sub-commands of ``rlhfkit``: serve, worker, submit, runs, watch, cancel.
+"""Client sub-commands of ``rlhfkit`` that talk to a running service: submit, runs, watch, cancel.
 
-``serve`` and ``worker`` import the backend / Celery lazily inside their handlers; the client
-commands need only :mod:`rlhfkit.client` (httpx). Every client command takes ``--server``
+They need only :mod:`rlhfkit.client` (httpx). The server-side commands (``serve``, ``worker``)
+are registered by the backend itself (:mod:`backend.cli`). Every client command takes ``--server``
 (default ``$RLHFKIT_SERVER`` or http://127.0.0.1:8000) and ``--token`` (default ``$RLHFKIT_TOKEN``).
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import os
-import shutil
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -20,17 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from rlhfkit.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_json, usage_error
+from rlhfkit.metrics import M
 
-LOOPBACK_NAMES = ("localhost", "ip6-localhost")
-
-
-def _is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+# What `rlhfkit watch` prints per step: (metric, label, format)
+WATCH_FIELDS: tuple[tuple[str, str, str], ...] = (
+    (M.REWARD_MEAN, "reward", "{:+.3f}"), (M.KL_K1, "kl", "{:.3f}"), (M.ENTROPY, "entropy", "{:.2f}"),
+    (M.POLICY_LOSS, "pg_loss", "{:+.3f}"), (M.TOKENS_PER_SEC, "tok/s", "{:.0f}"),
+)
 
 
 def _client_args(p: argparse.ArgumentParser) -> None:
@@ -74,28 +65,6 @@ def _client(args: argparse.Namespace) -> Any:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("serve", help="start the API server and web UI (embedded mode without REDIS_URL)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       description="Start the FastAPI backend. Without REDIS_URL runs execute in local processes "
-                                   "(embedded mode, SQLite by default); with it they go to Celery workers.")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--insecure", action="store_true",
-                   help="allow a non-loopback address without RLHFKIT_API_TOKENS (anyone on the network can submit runs)")
-    p.add_argument("--embedded-workers", type=int, default=None, help="embedded mode: runs at the same time")
-    p.add_argument("--log-level", default="info")
-    p.set_defaults(handler=cmd_serve)
-
-    p = sub.add_parser("worker", help="start Celery worker(s): one process per GPU, pinned with CUDA_VISIBLE_DEVICES",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--queues", "-Q", default=os.environ.get("RLHFKIT_QUEUE", "rlhfkit"),
-                   help="comma-separated queues to consume (route runs to GPU types)")
-    p.add_argument("--gpus", default=None,
-                   help="comma-separated GPU indices, one worker process each (default: all visible GPUs, or one CPU worker)")
-    p.add_argument("--name", default=None, help="worker node name (default: rlhfkit[-gpuN]@hostname)")
-    p.add_argument("--loglevel", default="INFO")
-    p.set_defaults(handler=cmd_worker)
-
     p = sub.add_parser("submit", help="submit a run to the server")
     p.add_argument("config", nargs="?", help="YAML config file or preset name (default: smoke)")
     p.add_argument("--preset", default=None, help="preset name")
@@ -132,77 +101,6 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     _client_args(p)
     p.set_defaults(handler=_api_errors(cmd_cancel))
-
-
-# ----------------------------------------------------------------------------- server side
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    if args.embedded_workers is not None:
-        os.environ["RLHFKIT_EMBEDDED_WORKERS"] = str(args.embedded_workers)
-    from backend.core.config import Settings
-
-    settings = Settings()
-    if not _is_loopback(args.host) and not settings.tokens and not args.insecure:
-        return usage_error(f"refusing to listen on {args.host} without RLHFKIT_API_TOKENS; "
-                           "set tokens or pass --insecure")
-    import uvicorn
-
-    from backend.main import SERVER_OPTIONS, create_app
-
-    mode = "embedded (local processes)" if settings.embedded else f"celery via {settings.redis_url}"
-    print(f"rlhfkit: serving on http://{args.host}:{args.port}  db={settings.database_url}  mode={mode}",
-          file=sys.stderr, flush=True)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, **SERVER_OPTIONS)
-    return EXIT_OK
-
-
-def _visible_gpus() -> list[str]:
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
-    if shutil.which("nvidia-smi"):
-        try:
-            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
-            return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
-        except (OSError, subprocess.SubprocessError):
-            return []
-    return []
-
-
-def worker_commands(queues: str, gpus: list[str], name: str | None, loglevel: str) -> list[tuple[list[str], dict[str, str]]]:
-    """One ``celery worker -P solo`` per GPU (concurrency 1 each), or one CPU worker."""
-    base = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-P", "solo", "-Q", queues,
-            "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
-    if not gpus:
-        env = dict(os.environ)
-        return [([*base, "-n", name or "rlhfkit@%h"], env)]
-    out = []
-    for g in gpus:
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES=g)
-        out.append(([*base, "-n", f"{name or 'rlhfkit'}-gpu{g}@%h"], env))
-    return out
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    if not (os.environ.get("REDIS_URL") or os.environ.get("RLHFKIT_REDIS_URL")):
-        return usage_error("REDIS_URL is not set: workers need Redis (embedded mode runs in `rlhfkit serve`)")
-    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else _visible_gpus()
-    cmds = worker_commands(args.queues, gpus, args.name, args.loglevel)
-    root = str(Path(__file__).resolve().parent.parent)
-    procs = [subprocess.Popen(cmd, env={**env, "PYTHONPATH": os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))})
-             for cmd, env in cmds]
-    print(f"rlhfkit: {len(procs)} worker process(es) on queue(s) {args.queues}"
-          + (f", GPUs {','.join(gpus)}" if gpus else " (CPU)"), file=sys.stderr, flush=True)
-
-    def _forward(signum: int, _frame: Any) -> None:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, _forward)
-    signal.signal(signal.SIGINT, _forward)
-    codes = [p.wait() for p in procs]
-    return max(codes) if any(codes) else EXIT_OK
 
 
 # ----------------------------------------------------------------------------- client side
@@ -263,8 +161,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for r in rows:
         latest = r.get("latest") or {}
         step = "" if r.get("last_step") is None else f"{r['last_step'] + 1}/{r.get('total_steps') or '?'}"
-        rew = latest.get("reward/mean")
-        kl = latest.get("kl/k1")
+        rew = latest.get(M.REWARD_MEAN)
+        kl = latest.get(M.KL_K1)
         print(f"{r['id']:<17} {r['status']:<10} {r['source']:<9} {step:>9} "
               f"{'' if rew is None else f'{rew:+.3f}':>8} {'' if kl is None else f'{kl:.3f}':>8}  "
               f"{r['created_at'][:19]:<20} {r['name']}")
@@ -290,9 +188,7 @@ def _watch(c: Any, run_id: str, cursor: int, *, as_json: bool) -> int:
         if t == "metrics":
             v = ev.get("values", {})
             parts = [f"step {ev.get('step', 0) + 1}/{total}"]
-            for key, label, fmt in (("reward/mean", "reward", "{:+.3f}"), ("kl/k1", "kl", "{:.3f}"),
-                                    ("policy/entropy", "entropy", "{:.2f}"), ("loss/policy", "pg_loss", "{:+.3f}"),
-                                    ("perf/tokens_per_sec", "tok/s", "{:.0f}")):
+            for key, label, fmt in WATCH_FIELDS:
                 if key in v:
                     parts.append(f"{label}={fmt.format(v[key])}")
             print("  ".join(parts), flush=True)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Annotated, Any, Literal, Protocol, runtime_checkable
+import uuid
+from collections.abc import Sequence
+from typing import Annotated, Any, Final, Literal, Protocol, get_args, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -29,7 +31,23 @@ INT64_MAX = 2**63 - 1
 SEQ_MAX = 2**62  # leaves room to number events that arrive without a seq after the highest one
 Int32 = Annotated[int, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
 Int64 = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
+# The run vocabularies, declared once: the registry's columns, the API schemas and (through the
+# OpenAPI schema) the browser's generated client all use these.
 RunSource = Literal["native", "trl", "openrlhf", "external"]
+ExternalSource = Literal["trl", "openrlhf", "external"]  # runs that execute elsewhere and POST their events
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+RUN_SOURCES: Final[tuple[str, ...]] = get_args(RunSource)
+RUN_STATUSES: Final[tuple[str, ...]] = get_args(RunStatus)
+ACTIVE_STATUSES: Final[tuple[str, ...]] = ("queued", "running")
+TERMINAL_STATUSES: Final[tuple[str, ...]] = ("succeeded", "failed", "cancelled")
+# the status a run ends in when its stream carries this terminal event
+STATUS_OF_TERMINAL_EVENT: Final[dict[str, str]] = {
+    "run_finished": "succeeded", "run_failed": "failed", "run_cancelled": "cancelled"}
+
+
+def new_run_id() -> str:
+    """A run's id: 16 hex digits, the same wherever the run is created (CLI, service, adapters)."""
+    return uuid.uuid4().hex[:16]
 
 
 class _Event(BaseModel):
@@ -177,7 +195,7 @@ class Sink(Protocol):
 class EventEmitter:
     """Stamps events with the run id, a sequence number and the time, then fans them out."""
 
-    def __init__(self, run_id: str, sinks: list[Sink] | None = None, start_seq: int = 0) -> None:
+    def __init__(self, run_id: str, sinks: Sequence[Sink] | None = None, start_seq: int = 0) -> None:
         self.run_id = run_id
         self.sinks: list[Sink] = list(sinks or [])
         self._seq = start_seq

@@ -7,26 +7,24 @@ wherever it executes. It builds the policy, reward model and trainer from the co
 
 from __future__ import annotations
 
+import logging
 import traceback
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.config import RunConfig, to_yaml, total_steps
-from rlhfkit.events import EventEmitter, RunFailed, RunStarted, Sink
+from rlhfkit.config import RunConfig, to_yaml, total_steps, validate_config
+from rlhfkit.events import EventEmitter, RunFailed, RunStarted, Sink, new_run_id
 from rlhfkit.sinks import JsonlSink
 
-
-def new_run_id() -> str:
-    return uuid.uuid4().hex[:12]
+_log = logging.getLogger(__name__)
 
 
 def run_training(config: RunConfig, *, run_id: str | None = None, sinks: Sequence[Sink] = (),
                  out_dir: str | Path | None = "runs", should_stop: Callable[[], bool] | None = None,
                  hooks: Sequence[object] = ()) -> dict[str, Any]:
     """Run one PPO training run to completion (see docs/architecture.md for the event contract)."""
-    from rlhfkit.trainer import PPOTrainer, _git_commit, _versions
+    from rlhfkit.trainer import PPOTrainer
 
     run_id = run_id or new_run_id()
     all_sinks: list[Sink] = list(sinks)
@@ -40,11 +38,7 @@ def run_training(config: RunConfig, *, run_id: str | None = None, sinks: Sequenc
         try:
             policy, reward = build_components(config)
         except Exception as exc:
-            # The trainer never started: report the failure on the run's own stream.
-            em = EventEmitter(run_id, all_sinks)
-            em.emit(RunStarted(name=config.name, config=config.model_dump(mode="json"), seed=config.seed,
-                               total_steps=total_steps(config), versions=_versions(), git_commit=_git_commit()))
-            em.emit(RunFailed(error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=20)))
+            report_never_started(run_id, all_sinks, exc, config=config)
             raise
         trainer = PPOTrainer(policy, reward, config=config, run_id=run_id, sinks=all_sinks, run_dir=run_dir,
                              should_stop=should_stop)
@@ -64,6 +58,39 @@ def run_training(config: RunConfig, *, run_id: str | None = None, sinks: Sequenc
             if isinstance(s, JsonlSink):
                 s.close()
 
+
+
+def report_never_started(run_id: str, sinks: Sequence[Sink], exc: BaseException, *,
+                         config: RunConfig | None = None) -> None:
+    """The trainer never started: report the failure on the run's own stream. With a valid
+    ``config`` the run's details come first (``run_started``); without one the failure is the run's
+    only event. Call it from inside the ``except`` block (the traceback is the current one)."""
+    em = EventEmitter(run_id, sinks)
+    if config is not None:
+        from rlhfkit.trainer import _git_commit, _versions
+
+        em.emit(RunStarted(name=config.name, config=config.model_dump(mode="json"), seed=config.seed,
+                           total_steps=total_steps(config), versions=_versions(), git_commit=_git_commit()))
+    em.emit(RunFailed(error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=20)))
+
+
+def execute_stored_run(run_id: str, config: Mapping[str, Any], *, sinks: Sequence[Sink], out_dir: str | Path,
+                       should_stop: Callable[[], bool] | None = None) -> str:
+    """Start a run the service stored (the Celery task and the embedded executor's child process).
+
+    Validates the stored config and trains; every outcome is also an event in ``sinks``, so the
+    caller only needs the returned status (``succeeded``, ``failed`` or ``cancelled``)."""
+    try:
+        cfg = validate_config(dict(config))
+    except Exception as exc:
+        report_never_started(run_id, sinks, exc)
+        return "failed"
+    try:
+        summary = run_training(cfg, run_id=run_id, sinks=sinks, out_dir=out_dir, should_stop=should_stop)
+    except Exception:
+        _log.exception("run %s failed", run_id)  # run_training emitted run_failed before raising
+        return "failed"
+    return str(summary.get("status", "succeeded")) if isinstance(summary, dict) else "succeeded"
 
 def build_components(config: RunConfig) -> tuple[Any, Any]:
     """Policy and reward model for a config."""

@@ -61,9 +61,10 @@ from rlhfkit.events import (
     Sample,
     Sink,
     TimingsEvent,
+    new_run_id,
 )
 from rlhfkit.instrument import StageRecorder, module_mb
-from rlhfkit.metrics import STAGES, M
+from rlhfkit.metrics import M
 from rlhfkit.monitor import StabilityMonitor
 from rlhfkit.policy import GPT2Policy
 from rlhfkit.rewards import BaseRewardModel
@@ -123,7 +124,7 @@ class PPOTrainer:
         self.config = config
         self.policy = policy
         self.reward_model = reward_model
-        self.run_id = run_id or _new_run_id()
+        self.run_id = run_id or new_run_id()
         self.emitter = EventEmitter(self.run_id, list(sinks))
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.should_stop = should_stop
@@ -617,12 +618,6 @@ def _config_from_kwargs(policy: GPT2Policy, batch_size: int, learning_rate: floa
     return validate_config({"model": model, "generation": gen, "ppo": ppo, "train": train})
 
 
-def _new_run_id() -> str:
-    import uuid
-
-    return uuid.uuid4().hex[:12]
-
-
 def _versions() -> dict[str, str]:
     import transformers
 
@@ -641,4 +636,4 @@ def _git_commit() -> str | None:
         return None
 
 
-__all__ = ["PPOTrainer", "RunStopped", "STAGES", "resolve_device", "seed_everything"]
+__all__ = ["PPOTrainer", "RunStopped", "resolve_device", "seed_everything"]

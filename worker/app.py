@@ -1,10 +1,10 @@
-"""The Celery application (broker and result backend: Redis).
+"""The Celery application of a worker process (broker and result backend: Redis).
 
 Settings come from the same environment as the backend (``REDIS_URL``, ``DATABASE_URL``,
-``RLHFKIT_*``). Reliability choices: ``acks_late`` (a task is acknowledged only after it ran, so a
-lost worker's message is redelivered), prefetch 1 (a busy worker never holds queued runs another
-worker could start), ``-P solo`` with one worker process per GPU (``rlhfkit worker`` pins
-``CUDA_VISIBLE_DEVICES``), named queues so runs can be routed to a GPU type.
+``RLHFKIT_*``), read when Celery first asks for ``app`` — importing this module builds nothing.
+The configuration is the backend's (:func:`backend.core.queue.make_celery`), so producer and
+consumer agree on key prefix, queues and acknowledgement; this side adds the task module. Run it
+with ``-P solo`` and one worker process per GPU (``rlhfkit worker`` pins ``CUDA_VISIBLE_DEVICES``).
 
 Start: ``rlhfkit worker [--queues rlhfkit] [--gpus 0,1]`` or
 ``celery -A worker.app worker -P solo -Q rlhfkit``.
@@ -12,34 +12,28 @@ Start: ``rlhfkit worker [--queues rlhfkit] [--gpus 0,1]`` or
 
 from __future__ import annotations
 
+from functools import lru_cache
+from typing import Any
+
 from celery import Celery
 
 from backend.core.config import Settings
-
-TASK_NAME = "rlhfkit.run"
-VISIBILITY_TIMEOUT_S = 6 * 3600  # an unacked run is redelivered after this (it then finds its run finished)
+from backend.core.queue import make_celery
 
 
-def make_celery(settings: Settings) -> Celery:
-    url = settings.redis_url or "redis://127.0.0.1:6379/0"
-    app = Celery("rlhfkit", broker=url, backend=url, include=["worker.tasks"])
-    transport = {"global_keyprefix": f"{settings.redis_prefix}:celery:", "visibility_timeout": VISIBILITY_TIMEOUT_S}
-    app.conf.update(
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        task_default_queue=settings.queue,
-        task_ignore_result=True,
-        task_serializer="json",
-        accept_content=["json"],
-        broker_transport_options=transport,
-        result_backend_transport_options={"global_keyprefix": f"{settings.redis_prefix}:celery:"},
-        broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=False,
-        worker_send_task_events=False,
-    )
-    return app
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """This worker's settings, validated once (on first use, not at import)."""
+    return Settings()
 
 
-settings = Settings()
-app = make_celery(settings)
+@lru_cache(maxsize=1)
+def celery_app() -> Celery:
+    return make_celery(settings(), include=["worker.tasks"])
+
+
+def __getattr__(name: str) -> Any:
+    """``worker.app.app``: what ``celery -A worker.app`` looks up."""
+    if name == "app":
+        return celery_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,19 +20,9 @@ import time
 from collections import deque
 from typing import Any
 
+from backend.core.keys import RedisKeys
+
 _log = logging.getLogger(__name__)
-
-
-def stream_key(prefix: str, run_id: str) -> str:
-    return f"{prefix}:run:{run_id}:events"
-
-
-def streams_set(prefix: str) -> str:
-    return f"{prefix}:streams"
-
-
-def announce_key(prefix: str) -> str:
-    return f"{prefix}:streams:new"
 
 
 class RedisStreamSink:
@@ -42,7 +32,8 @@ class RedisStreamSink:
                  batch: int = 1000, interval: float = 0.02, close_timeout: float = 60.0) -> None:
         self.redis = redis
         self.run_id = run_id
-        self.key = stream_key(prefix, run_id)
+        self.keys = RedisKeys(prefix)
+        self.key = self.keys.stream(run_id)
         self.prefix = prefix
         self.maxlen = maxlen
         self.batch = batch
@@ -88,8 +79,8 @@ class RedisStreamSink:
     def _flush(self) -> None:
         if not self._registered:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.sadd(streams_set(self.prefix), self.key)
-            pipe.xadd(announce_key(self.prefix), {"k": self.key}, maxlen=1000, approximate=True)
+            pipe.sadd(self.keys.streams, self.key)
+            pipe.xadd(self.keys.announce, {"k": self.key}, maxlen=1000, approximate=True)
             pipe.execute()
             self._registered = True
         while self._buf:

@@ -15,18 +15,18 @@ import contextlib
 import logging
 import socket
 import threading
-import traceback
-from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
 import redis
+from celery import shared_task
 
-from backend.core.config import Settings, cancel_key, finished_key, heartbeat_key
+from backend.core.config import Settings
 from backend.core.db import Database
-from backend.services.ingest import set_status
-from rlhfkit.events import EventEmitter, RunFailed
-from worker.app import TASK_NAME, app, settings
+from backend.core.keys import RedisKeys
+from backend.core.queue import TASK_NAME
+from backend.core.registry import claim_run
+from rlhfkit.runner import execute_stored_run
 from worker.redis_sink import RedisStreamSink
 
 _log = logging.getLogger(__name__)
@@ -80,12 +80,13 @@ def run_job(run_id: str, *, s: Settings, worker_name: str) -> dict[str, Any]:
     """Execute one run; returns a small summary for logs (results are not stored in Celery)."""
     db = _db(s.database_url)
     r = _redis(s.redis_url or "")
-    run = set_status(db, run_id, "running", only_from=("queued",), worker=worker_name)
+    keys = RedisKeys(s.redis_prefix)
+    run = claim_run(db, run_id, worker=worker_name)
     if run is None:
         _log.info("run %s is not queued any more; skipping", run_id)
         return {"run_id": run_id, "skipped": True}
     sink = RedisStreamSink(r, run_id, prefix=s.redis_prefix, maxlen=s.stream_maxlen)
-    ckey = cancel_key(s, run_id)
+    ckey = keys.cancel(run_id)
 
     def should_stop() -> bool:
         try:
@@ -93,38 +94,21 @@ def run_job(run_id: str, *, s: Settings, worker_name: str) -> dict[str, Any]:
         except redis.RedisError:
             return False
 
-    with Heartbeat(r, heartbeat_key(s, run_id), s.heartbeat_timeout_s, worker_name):
+    with Heartbeat(r, keys.heartbeat(run_id), s.heartbeat_timeout_s, worker_name):
         try:
-            status = _execute(run_id, run.config, sink, should_stop, out_dir=str(s.artifacts_dir.resolve()))
+            status = execute_stored_run(run_id, run.config, sinks=[sink], should_stop=should_stop,
+                                        out_dir=str(s.artifacts_dir.resolve()))
         finally:
             sink.close()  # the terminal event reaches the stream while this worker still beats
         if not sink.pending:  # ... and only then may the reaper leave the run to the consumer
             with contextlib.suppress(redis.RedisError):
-                r.set(finished_key(s, run_id), status, ex=FINISHED_TTL_S)
+                r.set(keys.finished(run_id), status, ex=FINISHED_TTL_S)
     return {"run_id": run_id, "status": status}
 
 
-def _execute(run_id: str, config: dict[str, Any], sink: RedisStreamSink, should_stop: Callable[[], bool], *,
-             out_dir: str) -> str:
-    """Validate the stored config and train; every outcome is also an event in ``sink``."""
-    try:
-        from rlhfkit.config import validate_config
-        from rlhfkit.runner import run_training
-
-        cfg = validate_config(config)
-    except Exception as exc:  # never started: the failure is the run's only event
-        EventEmitter(run_id, [sink]).emit(RunFailed(error=f"{type(exc).__name__}: {exc}",
-                                                    traceback=traceback.format_exc()))
-        return "failed"
-    try:
-        summary = run_training(cfg, run_id=run_id, sinks=[sink], out_dir=out_dir, should_stop=should_stop)
-    except Exception:
-        _log.exception("run %s failed", run_id)  # the engine emitted run_failed before raising
-        return "failed"
-    return str(summary.get("status", "succeeded")) if isinstance(summary, dict) else "succeeded"
-
-
-@app.task(name=TASK_NAME, bind=True, acks_late=True)
+@shared_task(name=TASK_NAME, bind=True, acks_late=True)
 def execute_run(self: Any, run_id: str) -> dict[str, Any]:
+    from worker.app import settings
+
     worker_name = getattr(self.request, "hostname", None) or socket.gethostname()
-    return run_job(run_id, s=settings, worker_name=worker_name)
+    return run_job(run_id, s=settings(), worker_name=worker_name)

@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from backend.core.keys import RedisKeys
+
 
 class Settings(BaseSettings):
     """Everything the backend and the worker need to know about their surroundings."""
@@ -54,26 +56,10 @@ class Settings(BaseSettings):
         return not self.redis_url
 
     @property
+    def keys(self) -> RedisKeys:
+        """The Redis keys of this deployment (:mod:`backend.core.keys`)."""
+        return RedisKeys(self.redis_prefix)
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
-
-
-def redis_key(settings: Settings, *parts: object) -> str:
-    """``<prefix>:part:part`` — every Redis key is built here so the prefix is never forgotten."""
-    return ":".join([settings.redis_prefix, *(str(p) for p in parts)])
-
-
-# Per-run keys shared by the backend and the Celery worker (Celery mode only).
-def heartbeat_key(settings: Settings, run_id: str) -> str:
-    """Refreshed by the worker while it executes the run; expires when the worker is lost."""
-    return redis_key(settings, "run", run_id, "heartbeat")
-
-
-def finished_key(settings: Settings, run_id: str) -> str:
-    """Set by the worker once the run's terminal event is in its stream: the reaper leaves it alone."""
-    return redis_key(settings, "run", run_id, "finished")
-
-
-def cancel_key(settings: Settings, run_id: str) -> str:
-    """Set by the backend to ask the worker to stop between steps."""
-    return redis_key(settings, "run", run_id, "cancel")

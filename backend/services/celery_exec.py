@@ -1,6 +1,7 @@
 """Celery executor: native runs are queued as Celery tasks; cancel goes through Redis.
 
-The run row is committed before ``send_task`` (the worker re-reads it). Cancel sets the run's
+The run row is committed before it is enqueued by task name (the worker re-reads it; the backend
+never imports the worker). Cancel sets the run's
 cancel key, which the worker's ``should_stop`` reads between steps; a run cancelled while queued is
 also revoked, and in any case the worker skips it because it can no longer claim it.
 """
@@ -10,8 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from backend.core.config import Settings, cancel_key
+from backend.core.config import Settings
 from backend.core.db import Database
+from backend.core.queue import RunQueue
 from backend.models import Run
 from backend.services.live import LiveHub
 
@@ -23,13 +25,11 @@ class CeleryExecutor:
     mode = "celery"
 
     def __init__(self, *, settings: Settings, db: Database, hub: LiveHub, redis_client: Any) -> None:
-        from worker.app import make_celery
-
         self.settings = settings
         self.db = db
         self.hub = hub
         self.redis = redis_client
-        self.celery = make_celery(settings)
+        self.queue = RunQueue(settings)
 
     def start(self) -> None:
         pass
@@ -38,15 +38,9 @@ class CeleryExecutor:
         pass
 
     def submit(self, run: Run) -> None:
-        from worker.app import TASK_NAME
-
-        self.celery.send_task(TASK_NAME, args=[run.id], queue=run.queue or self.settings.queue,
-                              task_id=run.task_id or run.id)
+        self.queue.enqueue(run.id, queue=run.queue, task_id=run.task_id)
 
     def cancel(self, run: Run) -> None:
-        self.redis.set(cancel_key(self.settings, run.id), b"1", ex=CANCEL_KEY_TTL_S)
+        self.redis.set(self.settings.keys.cancel(run.id), b"1", ex=CANCEL_KEY_TTL_S)
         if run.status == "cancelled" and run.task_id:
-            try:
-                self.celery.control.revoke(run.task_id)
-            except Exception as exc:  # best effort: the worker would skip it anyway
-                _log.warning("revoke of %s failed: %s", run.task_id, exc)
+            self.queue.revoke(run.task_id)

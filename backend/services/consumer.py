@@ -26,10 +26,11 @@ import redis
 
 from backend.core.config import Settings
 from backend.core.db import Database
-from backend.models import TERMINAL_STATUSES, Run
+from backend.models import Run
 from backend.services.ingest import IngestError, RunNotFound, ingest_parsed, parse_events
 from backend.services.live import LiveHub
 from backend.services.runs import public_dict
+from rlhfkit.events import TERMINAL_STATUSES
 
 _log = logging.getLogger(__name__)
 GROUP = "rlhfkit-backend"
@@ -42,20 +43,15 @@ PIPELINE_DEPTH = 2  # validated batches waiting for the writer
 WRITE_ATTEMPTS = 5  # then the batch is left pending: XAUTOCLAIM re-delivers it after CLAIM_IDLE_MS
 
 
-def run_id_of(key: bytes | str, prefix: str) -> str:
-    k = key.decode() if isinstance(key, bytes) else key
-    return k[len(prefix) + len(":run:"):-len(":events")]
-
-
 class StreamConsumer:
     def __init__(self, *, settings: Settings, db: Database, hub: LiveHub, redis_client: Any) -> None:
         self.settings = settings
         self.db = db
         self.hub = hub
         self.r: Any = redis_client
-        self.prefix = settings.redis_prefix
+        self.keys = settings.keys
         self.consumer = settings.consumer_name
-        self.announce = f"{self.prefix}:streams:new".encode()  # as worker.redis_sink.announce_key
+        self.announce = self.keys.announce.encode()
         self._streams: dict[Any, float] = {}  # key -> monotonic time of its last entry
         self._streams_lock = threading.Lock()  # the writer retires streams while the reader lists them
         self._stop = threading.Event()
@@ -108,7 +104,7 @@ class StreamConsumer:
                 self._stop.wait(1.0)
 
     def _refresh(self, maintenance: bool = True) -> None:
-        keys = set(self.r.smembers(f"{self.prefix}:streams"))
+        keys = set(self.r.smembers(self.keys.streams))
         for key in keys - set(self._streams):
             self._create_group(key, "0")
             with self._streams_lock:
@@ -157,7 +153,7 @@ class StreamConsumer:
         """Stop consuming a stream whose run is finished and fully acknowledged."""
         if time.monotonic() - self._streams.get(key, 0.0) < 2.0:
             return
-        run_id = run_id_of(key, self.prefix)
+        run_id = self.keys.run_id_of_stream(key)
         with self.db.session() as s:
             run = s.get(Run, run_id)
             status = None if run is None else run.status
@@ -167,14 +163,14 @@ class StreamConsumer:
             self._retire(key)
 
     def _retire(self, key: Any) -> None:
-        self.r.srem(f"{self.prefix}:streams", key)
+        self.r.srem(self.keys.streams, key)
         self.r.expire(key, RETIRE_EXPIRE_S)
         with self._streams_lock:
             self._streams.pop(key, None)
 
     def _submit(self, key: Any, entries: list[Any]) -> None:
         """Validate a batch and queue it for the writer (blocks while the writer is behind)."""
-        run_id = run_id_of(key, self.prefix)
+        run_id = self.keys.run_id_of_stream(key)
         ids = [eid for eid, _ in entries]
         data = [fields.get(b"e", b"{}") for _, fields in entries if fields]  # a trimmed entry has no fields
         try:
@@ -222,7 +218,7 @@ class StreamConsumer:
                     return
 
     def _store(self, key: Any, ids: list[Any], parsed: list[Any]) -> None:
-        run_id = run_id_of(key, self.prefix)
+        run_id = self.keys.run_id_of_stream(key)
         try:
             outcome = ingest_parsed(self.db, run_id, parsed, writer=True)
         except RunNotFound:

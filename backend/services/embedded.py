@@ -14,7 +14,6 @@ import multiprocessing as mp
 import queue
 import threading
 import time
-import traceback
 from collections import defaultdict
 from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
@@ -24,10 +23,12 @@ from sqlalchemy import select
 
 from backend.core.config import Settings
 from backend.core.db import Database
-from backend.models import TERMINAL_STATUSES, Run
-from backend.services.ingest import RunNotFound, ingest_events, set_status
+from backend.core.registry import set_status
+from backend.models import Run
+from backend.services.ingest import RunNotFound, ingest_events
 from backend.services.live import LiveHub
 from backend.services.runs import public_dict
+from rlhfkit.events import TERMINAL_STATUSES
 
 _log = logging.getLogger(__name__)
 PUMP_BATCH = 5000
@@ -48,23 +49,11 @@ class _QueueSink:
 
 
 def _child_main(run_id: str, config: dict[str, Any], out_dir: str, q: Any, stop: MpEvent) -> None:
-    """Entry point of a run's process: build the config and call the engine."""
-    sink = _QueueSink(q, run_id)
-    try:
-        from rlhfkit.config import validate_config
-        from rlhfkit.runner import run_training
+    """Entry point of a run's process: the same start as a Celery worker's (the outcome is in the events)."""
+    from rlhfkit.runner import execute_stored_run
 
-        cfg = validate_config(config)
-    except Exception as exc:  # the engine could not even start: report it as the run's only event
-        from rlhfkit.events import EventEmitter, RunFailed
-
-        EventEmitter(run_id, [sink]).emit(RunFailed(error=f"{type(exc).__name__}: {exc}",
-                                                    traceback=traceback.format_exc()))
-        return
     try:
-        run_training(cfg, run_id=run_id, sinks=[sink], out_dir=out_dir, should_stop=stop.is_set)
-    except Exception:
-        pass  # run_training emitted run_failed before re-raising
+        execute_stored_run(run_id, config, sinks=[_QueueSink(q, run_id)], out_dir=out_dir, should_stop=stop.is_set)
     finally:
         q.close()
         q.join_thread()  # every event is in the pipe before the process exits

@@ -14,8 +14,6 @@ import json
 import logging
 import math
 import struct
-import threading
-from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,14 +22,14 @@ from typing import Any
 
 from psycopg.errors import IntegrityError as PgIntegrityError
 from pydantic import ValidationError
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import case, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.core.db import Database
+from backend.core.registry import run_lock
 from backend.models import (
     ROLLUP_WIDTHS,
-    TERMINAL_STATUSES,
     Alert,
     Artifact,
     EvalSample,
@@ -45,6 +43,8 @@ from backend.models import (
 )
 from backend.services import points as pts_ops
 from rlhfkit.events import (
+    STATUS_OF_TERMINAL_EVENT,
+    TERMINAL_STATUSES,
     AlertEvent,
     ArtifactEvent,
     EvalEvent,
@@ -62,7 +62,6 @@ from rlhfkit.metrics import M
 
 _log = logging.getLogger(__name__)
 COPY_MIN_EVENTS = 64  # PostgreSQL: batches from this size go through COPY, smaller ones through a pipeline
-_TERMINAL_STATUS = {"run_finished": "succeeded", "run_failed": "failed", "run_cancelled": "cancelled"}
 
 
 class IngestError(ValueError):
@@ -84,15 +83,6 @@ class IngestOutcome:
     last_seq: int = -1
     status_changed: bool = False
     run: Run | None = None
-
-
-_run_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-_locks_guard = threading.Lock()
-
-
-def _lock_for(run_id: str) -> threading.Lock:
-    with _locks_guard:
-        return _run_locks[run_id]
 
 
 def _drop_null_metrics(item: Any) -> Any:
@@ -147,7 +137,7 @@ def ingest_parsed(db: Database, run_id: str, parsed: list[tuple[Event, str | Non
     """:func:`ingest_events` for a batch :func:`parse_events` already validated (the stream consumer
     parses the next batch while this one is being written). ``writer``: use the stream writer's
     connections (no pre-ping; the caller retries a failed batch)."""
-    with _lock_for(run_id), (db.writer_session() if writer else db.session()) as session:
+    with run_lock(run_id), (db.writer_session() if writer else db.session()) as session:
         run = session.get(Run, run_id)
         if run is None:
             raise RunNotFound(run_id)
@@ -491,7 +481,7 @@ def _update_run(session: Session, run: Run, new: list[Event]) -> bool:
             if not run.config and ev.config:
                 run.config = ev.config
         elif isinstance(ev, (RunFinished, RunFailed, RunCancelled)) and run.status not in TERMINAL_STATUSES:
-            run.status = _TERMINAL_STATUS[ev.type]
+            run.status = STATUS_OF_TERMINAL_EVENT[ev.type]
             run.finished_at = _ts(ev.ts)
             if isinstance(ev, RunFinished):
                 run.summary = ev.summary
@@ -508,24 +498,3 @@ def _update_run(session: Session, run: Run, new: list[Event]) -> bool:
     run.last_seq = max(run.last_seq, new[-1].seq)
     started = any(isinstance(ev, RunStarted) for ev in new)  # the run's details (versions, steps) arrived
     return started or run.status != before
-
-
-def set_status(db: Database, run_id: str, status: str, *, error: str | None = None,
-               only_from: tuple[str, ...] | None = None, **fields: Any) -> Run | None:
-    """Conditional status change (``only_from`` guards races); returns the run if it changed."""
-    with _lock_for(run_id), db.session() as session:
-        values: dict[str, Any] = {"status": status, **fields}
-        if error is not None:
-            values["error"] = error
-        if status in TERMINAL_STATUSES:
-            values.setdefault("finished_at", datetime.now(timezone.utc))
-        if status == "running":
-            values.setdefault("started_at", datetime.now(timezone.utc))
-        stmt = update(Run).where(Run.id == run_id)
-        if only_from is not None:
-            stmt = stmt.where(Run.status.in_(only_from))
-        res = session.execute(stmt.values(**values))
-        session.commit()
-        if not getattr(res, "rowcount", 0):
-            return None
-        return session.get(Run, run_id)

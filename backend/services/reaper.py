@@ -18,10 +18,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from backend.core.config import Settings, finished_key, heartbeat_key
+from backend.core.config import Settings
 from backend.core.db import Database
+from backend.core.registry import set_status
 from backend.models import Run
-from backend.services.ingest import set_status
 from backend.services.live import LiveHub
 from backend.services.runs import public_dict
 
@@ -59,7 +59,8 @@ class HeartbeatReaper:
             running = list(s.scalars(select(Run).where(Run.status == "running", Run.source == "native")))
         lost = []
         for run in running:
-            if self.redis.exists(heartbeat_key(self.settings, run.id), finished_key(self.settings, run.id)):
+            keys = self.settings.keys
+            if self.redis.exists(keys.heartbeat(run.id), keys.finished(run.id)):
                 continue  # alive, or done with its terminal event waiting in the stream for the consumer
             started = run.started_at or run.created_at
             if (now - started).total_seconds() < timeout:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import copy
 import shutil
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,10 +17,12 @@ from sqlalchemy import and_, delete, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from backend.core.db import Database
-from backend.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Artifact, Run
+from backend.core.registry import set_status
+from backend.models import Artifact, Run
 from backend.schemas import ExternalRunCreate, RunCreate, RunPublic, RunRerun
-from backend.services.ingest import RunNotFound, forget_run, set_status
+from backend.services.ingest import RunNotFound, forget_run
 from rlhfkit.config import RunConfig, apply_overrides, preset_data, total_steps, validate_config
+from rlhfkit.events import ACTIVE_STATUSES, TERMINAL_STATUSES, new_run_id
 
 
 class Conflict(RuntimeError):
@@ -40,10 +41,6 @@ class Executor(Protocol):
 
 class StatusPublisher(Protocol):
     def publish_status(self, run: dict[str, Any]) -> None: ...
-
-
-def new_run_id() -> str:
-    return uuid.uuid4().hex[:16]
 
 
 def to_public(run: Run) -> RunPublic:

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from backend.api.deps import RunDep, ServicesDep
-from backend.models import RUN_STATUSES, Alert, Artifact, EvalSample, EventRow, MemorySnapshot, StageTiming
+from backend.models import Alert, Artifact, EvalSample, EventRow, MemorySnapshot, StageTiming
 from backend.schemas import (
     AlertPublic,
     ArtifactPublic,
@@ -38,7 +38,7 @@ from backend.services import suggestions as suggestion_service
 from backend.services.ingest import ingest_events
 from backend.services.metrics import query_series
 from backend.services.runs import public_dict, to_public
-from rlhfkit.events import INT32_MAX, SEQ_MAX
+from rlhfkit.events import INT32_MAX, RUN_STATUSES, SEQ_MAX, RunSource
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 
@@ -68,7 +68,7 @@ def list_runs(
     status_: Annotated[list[str] | None, Query(alias="status", description="queued, running, succeeded, failed, "
                                                 "cancelled (repeat or comma-separate)")] = None,
     tag: Annotated[str | None, Query(max_length=200)] = None,
-    source: Literal["native", "trl", "openrlhf", "external"] | None = None,
+    source: RunSource | None = None,
     q: Annotated[str | None, Query(max_length=200, description="Substring of name or id")] = None,
     sort: SortKey = "-created_at",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,

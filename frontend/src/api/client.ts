@@ -1,12 +1,17 @@
 /** The typed HTTP client: openapi-fetch over the paths generated from the backend's OpenAPI schema
  * (src/client/schema.ts, written by `npm run generate`; never edited by hand). */
 import createClient from "openapi-fetch";
+import { STATUS_OF_TERMINAL_EVENT, type TerminalEventType } from "../client/contract";
 import type { components, paths } from "../client/schema";
+
+export {
+  ACTIVE_STATUSES, M, METRIC_NAMES, RUN_SOURCES, RUN_STATUSES, STATUS_OF_TERMINAL_EVENT, TERMINAL_STATUSES,
+} from "../client/contract";
+export type { MetricName, RunSource, RunStatus, TerminalEventType } from "../client/contract";
 
 export type Schemas = components["schemas"];
 export type RunPublic = Schemas["RunPublic"];
 export type RunsPublic = Schemas["RunsPublic"];
-export type RunStatus = RunPublic["status"];
 export type Series = Schemas["Series"];
 export type MetricsPublic = Schemas["MetricsPublic"];
 export type ComparePublic = Schemas["ComparePublic"];
@@ -24,6 +29,25 @@ export type SuggestionCandidate = Schemas["SuggestionCandidate"];
 export type ProfilePublic = Schemas["ProfilePublic"];
 export type ProfileStage = Schemas["ProfileStage"];
 export type MemoryEstimatePublic = Schemas["MemoryEstimatePublic"];
+
+// WebSocket messages: the JSON of rlhfkit/events.py, exported into the OpenAPI schema by backend/main.py.
+export type LiveEvent = Schemas["LiveEvent"];
+export type RunStartedEvent = Schemas["RunStarted"];
+export type MetricsEvent = Schemas["MetricsEvent"];
+export type TimingsEvent = Schemas["TimingsEvent"];
+export type MemoryEvent = Schemas["MemoryEvent"];
+export type AlertEvent = Schemas["AlertEvent"];
+export type EvalEvent = Schemas["EvalEvent"];
+export type ArtifactEvent = Schemas["ArtifactEvent"];
+export type TerminalEvent = Schemas["RunFinished"] | Schemas["RunFailed"] | Schemas["RunCancelled"];
+export type LiveStatusMessage = Schemas["LiveStatusMessage"];
+export type HeartbeatMessage = Schemas["HeartbeatMessage"];
+export type LaggedMessage = Schemas["LaggedMessage"];
+
+/** True for the events that end a run (run_finished, run_failed, run_cancelled). */
+export function isTerminalType(type: string | undefined): type is TerminalEventType {
+  return type !== undefined && Object.hasOwn(STATUS_OF_TERMINAL_EVENT, type);
+}
 
 export const api = createClient<paths>({ baseUrl: "" });
 

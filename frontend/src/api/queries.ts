@@ -3,7 +3,7 @@
 import { keepPreviousData, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import type { JsonSchema } from "../lib/schemaForm";
 import type { operations } from "../client/schema";
-import { ApiError, api, type RunCreate, type RunPublic, unwrap } from "./client";
+import { ACTIVE_STATUSES, ApiError, api, type RunCreate, type RunPublic, unwrap } from "./client";
 
 export type RunsQuery = NonNullable<operations["list_runs_api_runs_get"]["parameters"]["query"]>;
 
@@ -15,8 +15,7 @@ export const keys = {
 /** Retry network and 5xx errors twice; a 4xx (no such thing, not applicable) will not change. */
 const retryUnless4xx = (n: number, err: Error) => !(err instanceof ApiError && err.status >= 400 && err.status < 500) && n < 2;
 
-const ACTIVE = new Set(["queued", "running"]);
-export const isActive = (r: Pick<RunPublic, "status"> | undefined) => !!r && ACTIVE.has(r.status);
+export const isActive = (r: Pick<RunPublic, "status"> | undefined) => !!r && ACTIVE_STATUSES.includes(r.status);
 
 export function useRuns(query: RunsQuery) {
   return useQuery({

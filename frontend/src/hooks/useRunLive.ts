@@ -3,8 +3,7 @@
  * two overlap instead of leaving a hole; merging drops the overlap). */
 import { useQueryClient } from "@tanstack/react-query";
 import { useEffect, useMemo, useState, useSyncExternalStore } from "react";
-import { wsUrl, type RunPublic } from "../api/client";
-import { TERMINAL_TYPES, type RunEvent } from "../api/events";
+import { isTerminalType, wsUrl, type LiveEvent, type RunPublic } from "../api/client";
 import { isActive, keys } from "../api/queries";
 import { LiveStore } from "../lib/liveStore";
 import type { SocketStatus } from "../lib/liveSocket";
@@ -34,13 +33,13 @@ export function useRunLive(run: RunPublic | undefined, runId: string): RunLive {
     }
   }, [run, runId, cursor]);
 
-  const status = useLiveSocket<RunEvent>({
+  const status = useLiveSocket<LiveEvent>({
     url: live && cursor !== null ? (c) => wsUrl(`/api/runs/${encodeURIComponent(runId)}/live?cursor=${c ?? -1}`) : null,
     streamKey: `run:${runId}:${live}`,
     cursor,
     onMessage: (ev) => {
       store.apply(ev);
-      if (ev.type === "run_started" || TERMINAL_TYPES.has(ev.type)) {
+      if (ev.type === "run_started" || isTerminalType(ev.type)) {
         // status, summary and the per-run resources changed: refetch them
         void qc.invalidateQueries({ queryKey: keys.run(runId) });
         void qc.invalidateQueries({ queryKey: ["runs"] });
@@ -48,7 +47,7 @@ export function useRunLive(run: RunPublic | undefined, runId: string): RunLive {
         void qc.invalidateQueries({ queryKey: [...keys.run(runId), ev.type === "eval" ? "samples" : `${ev.type}s`] });
       }
     },
-    isFinal: (ev) => TERMINAL_TYPES.has(ev.type ?? ""),
+    isFinal: (ev) => isTerminalType(ev.type),
   });
   return { store, cursor, status };
 }

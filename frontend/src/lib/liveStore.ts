@@ -1,6 +1,9 @@
 /** Live points of one run, outside React state. Each chart subscribes to the keys it draws, so an
  * event re-renders only the charts whose keys it carries (10 updates/s leave the rest alone). */
-import type { AlertEvent, EvalEvent, MemoryEvent, RunEvent, TimingsEvent } from "../api/events";
+import {
+  STATUS_OF_TERMINAL_EVENT, type AlertEvent, type EvalEvent, type LiveEvent, type MemoryEvent, type RunStatus,
+  type TimingsEvent,
+} from "../api/client";
 import type { Points } from "./series";
 
 type Listener = () => void;
@@ -14,10 +17,10 @@ export class LiveStore {
   readonly alerts: AlertEvent[] = [];
   readonly evals: EvalEvent[] = [];
   lastSeq = -1;
-  status: string | null = null;
+  status: RunStatus | null = null;
 
   /** Apply one event (already deduplicated by the socket hook). */
-  apply(ev: RunEvent): void {
+  apply(ev: LiveEvent): void {
     this.lastSeq = Math.max(this.lastSeq, ev.seq);
     switch (ev.type) {
       case "metrics": {
@@ -54,7 +57,7 @@ export class LiveStore {
       case "run_finished":
       case "run_failed":
       case "run_cancelled":
-        this.status = ev.type === "run_finished" ? "succeeded" : ev.type === "run_failed" ? "failed" : "cancelled";
+        this.status = STATUS_OF_TERMINAL_EVENT[ev.type];
         this.bump("@status");
         break;
       default:

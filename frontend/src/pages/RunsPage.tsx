@@ -2,13 +2,11 @@
  * and cancel / rerun. Filters live in the URL so a view can be shared. */
 import { useEffect, useMemo, useState } from "react";
 import { Link, useNavigate, useSearchParams } from "react-router-dom";
-import type { RunPublic, RunStatus } from "../api/client";
+import { M, RUN_SOURCES, RUN_STATUSES, type RunPublic, type RunSource, type RunStatus } from "../api/client";
 import { isActive, useCancelRun, useRerun, useRuns, type RunsQuery } from "../api/queries";
 import { Empty, ErrorState, Loading, StatusBadge } from "../components/common";
 import { fmtAgo, fmtDuration, fmtNum, parseTime } from "../lib/format";
 
-const STATUSES: RunStatus[] = ["queued", "running", "succeeded", "failed", "cancelled"];
-const SOURCES = ["native", "trl", "openrlhf", "external"] as const;
 type ServerSort = NonNullable<NonNullable<RunsQuery>["sort"]>;
 type ClientSort = "reward" | "kl" | "duration";
 type SortKey = "created_at" | "name" | "status" | ClientSort;
@@ -45,7 +43,7 @@ export function RunsPage() {
     : desc || sort !== "created_at" ? "-created_at" : "created_at";
   const query: RunsQuery = {
     status: status ? [status as RunStatus] : undefined,
-    source: source ? (source as (typeof SOURCES)[number]) : undefined,
+    source: source ? (source as RunSource) : undefined,
     q: params.get("q") || undefined,
     sort: serverSort,
     limit: 200,
@@ -59,7 +57,7 @@ export function RunsPage() {
     const data = runs.data?.data ?? [];
     if (sort !== "reward" && sort !== "kl" && sort !== "duration") return data;
     const val = (r: RunPublic) =>
-      sort === "reward" ? r.latest["reward/mean"] : sort === "kl" ? r.latest["kl/k1"] : duration(r, now);
+      sort === "reward" ? r.latest[M.REWARD_MEAN] : sort === "kl" ? r.latest[M.KL_K1] : duration(r, now);
     return [...data].sort((a, b) => {
       const x = val(a) ?? -Infinity;
       const y = val(b) ?? -Infinity;
@@ -106,13 +104,13 @@ export function RunsPage() {
         <label>Status
           <select value={status} onChange={(e) => set("status", e.target.value)}>
             <option value="">all</option>
-            {STATUSES.map((s) => <option key={s}>{s}</option>)}
+            {RUN_STATUSES.map((s) => <option key={s}>{s}</option>)}
           </select>
         </label>
         <label>Source
           <select value={source} onChange={(e) => set("source", e.target.value)}>
             <option value="">all</option>
-            {SOURCES.map((s) => <option key={s}>{s}</option>)}
+            {RUN_SOURCES.map((s) => <option key={s}>{s}</option>)}
           </select>
         </label>
         {runs.data ? <span className="muted">{runs.data.count} runs</span> : null}
@@ -152,8 +150,8 @@ export function RunsPage() {
                     <td title={r.created_at}>{fmtAgo(r.created_at, now)}</td>
                     <td>{fmtDuration(duration(r, now))}</td>
                     <td>{r.last_step ?? "—"}{r.total_steps ? ` / ${r.total_steps}` : ""}</td>
-                    <td className="num">{fmtNum(r.latest["reward/mean"])}</td>
-                    <td className="num">{fmtNum(r.latest["kl/k1"])}</td>
+                    <td className="num">{fmtNum(r.latest[M.REWARD_MEAN])}</td>
+                    <td className="num">{fmtNum(r.latest[M.KL_K1])}</td>
                     <td className="row-actions">
                       {isActive(r) ? (
                         <button type="button" disabled={r.cancel_requested || cancel.isPending}

@@ -1,8 +1,7 @@
 /** Stability: the PPO health charts, live. Each chart subscribes only to its own keys; zooming
  * (drag) refetches the server series for that step range at full resolution. */
 import { memo, useCallback, useMemo, useState } from "react";
-import type { AlertPublic, MetricsContract, Series } from "../../api/client";
-import type { AlertEvent } from "../../api/events";
+import type { AlertEvent, AlertPublic, MetricsContract, Series } from "../../api/client";
 import { useAlerts, useContract, useMetrics, type StepRange } from "../../api/queries";
 import { Chart, PALETTE, type ChartSeries, type Marker } from "../../components/Chart";
 import { ErrorState } from "../../components/common";
@@ -157,7 +156,7 @@ const MetricChart = memo(function MetricChart(props: MetricChartProps) {
   }, [def, series, store, version, smoothing, logY, range]); // eslint-disable-line react-hooks/exhaustive-deps
 
   const markers: Marker[] = useMemo(() => {
-    const mine = new Set(keysHere);
+    const mine = new Set<string>(keysHere);
     return alerts
       .filter((a) => a.step !== null && (a.metric ? mine.has(a.metric) : def.id === "reward"))
       .map((a) => ({ step: a.step!, label: a.rule, severity: a.severity }));
