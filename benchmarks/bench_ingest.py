@@ -47,7 +47,7 @@ def main() -> int:
     from backend.services.consumer import StreamConsumer
     from backend.services.live import LiveHub
     from backend.services.runs import create_external_run
-    from benchmarks._scratch import create_database, drop_scratch
+    from benchmarks.scratch_stores import create_database, drop_scratch
 
     dbname, url = create_database(args.pg)
     prefix = f"rlhfkit_bench_{secrets.token_hex(4)}"

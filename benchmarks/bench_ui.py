@@ -7,7 +7,8 @@ asserted:
 * 10 live metric updates per second arriving over the real ingest -> WebSocket path: which charts
   re-render (budget: only the charts whose metrics changed).
 
-Needs the SPA built (``make ui``) and Chromium (``make browser``).
+Needs the SPA built with its benchmark hooks (``cd frontend && npm run generate && npm run build:bench``:
+the render counter and the /bench/chart page are not in the product build) and Chromium (``make browser``).
 Usage: .venv/bin/python benchmarks/bench_ui.py [--quick]
 """
 
@@ -247,7 +248,11 @@ def bench_live(browser: Any, base: str, seconds: float, rate: float) -> dict[str
 def main(argv: list[str]) -> int:
     quick = "--quick" in argv
     if not (STATIC / "index.html").is_file():
-        print("SPA not built: run `make ui` first")
+        print("SPA not built: run `cd frontend && npm run generate && npm run build:bench` first")
+        return 1
+    if not any((STATIC / "assets").glob("ChartBench-*.js")):
+        print("SPA built without its benchmark hooks: run `cd frontend && npm run build:bench` "
+              "(and `make ui` afterwards for the product build)")
         return 1
     from playwright.sync_api import sync_playwright
 

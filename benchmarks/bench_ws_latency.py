@@ -90,7 +90,7 @@ def main() -> int:
     import httpx
     import redis
 
-    from benchmarks._scratch import create_database, drop_scratch
+    from benchmarks.scratch_stores import create_database, drop_scratch
 
     dbname, url = create_database(args.pg)
     prefix = f"rlhfkit_bench_{secrets.token_hex(4)}"

@@ -21,10 +21,6 @@ import torch.nn.functional as F
 Tensor = torch.Tensor
 
 
-def masked_sum(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
-    return (x * mask).sum() if dim is None else (x * mask).sum(dim)
-
-
 def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     """Mean of ``x`` over positions where ``mask`` is 1 (all of them, or along ``dim``)."""
     if dim is None:

@@ -19,15 +19,13 @@ from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from backend.core.config import Settings
 from backend.core.db import Database
 from backend.core.registry import set_status
 from backend.models import Run
 from backend.services.ingest import RunNotFound, ingest_events
 from backend.services.live import LiveHub
-from backend.services.runs import public_dict
+from backend.services.runs import native_runs, public_dict
 from rlhfkit.events import TERMINAL_STATUSES
 
 _log = logging.getLogger(__name__)
@@ -77,14 +75,12 @@ class EmbeddedExecutor:
     # ---- lifecycle
     def start(self) -> None:
         self._events = self._ctx.Queue()
-        with self.db.session() as s:
-            # runs left "running" by a previous server process died with it
-            for run in s.scalars(select(Run).where(Run.status == "running", Run.source == "native")):
-                set_status(self.db, run.id, "failed", error="server restarted while the run was executing",
-                           only_from=("running",))
-            for run_id in s.scalars(select(Run.id).where(Run.status == "queued", Run.source == "native")
-                                    .order_by(Run.created_at)):
-                self._pending.put(run_id)
+        # runs left "running" by a previous server process died with it
+        for run in native_runs(db=self.db, status="running"):
+            set_status(self.db, run.id, "failed", error="server restarted while the run was executing",
+                       only_from=("running",))
+        for run in native_runs(db=self.db, status="queued"):
+            self._pending.put(run.id)
         for target, name in ((self._schedule, "rlhfkit-scheduler"), (self._pump, "rlhfkit-pump")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()

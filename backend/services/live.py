@@ -63,9 +63,6 @@ class LiveHub:
     def unsubscribe_status(self, sub: Subscriber) -> None:
         self._status.discard(sub)
 
-    def viewers(self, run_id: str) -> int:
-        return len(self._runs.get(run_id, ()))
-
     # ---- publishing (any thread)
     def publish_events(self, run_id: str, events: list[Item]) -> None:
         if events:

@@ -16,14 +16,11 @@ import threading
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import select
-
 from backend.core.config import Settings
 from backend.core.db import Database
 from backend.core.registry import set_status
-from backend.models import Run
 from backend.services.live import LiveHub
-from backend.services.runs import public_dict
+from backend.services.runs import native_runs, public_dict
 
 _log = logging.getLogger(__name__)
 
@@ -55,8 +52,7 @@ class HeartbeatReaper:
         """Mark lost runs failed; returns their ids."""
         timeout = self.settings.heartbeat_timeout_s
         now = datetime.now(timezone.utc)
-        with self.db.session() as s:
-            running = list(s.scalars(select(Run).where(Run.status == "running", Run.source == "native")))
+        running = native_runs(db=self.db, status="running")
         lost = []
         for run in running:
             keys = self.settings.keys

@@ -257,14 +257,9 @@ def delete_run(*, db: Database, artifacts_dir: Path, run_id: str) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def stale_running(*, db: Database) -> list[Run]:
+def native_runs(*, db: Database, status: str) -> list[Run]:
+    """Runs this service executes (not external ones) in ``status``, oldest first: what the reaper
+    checks and what an embedded server resumes or fails at start."""
     with db.session() as session:
-        return list(session.scalars(select(Run).where(Run.status == "running", Run.source == "native")))
-
-
-def active_runs(*, db: Database) -> list[Run]:
-    with db.session() as session:
-        return list(session.scalars(select(Run).where(Run.status.in_(ACTIVE_STATUSES), Run.source == "native")))
-
-
-__all__ = ["Conflict", "Executor", "RunNotFound"]
+        return list(session.scalars(select(Run).where(Run.status == status, Run.source == "native")
+                                    .order_by(Run.created_at)))

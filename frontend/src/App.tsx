@@ -11,7 +11,8 @@ import { RunsPage } from "./pages/RunsPage";
 const NewRunPage = lazy(() => import("./pages/NewRunPage"));
 const RunPage = lazy(() => import("./pages/RunPage"));
 const ComparePage = lazy(() => import("./pages/ComparePage"));
-const ChartBench = lazy(() => import("./pages/ChartBench"));
+// benchmarks/bench_ui.py's page: only in `npm run build:bench` builds (see lib/bench.ts)
+const ChartBench = import.meta.env.VITE_RLHFKIT_BENCH === "1" ? lazy(() => import("./pages/ChartBench")) : null;
 
 function Banner() {
   const down = useSyncExternalStore(connection.subscribe, connection.isDown);
@@ -53,7 +54,7 @@ function Routed() {
           <Route path="/new" element={<NewRunPage />} />
           <Route path="/runs/:id" element={<RunPage />} />
           <Route path="/compare" element={<ComparePage />} />
-          <Route path="/bench/chart" element={<ChartBench />} />
+          {ChartBench && <Route path="/bench/chart" element={<ChartBench />} />}
           <Route path="*" element={<div className="state">No such page. <NavLink to="/">Back to runs</NavLink></div>} />
         </Routes>
       </Suspense>

@@ -20,7 +20,7 @@ from rlhfkit.metrics import METRICS, M
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACES = sorted({name.split("/")[0] for name in METRICS})
-LITERAL = re.compile(r"""["'`]((?:%s)/[A-Za-z0-9_]+)["'`]""" % "|".join(NAMESPACES))
+LITERAL = re.compile(r"""["'`]((?:""" + "|".join(NAMESPACES) + r""")/[A-Za-z0-9_]+)["'`]""")
 
 
 def metric_literals(paths: list[Path]) -> list[tuple[str, int, str]]:

@@ -154,7 +154,7 @@ function ChartImpl(props: ChartProps) {
       u.destroy();
       plot.current = null;
     };
-  }, [shape]); // eslint-disable-line react-hooks/exhaustive-deps
+  }, [shape]);
 
   useEffect(() => {
     plot.current?.setData(data);

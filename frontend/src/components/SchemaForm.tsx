@@ -76,7 +76,7 @@ function Field({ f, value, base, errors, onChange }: {
   const [text, setText] = useState(() => formatValue(f, value));
   useEffect(() => {
     if (!same(parseInput(f, text), value)) setText(formatValue(f, value));
-  }, [value]); // eslint-disable-line react-hooks/exhaustive-deps
+  }, [value]);
   const changed = base !== undefined && !same(base, value);
   const bounds = describeBounds(f);
   const describedBy = [helpId, errors ? errId : ""].filter(Boolean).join(" ");

@@ -43,17 +43,3 @@ export const COMPARE_KEYS: MetricName[] = [
   M.REWARD_MEAN, M.KL_K1, M.ENTROPY, M.POLICY_LOSS, M.VALUE_LOSS, M.POLICY_CLIPFRAC,
   M.GRAD_NORM, M.RESPONSE_LEN, M.TOKENS_PER_SEC,
 ];
-declare global {
-  interface Window {
-    /** Render counts per chart id (read by benchmarks/bench_ui.py). */
-    __rlhfkitRenders?: Record<string, number>;
-  }
-}
-
-/** Count a render of chart `id` (cheap; lets the benchmark check that live updates stay local). */
-export function countRender(id: string): void {
-  const w = typeof window === "undefined" ? undefined : window;
-  if (!w) return;
-  const r = (w.__rlhfkitRenders ??= {});
-  r[id] = (r[id] ?? 0) + 1;
-}

@@ -26,7 +26,7 @@ export default function NewRunPage() {
 
   useEffect(() => {
     if (base && (!fromState || presetName)) setValue(base);
-  }, [presetName, preset]); // eslint-disable-line react-hooks/exhaustive-deps
+  }, [presetName, preset]);
 
   const form = useMemo(() => (schema.data ? buildForm(schema.data) : null), [schema.data]);
   const changes = value && base ? Object.keys(diffOverrides(base, value)).length : 0;

@@ -10,6 +10,7 @@ import type { LiveStore } from "../lib/liveStore";
 import { fmtDuration, parseTime } from "../lib/format";
 import { toYaml } from "../lib/yaml";
 import { StabilityTab } from "./run/StabilityTab";
+import type { TabProps } from "./run/tabProps";
 
 const TimingsTab = lazy(() => import("./run/TimingsTab"));
 const MemoryTab = lazy(() => import("./run/MemoryTab"));
@@ -25,12 +26,6 @@ const TABS = [
   { id: "suggestions", label: "Suggestions" },
   { id: "samples", label: "Samples" },
 ];
-
-export interface TabProps {
-  run: RunPublic;
-  store: LiveStore;
-  cursor: number | null;
-}
 
 export default function RunPage() {
   const { id = "" } = useParams();

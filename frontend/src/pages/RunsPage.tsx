@@ -36,7 +36,7 @@ export function RunsPage() {
   useEffect(() => {
     const t = setTimeout(() => { if ((params.get("q") ?? "") !== text) set("q", text); }, 250);
     return () => clearTimeout(t);
-  }, [text]); // eslint-disable-line react-hooks/exhaustive-deps
+  }, [text]);
 
   const serverSort: ServerSort = sort === "name" || sort === "status"
     ? (desc ? `-${sort}` : sort) as ServerSort

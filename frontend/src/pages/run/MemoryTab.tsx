@@ -9,8 +9,8 @@ import { Chart, PALETTE } from "../../components/Chart";
 import { Empty, ErrorState, Loading } from "../../components/common";
 import { useLiveVersion } from "../../hooks/useRunLive";
 import { fmtMB } from "../../lib/format";
-import type { TabProps } from "../RunPage";
-import { mergeRows } from "./TimingsTab";
+import type { TabProps } from "./tabProps";
+import { mergeRows } from "../../lib/rows";
 
 type Row = Pick<MemoryPublic, "step" | "device" | "stages" | "models">;
 type Stat = Record<string, number | null | undefined>;
@@ -83,7 +83,7 @@ export default function MemoryTab({ run, store }: TabProps) {
   const v = useLiveVersion(store, ["@memory"]);
   const rows: Row[] = useMemo(
     () => mergeRows<Row>(q.data ?? [], store.memory.map((m) => ({ ...m, step: m.step ?? 0 }))),
-    [q.data, v], // eslint-disable-line react-hooks/exhaustive-deps
+    [q.data, v],
   );
   const cuda = rows.some((r) => r.device.startsWith("cuda"));
   const stages = useMemo(() => [...new Set(rows.flatMap((r) => Object.keys(r.stages)))], [rows]);

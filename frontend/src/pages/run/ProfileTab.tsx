@@ -9,7 +9,7 @@ import { Empty, ErrorState, Loading } from "../../components/common";
 import { FlameGraph } from "../../components/FlameGraph";
 import { fmtBytes } from "../../lib/format";
 import { fromCollapsed, fromSpeedscope, fromTimings, isSpeedscope, type FlameNode } from "../../lib/flame";
-import type { TabProps } from "../RunPage";
+import type { TabProps } from "./tabProps";
 import { ProfileSummary, TopOperators } from "./ProfileReport";
 
 const isSpeedscopeArtifact = (a: ArtifactPublic) => a.kind === "speedscope" || a.name.endsWith(".speedscope.json");

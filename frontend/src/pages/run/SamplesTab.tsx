@@ -4,7 +4,7 @@ import { useSamples } from "../../api/queries";
 import { Empty, ErrorState, Loading } from "../../components/common";
 import { useLiveVersion } from "../../hooks/useRunLive";
 import { fmtNum } from "../../lib/format";
-import type { TabProps } from "../RunPage";
+import type { TabProps } from "./tabProps";
 
 export default function SamplesTab({ run, store }: TabProps) {
   const q = useSamples(run.id);

@@ -6,11 +6,12 @@ import { useAlerts, useContract, useMetrics, type StepRange } from "../../api/qu
 import { Chart, PALETTE, type ChartSeries, type Marker } from "../../components/Chart";
 import { ErrorState } from "../../components/common";
 import { useLiveVersion } from "../../hooks/useRunLive";
-import { ALL_STABILITY_KEYS, chartKeys, countRender, STABILITY_CHARTS, type ChartDef } from "../../lib/charts";
+import { countRender } from "../../lib/bench";
+import { ALL_STABILITY_KEYS, chartKeys, STABILITY_CHARTS, type ChartDef } from "../../lib/charts";
 import type { LiveStore } from "../../lib/liveStore";
 import { fmtNum } from "../../lib/format";
 import { alignOnSteps, ema, forLogScale, mergeLive, type Points } from "../../lib/series";
-import type { TabProps } from "../RunPage";
+import type { TabProps } from "./tabProps";
 
 type AlertLike = Pick<AlertPublic, "step" | "rule" | "severity" | "metric" | "value" | "threshold" | "message" | "suggestion">;
 
@@ -22,7 +23,7 @@ export function StabilityTab({ run, store, cursor }: TabProps) {
   const metrics = useMetrics(run.id, ALL_STABILITY_KEYS, range, cursor !== null);
   const alertsQ = useAlerts(run.id);
   useLiveVersion(store, ["@alerts"]);
-  const alerts = useMemo(() => dedupeAlerts(alertsQ.data ?? [], store.alerts), [alertsQ.data, store.alerts.length]); // eslint-disable-line react-hooks/exhaustive-deps
+  const alerts = useMemo(() => dedupeAlerts(alertsQ.data ?? [], store.alerts), [alertsQ.data, store.alerts.length]);
   const zoomed = range.start !== undefined;
   const onZoom = useCallback((start: number, end: number) => setRange({ start, end }), []);
   const onReset = useCallback(() => setRange({}), []);
@@ -153,7 +154,7 @@ const MetricChart = memo(function MetricChart(props: MetricChartProps) {
       bands: bandIdx ? [{ series: bandIdx, fill: "#4e9cff22" }] : undefined,
       refValue: ref,
     };
-  }, [def, series, store, version, smoothing, logY, range]); // eslint-disable-line react-hooks/exhaustive-deps
+  }, [def, series, store, version, smoothing, logY, range]);
 
   const markers: Marker[] = useMemo(() => {
     const mine = new Set<string>(keysHere);

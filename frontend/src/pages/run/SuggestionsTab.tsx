@@ -8,7 +8,7 @@ import { useAlerts, useSuggestions, type SuggestionsQuery } from "../../api/quer
 import { Empty, ErrorState, Loading } from "../../components/common";
 import { fmtNum } from "../../lib/format";
 import { changesFrom, fmtMiB, fmtValue, MAX_BUDGET_GB, parseBudget } from "../../lib/suggestions";
-import type { TabProps } from "../RunPage";
+import type { TabProps } from "./tabProps";
 
 type DeviceChoice = "" | "cpu" | "cuda";
 

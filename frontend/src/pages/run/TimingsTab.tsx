@@ -8,15 +8,10 @@ import { Chart, PALETTE, type ChartSeries } from "../../components/Chart";
 import { Empty, ErrorState, Loading } from "../../components/common";
 import { useLiveVersion } from "../../hooks/useRunLive";
 import { fmtDuration, fmtNum } from "../../lib/format";
-import type { TabProps } from "../RunPage";
+import { mergeRows } from "../../lib/rows";
+import type { TabProps } from "./tabProps";
 
 type Row = Pick<TimingPublic, "step" | "stages" | "step_time" | "tokens">;
-
-/** Server rows plus live rows for later steps. */
-export function mergeRows<T extends { step: number | null }>(server: readonly T[], live: readonly T[]): T[] {
-  const last = server.length ? Math.max(...server.map((r) => r.step ?? -1)) : -1;
-  return [...server, ...live.filter((r) => (r.step ?? -1) > last)];
-}
 
 export default function TimingsTab({ run, store }: TabProps) {
   const q = useTimings(run.id);
@@ -24,7 +19,7 @@ export default function TimingsTab({ run, store }: TabProps) {
   const v = useLiveVersion(store, ["@timings"]);
   const rows: Row[] = useMemo(
     () => mergeRows<Row>(q.data ?? [], store.timings.map((t) => ({ ...t, step: t.step ?? 0 }))),
-    [q.data, v], // eslint-disable-line react-hooks/exhaustive-deps
+    [q.data, v],
   );
   const stages = useMemo(() => {
     const seen = new Set<string>();
