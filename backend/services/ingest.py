@@ -63,6 +63,13 @@ from rlhfkit.metrics import M
 _log = logging.getLogger(__name__)
 COPY_MIN_EVENTS = 64  # PostgreSQL: batches from this size go through COPY, smaller ones through a pipeline
 _TERMINAL_STATUS = {"run_finished": "succeeded", "run_failed": "failed", "run_cancelled": "cancelled"}
+# the reaper's verdict on a run whose heartbeat stopped; provisional: the run's own terminal event
+# (or a heartbeat seen again, see backend.services.reaper) overrides it
+WORKER_LOST = "worker lost"
+
+
+def presumed_lost(run: Run) -> bool:
+    return run.status == "failed" and (run.error or "").startswith(WORKER_LOST)
 
 
 class IngestError(ValueError):
@@ -81,6 +88,7 @@ class RunNotFound(LookupError):
 class IngestOutcome:
     accepted: list[tuple[int, str]] = field(default_factory=list)  # (seq, JSON text) of new events, seq order
     duplicates: int = 0
+    conflicts: list[int] = field(default_factory=list)  # seqs sent twice in one batch with different content
     last_seq: int = -1
     status_changed: bool = False
     run: Run | None = None
@@ -158,8 +166,11 @@ def ingest_parsed(db: Database, run_id: str, parsed: list[tuple[Event, str | Non
                 ev.seq = next_seq
             next_seq = max(next_seq, ev.seq + 1)
         by_seq: dict[int, tuple[Event, str | None]] = {}
+        conflicts: set[int] = set()
         for pair in parsed:
-            by_seq.setdefault(pair[0].seq, pair)
+            kept = by_seq.setdefault(pair[0].seq, pair)
+            if kept is not pair and kept[0] != pair[0]:
+                conflicts.add(pair[0].seq)  # the first one is kept; the caller is told
         dup = len(parsed) - len(by_seq)
         if by_seq and min(by_seq) <= run.last_seq:  # (seqs above last_seq cannot be stored yet)
             lo, hi = min(by_seq), max(by_seq)
@@ -169,7 +180,7 @@ def ingest_parsed(db: Database, run_id: str, parsed: list[tuple[Event, str | Non
             for s in existing:
                 by_seq.pop(s, None)
         new = [by_seq[s] for s in sorted(by_seq)]
-        outcome = IngestOutcome(duplicates=dup)
+        outcome = IngestOutcome(duplicates=dup, conflicts=sorted(conflicts))
         if new:
             series = _series_ids(db, run_id, new)
             try:
@@ -179,7 +190,9 @@ def ingest_parsed(db: Database, run_id: str, parsed: list[tuple[Event, str | Non
             except (IntegrityError, PgIntegrityError):  # another process stored some meanwhile: slow, exact path
                 session.rollback()
                 _log.info("ingest race on run %s; retrying with ON CONFLICT", run_id)
-                return _ingest_conflict_safe(db, run_id, new, dup, series)
+                out = _ingest_conflict_safe(db, run_id, new, dup, series)
+                out.conflicts = sorted(conflicts)
+                return out
         outcome.last_seq = run.last_seq
         outcome.run = run
         return outcome
@@ -490,11 +503,13 @@ def _update_run(session: Session, run: Run, new: list[Event]) -> bool:
             run.git_commit = ev.git_commit or run.git_commit
             if not run.config and ev.config:
                 run.config = ev.config
-        elif isinstance(ev, (RunFinished, RunFailed, RunCancelled)) and run.status not in TERMINAL_STATUSES:
+        elif isinstance(ev, (RunFinished, RunFailed, RunCancelled)) and (
+                run.status not in TERMINAL_STATUSES or presumed_lost(run)):
             run.status = _TERMINAL_STATUS[ev.type]
             run.finished_at = _ts(ev.ts)
             if isinstance(ev, RunFinished):
                 run.summary = ev.summary
+                run.error = None
             elif isinstance(ev, RunFailed):
                 run.error = ev.error
             else:
@@ -508,6 +523,18 @@ def _update_run(session: Session, run: Run, new: list[Event]) -> bool:
     run.last_seq = max(run.last_seq, new[-1].seq)
     started = any(isinstance(ev, RunStarted) for ev in new)  # the run's details (versions, steps) arrived
     return started or run.status != before
+
+
+def revive_lost_run(db: Database, run_id: str) -> Run | None:
+    """A run failed as "worker lost" whose worker turned out alive goes back to ``running``."""
+    with _lock_for(run_id), db.session() as session:
+        res = session.execute(update(Run).where(Run.id == run_id, Run.status == "failed",
+                                                Run.error.startswith(WORKER_LOST))
+                              .values(status="running", error=None, finished_at=None))
+        session.commit()
+        if not getattr(res, "rowcount", 0):
+            return None
+        return session.get(Run, run_id)
 
 
 def set_status(db: Database, run_id: str, status: str, *, error: str | None = None,

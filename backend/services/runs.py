@@ -148,6 +148,9 @@ def encode_cursor(offset: int) -> str:
     return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
 
 
+MAX_OFFSET = 2**31 - 1  # a cursor past this is not one we issued (and would overflow the database's OFFSET)
+
+
 def decode_cursor(cursor: str | None) -> int:
     if not cursor:
         return 0
@@ -156,7 +159,7 @@ def decode_cursor(cursor: str | None) -> int:
         if not raw.startswith("o:"):
             raise ValueError
         offset = int(raw[2:])
-        if offset < 0:
+        if not 0 <= offset <= MAX_OFFSET:
             raise ValueError
         return offset
     except (ValueError, UnicodeDecodeError):
@@ -172,9 +175,9 @@ def list_runs(*, db: Database, status: list[str] | None = None, tag: str | None 
         conds.append(Run.status.in_(status))
     if source:
         conds.append(Run.source == source)
-    if q:
-        pat = f"%{q.lower()}%"
-        conds.append(or_(func.lower(Run.name).like(pat), Run.id.like(pat)))
+    if q:  # a substring: LIKE's wildcards in it match themselves
+        pat = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        conds.append(or_(func.lower(Run.name).like(pat, escape="\\"), Run.id.like(pat, escape="\\")))
     with db.session() as session:
         if tag:
             if db.is_postgres:
