@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.api.deps import Services, require_token
@@ -90,8 +92,9 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": resp.body})
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(BaseException):
+    """Raised from ``receive`` past the limit. A BaseException on purpose: FastAPI turns any
+    ``Exception`` raised while it reads the body into a 400, and this must reach ``BodyLimit``."""
 
 
 def _config_error_detail(exc: ConfigError, prefix: tuple[str, ...] = ("body", "config")) -> list[dict[str, Any]]:
@@ -141,7 +144,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             from backend.services.consumer import StreamConsumer
             from backend.services.reaper import HeartbeatReaper
 
-            background += [StreamConsumer(settings=settings, db=services.db, hub=services.hub, redis_client=services.redis),
+            consumer = StreamConsumer(settings=settings, db=services.db, hub=services.hub, redis_client=services.redis)
+            app.state.stream_consumer = consumer  # /readyz asks it whether it is consuming
+            background += [consumer,
                            HeartbeatReaper(settings=settings, db=services.db, hub=services.hub, redis_client=services.redis)]
         for b in background:
             b.start()
@@ -187,6 +192,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):  # FastAPI's "error parsing the body"
+            return JSONResponse({"detail": [{"loc": ["body"], "msg": "JSON nested too deeply to parse",
+                                             "type": "json_invalid"}]}, status_code=422)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -8,11 +8,25 @@ client) describes.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rlhfkit.events import INT32_MAX, ExternalSource, Int64, RunSource, RunStatus
+from rlhfkit.events import (
+    Count32,
+    ExternalSource,
+    Int64,
+    JsonDict,
+    RunSource,
+    RunStatus,
+    Str100,
+    Str200,
+)
+
+# The value bounds (NUL, column widths, integer ranges, JSON depth and size) are rlhfkit.events'
+# types, so a REST body and an event from a stream are held to the same limits.
+RunName = Annotated[Str200, Field(min_length=1)]
+Tags = Annotated[list[Str100], Field(max_length=50)]
 
 
 class _Request(BaseModel):
@@ -24,30 +38,30 @@ class _Request(BaseModel):
 class RunCreate(_Request):
     """Start a run from a preset and/or a config, plus dotted-key overrides."""
 
-    preset: str | None = Field(default=None, max_length=100, description="Preset name from GET /api/config/presets (e.g. smoke)")
-    config: dict[str, Any] | None = Field(default=None, description="A RunConfig (or part of one) applied on top of the preset")
-    overrides: dict[str, Any] = Field(default_factory=dict, description='Dotted keys, e.g. {"ppo.batch_size": 16}')
-    name: str | None = Field(default=None, min_length=1, max_length=200, description="Run name (default: config.name)")
-    tags: list[str] | None = Field(default=None, max_length=50, description="Tags (default: config.tags)")
+    preset: Str100 | None = Field(default=None, description="Preset name from GET /api/config/presets (e.g. smoke)")
+    config: JsonDict | None = Field(default=None, description="A RunConfig (or part of one) applied on top of the preset")
+    overrides: JsonDict = Field(default_factory=dict, description='Dotted keys, e.g. {"ppo.batch_size": 16}')
+    name: RunName | None = Field(default=None, description="Run name (default: config.name)")
+    tags: Tags | None = Field(default=None, description="Tags (default: config.tags)")
     queue: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$",
                               description="Celery queue to route to (e.g. a GPU type); default: the server's queue")
 
 
 class RunRerun(_Request):
-    overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted-key overrides applied to the original config")
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    overrides: JsonDict = Field(default_factory=dict, description="Dotted-key overrides applied to the original config")
+    name: RunName | None = None
     queue: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
 
 
 class ExternalRunCreate(_Request):
     """Register a run that executes elsewhere (TRL, OpenRLHF, a user script); events arrive by POST."""
 
-    name: str = Field(..., min_length=1, max_length=200)
+    name: RunName
     source: ExternalSource = "external"
-    config: dict[str, Any] = Field(default_factory=dict, description="Free-form config of the external run (stored as given)")
-    tags: list[str] = Field(default_factory=list, max_length=50)
+    config: JsonDict = Field(default_factory=dict, description="Free-form config of the external run (stored as given)")
+    tags: Tags = Field(default_factory=list)
     seed: Int64 | None = None
-    total_steps: int | None = Field(default=None, ge=0, le=INT32_MAX)
+    total_steps: Count32 | None = None
 
 
 class RunPublic(BaseModel):
@@ -91,6 +105,9 @@ class EventsIngest(_Request):
 class IngestResult(BaseModel):
     accepted: int = Field(description="Events stored by this request")
     duplicates: int = Field(description="Events already stored (same run_id and seq), ignored")
+    conflicting_seqs: list[int] = Field(default_factory=list, description="Seqs this request sent more than once "
+                                        "with different content: the first of each was stored, the others ignored "
+                                        "(counted in duplicates)")
     last_seq: int = Field(description="Highest seq stored for the run after this request (-1 when none)")
 
 

@@ -170,6 +170,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _number(fmt: str, value: Any) -> str:
+    """``fmt`` applied to a number; ``nan`` for the null a non-finite value is stored as."""
+    return fmt.format(value) if isinstance(value, (int, float)) else "nan"
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     with _client(args) as c:
         return _watch(c, args.run_id, args.cursor, as_json=args.json)
@@ -187,16 +192,16 @@ def _watch(c: Any, run_id: str, cursor: int, *, as_json: bool) -> int:
         t = ev.get("type")
         if t == "metrics":
             v = ev.get("values", {})
-            parts = [f"step {ev.get('step', 0) + 1}/{total}"]
+            parts = [f"step {(ev.get('step') or 0) + 1}/{total}"]
             for key, label, fmt in WATCH_FIELDS:
-                if key in v:
-                    parts.append(f"{label}={fmt.format(v[key])}")
+                if key in v:  # NaN and inf travel as null (JSON has neither): a diverged run shows "nan"
+                    parts.append(f"{label}={_number(fmt, v[key])}")
             print("  ".join(parts), flush=True)
         elif t == "alert":
             print(f"[{str(ev.get('severity', '')).upper()}] step {ev.get('step')}: {ev.get('message')} "
                   f"-> {ev.get('suggestion')}", flush=True)
         elif t == "eval":
-            print(f"eval @ step {ev.get('step')}: reward {ev.get('reward_mean', 0):+.3f}", flush=True)
+            print(f"eval @ step {ev.get('step')}: reward {_number('{:+.3f}', ev.get('reward_mean'))}", flush=True)
         elif t == "run_started":
             total = ev.get("total_steps") or total
             print(f"started on {ev.get('device')} ({total} steps)", flush=True)

@@ -14,6 +14,7 @@ thread posts batches (idempotent on ``seq``, so retries after a network error ne
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
@@ -27,6 +28,25 @@ from rlhfkit.events import Event
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 MAX_BATCH_BYTES = 900_000  # the server refuses bodies over 1 MiB (413)
+
+
+def _finite_or_null(v: Any) -> Any:
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _finite_or_null(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite_or_null(x) for x in v]
+    return v
+
+
+def _json_bytes(body: Any) -> bytes:
+    """JSON for a request body; NaN and infinities become null, as in the event wire format
+    (a diverged run's metrics must upload, not crash the sink)."""
+    try:
+        return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
+    except ValueError:
+        return json.dumps(_finite_or_null(body), allow_nan=False, separators=(",", ":")).encode()
 
 
 class ApiError(RuntimeError):
@@ -69,7 +89,11 @@ class Client:
 
     def _request(self, method: str, path: str, *, params: dict[str, Any] | None = None, json_body: Any = None) -> Any:
         params = {k: v for k, v in (params or {}).items() if v is not None}
-        resp = self._http.request(method, path, params=params, json=json_body)
+        if json_body is None:
+            resp = self._http.request(method, path, params=params)
+        else:
+            resp = self._http.request(method, path, params=params, content=_json_bytes(json_body),
+                                      headers={"content-type": "application/json"})
         if resp.status_code >= 400:
             try:
                 detail = resp.json().get("detail", resp.text)
@@ -162,8 +186,8 @@ class Client:
 
     def post_events(self, run_id: str, events: list[dict[str, Any]] | list[Event]) -> dict[str, Any]:
         """Upload events (dicts or rlhfkit event models), split into requests under the 1 MiB limit.
-        Returns the summed ``{"accepted", "duplicates", "last_seq"}``."""
-        total = {"accepted": 0, "duplicates": 0, "last_seq": -1}
+        Returns the summed ``{"accepted", "duplicates", "conflicting_seqs", "last_seq"}``."""
+        total: dict[str, Any] = {"accepted": 0, "duplicates": 0, "conflicting_seqs": [], "last_seq": -1}
         batch: list[Any] = []
         size = 0
         for ev in events:
@@ -178,10 +202,11 @@ class Client:
             self._post_batch(run_id, batch, total)
         return total
 
-    def _post_batch(self, run_id: str, batch: list[Any], total: dict[str, int]) -> None:
+    def _post_batch(self, run_id: str, batch: list[Any], total: dict[str, Any]) -> None:
         res = self._request("POST", f"/api/runs/{run_id}/events", json_body={"events": batch})
         total["accepted"] += res["accepted"]
         total["duplicates"] += res["duplicates"]
+        total["conflicting_seqs"] += res.get("conflicting_seqs", [])
         total["last_seq"] = res["last_seq"]
 
     def get_events(self, run_id: str, after: int = -1, limit: int = 1000,

@@ -13,12 +13,13 @@ does not bump it; readers ignore fields they do not know.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections.abc import Sequence
 from typing import Annotated, Any, Final, Literal, Protocol, get_args, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, TypeAdapter
 
 SCHEMA_VERSION = 1
 _log = logging.getLogger(__name__)
@@ -29,8 +30,12 @@ Severity = Literal["info", "warning", "critical"]
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 SEQ_MAX = 2**62  # leaves room to number events that arrive without a seq after the highest one
-Int32 = Annotated[int, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
-Int64 = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
+# numbers are strict: JSON's true/false are not 1/0, and "3" is not 3
+Int32 = Annotated[int, Strict(), Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
+Int64 = Annotated[int, Strict(), Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
+Count32 = Annotated[int, Strict(), Field(ge=0, le=INT32_MAX)]
+Count64 = Annotated[int, Strict(), Field(ge=0, le=INT64_MAX)]
+Float = Annotated[float, Strict()]
 # The run vocabularies, declared once: the registry's columns, the API schemas and (through the
 # OpenAPI schema) the browser's generated client all use these.
 RunSource = Literal["native", "trl", "openrlhf", "external"]
@@ -50,113 +55,178 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
+# The bounds of what the registry stores, stated once: the REST bodies (backend.schemas), the
+# stream consumer and the embedded ingest all validate with these types, so a value PostgreSQL or
+# SQLite would refuse (NUL characters, strings longer than their column, integers past it,
+# timestamps no datetime can hold, JSON nested deeper than anyone can read back) is a 422 naming
+# the field on every path and both databases, never a database error.
+TS_MAX = 253402300799.0  # 9999-12-31T23:59:59Z, the last second a datetime holds
+JSON_MAX_DEPTH = 32  # nesting of free-form JSON (configs, summaries, artifact meta)
+JSON_MAX_NODES = 100_000  # values and keys in one free-form JSON object
+
+
+def _no_nul(v: str) -> str:
+    if "\x00" in v:
+        raise ValueError("must not contain NUL (\\u0000) characters")
+    return v
+
+
+def _json_value(value: Any) -> Any:
+    """Check free-form JSON (no NUL in keys or strings, bounded depth and size); non-finite floats
+    become null, as they do on the wire (JSON has no NaN)."""
+    nodes = 0
+
+    def walk(v: Any, depth: int) -> Any:
+        nonlocal nodes
+        nodes += 1
+        if nodes > JSON_MAX_NODES:
+            raise ValueError(f"more than {JSON_MAX_NODES} values")
+        if depth > JSON_MAX_DEPTH:
+            raise ValueError(f"nested deeper than {JSON_MAX_DEPTH} levels")
+        if isinstance(v, str):
+            return _no_nul(v)
+        if isinstance(v, float):
+            return v if math.isfinite(v) else None
+        if isinstance(v, dict):
+            return {_no_nul(str(k)): walk(x, depth + 1) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [walk(x, depth + 1) for x in v]
+        return v
+
+    return walk(value, 0)
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]  # a TEXT column: any length, no NUL
+JsonDict = Annotated[dict[str, Any], AfterValidator(_json_value)]
+Timestamp = Annotated[float, Strict(), Field(ge=0, le=TS_MAX, allow_inf_nan=False)]
+FiniteFloat = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+
+
+def _artifact_name(v: str) -> str:
+    """A name ``GET /api/runs/{id}/artifacts/{name}`` can serve: relative folders allowed, never
+    empty segments, ``.``/``..``, a leading ``/`` or a backslash."""
+    if v.startswith("/") or "\\" in v or any(p in ("", ".", "..") for p in v.split("/")):
+        raise ValueError("must be a relative path without empty, '.' or '..' parts or backslashes")
+    return v
+
+
+# strings for columns of a given width, without NUL
+Key = Annotated[str, Field(max_length=200), AfterValidator(_no_nul)]  # metric keys, stage and model names
+Str200 = Annotated[str, Field(max_length=200), AfterValidator(_no_nul)]
+Str100 = Annotated[str, Field(max_length=100), AfterValidator(_no_nul)]
+Str64 = Annotated[str, Field(max_length=64), AfterValidator(_no_nul)]
+Str32 = Annotated[str, Field(max_length=32), AfterValidator(_no_nul)]
+ArtifactName = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_no_nul),
+                         AfterValidator(_artifact_name)]
+
+
 class _Event(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    v: int = SCHEMA_VERSION
+    v: Annotated[int, Strict()] = SCHEMA_VERSION
     run_id: str = ""
-    seq: Annotated[int, Field(ge=-1, le=SEQ_MAX)] = -1  # per-run sequence number, 0, 1, 2, ... assigned by the emitter
-    ts: float = 0.0  # unix seconds when emitted
+    seq: Annotated[int, Strict(), Field(ge=-1, le=SEQ_MAX)] = -1  # per-run sequence number, 0, 1, 2, ... assigned by the emitter
+    ts: Timestamp = 0.0  # unix seconds when emitted
     step: Int32 | None = None
 
 
 class RunStarted(_Event):
     type: Literal["run_started"] = "run_started"
-    name: str = ""
+    name: Str200 = ""
     source: RunSource = "native"
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: JsonDict = Field(default_factory=dict)
     seed: Int64 | None = None
-    total_steps: Int32 | None = None
-    device: str = "cpu"
-    versions: dict[str, str] = Field(default_factory=dict)
-    git_commit: str | None = None
+    total_steps: Count32 | None = None
+    device: Str32 = "cpu"
+    versions: dict[Key, Str200] = Field(default_factory=dict)
+    git_commit: Str64 | None = None
 
 
 class MetricsEvent(_Event):
     """One step's scalar metrics, keyed by the names in :mod:`rlhfkit.metrics`."""
 
     type: Literal["metrics"] = "metrics"
-    values: dict[str, float] = Field(default_factory=dict)
+    values: dict[Key, Float] = Field(default_factory=dict)
 
 
 class TimingsEvent(_Event):
     """Wall seconds per stage for one step (device synchronised at stage boundaries only)."""
 
     type: Literal["timings"] = "timings"
-    stages: dict[str, float] = Field(default_factory=dict)
-    step_time: float = 0.0
-    tokens: int = 0  # response tokens generated this step
+    stages: dict[Key, FiniteFloat] = Field(default_factory=dict)
+    step_time: FiniteFloat = 0.0
+    tokens: Count32 = 0  # response tokens generated this step
 
 
 class MemoryStat(BaseModel):
-    allocated_mb: float | None = None  # CUDA: memory_allocated at stage end
-    reserved_mb: float | None = None  # CUDA: memory_reserved at stage end
-    peak_mb: float | None = None  # CUDA: max_memory_allocated during the stage
-    rss_mb: float | None = None  # CPU: process resident set size at stage end
-    rss_peak_mb: float | None = None  # CPU: RSS high-water seen during the stage
-    gpu_util: float | None = None  # percent, from NVML
-    gpu_mem_used_mb: float | None = None  # from NVML (all processes)
+    allocated_mb: FiniteFloat | None = None  # CUDA: memory_allocated at stage end
+    reserved_mb: FiniteFloat | None = None  # CUDA: memory_reserved at stage end
+    peak_mb: FiniteFloat | None = None  # CUDA: max_memory_allocated during the stage
+    rss_mb: FiniteFloat | None = None  # CPU: process resident set size at stage end
+    rss_peak_mb: FiniteFloat | None = None  # CPU: RSS high-water seen during the stage
+    gpu_util: FiniteFloat | None = None  # percent, from NVML
+    gpu_mem_used_mb: FiniteFloat | None = None  # from NVML (all processes)
 
 
 class MemoryEvent(_Event):
     type: Literal["memory"] = "memory"
-    device: str = "cpu"
-    stages: dict[str, MemoryStat] = Field(default_factory=dict)
-    models: dict[str, float] = Field(default_factory=dict)  # MB of weights per model
+    device: Str32 = "cpu"
+    stages: dict[Key, MemoryStat] = Field(default_factory=dict)
+    models: dict[Key, FiniteFloat] = Field(default_factory=dict)  # MB of weights per model
 
 
 class AlertEvent(_Event):
     type: Literal["alert"] = "alert"
-    rule: str
+    rule: Str100
     severity: Severity = "warning"
-    metric: str | None = None
-    value: float | None = None
-    threshold: float | None = None
-    message: str = ""
-    suggestion: str = ""
+    metric: Key | None = None
+    value: Float | None = None
+    threshold: Float | None = None
+    message: Text = ""
+    suggestion: Text = ""
 
 
 class Sample(BaseModel):
-    prompt: str
-    response: str
-    reward: float
+    prompt: Text
+    response: Text
+    reward: Float
 
 
 class EvalEvent(_Event):
     type: Literal["eval"] = "eval"
-    reward_mean: float
+    reward_mean: Float
     samples: list[Sample] = Field(default_factory=list)
 
 
 class ArtifactEvent(_Event):
     type: Literal["artifact"] = "artifact"
-    name: str
-    kind: str = "other"  # trace | speedscope | profile_summary | mem_report | checkpoint | config | other
-    path: str = ""
-    size_bytes: int = 0
-    meta: dict[str, Any] = Field(default_factory=dict)
+    name: ArtifactName
+    kind: Str32 = "other"  # trace | speedscope | profile_summary | mem_report | checkpoint | config | other
+    path: Text = ""
+    size_bytes: Count64 = 0
+    meta: JsonDict = Field(default_factory=dict)
 
 
 class LogEvent(_Event):
     type: Literal["log"] = "log"
     level: Literal["debug", "info", "warning", "error"] = "info"
-    message: str = ""
+    message: Text = ""
 
 
 class RunFinished(_Event):
     type: Literal["run_finished"] = "run_finished"
-    summary: dict[str, Any] = Field(default_factory=dict)
+    summary: JsonDict = Field(default_factory=dict)
 
 
 class RunFailed(_Event):
     type: Literal["run_failed"] = "run_failed"
-    error: str
-    traceback: str | None = None
+    error: Text
+    traceback: Text | None = None
 
 
 class RunCancelled(_Event):
     type: Literal["run_cancelled"] = "run_cancelled"
-    reason: str = "cancelled by user"
+    reason: Text = "cancelled by user"
 
 
 Event = Annotated[
@@ -167,7 +237,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "run_started", "metrics", "timings", "memory", "alert", "eval", "artifact", "log",
     "run_finished", "run_failed", "run_cancelled",
 )
-TERMINAL_TYPES: frozenset[str] = frozenset({"run_finished", "run_failed", "run_cancelled"})
+TERMINAL_TYPES: frozenset[str] = frozenset(STATUS_OF_TERMINAL_EVENT)
 
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 

@@ -10,6 +10,9 @@ left (bounded by ``close_timeout``).
 The stream key is also added to ``<prefix>:streams`` so a backend that starts later (or restarts)
 knows which streams to consume, and announced on the ``<prefix>:streams:new`` stream, which a
 running backend blocks on: a new run's first events are read at once, not at its next poll of the set.
+The ``SADD`` goes with every batch (one O(1) command in the same pipeline), so the stream is
+registered again after anything that removed it — a Redis restarted empty, a backend that retired
+the stream while Redis was down; after a failed send the stream is announced again too.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class RedisStreamSink:
                 backoff = 0.05
             except Exception as exc:  # Redis down or a network blip: keep the events, retry
                 self.errors += 1
+                self._registered = False  # announce the stream again once Redis answers
                 if self.errors in (1, 10, 100) or self.errors % 1000 == 0:
                     _log.warning("redis sink for run %s: %s (retrying, %d buffered)", self.run_id, exc, len(self._buf))
                 if self._closing.is_set() and self._deadline_passed():
@@ -87,6 +91,7 @@ class RedisStreamSink:
             n = min(len(self._buf), self.batch)
             items = [self._buf[i] for i in range(n)]
             pipe = self.redis.pipeline(transaction=False)
+            pipe.sadd(self.keys.streams, self.key)
             for ev in items:
                 data = ev if isinstance(ev, (str, bytes)) else ev.model_dump_json()
                 pipe.xadd(self.key, {"e": data}, maxlen=self.maxlen, approximate=True)

@@ -22,6 +22,9 @@ from backend.core.db import Database
 from backend.models import Run
 from rlhfkit.events import TERMINAL_STATUSES
 
+# the reaper's verdict on a run whose heartbeat stopped
+WORKER_LOST = "worker lost"
+
 
 class _Lock:
     __slots__ = ("lock", "__weakref__")
@@ -65,6 +68,24 @@ def set_status(db: Database, run_id: str, status: str, *, error: str | None = No
         if only_from is not None:
             stmt = stmt.where(Run.status.in_(only_from))
         res = session.execute(stmt.values(**values))
+        session.commit()
+        if not getattr(res, "rowcount", 0):
+            return None
+        return session.get(Run, run_id)
+
+
+def presumed_lost(run: Run) -> bool:
+    """Failed by the reaper for a silent heartbeat: provisional, the run's own terminal event (or a
+    heartbeat seen again, see backend.services.reaper) overrides it."""
+    return run.status == "failed" and (run.error or "").startswith(WORKER_LOST)
+
+
+def revive_lost_run(db: Database, run_id: str) -> Run | None:
+    """A run failed as "worker lost" whose worker turned out alive goes back to ``running``."""
+    with run_lock(run_id), db.session() as session:
+        res = session.execute(update(Run).where(Run.id == run_id, Run.status == "failed",
+                                                Run.error.startswith(WORKER_LOST))
+                              .values(status="running", error=None, finished_at=None))
         session.commit()
         if not getattr(res, "rowcount", 0):
             return None

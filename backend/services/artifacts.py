@@ -28,7 +28,8 @@ class ArtifactNotFound(LookupError):
 
 
 def artifact_file(*, db: Database, artifacts_dir: Path, run_id: str, name: str) -> Path:
-    """The artifact's file, only if it is registered for the run and lies inside ``artifacts_dir``.
+    """The artifact's file, only if it is registered for the run and lies inside its own folder
+    ``artifacts_dir/<run_id>`` (a run cannot register another run's files, or any other file).
 
     Names may have folders (``profiles/trace_step2.json``) but never climb or start at the root.
     """
@@ -42,7 +43,7 @@ def artifact_file(*, db: Database, artifacts_dir: Path, run_id: str, name: str) 
     root = artifacts_dir.resolve()
     p = Path(art.path)
     path = (p if p.is_absolute() else root / p).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
+    if not path.is_relative_to(root / run_id) or not path.is_file():  # only the run's own folder
         raise ArtifactNotFound("artifact file is not available")
     return path
 

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.core.db import Database
-from backend.core.registry import run_lock
+from backend.core.registry import presumed_lost, run_lock
 from backend.models import (
     ROLLUP_WIDTHS,
     Alert,
@@ -80,6 +80,7 @@ class RunNotFound(LookupError):
 class IngestOutcome:
     accepted: list[tuple[int, str]] = field(default_factory=list)  # (seq, JSON text) of new events, seq order
     duplicates: int = 0
+    conflicts: list[int] = field(default_factory=list)  # seqs sent twice in one batch with different content
     last_seq: int = -1
     status_changed: bool = False
     run: Run | None = None
@@ -148,8 +149,11 @@ def ingest_parsed(db: Database, run_id: str, parsed: list[tuple[Event, str | Non
                 ev.seq = next_seq
             next_seq = max(next_seq, ev.seq + 1)
         by_seq: dict[int, tuple[Event, str | None]] = {}
+        conflicts: set[int] = set()
         for pair in parsed:
-            by_seq.setdefault(pair[0].seq, pair)
+            kept = by_seq.setdefault(pair[0].seq, pair)
+            if kept is not pair and kept[0] != pair[0]:
+                conflicts.add(pair[0].seq)  # the first one is kept; the caller is told
         dup = len(parsed) - len(by_seq)
         if by_seq and min(by_seq) <= run.last_seq:  # (seqs above last_seq cannot be stored yet)
             lo, hi = min(by_seq), max(by_seq)
@@ -159,7 +163,7 @@ def ingest_parsed(db: Database, run_id: str, parsed: list[tuple[Event, str | Non
             for s in existing:
                 by_seq.pop(s, None)
         new = [by_seq[s] for s in sorted(by_seq)]
-        outcome = IngestOutcome(duplicates=dup)
+        outcome = IngestOutcome(duplicates=dup, conflicts=sorted(conflicts))
         if new:
             series = _series_ids(db, run_id, new)
             try:
@@ -169,7 +173,9 @@ def ingest_parsed(db: Database, run_id: str, parsed: list[tuple[Event, str | Non
             except (IntegrityError, PgIntegrityError):  # another process stored some meanwhile: slow, exact path
                 session.rollback()
                 _log.info("ingest race on run %s; retrying with ON CONFLICT", run_id)
-                return _ingest_conflict_safe(db, run_id, new, dup, series)
+                out = _ingest_conflict_safe(db, run_id, new, dup, series)
+                out.conflicts = sorted(conflicts)
+                return out
         outcome.last_seq = run.last_seq
         outcome.run = run
         return outcome
@@ -480,11 +486,13 @@ def _update_run(session: Session, run: Run, new: list[Event]) -> bool:
             run.git_commit = ev.git_commit or run.git_commit
             if not run.config and ev.config:
                 run.config = ev.config
-        elif isinstance(ev, (RunFinished, RunFailed, RunCancelled)) and run.status not in TERMINAL_STATUSES:
+        elif isinstance(ev, (RunFinished, RunFailed, RunCancelled)) and (
+                run.status not in TERMINAL_STATUSES or presumed_lost(run)):
             run.status = STATUS_OF_TERMINAL_EVENT[ev.type]
             run.finished_at = _ts(ev.ts)
             if isinstance(ev, RunFinished):
                 run.summary = ev.summary
+                run.error = None
             elif isinstance(ev, RunFailed):
                 run.error = ev.error
             else:

@@ -17,7 +17,7 @@ from sqlalchemy import and_, delete, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from backend.core.db import Database
-from backend.core.registry import set_status
+from backend.core.registry import WORKER_LOST, set_status
 from backend.models import Artifact, Run
 from backend.schemas import ExternalRunCreate, RunCreate, RunPublic, RunRerun
 from backend.services.ingest import RunNotFound, forget_run
@@ -145,6 +145,9 @@ def encode_cursor(offset: int) -> str:
     return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
 
 
+MAX_OFFSET = 2**31 - 1  # a cursor past this is not one we issued (and would overflow the database's OFFSET)
+
+
 def decode_cursor(cursor: str | None) -> int:
     if not cursor:
         return 0
@@ -153,7 +156,7 @@ def decode_cursor(cursor: str | None) -> int:
         if not raw.startswith("o:"):
             raise ValueError
         offset = int(raw[2:])
-        if offset < 0:
+        if not 0 <= offset <= MAX_OFFSET:
             raise ValueError
         return offset
     except (ValueError, UnicodeDecodeError):
@@ -169,9 +172,9 @@ def list_runs(*, db: Database, status: list[str] | None = None, tag: str | None 
         conds.append(Run.status.in_(status))
     if source:
         conds.append(Run.source == source)
-    if q:
-        pat = f"%{q.lower()}%"
-        conds.append(or_(func.lower(Run.name).like(pat), Run.id.like(pat)))
+    if q:  # a substring: LIKE's wildcards in it match themselves
+        pat = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        conds.append(or_(func.lower(Run.name).like(pat, escape="\\"), Run.id.like(pat, escape="\\")))
     with db.session() as session:
         if tag:
             if db.is_postgres:
@@ -263,3 +266,12 @@ def native_runs(*, db: Database, status: str) -> list[Run]:
     with db.session() as session:
         return list(session.scalars(select(Run).where(Run.status == status, Run.source == "native")
                                     .order_by(Run.created_at)))
+
+
+def runs_presumed_lost(*, db: Database, since: datetime) -> list[str]:
+    """Ids of native runs the reaper failed as "worker lost" since ``since``: watched for a late
+    heartbeat, which proves the worker was alive through an outage."""
+    with db.session() as session:
+        return list(session.scalars(select(Run.id).where(
+            Run.status == "failed", Run.source == "native", Run.error.startswith(WORKER_LOST),
+            Run.finished_at >= since)))

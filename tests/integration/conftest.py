@@ -273,3 +273,64 @@ def wait_status(client: Any, run_id: str, statuses: tuple[str, ...], timeout: fl
         return run if run["status"] in statuses else None
 
     return wait_for(check, timeout, 0.2, f"run {run_id} to reach {statuses}")  # type: ignore[no-any-return]
+
+
+# ----------------------------------------------------------------------------- a Redis of our own
+
+@dataclass
+class OwnRedis:
+    """A ``redis-server`` this test may stop and restart (never the machine's shared one).
+
+    ``stop()`` shuts it down cleanly (with ``appendonly`` the AOF keeps every key); ``stop(empty=True)``
+    kills it and removes its files, so the next ``start()`` comes back with no keys at all."""
+
+    port: int
+    dir: Path
+    appendonly: bool = True
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import redis
+
+        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+               "--appendonly", "yes" if self.appendonly else "no", "--save", "", "--daemonize", "no"]
+        with open(self.dir / "redis.log", "ab") as fh:
+            self.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        r = redis.Redis(port=self.port)
+
+        def up() -> bool:
+            try:
+                return bool(r.ping()) and r.info("persistence").get("loading") == 0
+            except redis.RedisError:
+                return False
+
+        wait_for(up, 30, 0.05, f"redis-server on port {self.port}")
+        r.close()
+
+    def stop(self, *, empty: bool = False) -> None:
+        assert self.proc is not None
+        if empty:
+            self.proc.kill()
+        else:
+            self.proc.terminate()  # SIGTERM: a clean shutdown that flushes the AOF
+        self.proc.wait(30)
+        self.proc = None
+        if empty:
+            for f in self.dir.iterdir():
+                if f.name != "redis.log":
+                    subprocess.run(["rm", "-rf", str(f)], check=True)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    d = tmp_path / "redis"
+    d.mkdir()
+    server = OwnRedis(port=free_port(), dir=d)
+    server.start()
+    yield server
+    if server.proc is not None:
+        server.stop()

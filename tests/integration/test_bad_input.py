@@ -9,6 +9,8 @@ up in Redis (real) instead of training.
 from __future__ import annotations
 
 import contextlib
+import json
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +109,10 @@ def test_artifacts_refuse_path_traversal(idle_client: Any, tmp_path: Path) -> No
         {"type": "artifact", "seq": 1, "name": "evil", "kind": "other", "path": str(secret)},
         {"type": "artifact", "seq": 2, "name": "evil2", "kind": "other", "path": "../secret.txt"},
         {"type": "artifact", "seq": 3, "name": "profiles/speedscope_step2.json", "kind": "speedscope",
-         "path": f"{run['id']}/profiles/speedscope_step2.json"},
-        {"type": "artifact", "seq": 4, "name": "profiles/../../secret.txt", "kind": "other", "path": str(secret)}]})
+         "path": f"{run['id']}/profiles/speedscope_step2.json"}]})
+    # a name that could never be downloaded is refused when it is registered
+    assert ["body", "events", 0, "artifact", "name"] in fields(idle_client.post(f"/api/runs/{run['id']}/events", json={
+        "events": [{"type": "artifact", "seq": 4, "name": "profiles/../../secret.txt", "path": str(secret)}]}))
     assert idle_client.get(f"/api/runs/{run['id']}/artifacts/trace.json").text == "{}"
     # names with folders (as the profiler writes them) are served ...
     assert idle_client.get(f"/api/runs/{run['id']}/artifacts/profiles/speedscope_step2.json").json() == {"ok": 1}
@@ -167,3 +171,162 @@ def test_fuzz_api_never_returns_5xx(idle_client: Any) -> None:
     assert not failures, "\n".join(failures[:5])
     assert len(statuses) >= 5 * len(operations), "the fuzzer exercised every operation"
     assert any(400 <= c < 500 for c in statuses) and any(c < 300 for c in statuses)
+
+
+# ----------------------------------------------------------------------------- values the databases cannot hold
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_client(request: pytest.FixtureRequest, make_client: Any) -> Any:
+    """The app (embedded mode) on SQLite and on PostgreSQL: the same bad values get the same 422."""
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+    return make_client(url)
+
+
+NUL = "a\u0000b"
+BAD_EVENTS: list[tuple[dict[str, Any], str]] = [  # (event, the field its 422 must name)
+    ({"type": "alert", "rule": "r" * 101, "message": "m"}, "rule"),
+    ({"type": "alert", "rule": "r", "message": NUL}, "message"),
+    ({"type": "alert", "rule": "r", "metric": "k" * 201}, "metric"),
+    ({"type": "metrics", "values": {"k" * 201: 1.0}}, "values"),
+    ({"type": "metrics", "values": {NUL: 1.0}}, "values"),
+    ({"type": "metrics", "values": {"a": True}}, "a"),
+    ({"type": "memory", "device": "d" * 33}, "device"),
+    ({"type": "run_started", "git_commit": "g" * 65}, "git_commit"),
+    ({"type": "run_started", "name": NUL}, "name"),
+    ({"type": "run_started", "config": {"k": NUL}}, "config"),
+    ({"type": "run_started", "config": {NUL: 1}}, "config"),
+    ({"type": "run_started", "total_steps": False}, "total_steps"),
+    ({"type": "timings", "tokens": 2**31}, "tokens"),
+    ({"type": "timings", "step_time": float("nan")}, "step_time"),
+    ({"type": "artifact", "name": "n" * 301}, "name"),
+    ({"type": "artifact", "name": "a", "size_bytes": 2**63}, "size_bytes"),
+    ({"type": "artifact", "name": "../escape"}, "name"),
+    ({"type": "artifact", "name": "a", "path": NUL}, "path"),
+    ({"type": "eval", "reward_mean": 0.0, "samples": [{"prompt": NUL, "response": "r", "reward": 0.0}]}, "prompt"),
+    ({"type": "log", "message": NUL}, "message"),
+    ({"type": "run_failed", "error": NUL}, "error"),
+    ({"type": "log", "ts": 1e308}, "ts"),
+    ({"type": "log", "ts": float("nan")}, "ts"),
+    ({"type": "run_finished", "ts": float("inf")}, "ts"),
+    ({"type": "run_finished", "summary": json.loads('{"a":' + "[" * 300 + "]" * 300 + "}")}, "summary"),
+]
+
+
+@pytest.mark.parametrize("event,field", BAD_EVENTS, ids=[f"{e['type']}-{f}-{i}" for i, (e, f) in enumerate(BAD_EVENTS)])
+def test_event_values_the_database_cannot_hold_are_422(db_client: Any, event: dict[str, Any], field: str) -> None:
+    run = db_client.post("/api/runs/external", json={"name": "bad"}).json()
+    good = {"type": "metrics", "seq": 0, "step": 0, "values": {"reward/mean": 1.0}}
+    r = db_client.post(f"/api/runs/{run['id']}/events",
+                       content=json.dumps({"events": [good, {"seq": 1, "step": 0, **event}]}),
+                       headers={"content-type": "application/json"})
+    locs = fields(r)
+    assert all(loc[:3] == ["body", "events", 1] for loc in locs), locs
+    assert any(field in loc for loc in locs), locs
+    assert db_client.get(f"/api/runs/{run['id']}/events").json()["events"] == [], "nothing of the batch is stored"
+    assert db_client.get("/api/runs").status_code == 200
+
+
+def test_request_values_the_database_cannot_hold_are_422(db_client: Any) -> None:
+    c = db_client
+    assert ["body", "name"] in fields(c.post("/api/runs/external", json={"name": NUL}))
+    assert ["body", "name"] in fields(c.post("/api/runs/external", json={"name": "n" * 201}))
+    assert ["body", "tags", 0] in fields(c.post("/api/runs/external", json={"name": "x", "tags": [NUL]}))
+    assert ["body", "config"] in fields(c.post("/api/runs/external", json={"name": "x", "config": {"k": NUL}}))
+    assert ["body", "total_steps"] in fields(c.post("/api/runs/external", json={"name": "x", "total_steps": False}))
+    assert ["body", "seed"] in fields(c.post("/api/runs/external", json={"name": "x", "seed": True}))
+    assert ["body", "name"] in fields(c.post("/api/runs", json={"preset": "smoke", "name": NUL}))
+    assert ["body", "preset"] in fields(c.post("/api/runs", json={"preset": NUL}))
+    run = c.post("/api/runs/external", json={"name": "x"}).json()
+    for params in ({"q": NUL}, {"tag": NUL}, {"cursor": NUL}):
+        assert fields(c.get("/api/runs", params=params)) == [["query", next(iter(params))]]
+    assert fields(c.get(f"/api/runs/{run['id']}/events", params={"types": NUL})) == [["query", "types"]]
+    assert fields(c.get("/api/runs/a%00b")) == [["path", "run_id"]]
+    assert fields(c.get("/api/runs/a%00b/artifacts/x")) == [["path", "run_id"]]
+    assert fields(c.get(f"/api/runs/{run['id']}/artifacts/a%00b")) == [["path", "name"]]
+    import base64
+
+    for offset in (2**63, 2**64, 2**31):  # cursors we never issue (past any OFFSET the databases take)
+        cursor = base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
+        assert fields(c.get("/api/runs", params={"cursor": cursor})) == [["query", "cursor"]]
+
+
+def test_deeply_nested_config_is_422_and_never_breaks_the_runs_list(db_client: Any) -> None:
+    """One run with a config nested 300 deep made GET /api/runs fail for everyone (it was committed)."""
+    c = db_client
+    deep: Any = 1
+    for _ in range(300):
+        deep = {"a": deep}
+    assert ["body", "config"] in fields(c.post("/api/runs/external", json={"name": "deep", "config": deep}))
+    ok: Any = 1
+    for _ in range(30):
+        ok = {"a": ok}
+    assert c.post("/api/runs/external", json={"name": "nested-ok", "config": ok}).status_code == 201
+    page = c.get("/api/runs", params={"limit": 500})
+    assert page.status_code == 200
+    names = [r["name"] for r in page.json()["data"]]
+    assert "nested-ok" in names and "deep" not in names
+    # ~1,000 levels do not even parse: a 422 that says why, not a bare 400
+    body = '{"name": "x", "config": {"a": ' + "[" * 1000 + "]" * 1000 + "}}"
+    r = c.post("/api/runs/external", content=body, headers={"content-type": "application/json"})
+    assert fields(r) == [["body"]] and "nested" in r.json()["detail"][0]["msg"]
+
+
+def test_chunked_body_over_one_mib_is_413(idle_client: Any) -> None:
+    def chunks() -> Any:
+        yield b'{"name": "big", "config": {"x": "'
+        for _ in range(1100):
+            yield b"y" * 1024
+        yield b'"}}'
+
+    r = idle_client.post("/api/runs/external", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413, r.text
+    assert "larger than" in r.json()["detail"]
+
+
+def test_search_escapes_like_wildcards(db_client: Any) -> None:
+    c = db_client
+    t = secrets.token_hex(3)  # PostgreSQL's database is shared by the session: names of this test only
+    for name in ("100% done", "plain", "under_score", "back\\slash"):
+        c.post("/api/runs/external", json={"name": f"{name} {t}"})
+
+    def names(q: str) -> list[str]:
+        found = [r["name"] for r in c.get("/api/runs", params={"q": q, "limit": 500}).json()["data"]]
+        return sorted(n[: -len(t) - 1] for n in found if n.endswith(t))
+
+    assert names("%") == ["100% done"]
+    assert names("_") == ["under_score"]
+    assert names("\\") == ["back\\slash"]
+    assert names("er_s") == ["under_score"]
+    assert names(f"PLAIN {t}") == ["plain"]
+
+
+def test_two_different_events_with_one_seq_are_reported(db_client: Any) -> None:
+    c = db_client
+    run = c.post("/api/runs/external", json={"name": "dup"}).json()
+    ev = {"type": "metrics", "seq": 0, "step": 0, "values": {"reward/mean": 1.0}}
+    r = c.post(f"/api/runs/{run['id']}/events", json={"events": [ev, ev]}).json()
+    assert (r["accepted"], r["duplicates"], r["conflicting_seqs"]) == (1, 1, [])  # the same event twice: a replay
+    other = {**ev, "seq": 1}
+    r = c.post(f"/api/runs/{run['id']}/events", json={"events": [other, {**other, "values": {"reward/mean": 2.0}}]})
+    assert r.json()["conflicting_seqs"] == [1] and r.json()["accepted"] == 1
+
+
+def test_artifacts_only_from_the_runs_own_folder_and_urls_percent_encoded(db_client: Any) -> None:
+    c = db_client
+    art_dir: Path = c.app.state.services.settings.artifacts_dir
+    mine, other = (c.post("/api/runs/external", json={"name": n}).json() for n in ("mine", "other"))
+    for run in (mine, other):
+        (art_dir / run["id"]).mkdir(parents=True, exist_ok=True)
+    (art_dir / other["id"] / "weights.bin").write_bytes(b"other run's file")
+    (art_dir / "shared.txt").write_text("not a run's file")
+    (art_dir / mine["id"] / "a b#1?.txt").write_text("mine")
+    r = c.post(f"/api/runs/{mine['id']}/events", json={"events": [
+        {"type": "artifact", "seq": 0, "name": "stolen", "path": f"{other['id']}/weights.bin"},
+        {"type": "artifact", "seq": 1, "name": "shared", "path": "shared.txt"},
+        {"type": "artifact", "seq": 2, "name": "a b#1?.txt", "path": f"{mine['id']}/a b#1?.txt"}]})
+    assert r.status_code == 200, r.text
+    for name in ("stolen", "shared"):
+        assert c.get(f"/api/runs/{mine['id']}/artifacts/{name}").status_code == 404, name
+    listed = {a["name"]: a["url"] for a in c.get(f"/api/runs/{mine['id']}/artifacts").json()}
+    assert listed["a b#1?.txt"] == f"/api/runs/{mine['id']}/artifacts/a%20b%231%3F.txt"
+    assert c.get(listed["a b#1?.txt"]).text == "mine"

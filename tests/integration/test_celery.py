@@ -43,7 +43,7 @@ def test_submit_run_to_success_with_celery_worker(celery_setup: dict[str, Any]) 
     wait_status(client, run["id"], ("succeeded",), 10)
     assert_complete_run(client, run["id"], events, steps=3)
     assert client.get(f"/api/runs/{run['id']}").json()["worker"].startswith("w1@")
-    assert client.get("/readyz").json()["checks"] == {"database": "ok", "redis": "ok"}
+    assert client.get("/readyz").json()["checks"] == {"database": "ok", "redis": "ok", "consumer": "ok"}
 
 
 def test_cancel_while_queued_and_while_running_with_celery(celery_setup: dict[str, Any], redis_client: Any) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
@@ -48,9 +48,10 @@ def healthz(services: ServicesDep) -> Health:
     return Health(status="ok", mode="embedded" if services.settings.embedded else "celery")
 
 
-@health_router.get("/readyz", response_model=Health, summary="DB (and Redis when configured) reachable; 503 if not",
+@health_router.get("/readyz", response_model=Health,
+                   summary="DB (and in Celery mode Redis and the stream consumer) working; 503 if not",
                    responses={503: {"model": Health}})
-def readyz(services: ServicesDep) -> Any:
+def readyz(services: ServicesDep, request: Request) -> Any:
     checks: dict[str, str] = {}
     try:
         with services.db.engine.connect() as conn:
@@ -64,6 +65,8 @@ def readyz(services: ServicesDep) -> Any:
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = f"error: {type(exc).__name__}"
+        consumer = getattr(request.app.state, "stream_consumer", None)
+        checks["consumer"] = consumer.health() if consumer is not None else "error: not started"
     ok = all(v == "ok" for v in checks.values())
     body = Health(status="ok" if ok else "unavailable", mode="embedded" if services.settings.embedded else "celery",
                   checks=checks)

@@ -4,8 +4,9 @@ in ``backend.services``."""
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
-from fastapi import APIRouter, Body, HTTPException, Query, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
@@ -40,7 +41,17 @@ from backend.services.metrics import query_series
 from backend.services.runs import public_dict, to_public
 from rlhfkit.events import INT32_MAX, RUN_STATUSES, SEQ_MAX, RunSource
 
-router = APIRouter(prefix="/api/runs", tags=["runs"])
+
+def no_nul_in_params(request: Request) -> None:
+    """422 for a NUL character in a path or query parameter (PostgreSQL cannot compare text with one)."""
+    bad = [["path", k] for k, v in request.path_params.items() if isinstance(v, str) and "\x00" in v]
+    bad += [["query", k] for k, v in request.query_params.multi_items() if "\x00" in v]
+    if bad:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [
+            {"loc": loc, "msg": "must not contain NUL (\\u0000) characters", "type": "value_error"} for loc in bad])
+
+
+router = APIRouter(prefix="/api/runs", tags=["runs"], dependencies=[Depends(no_nul_in_params)])
 
 SortKey = Literal["created_at", "-created_at", "name", "-name", "status", "-status"]
 MaxPoints = Annotated[int, Query(ge=2, le=100_000, description="Downsample above this many points per key")]
@@ -147,7 +158,8 @@ def post_events(run: RunDep, body: EventsIngest, services: ServicesDep) -> Inges
     services.hub.publish_events(run.id, outcome.accepted)
     if outcome.status_changed and outcome.run is not None:
         services.hub.publish_status(public_dict(outcome.run))
-    return IngestResult(accepted=len(outcome.accepted), duplicates=outcome.duplicates, last_seq=outcome.last_seq)
+    return IngestResult(accepted=len(outcome.accepted), duplicates=outcome.duplicates,
+                        conflicting_seqs=outcome.conflicts, last_seq=outcome.last_seq)
 
 
 @router.get("/{run_id}/events", response_model=EventsPage, summary="Stored events with seq > after (polling replay)")
@@ -225,7 +237,8 @@ def get_artifacts(run: RunDep, services: ServicesDep) -> list[ArtifactPublic]:
     with services.db.session() as s:
         rows = list(s.scalars(select(Artifact).where(Artifact.run_id == run.id).order_by(Artifact.id)))
     return [ArtifactPublic(name=a.name, kind=a.kind, size_bytes=a.size_bytes, step=a.step, meta=a.meta,
-                           created_at=a.created_at, url=f"/api/runs/{run.id}/artifacts/{a.name}") for a in rows]
+                           created_at=a.created_at, url=f"/api/runs/{quote(run.id)}/artifacts/{quote(a.name)}")
+            for a in rows]
 
 
 @router.get("/{run_id}/artifacts/{name:path}", summary="Download an artifact",
