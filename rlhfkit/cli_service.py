@@ -141,8 +141,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["RLHFKIT_EMBEDDED_WORKERS"] = str(args.embedded_workers)
     from backend.core.config import Settings
 
-    settings = Settings()
-    if not _is_loopback(args.host) and not settings.tokens and not args.insecure:
+    settings = Settings(insecure=True) if args.insecure else Settings()
+    # The app itself refuses non-loopback connections without tokens (backend.api.security); this
+    # only says so before starting instead of with every refused request.
+    if not _is_loopback(args.host) and not settings.tokens and not settings.insecure:
         return usage_error(f"refusing to listen on {args.host} without RLHFKIT_API_TOKENS; "
                            "set tokens or pass --insecure")
     import uvicorn
