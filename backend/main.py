@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.api.deps import Services, require_token
 from backend.api.routes import live, meta, runs
-from backend.api.security import RequestGuard, install_log_redaction
+from backend.api.security import RequestGuard, document_guards, install_log_redaction
 from backend.core.config import Settings
 from backend.core.db import Database, run_migrations
 from backend.services.artifacts import ArtifactNotFound
@@ -223,6 +223,7 @@ def _document_websockets(app: FastAPI) -> None:
         from fastapi.openapi.utils import get_openapi
 
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        document_guards(schema)
         comps = schema.setdefault("components", {}).setdefault("schemas", {})
         ref = "#/components/schemas/{model}"
         event_schema = TypeAdapter(Event).json_schema(ref_template=ref)

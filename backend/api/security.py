@@ -151,6 +151,32 @@ class RequestGuard:
         await JSONResponse({"detail": reason}, status_code=status)(scope, receive, send)
 
 
+_DETAIL = {"application/json": {"schema": {"type": "object", "required": ["detail"],
+                                          "properties": {"detail": {"type": "string"}}}}}
+_GUARD_RESPONSES = {
+    "401": "missing or invalid bearer token (servers started with RLHFKIT_API_TOKENS)",
+    "403": "cross-origin request, or a non-loopback connection to a server without tokens",
+    "415": "a request body that is not application/json",
+}
+
+
+def document_guards(schema: dict[str, Any]) -> None:
+    """Add the refusals above to every ``/api`` operation of an OpenAPI document: 401 everywhere,
+    403 and 415 where a browser could write (POST/PUT/PATCH/DELETE; 415 only with a body)."""
+    for path, ops in schema.get("paths", {}).items():
+        if not path.startswith("/api"):
+            continue
+        for method, op in ops.items():
+            codes = ["401"]
+            if method.upper() not in SAFE_METHODS:
+                codes.append("403")
+            if method.upper() in BODY_METHODS:
+                codes.append("415")
+            responses = op.setdefault("responses", {})
+            for code in codes:
+                responses.setdefault(code, {"description": _GUARD_RESPONSES[code], "content": _DETAIL})
+
+
 _TOKEN_IN_TEXT = re.compile(r"""((?:[?&;]|%3F|%26)(?:access_)?token=)[^&\s"'#]*""", re.IGNORECASE)
 
 
