@@ -81,7 +81,8 @@ def register(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--insecure", action="store_true",
-                   help="allow a non-loopback address without RLHFKIT_API_TOKENS (anyone on the network can submit runs)")
+                   help="serve non-loopback connections without RLHFKIT_API_TOKENS (anyone on the network can submit "
+                        "runs; list the names clients use in RLHFKIT_ALLOWED_HOSTS)")
     p.add_argument("--embedded-workers", type=int, default=None, help="embedded mode: runs at the same time")
     p.add_argument("--log-level", default="info")
     p.set_defaults(handler=cmd_serve)
