@@ -9,7 +9,6 @@ uvicorn and Celery are imported inside the handlers: ``rlhfkit --help`` stays fa
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import shutil
 import signal
@@ -20,17 +19,6 @@ from typing import Any
 
 from rlhfkit.cli import EXIT_OK, usage_error
 
-LOOPBACK_NAMES = ("localhost", "ip6-localhost")
-
-
-def _is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
 
 def register(sub: Any) -> None:
     p = sub.add_parser("serve", help="start the API server and web UI (embedded mode without REDIS_URL)",
@@ -40,7 +28,8 @@ def register(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--insecure", action="store_true",
-                   help="allow a non-loopback address without RLHFKIT_API_TOKENS (anyone on the network can submit runs)")
+                   help="serve non-loopback connections without RLHFKIT_API_TOKENS (anyone on the network can submit "
+                        "runs; list the names clients use in RLHFKIT_ALLOWED_HOSTS)")
     p.add_argument("--embedded-workers", type=int, default=None, help="embedded mode: runs at the same time")
     p.add_argument("--log-level", default="info")
     p.set_defaults(handler=cmd_serve)
@@ -59,10 +48,12 @@ def register(sub: Any) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     if args.embedded_workers is not None:
         os.environ["RLHFKIT_EMBEDDED_WORKERS"] = str(args.embedded_workers)
-    from backend.core.config import Settings
+    from backend.core.config import Settings, is_loopback
 
-    settings = Settings()
-    if not _is_loopback(args.host) and not settings.tokens and not args.insecure:
+    settings = Settings(insecure=True) if args.insecure else Settings()
+    # The app itself refuses non-loopback connections without tokens (backend.api.security); this
+    # only says so before starting instead of with every refused request.
+    if not is_loopback(args.host) and not settings.tokens and not settings.insecure:
         return usage_error(f"refusing to listen on {args.host} without RLHFKIT_API_TOKENS; "
                            "set tokens or pass --insecure")
     import uvicorn

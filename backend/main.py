@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.api.deps import Services, require_token
 from backend.api.routes import live, meta, runs
+from backend.api.security import RequestGuard, document_guards, install_log_redaction
 from backend.core.config import Settings
 from backend.core.db import Database, run_migrations
 from backend.services.artifacts import ArtifactNotFound
@@ -135,6 +136,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        install_log_redaction()  # again: a logging set-up run after create_app may have replaced loggers
+        if not settings.tokens and settings.insecure:
+            _log.warning("no RLHFKIT_API_TOKENS and RLHFKIT_INSECURE: anyone who can reach this server can submit runs")
+        elif not settings.tokens:
+            _log.info("no RLHFKIT_API_TOKENS: connections on non-loopback addresses are refused")
         services.hub.bind(asyncio.get_running_loop())
         if settings.migrate:
             await asyncio.to_thread(run_migrations, settings.database_url)
@@ -166,12 +172,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = services
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RequestGuard, settings=settings)  # outermost: loopback, Host, Origin, JSON bodies
+    install_log_redaction()
 
+    # Open without a token: /healthz, /readyz, /docs, /redoc, /openapi.json and the static UI (which
+    # must load to show its sign-in form). Everything under /api needs one (docs/api.md, "Auth").
     auth = [Depends(require_token)]
     app.include_router(meta.health_router)
     app.include_router(runs.router, dependencies=auth)
     app.include_router(meta.router, dependencies=auth)
-    app.include_router(live.router)  # WebSockets check the token themselves (header or ?token=)
+    app.include_router(live.router)  # WebSockets check the token themselves (deps.ws_admit)
 
     @app.exception_handler(ConfigError)
     async def _config_error(_: Request, exc: ConfigError) -> JSONResponse:
@@ -247,6 +257,7 @@ def _document_websockets(app: FastAPI) -> None:
         from fastapi.openapi.utils import get_openapi
 
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        document_guards(schema)
         comps = schema.setdefault("components", {}).setdefault("schemas", {})
         ref = "#/components/schemas/{model}"
         event_schema = TypeAdapter(Event).json_schema(ref_template=ref, mode="serialization")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import hmac
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, WebSocket, status
 
+from backend.api.security import WS_POLICY_VIOLATION, WS_PROTOCOL, WS_TOKEN_PROTOCOL_PREFIX
 from backend.core.config import Settings
 from backend.core.db import Database
 from backend.models import Run
@@ -47,6 +49,8 @@ def token_ok(settings: Settings, presented: str | None) -> bool:
 
 
 def bearer(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header. The scheme is matched case-
+    insensitively (``bearer`` works too), as RFC 7235 says auth schemes are."""
     if header and header[:7].lower() == "bearer ":
         return header[7:].strip()
     return None
@@ -59,10 +63,42 @@ def require_token(request: Request) -> None:
                             headers={"WWW-Authenticate": "Bearer"})
 
 
-def ws_token_ok(ws: WebSocket) -> bool:
-    settings: Settings = ws.app.state.services.settings
-    presented = bearer(ws.headers.get("authorization")) or ws.query_params.get("token")
-    return token_ok(settings, presented)
+def _protocol_token(ws: WebSocket) -> str | None:
+    for proto in ws.scope.get("subprotocols", ()):
+        if proto.startswith(WS_TOKEN_PROTOCOL_PREFIX):
+            encoded = proto[len(WS_TOKEN_PROTOCOL_PREFIX):]
+            try:
+                return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+            except (ValueError, UnicodeDecodeError):
+                return None
+    return None
+
+
+def ws_token(ws: WebSocket) -> str | None:
+    """The token a WebSocket presents: ``Authorization`` header, the UI's token subprotocol, or
+    ``?token=`` (kept for clients that can do neither; redacted from the access log)."""
+    return bearer(ws.headers.get("authorization")) or _protocol_token(ws) or ws.query_params.get("token")
+
+
+async def ws_accept(ws: WebSocket) -> None:
+    """Accept, echoing the ``rlhfkit`` subprotocol when the client offered it (a browser that
+    offered subprotocols drops a connection accepted without one)."""
+    await ws.accept(subprotocol=WS_PROTOCOL if WS_PROTOCOL in ws.scope.get("subprotocols", ()) else None)
+
+
+async def ws_close(ws: WebSocket, code: int, reason: str) -> None:
+    """Accept-then-close with ``code``: the client sees the documented code (1008, 4404), not the
+    HTTP 403 a close before the accept turns into."""
+    await ws_accept(ws)
+    await ws.close(code=code, reason=reason)
+
+
+async def ws_admit(ws: WebSocket) -> bool:
+    """Token check for a WebSocket: False (and closed with 1008) when the token is missing or wrong."""
+    if token_ok(ws.app.state.services.settings, ws_token(ws)):
+        return True
+    await ws_close(ws, WS_POLICY_VIOLATION, "missing or invalid token")
+    return False
 
 
 def existing_run(run_id: str, services: ServicesDep) -> Run:

@@ -7,6 +7,7 @@ else reads ``os.environ``. The names are the ones ``docker-compose.yml`` and ``d
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from pathlib import Path
 
@@ -14,6 +15,21 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backend.core.keys import RedisKeys
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def is_loopback(host: str) -> bool:
+    """True for loopback names and addresses (``localhost``, 127.0.0.0/8, ::1, ::ffff:127.x)."""
+    host = host.lower().strip("[]")
+    if host in ("localhost", "ip6-localhost") or host.endswith(".localhost"):
+        return True
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return addr.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 class Settings(BaseSettings):
@@ -26,6 +42,12 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "RLHFKIT_REDIS_URL"),
         description="redis://host:port/db; unset = embedded mode (runs execute in local processes)")
     api_tokens: str = Field(default="", description="Comma-separated bearer tokens; empty = no auth (loopback only)")
+    insecure: bool = Field(default=False, description="Without tokens, serve connections that arrive on a non-loopback "
+                           "address too (anyone on the network can submit runs); `rlhfkit serve --insecure` sets it")
+    allowed_hosts: str = Field(default="", description="Comma-separated Host header names accepted (no port; `*` = any). "
+                               "Empty: loopback names (localhost, 127.0.0.1, ::1) without tokens, any with tokens")
+    allowed_origins: str = Field(default="", description="Comma-separated extra browser origins (scheme://host:port) "
+                                 "that may send state-changing requests and open WebSockets; the page's own origin always may")
     redis_prefix: str = Field(default="rlhfkit", description="Prefix of every Redis key this service writes")
     queue: str = Field(default="rlhfkit", description="Default Celery queue runs are routed to")
     artifacts_dir: Path = Field(default=Path("./artifacts"), description="Where run outputs (events.jsonl, profiles, checkpoints) live")
@@ -50,6 +72,20 @@ class Settings(BaseSettings):
     @property
     def tokens(self) -> list[str]:
         return [t.strip() for t in self.api_tokens.split(",") if t.strip()]
+
+    @property
+    def hosts(self) -> frozenset[str] | None:
+        """Accepted Host names (lower case, no port), or None for any. Without tokens the default is
+        loopback names only: a DNS-rebinding page then cannot reach the token-less server under its
+        own name. With tokens any name is fine, since a rebinding page has no token to send."""
+        names = frozenset(h.strip().lower().strip("[]") for h in self.allowed_hosts.split(",") if h.strip())
+        if "*" in names or (not names and self.tokens):
+            return None
+        return names or LOOPBACK_NAMES
+
+    @property
+    def origins(self) -> frozenset[str]:
+        return frozenset(o.strip().rstrip("/").lower() for o in self.allowed_origins.split(",") if o.strip())
 
     @property
     def embedded(self) -> bool:

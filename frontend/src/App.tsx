@@ -1,8 +1,11 @@
 /** The shell: navigation, theme switch, the reconnecting banner, and the routes (pages past the
- * runs list load on demand so the first route stays small). */
+ * runs list load on demand so the first route stays small) — or the sign-in form when the server
+ * wants a token it does not have. */
 import { Component, lazy, Suspense, useSyncExternalStore, type ErrorInfo, type ReactNode } from "react";
 import { NavLink, Route, Routes, useLocation } from "react-router-dom";
+import { auth } from "./api/auth";
 import { Loading } from "./components/common";
+import { SignIn } from "./components/SignIn";
 import { useRunsLive } from "./hooks/useRunsLive";
 import { useTheme } from "./hooks/useTheme";
 import { connection } from "./lib/connection";
@@ -62,9 +65,16 @@ function Routed() {
   );
 }
 
+/** What needs the API: the status socket and the pages. Remounted (key) after each sign-in so
+ * queries and sockets start over with the token. */
+function Signed() {
+  useRunsLive();
+  return <Routed />;
+}
+
 export function App() {
   const [theme, toggle] = useTheme();
-  useRunsLive();
+  const session = useSyncExternalStore(auth.subscribe, auth.snapshot);
   return (
     <>
       <a className="skip" href="#main">Skip to content</a>
@@ -78,10 +88,13 @@ export function App() {
         <button type="button" className="theme" onClick={toggle} aria-label={`Switch to ${theme === "dark" ? "light" : "dark"} theme`}>
           {theme === "dark" ? "☀ Light" : "☾ Dark"}
         </button>
+        {!session.needed && auth.token() !== null && (
+          <button type="button" className="theme" onClick={() => auth.signOut()}>Sign out</button>
+        )}
       </header>
       <Banner />
       <main id="main" tabIndex={-1}>
-        <Routed />
+        {session.needed ? <SignIn rejected={session.rejected} /> : <Signed key={session.epoch} />}
       </main>
     </>
   );

@@ -3,6 +3,7 @@ import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
 import { BrowserRouter } from "react-router-dom";
 import { App } from "./App";
+import { auth } from "./api/auth";
 import "./styles.css";
 
 const queryClient = new QueryClient({
@@ -10,6 +11,8 @@ const queryClient = new QueryClient({
     queries: { retry: 1, refetchOnWindowFocus: false, staleTime: 5_000 },
   },
 });
+
+auth.consumeFragment(); // a #token=... link signs in before the first request
 
 createRoot(document.getElementById("root")!).render(
   <StrictMode>

@@ -7,6 +7,7 @@ does both first. Without them these tests are skipped with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -46,14 +47,15 @@ def _free_port() -> int:
 class Api:
     """The few REST calls the tests make directly (setup and polling), with the standard library."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, token: str | None = None) -> None:
         self.base = base
+        self.headers = {"Content-Type": "application/json"}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self.base + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=self.headers)
         with urllib.request.urlopen(req, timeout=30) as resp:
             raw = resp.read()
         return json.loads(raw) if raw else None
@@ -75,13 +77,14 @@ def server_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("e2e-server")
 
 
-@pytest.fixture(scope="session")
-def server(server_dir: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def run_server(tmp: Path, **extra_env: str) -> Iterator[str]:
+    """``rlhfkit serve`` on a free loopback port (embedded mode, SQLite in ``tmp``); yields its URL.
+    Its output goes to ``tmp/server.log``."""
     if not STATIC.is_file():
         pytest.skip("the SPA is not built (make ui)")
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (make browser)")
-    tmp = server_dir
     port = _free_port()
     env = {
         **os.environ,
@@ -90,6 +93,7 @@ def server(server_dir: Path) -> Iterator[str]:
     }
     env.pop("REDIS_URL", None)
     env.pop("RLHFKIT_API_TOKENS", None)
+    env.update(extra_env)
     exe = Path(sys.executable).with_name("rlhfkit")
     cmd = (
         [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)]
@@ -126,12 +130,20 @@ def server(server_dir: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def server(server_dir: Path) -> Iterator[str]:
+    with run_server(server_dir) as base:
+        yield base
+
+
+@pytest.fixture(scope="session")
 def api(server: str) -> Api:
     return Api(server)
 
 
 @pytest.fixture(scope="session")
-def browser(server: str) -> Iterator[Any]:
+def browser() -> Iterator[Any]:
+    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (make browser)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -152,20 +164,36 @@ _FAILED = pytest.StashKey[bool]()
 
 
 @pytest.fixture
-def page(browser: Any, server: str, request: pytest.FixtureRequest) -> Iterator[Any]:
-    """A fresh page on the app; fails the test on any uncaught page error, and leaves a screenshot
-    (test-artifacts/screenshots/FAILED-<test>.png) when the test fails."""
-    ctx = browser.new_context(base_url=server, viewport={"width": 1400, "height": 1000}, color_scheme="dark")
-    pg = ctx.new_page()
-    pg.set_default_timeout(15_000)
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    yield pg
-    if request.node.stash.get(_FAILED, False):
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        pg.screenshot(path=str(SCREENSHOTS / f"FAILED-{request.node.name}.png"), full_page=True)
-    ctx.close()
+def open_page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """``open_page(base_url)``: a fresh browser context and page on a server. Each fails the test on
+    any uncaught page error, and leaves a screenshot (test-artifacts/screenshots/FAILED-<test>.png)
+    when the test fails."""
+    opened: list[tuple[Any, Any, list[str]]] = []
+
+    def _open(base_url: str) -> Any:
+        ctx = browser.new_context(base_url=base_url, viewport={"width": 1400, "height": 1000}, color_scheme="dark")
+        pg = ctx.new_page()
+        pg.set_default_timeout(15_000)
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        opened.append((ctx, pg, errors))
+        return pg
+
+    yield _open
+    for i, (ctx, pg, _) in enumerate(opened):
+        if request.node.stash.get(_FAILED, False):
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            pg.screenshot(path=str(SCREENSHOTS / f"FAILED-{request.node.name}{f'-{i}' if i else ''}.png"),
+                          full_page=True)
+        ctx.close()
+    errors = [e for _, _, errs in opened for e in errs]
     assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture
+def page(open_page: Any, server: str) -> Any:
+    """A fresh page on the app (the token-less server)."""
+    return open_page(server)
 
 
 @pytest.fixture(scope="session")

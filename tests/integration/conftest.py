@@ -249,6 +249,7 @@ def make_client(tmp_path: Path) -> Iterator[Callable[..., Any]]:
 
     def _make(database_url: str, **kw: Any) -> Any:
         kw.setdefault("artifacts_dir", tmp_path / "artifacts")
+        kw.setdefault("allowed_hosts", "testserver")  # the Host TestClient sends (backend.api.security)
         settings = Settings(database_url=database_url, **kw)
         client = TestClient(create_app(settings))
         client.__enter__()

@@ -12,11 +12,12 @@ import asyncio
 import time
 from typing import Any
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from backend.api.deps import Services, ws_token_ok
+from backend.api.deps import Services, ws_accept, ws_admit, ws_close
+from backend.api.security import WS_NOT_FOUND
 from backend.models import EventRow, Run
 from backend.services.live import LAGGED
 from rlhfkit.events import SEQ_MAX
@@ -83,13 +84,12 @@ async def run_live(ws: WebSocket, run_id: str, cursor: int = -1) -> None:
     """Sends each event as JSON (``seq`` is the cursor), ``{"type": "heartbeat"}`` when idle, and
     ``{"type": "lagged"}`` before closing a client that fell too far behind (reconnect with cursor)."""
     services: Services = ws.app.state.services
-    if not ws_token_ok(ws):
-        await ws.close(code=status.WS_1008_POLICY_VIOLATION, reason="missing or invalid token")
+    if not await ws_admit(ws):
         return
     if await run_in_threadpool(_run_status, services, run_id) is None:
-        await ws.close(code=4404, reason="run not found")
+        await ws_close(ws, WS_NOT_FOUND, "run not found")
         return
-    await ws.accept()
+    await ws_accept(ws)
     hub = services.hub
     sub = hub.subscribe_run(run_id)
     wake = _Wakeups(ws, sub.queue, services.settings.ws_heartbeat_s)
@@ -140,10 +140,9 @@ async def run_live(ws: WebSocket, run_id: str, cursor: int = -1) -> None:
 async def runs_live(ws: WebSocket) -> None:
     """Run status changes: ``{"type": "run_status", "run": RunPublic}``; heartbeats when idle."""
     services: Services = ws.app.state.services
-    if not ws_token_ok(ws):
-        await ws.close(code=status.WS_1008_POLICY_VIOLATION, reason="missing or invalid token")
+    if not await ws_admit(ws):
         return
-    await ws.accept()
+    await ws_accept(ws)
     sub = services.hub.subscribe_status()
     wake = _Wakeups(ws, sub.queue, services.settings.ws_heartbeat_s)
     try:

@@ -1,8 +1,10 @@
 /** The typed HTTP client: openapi-fetch over the paths generated from the backend's OpenAPI schema
- * (src/client/schema.ts, written by `npm run generate`; never edited by hand). */
+ * (src/client/schema.ts, written by `npm run generate`; never edited by hand). Every request carries
+ * the stored API token (./auth.ts) and every 401 asks the app to show its sign-in form. */
 import createClient from "openapi-fetch";
 import { STATUS_OF_TERMINAL_EVENT, type TerminalEventType } from "../client/contract";
 import type { components, paths } from "../client/schema";
+import { auth } from "./auth";
 
 export {
   ACTIVE_STATUSES, M, METRIC_NAMES, RUN_SOURCES, RUN_STATUSES, STATUS_OF_TERMINAL_EVENT, TERMINAL_STATUSES,
@@ -50,6 +52,40 @@ export function isTerminalType(type: string | undefined): type is TerminalEventT
 }
 
 export const api = createClient<paths>({ baseUrl: "" });
+api.use({
+  onRequest({ request }) {
+    const token = auth.token();
+    if (token) request.headers.set("Authorization", `Bearer ${token}`);
+    return request;
+  },
+  onResponse({ response }) {
+    if (response.status === 401) auth.unauthorized();
+    return response;
+  },
+});
+
+/** GET a URL the server handed out (an artifact's `url`) with the token, as the client does. */
+export async function fetchWithAuth(url: string, init: RequestInit = {}): Promise<Response> {
+  const res = await fetch(url, { ...init, headers: { ...auth.headers(), ...(init.headers as Record<string, string> | undefined) } });
+  if (res.status === 401) auth.unauthorized();
+  return res;
+}
+
+/** Click handler for an artifact's download link: with a token a plain link would get 401, so the
+ * file is fetched with the token and saved from memory; without one the link works as it is. */
+export function downloadWithAuth(e: { preventDefault(): void }, url: string, filename: string): void {
+  if (!auth.token()) return;
+  e.preventDefault();
+  void fetchWithAuth(url).then(async (res) => {
+    if (!res.ok) throw toApiError(res.status, await res.json().catch(() => undefined));
+    const href = URL.createObjectURL(await res.blob());
+    const a = document.createElement("a");
+    a.href = href;
+    a.download = filename.split("/").pop() ?? filename;
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(href), 10_000);
+  }).catch((err: unknown) => console.error(`download of ${filename} failed`, err));
+}
 
 /** One validation problem as the server reports it in a 422 (`{"detail": [{loc, msg, type}]}`). */
 export interface FieldProblem {

@@ -1,5 +1,6 @@
 import { act, cleanup, renderHook } from "@testing-library/react";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { auth } from "../api/auth";
 import { connection } from "../lib/connection";
 import type { SocketLike } from "../lib/liveSocket";
 import { useLiveSocket } from "./useLiveSocket";
@@ -13,7 +14,7 @@ class Sock implements SocketLike {
   constructor(readonly url: string) {}
   open() { this.onopen?.(new Event("open")); }
   send(m: object) { this.onmessage?.({ data: JSON.stringify(m) } as MessageEvent); }
-  drop() { this.onclose?.({ code: 1006 } as CloseEvent); }
+  drop(code = 1006, reason = "") { this.onclose?.({ code, reason } as CloseEvent); }
   close() { this.closed = true; }
 }
 
@@ -75,5 +76,25 @@ describe("useLiveSocket", () => {
     act(() => sockets[0]!.send({ seq: 0, type: "run_finished" }));
     expect(sockets[0]!.closed).toBe(true);
     expect(result.current).toBe("closed");
+  });
+
+  it("asks for sign-in when the server closes with 1008 for its token, and does not reconnect", () => {
+    const sockets: Sock[] = [];
+    auth.signIn("stale");
+    const { result } = renderHook(() =>
+      useLiveSocket<{ seq?: number; type?: string }>({
+        url: () => "ws://t/live",
+        streamKey: "r3",
+        cursor: null,
+        onMessage: () => undefined,
+        createSocket: (u) => { const s = new Sock(u); sockets.push(s); return s; },
+      }));
+    act(() => sockets[0]!.open());
+    act(() => sockets[0]!.drop(1008, "missing or invalid token"));
+    act(() => { vi.advanceTimersByTime(60_000); });
+    expect(sockets).toHaveLength(1);
+    expect(result.current).toBe("closed");
+    expect(connection.isDown()).toBe(false); // no "reconnecting" banner either
+    expect(auth.snapshot()).toMatchObject({ needed: true, rejected: true });
   });
 });

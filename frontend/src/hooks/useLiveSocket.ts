@@ -1,8 +1,10 @@
-/** The one hook that owns a WebSocket: connects, resumes from the last seen `seq`, reconnects with
- * back-off, reports to the banner, and closes on unmount or when the URL changes. */
+/** The one hook that owns a WebSocket: connects (offering the API token as a subprotocol, see
+ * api/auth.ts), resumes from the last seen `seq`, reconnects with back-off, reports to the banner,
+ * asks for sign-in when the server refuses the token, and closes on unmount or when the URL changes. */
 import { useEffect, useRef, useState } from "react";
+import { auth } from "../api/auth";
 import { connection } from "../lib/connection";
-import { LiveSocket, type LiveSocketOptions, type SocketStatus } from "../lib/liveSocket";
+import { LiveSocket, type LiveSocketOptions, type SocketLike, type SocketStatus } from "../lib/liveSocket";
 
 export interface UseLiveSocketArgs<T> {
   /** null = do not connect (e.g. the run is already finished). */
@@ -14,6 +16,10 @@ export interface UseLiveSocketArgs<T> {
   onReconnect?: () => void;
   isFinal?: (msg: T) => boolean;
   createSocket?: LiveSocketOptions<T>["createSocket"];
+}
+
+function browserSocket(url: string): SocketLike {
+  return new WebSocket(url, auth.wsProtocols()) as unknown as SocketLike;
 }
 
 export function useLiveSocket<T extends { seq?: number; type?: string }>(args: UseLiveSocketArgs<T>): SocketStatus {
@@ -35,7 +41,10 @@ export function useLiveSocket<T extends { seq?: number; type?: string }>(args: U
       onMessage: (m) => handlers.current.onMessage(m),
       onReconnect: () => handlers.current.onReconnect?.(),
       isFinal: (m) => handlers.current.isFinal?.(m) ?? false,
-      createSocket: handlers.current.createSocket,
+      createSocket: handlers.current.createSocket ?? browserSocket,
+      onFatal: (code, reason) => {
+        if (code === 1008 && /token/i.test(reason)) auth.unauthorized();
+      },
       onStatus: (s) => {
         setStatus(s);
         connection.report(id, s);

@@ -39,9 +39,9 @@ class FakeSocket implements SocketLike {
   send(data: unknown): void {
     this.onmessage?.({ data: JSON.stringify(data) } as MessageEvent);
   }
-  drop(code = 1006): void {
+  drop(code = 1006, reason = ""): void {
     this.open = false;
-    this.onclose?.({ code } as CloseEvent);
+    this.onclose?.({ code, reason } as CloseEvent);
   }
   close(): void {
     this.open = false;
@@ -122,6 +122,30 @@ describe("LiveSocket", () => {
     h2.sock.stop();
     h2.fireTimers();
     expect(h2.server.sockets).toHaveLength(1);
+  });
+});
+
+describe("LiveSocket refused by policy", () => {
+  it("stops on 1008 (no or a wrong token, foreign Origin) and reports it once instead of retrying forever", () => {
+    const server = new FakeServer();
+    const timers: (() => void)[] = [];
+    const fatal: [number, string][] = [];
+    const sock = new LiveSocket<{ seq?: number; type?: string }>({
+      url: (c) => `ws://x/api/runs/r/live?cursor=${c}`,
+      cursor: -1,
+      onMessage: () => undefined,
+      onFatal: (code, reason) => fatal.push([code, reason]),
+      createSocket: (u) => server.connect(u),
+      setTimer: (fn) => timers.push(fn),
+      clearTimer: () => undefined,
+    });
+    sock.start();
+    server.sockets[0]!.accept(); // the server accepts, then closes with the code
+    server.sockets[0]!.drop(1008, "missing or invalid token");
+    timers.splice(0).forEach((fn) => fn());
+    expect(server.sockets).toHaveLength(1);
+    expect(sock.status).toBe("closed");
+    expect(fatal).toEqual([[1008, "missing or invalid token"]]);
   });
 });
 

@@ -26,6 +26,8 @@ export interface LiveSocketOptions<T> {
   /** Stop for good after a message for which this returns true (a terminal run event). */
   isFinal?: (msg: T) => boolean;
   createSocket?: (url: string) => SocketLike;
+  /** Called once when the server closes with a code after which reconnecting cannot help. */
+  onFatal?: (code: number, reason: string) => void;
   baseDelayMs?: number;
   maxDelayMs?: number;
   random?: () => number;
@@ -39,7 +41,8 @@ export function backoffDelay(n: number, base = 500, max = 10_000, random: () => 
   return Math.round(d * (0.75 + 0.5 * random()));
 }
 
-/** Close codes after which reconnecting cannot help (policy violation, run not found). */
+/** Close codes after which reconnecting cannot help: 1008 policy violation (no or a wrong token,
+ * a refused Origin or Host), 4404 run not found. The server accepts, then closes with them. */
 const FATAL_CODES = new Set([1008, 4404]);
 
 export class LiveSocket<T extends { seq?: number; type?: string }> {
@@ -120,6 +123,7 @@ export class LiveSocket<T extends { seq?: number; type?: string }> {
       if (FATAL_CODES.has(ev.code)) {
         this.stopped = true;
         this.setStatus("closed");
+        this.opts.onFatal?.(ev.code, ev.reason ?? "");
         return;
       }
       this.setStatus(this.everOpened ? "reconnecting" : "connecting");

@@ -3,7 +3,7 @@
  * file. Without profiler output, the flame graph is built from the run's stage timings and says so. */
 import { useQuery } from "@tanstack/react-query";
 import { useMemo } from "react";
-import { ApiError, type ArtifactPublic } from "../../api/client";
+import { ApiError, downloadWithAuth, fetchWithAuth, type ArtifactPublic } from "../../api/client";
 import { isActive, useArtifacts, useProfile, useTimings } from "../../api/queries";
 import { Empty, ErrorState, Loading } from "../../components/common";
 import { FlameGraph } from "../../components/FlameGraph";
@@ -16,7 +16,7 @@ const isSpeedscopeArtifact = (a: ArtifactPublic) => a.kind === "speedscope" || a
 const isCollapsed = (a: ArtifactPublic) => a.kind === "collapsed" || a.name.endsWith(".collapsed") || a.name.endsWith(".folded");
 
 async function loadProfile(a: ArtifactPublic): Promise<{ root: FlameNode; unit: string }> {
-  const res = await fetch(a.url);
+  const res = await fetchWithAuth(a.url);
   if (!res.ok) throw new Error(`download of ${a.name} failed: HTTP ${res.status}`);
   if (isCollapsed(a)) return { root: fromCollapsed(await res.text(), a.name), unit: "samples" };
   const json: unknown = await res.json();
@@ -82,7 +82,7 @@ export default function ProfileTab({ run }: TabProps) {
         ) : (
           <ul>
             {downloads.map((a) => (
-              <li key={a.name}><a href={a.url} download>{a.name}</a> <span className="muted">({a.kind}, {fmtBytes(a.size_bytes)})</span></li>
+              <li key={a.name}><a href={a.url} download onClick={(e) => downloadWithAuth(e, a.url, a.name)}>{a.name}</a> <span className="muted">({a.kind}, {fmtBytes(a.size_bytes)})</span></li>
             ))}
           </ul>
         )}
