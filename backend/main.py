@@ -22,15 +22,15 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.api.deps import Services, require_token
+from backend.api.deps import require_token
 from backend.api.routes import live, meta, runs
 from backend.api.security import RequestGuard, document_guards, install_log_redaction
 from backend.core.config import Settings
 from backend.core.db import Database, run_migrations
 from backend.services.artifacts import ArtifactNotFound
-from backend.services.ingest import IngestError, RunNotFound
+from backend.services.event_validation import IngestError
 from backend.services.live import LiveHub
-from backend.services.runs import Conflict
+from backend.services.runs import Conflict, RunNotFound
 from rlhfkit.config import ConfigError
 
 _log = logging.getLogger(__name__)
@@ -112,27 +112,25 @@ def _config_error_detail(exc: ConfigError, prefix: tuple[str, ...] = ("body", "c
     return out
 
 
-def build_services(settings: Settings) -> Services:
-    db = Database(settings.database_url)
-    hub = LiveHub()
-    redis_client = None
+def _executor(settings: Settings, db: Database, hub: LiveHub) -> tuple[Any, Any]:
+    """The executor for the mode, and the Redis client in Celery mode (None in embedded mode)."""
     if settings.embedded:
         from backend.services.embedded import EmbeddedExecutor
 
-        executor: Any = EmbeddedExecutor(settings=settings, db=db, hub=hub)
-    else:
-        import redis
+        return EmbeddedExecutor(settings=settings, db=db, hub=hub), None
+    import redis
 
-        from backend.services.celery_exec import CeleryExecutor
+    from backend.services.celery_exec import CeleryExecutor
 
-        redis_client = redis.Redis.from_url(settings.redis_url or "", decode_responses=False)
-        executor = CeleryExecutor(settings=settings, db=db, hub=hub, redis_client=redis_client)
-    return Services(settings=settings, db=db, hub=hub, executor=executor, redis=redis_client)
+    redis_client = redis.Redis.from_url(settings.redis_url or "", decode_responses=False)
+    return CeleryExecutor(settings=settings, db=db, hub=hub, redis_client=redis_client), redis_client
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    services = build_services(settings)
+    db = Database(settings.database_url)
+    hub = LiveHub()
+    executor, redis_client = _executor(settings, db, hub)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -141,19 +139,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             _log.warning("no RLHFKIT_API_TOKENS and RLHFKIT_INSECURE: anyone who can reach this server can submit runs")
         elif not settings.tokens:
             _log.info("no RLHFKIT_API_TOKENS: connections on non-loopback addresses are refused")
-        services.hub.bind(asyncio.get_running_loop())
+        hub.bind(asyncio.get_running_loop())
         if settings.migrate:
             await asyncio.to_thread(run_migrations, settings.database_url)
         settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        background: list[Any] = [services.executor]
+        background: list[Any] = [executor]
         if not settings.embedded:
             from backend.services.consumer import StreamConsumer
             from backend.services.reaper import HeartbeatReaper
 
-            consumer = StreamConsumer(settings=settings, db=services.db, hub=services.hub, redis_client=services.redis)
+            consumer = StreamConsumer(settings=settings, db=db, hub=hub, redis_client=redis_client)
             app.state.stream_consumer = consumer  # /readyz asks it whether it is consuming
             background += [consumer,
-                           HeartbeatReaper(settings=settings, db=services.db, hub=services.hub, redis_client=services.redis)]
+                           HeartbeatReaper(settings=settings, db=db, hub=hub, redis_client=redis_client)]
         for b in background:
             b.start()
         try:
@@ -161,7 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             for b in reversed(background):
                 b.stop()
-            services.db.dispose()
+            db.dispose()
 
     app = FastAPI(
         title="RLHF Systems Kit",
@@ -170,7 +168,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "WebSockets: /api/runs/{id}/live?cursor=N (events after seq N, then live) and /api/live.",
         lifespan=lifespan,
     )
-    app.state.services = services
+    # what the typed dependencies (backend.api.deps: SettingsDep, DbDep, HubDep, ...) hand to routes
+    app.state.settings, app.state.db, app.state.hub = settings, db, hub
+    app.state.executor, app.state.redis = executor, redis_client
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestGuard, settings=settings)  # outermost: loopback, Host, Origin, JSON bodies
     install_log_redaction()

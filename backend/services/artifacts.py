@@ -14,17 +14,27 @@ import json
 import math
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import select
 
 from backend.core.db import Database
 from backend.models import Artifact
-from backend.schemas import ProfileFinding, ProfileOp, ProfilePublic, ProfileStage
+from backend.schemas import ArtifactPublic, ProfileFinding, ProfileOp, ProfilePublic, ProfileStage
 from rlhfkit.metrics import stage_sort_key
 
 
 class ArtifactNotFound(LookupError):
     """No such artifact for the run, or its file is not available here (404)."""
+
+
+def list_artifacts(*, db: Database, run_id: str) -> list[ArtifactPublic]:
+    """The run's registered artifacts in registration order, each with its (percent-encoded) download url."""
+    with db.session() as s:
+        rows = list(s.scalars(select(Artifact).where(Artifact.run_id == run_id).order_by(Artifact.id)))
+    return [ArtifactPublic(name=a.name, kind=a.kind, size_bytes=a.size_bytes, step=a.step, meta=a.meta,
+                           created_at=a.created_at, url=f"/api/runs/{quote(run_id)}/artifacts/{quote(a.name)}")
+            for a in rows]
 
 
 def artifact_file(*, db: Database, artifacts_dir: Path, run_id: str, name: str) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import copy
 import shutil
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,13 +21,17 @@ from backend.core.db import Database
 from backend.core.registry import WORKER_LOST, set_status
 from backend.models import Artifact, Run
 from backend.schemas import ExternalRunCreate, RunCreate, RunPublic, RunRerun
-from backend.services.ingest import RunNotFound, forget_run
+from backend.services.bulk_write import forget_run
 from rlhfkit.config import RunConfig, apply_overrides, preset_data, total_steps, validate_config
 from rlhfkit.events import ACTIVE_STATUSES, TERMINAL_STATUSES, new_run_id
 
 
 class Conflict(RuntimeError):
     """The operation is not allowed in the run's current state (409)."""
+
+
+class RunNotFound(LookupError):
+    """No run with this id (404)."""
 
 
 class Executor(Protocol):
@@ -163,7 +168,7 @@ def decode_cursor(cursor: str | None) -> int:
         raise ValueError("invalid cursor") from None
 
 
-def list_runs(*, db: Database, status: list[str] | None = None, tag: str | None = None, source: str | None = None,
+def list_runs(*, db: Database, status: Sequence[str] | None = None, tag: str | None = None, source: str | None = None,
               q: str | None = None, sort: str = "-created_at", limit: int = 50,
               cursor: str | None = None) -> tuple[list[Run], int, str | None]:
     offset = decode_cursor(cursor)

@@ -95,8 +95,7 @@ def test_unknown_run_is_404(idle_client: Any) -> None:
 
 
 def test_artifacts_refuse_path_traversal(idle_client: Any, tmp_path: Path) -> None:
-    services = idle_client.app.state.services
-    art_dir: Path = services.settings.artifacts_dir
+    art_dir: Path = idle_client.app.state.settings.artifacts_dir
     run = idle_client.post("/api/runs/external", json={"name": "arts"}).json()
     (art_dir / run["id"]).mkdir(parents=True, exist_ok=True)
     (art_dir / run["id"] / "trace.json").write_text("{}")
@@ -313,7 +312,7 @@ def test_two_different_events_with_one_seq_are_reported(db_client: Any) -> None:
 
 def test_artifacts_only_from_the_runs_own_folder_and_urls_percent_encoded(db_client: Any) -> None:
     c = db_client
-    art_dir: Path = c.app.state.services.settings.artifacts_dir
+    art_dir: Path = c.app.state.settings.artifacts_dir
     mine, other = (c.post("/api/runs/external", json={"name": n}).json() for n in ("mine", "other"))
     for run in (mine, other):
         (art_dir / run["id"]).mkdir(parents=True, exist_ok=True)
