@@ -98,8 +98,10 @@ def _insert_native(*, db: Database, executor: Executor, hub: StatusPublisher, cf
     with db.session() as session:
         session.add(run)
         session.commit()
-    executor.submit(run)  # enqueue only after the commit, so the worker finds the row
+    # "queued" goes out before the submit: an executor that starts the run at once publishes
+    # "running" from its own thread, and viewers must see the two in that order
     hub.publish_status(public_dict(run))
+    executor.submit(run)  # enqueue only after the commit, so the worker finds the row
     return run
 
 

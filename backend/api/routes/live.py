@@ -126,10 +126,11 @@ async def runs_live(ws: WebSocket, hub: HubDep, settings: SettingsDep) -> None:
     """Run status changes: ``{"type": "run_status", "run": RunPublic}``; heartbeats when idle."""
     if not await ws_admit(ws):
         return
-    await ws_accept(ws)
-    sub = hub.subscribe_status()
-    wake = _Wakeups(ws, sub.queue, settings.ws_heartbeat_s)
+    sub = hub.subscribe_status()  # before the accept: a client that sees the socket open misses no change
+    wake: _Wakeups | None = None
     try:
+        await ws_accept(ws)
+        wake = _Wakeups(ws, sub.queue, settings.ws_heartbeat_s)
         while True:
             batch = await sub.queue.get()
             if batch is None or wake.gone:
@@ -143,6 +144,7 @@ async def runs_live(ws: WebSocket, hub: HubDep, settings: SettingsDep) -> None:
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
-        wake.close()
+        if wake is not None:
+            wake.close()
         hub.unsubscribe_status(sub)
 
