@@ -208,6 +208,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):  # FastAPI's "error parsing the body"
             return JSONResponse({"detail": [{"loc": ["body"], "msg": "JSON nested too deeply to parse",
                                              "type": "json_invalid"}]}, status_code=422)
+        if exc.status_code == 405:  # every method served at this path, not only the first route's
+            allow = allowed_methods(request.app, request.scope)
+            return JSONResponse({"detail": exc.detail}, status_code=405, headers={"Allow": ", ".join(allow)})
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
@@ -258,6 +261,7 @@ def _document_websockets(app: FastAPI) -> None:
 
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         document_guards(schema)
+        _document_errors(schema)
         comps = schema.setdefault("components", {}).setdefault("schemas", {})
         ref = "#/components/schemas/{model}"
         event_schema = TypeAdapter(Event).json_schema(ref_template=ref, mode="serialization")
@@ -265,6 +269,12 @@ def _document_websockets(app: FastAPI) -> None:
         for js in defs.values():  # every field is in the JSON the socket sends (defaults included)
             if "properties" in js:
                 js["required"] = list(js["properties"])
+        # the events a client POSTs (defaults may be left out) keep their own names: <Name>Input
+        _rename_components(schema, {name: f"{name}Input" for name in defs if name in comps})
+        for name in defs:  # the union is told apart by "type": a posted event must name it
+            posted = comps.get(f"{name}Input", {})
+            if "type" in posted.get("properties", {}):
+                posted["required"] = ["type", *[r for r in posted.get("required", []) if r != "type"]]
         comps.update(defs)
         comps["LiveEvent"] = event_schema
         for model in (LiveStatusMessage, HeartbeatMessage, LaggedMessage):
@@ -272,10 +282,99 @@ def _document_websockets(app: FastAPI) -> None:
             comps.update(js.pop("$defs", {}))
             comps[model.__name__] = js
         comps.update(contract_schemas())
+        _describe_free_json(schema)
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+_ERROR = {"application/json": {"schema": {"type": "object", "required": ["detail"]}}}
+
+
+def _document_errors(schema: dict[str, Any]) -> None:
+    """The refusals every operation of a kind shares: 404 for an unknown run (every operation with a
+    ``{run_id}``, and compare), 400 for a body that is not JSON text at all (not UTF-8, say)."""
+    for path, ops in schema.get("paths", {}).items():
+        for op in ops.values():
+            responses = op.setdefault("responses", {})
+            if "{run_id}" in path or path == "/api/runs/compare":
+                responses.setdefault("404", {"description": "No run with this id", "content": _ERROR})
+            if "requestBody" in op:
+                responses.setdefault("400", {"description": "The body could not be read as JSON text",
+                                             "content": _ERROR})
+
+
+def _rename_components(schema: dict[str, Any], names: dict[str, str]) -> None:
+    """Rename component schemas and every reference to them."""
+    comps = schema["components"]["schemas"]
+    for old, new in names.items():
+        comps[new] = comps.pop(old)
+    refs = {f"#/components/schemas/{old}": f"#/components/schemas/{new}" for old, new in names.items()}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("$ref") in refs:
+                node["$ref"] = refs[node["$ref"]]
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(schema)
+
+
+def _describe_free_json(schema: dict[str, Any]) -> None:
+    """Free-form JSON fields (``rlhfkit.events.JsonDict``: configs, summaries, artifact meta) become
+    objects of ``JsonValue``: any JSON without NUL characters in keys or strings. Metric values may
+    be null on the wire (NaN and inf: JSON has no such numbers)."""
+    from rlhfkit.events import NO_NUL_PATTERN
+
+    comps = schema.setdefault("components", {}).setdefault("schemas", {})
+    ref = {"$ref": "#/components/schemas/JsonValue"}
+    comps["JsonValue"] = {"description": "Any JSON value without NUL characters", "anyOf": [
+        {"type": "null"}, {"type": "boolean"}, {"type": "number"}, {"type": "string", "pattern": NO_NUL_PATTERN},
+        {"type": "array", "items": ref},
+        {"type": "object", "propertyNames": {"pattern": NO_NUL_PATTERN}, "additionalProperties": ref}]}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.pop("x-free-json", False):
+                node["additionalProperties"] = ref
+            # pydantic writes a pattern on dict keys as patternProperties (values of keys that
+            # match); meant is: every key matches, every value is of that schema
+            if list(node.get("patternProperties", {})) == [NO_NUL_PATTERN]:
+                node["additionalProperties"] = node.pop("patternProperties")[NO_NUL_PATTERN]
+                node["propertyNames"] = {**node.get("propertyNames", {}), "pattern": NO_NUL_PATTERN}
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(schema)
+    for name, comp in comps.items():
+        values = comp.get("properties", {}).get("values") if name == "MetricsEventInput" else None
+        if values is not None and isinstance(values.get("additionalProperties"), dict):
+            values["additionalProperties"] = {"anyOf": [values["additionalProperties"], {"type": "null"}]}
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """The methods the API serves at ``scope``'s path, for a 405's ``Allow`` (Starlette names only
+    those of the first route whose path matched): the operations the OpenAPI document lists for
+    every path template that matches, plus HEAD where GET is served."""
+    from starlette.routing import compile_path
+
+    path = scope.get("path", "")
+    methods: set[str] = set()
+    for template, ops in app.openapi().get("paths", {}).items():
+        regex, _, _ = compile_path(template.replace("{name}", "{name:path}"))
+        if regex.match(path):
+            methods |= {m.upper() for m in ops}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 def _mount_spa(app: FastAPI, static_dir: Path) -> None:
@@ -284,8 +383,11 @@ def _mount_spa(app: FastAPI, static_dir: Path) -> None:
     root = static_dir.resolve()
 
     @app.get("/{path:path}", include_in_schema=False)
-    def spa(path: str) -> Response:
+    def spa(path: str, request: Request) -> Response:
         if path.startswith("api/") or path == "api":
+            allow = allowed_methods(app, request.scope)  # an API path without GET: 405, not 404
+            if allow:
+                return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": ", ".join(allow)})
             return JSONResponse({"detail": "Not Found"}, status_code=404)
         if not index.is_file():
             return JSONResponse({"detail": "UI not built (make ui); the API is under /api, docs at /docs"},

@@ -10,10 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from rlhfkit.events import (
     Count32,
+    Event,
     ExternalSource,
     Int64,
     JsonDict,
@@ -92,14 +93,23 @@ class RunPublic(BaseModel):
 class RunsPublic(BaseModel):
     data: list[RunPublic]
     count: int = Field(description="Runs matching the filters (all pages)")
-    next_cursor: str | None = Field(default=None, description="Pass as ?cursor= for the next page; null on the last page")
+    next_cursor: int | None = Field(default=None, description="Pass as ?cursor= for the next page; null on the last page")
 
 
 # ----------------------------------------------------------------------------- events
 
+def _null_metrics_dropped(item: Any) -> Any:
+    """JSON has no NaN: a client writes NaN/inf metric values as null. They are dropped (they
+    cannot be charted) instead of failing the whole event; the stability monitor reports them."""
+    if isinstance(item, dict) and isinstance(item.get("values"), dict):
+        return {**item, "values": {k: v for k, v in item["values"].items() if v is not None}}
+    return item
+
+
 class EventsIngest(_Request):
-    events: list[dict[str, Any]] = Field(..., max_length=100_000,
-                                         description="Events as rlhfkit.events models dump them (type, seq, ts, step, ...)")
+    events: list[Annotated[Event, BeforeValidator(_null_metrics_dropped)]] = Field(
+        ..., max_length=100_000, description="Events as rlhfkit.events models dump them (type, seq, ts, step, ...); "
+        "seq -1 or left out: the next free numbers. A metric value null (NaN or inf) is dropped.")
 
 
 class IngestResult(BaseModel):

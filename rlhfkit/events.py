@@ -19,22 +19,33 @@ import uuid
 from collections.abc import Sequence
 from typing import Annotated, Any, Final, Literal, Protocol, get_args, runtime_checkable
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, TypeAdapter
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter
 
 SCHEMA_VERSION = 1
 _log = logging.getLogger(__name__)
 
 Severity = Literal["info", "warning", "critical"]
 # Integer ranges the run registry can store (steps and counts are 32-bit columns, seq and seed 64-bit);
-# events outside them are rejected at validation instead of failing in the database.
+# events outside them are rejected at validation instead of failing in the database. The 64-bit
+# columns take only what every JSON reader holds exactly (2**53 - 1, JavaScript's safe integers):
+# past it a browser, or a schema checker comparing doubles, reads a different number than was sent.
 INT32_MAX = 2**31 - 1
-INT64_MAX = 2**63 - 1
-SEQ_MAX = 2**62  # leaves room to number events that arrive without a seq after the highest one
+JSON_INT_MAX = 2**53 - 1
+SEQ_MAX = 2**52  # leaves room to number events that arrive without a seq after the highest one
+
+
+def _integral(v: Any) -> Any:
+    """JSON Schema's integers include 3.0 (a number with no fraction); the strict check after this
+    still refuses true/false (not 1/0) and "3" (not 3)."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
 # numbers are strict: JSON's true/false are not 1/0, and "3" is not 3
-Int32 = Annotated[int, Strict(), Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
-Int64 = Annotated[int, Strict(), Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
-Count32 = Annotated[int, Strict(), Field(ge=0, le=INT32_MAX)]
-Count64 = Annotated[int, Strict(), Field(ge=0, le=INT64_MAX)]
+JsonInt = Annotated[int, Strict(), BeforeValidator(_integral)]
+Int32 = Annotated[int, Strict(), Field(ge=-INT32_MAX - 1, le=INT32_MAX), BeforeValidator(_integral)]
+Int64 = Annotated[int, Strict(), Field(ge=-JSON_INT_MAX, le=JSON_INT_MAX), BeforeValidator(_integral)]
+Count32 = Annotated[int, Strict(), Field(ge=0, le=INT32_MAX), BeforeValidator(_integral)]
+Count64 = Annotated[int, Strict(), Field(ge=0, le=JSON_INT_MAX), BeforeValidator(_integral)]
 Float = Annotated[float, Strict()]
 # The run vocabularies, declared once: the registry's columns, the API schemas and (through the
 # OpenAPI schema) the browser's generated client all use these.
@@ -96,8 +107,13 @@ def _json_value(value: Any) -> Any:
     return walk(value, 0)
 
 
-Text = Annotated[str, AfterValidator(_no_nul)]  # a TEXT column: any length, no NUL
-JsonDict = Annotated[dict[str, Any], AfterValidator(_json_value)]
+# what the JSON Schema says of them: no NUL in strings and keys; free-form JSON is marked, so a
+# schema consumer (the service's OpenAPI document) can describe it as recursive JSON without NUL
+NO_NUL_PATTERN = r"^[^\x00]*$"
+_NO_NUL: dict[str, Any] = {"pattern": NO_NUL_PATTERN}
+Text = Annotated[str, AfterValidator(_no_nul), Field(json_schema_extra=_NO_NUL)]  # a TEXT column: any length, no NUL
+JsonDict = Annotated[dict[str, Any], AfterValidator(_json_value),
+                     Field(json_schema_extra={"x-free-json": True, "propertyNames": _NO_NUL})]
 Timestamp = Annotated[float, Strict(), Field(ge=0, le=TS_MAX, allow_inf_nan=False)]
 FiniteFloat = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 
@@ -111,21 +127,21 @@ def _artifact_name(v: str) -> str:
 
 
 # strings for columns of a given width, without NUL
-Key = Annotated[str, Field(max_length=200), AfterValidator(_no_nul)]  # metric keys, stage and model names
-Str200 = Annotated[str, Field(max_length=200), AfterValidator(_no_nul)]
-Str100 = Annotated[str, Field(max_length=100), AfterValidator(_no_nul)]
-Str64 = Annotated[str, Field(max_length=64), AfterValidator(_no_nul)]
-Str32 = Annotated[str, Field(max_length=32), AfterValidator(_no_nul)]
-ArtifactName = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_no_nul),
+Key = Annotated[str, Field(max_length=200, json_schema_extra=_NO_NUL), AfterValidator(_no_nul)]  # metric keys, stage and model names
+Str200 = Annotated[str, Field(max_length=200, json_schema_extra=_NO_NUL), AfterValidator(_no_nul)]
+Str100 = Annotated[str, Field(max_length=100, json_schema_extra=_NO_NUL), AfterValidator(_no_nul)]
+Str64 = Annotated[str, Field(max_length=64, json_schema_extra=_NO_NUL), AfterValidator(_no_nul)]
+Str32 = Annotated[str, Field(max_length=32, json_schema_extra=_NO_NUL), AfterValidator(_no_nul)]
+ArtifactName = Annotated[str, Field(min_length=1, max_length=300, json_schema_extra=_NO_NUL), AfterValidator(_no_nul),
                          AfterValidator(_artifact_name)]
 
 
 class _Event(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    v: Annotated[int, Strict()] = SCHEMA_VERSION
+    v: JsonInt = SCHEMA_VERSION
     run_id: str = ""
-    seq: Annotated[int, Strict(), Field(ge=-1, le=SEQ_MAX)] = -1  # per-run sequence number, 0, 1, 2, ... assigned by the emitter
+    seq: Annotated[int, Strict(), Field(ge=-1, le=SEQ_MAX), BeforeValidator(_integral)] = -1  # per-run sequence number, 0, 1, 2, ... assigned by the emitter
     ts: Timestamp = 0.0  # unix seconds when emitted
     step: Int32 | None = None
 
@@ -233,10 +249,9 @@ Event = Annotated[
     RunStarted | MetricsEvent | TimingsEvent | MemoryEvent | AlertEvent | EvalEvent | ArtifactEvent | LogEvent | RunFinished | RunFailed | RunCancelled,
     Field(discriminator="type"),
 ]
-EVENT_TYPES: tuple[str, ...] = (
-    "run_started", "metrics", "timings", "memory", "alert", "eval", "artifact", "log",
-    "run_finished", "run_failed", "run_cancelled",
-)
+EventType = Literal["run_started", "metrics", "timings", "memory", "alert", "eval", "artifact", "log",
+                    "run_finished", "run_failed", "run_cancelled"]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 TERMINAL_TYPES: frozenset[str] = frozenset(STATUS_OF_TERMINAL_EVENT)
 
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -8,7 +8,7 @@ import base64
 import hmac
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, WebSocket, status
+from fastapi import Depends, HTTPException, Path, Request, WebSocket, status
 from starlette.requests import HTTPConnection
 
 from backend.api.security import WS_POLICY_VIOLATION, WS_PROTOCOL, WS_TOKEN_PROTOCOL_PREFIX
@@ -17,6 +17,7 @@ from backend.core.db import Database
 from backend.models import Run
 from backend.services.live import LiveHub
 from backend.services.runs import Executor, get_run
+from rlhfkit.events import NO_NUL_PATTERN
 
 
 def get_settings(conn: HTTPConnection) -> Settings:
@@ -112,7 +113,7 @@ async def ws_admit(ws: WebSocket) -> bool:
     return False
 
 
-def existing_run(run_id: str, db: DbDep) -> Run:
+def existing_run(run_id: Annotated[str, Path(pattern=NO_NUL_PATTERN)], db: DbDep) -> Run:
     """404 for an unknown run id — the single not-found check every run route shares."""
     try:
         return get_run(db=db, run_id=run_id)

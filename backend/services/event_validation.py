@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rlhfkit.events import Event, LogEvent, parse_event
+from rlhfkit.events import SEQ_MAX, Event, LogEvent, parse_event
 
 _log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def rejected_event(run_id: str, raw: Any, reason: str) -> LogEvent:
     seq, step, etype = -1, None, "?"
     try:
         data = raw if isinstance(raw, dict) else json.loads(raw)
-        if isinstance(data.get("seq"), int) and 0 <= data["seq"] <= 2**62:
+        if isinstance(data.get("seq"), int) and 0 <= data["seq"] <= SEQ_MAX:
             seq = data["seq"]
         if isinstance(data.get("step"), int) and abs(data["step"]) < 2**31:
             step = data["step"]

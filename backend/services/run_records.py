@@ -5,6 +5,7 @@ readiness checks. The write side of the same tables is :mod:`backend.services.in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select, text
@@ -14,7 +15,7 @@ from backend.models import Alert, EvalSample, EventRow, MemorySnapshot, Run, Sta
 from backend.schemas import AlertPublic, MemoryPublic, SamplePublic, TimingPublic
 
 
-def events_after(*, db: Database, run_id: str, after: int, limit: int, types: list[str] | None = None,
+def events_after(*, db: Database, run_id: str, after: int, limit: int, types: Sequence[str] | None = None,
                  before: int | None = None) -> list[dict[str, Any]]:
     """Stored events with ``after < seq`` (and ``seq < before``), in seq order, at most ``limit``;
     each is the event's JSON object (its ``seq`` is the next cursor)."""

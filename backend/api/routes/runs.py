@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, status
 from fastapi.responses import FileResponse
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, StringConstraints
 
 from backend.api.deps import DbDep, ExecutorDep, HubDep, RunDep, SettingsDep
 from backend.schemas import (
@@ -37,8 +37,8 @@ from backend.services import runs as run_service
 from backend.services import suggestions as suggestion_service
 from backend.services.ingest import ingest_and_publish
 from backend.services.metrics import query_series
-from backend.services.runs import to_public
-from rlhfkit.events import INT32_MAX, SEQ_MAX, RunSource, RunStatus
+from backend.services.runs import MAX_OFFSET, to_public
+from rlhfkit.events import INT32_MAX, NO_NUL_PATTERN, SEQ_MAX, EventType, RunSource, RunStatus
 
 
 def no_nul_in_params(request: Request) -> None:
@@ -59,14 +59,16 @@ MaxPoints = Annotated[int, Query(ge=2, le=100_000, description="Downsample above
 def _split_commas(value: Any) -> Any:
     """Accept ``?k=a&k=b`` and ``?k=a,b`` alike."""
     if isinstance(value, list):
-        return [part.strip() for item in value for part in str(item).split(",") if part.strip()]
+        return [part for item in value for part in str(item).split(",")]
     return value
 
 
-def _keys(keys: list[str] | None) -> list[str] | None:
-    return _split_commas(keys) or None
-
-
+RunId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]  # what new_run_id makes
+MetricKeys = Annotated[list[Annotated[str, StringConstraints(pattern=r"^[^,\x00]{1,200}$")]] | None,
+                       BeforeValidator(_split_commas),
+                       Query(description="Metric keys (repeat or comma-separate); default all")]
+EventTypes = Annotated[list[EventType] | None, BeforeValidator(_split_commas),
+                       Query(description="Only these event types (repeat or comma-separate)")]
 Statuses = Annotated[list[RunStatus] | None, BeforeValidator(_split_commas),
                      Query(alias="status", description="Only runs in these states (repeat or comma-separate)")]
 
@@ -82,19 +84,15 @@ def create_run(body: RunCreate, db: DbDep, executor: ExecutorDep, hub: HubDep, s
 def list_runs(
     db: DbDep,
     status_: Statuses = None,
-    tag: Annotated[str | None, Query(max_length=200)] = None,
+    tag: Annotated[str | None, Query(max_length=200, pattern=NO_NUL_PATTERN)] = None,
     source: RunSource | None = None,
-    q: Annotated[str | None, Query(max_length=200, description="Substring of name or id")] = None,
+    q: Annotated[str | None, Query(max_length=200, pattern=NO_NUL_PATTERN, description="Substring of name or id")] = None,
     sort: SortKey = "-created_at",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[int | None, Query(ge=0, le=MAX_OFFSET, description="next_cursor of the previous page")] = None,
 ) -> RunsPublic:
-    try:
-        rows, total, nxt = run_service.list_runs(db=db, status=status_ or None, tag=tag,
-                                                 source=source, q=q, sort=sort, limit=limit, cursor=cursor)
-    except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            [{"loc": ["query", "cursor"], "msg": str(exc), "type": "value_error"}]) from None
+    rows, total, nxt = run_service.list_runs(db=db, status=status_ or None, tag=tag, source=source, q=q, sort=sort,
+                                             limit=limit, cursor=cursor)
     return RunsPublic(data=[to_public(r) for r in rows], count=total, next_cursor=nxt)
 
 
@@ -107,21 +105,18 @@ def create_external_run(body: ExternalRunCreate, db: DbDep, hub: HubDep) -> RunP
 @router.get("/compare", response_model=ComparePublic, summary="Metrics of several runs side by side")
 def compare_runs(
     db: DbDep,
-    ids: Annotated[list[str], Query(description="Run ids (repeat or comma-separate)")],
-    keys: Annotated[list[str] | None, Query(description="Metric keys (repeat or comma-separate)")] = None,
+    ids: Annotated[list[RunId], BeforeValidator(_split_commas),
+                   Query(min_length=1, max_length=20, description="1 to 20 run ids (repeat or comma-separate)")],
+    keys: MetricKeys = None,
     max_points: MaxPoints = 1000,
 ) -> ComparePublic:
-    run_ids = _keys(ids) or []
-    if not run_ids or len(run_ids) > 20:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            [{"loc": ["query", "ids"], "msg": "give 1 to 20 run ids", "type": "value_error"}])
     out = []
-    for rid in run_ids:
+    for rid in ids:
         try:
             run = run_service.get_run(db=db, run_id=rid)
         except LookupError:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {rid!r} not found") from None
-        out.append(CompareRun(run=to_public(run), series=query_series(db, rid, _keys(keys), max_points=max_points)))
+        out.append(CompareRun(run=to_public(run), series=query_series(db, rid, keys or None, max_points=max_points)))
     return ComparePublic(runs=out)
 
 
@@ -131,18 +126,22 @@ def read_run(run: RunDep) -> RunPublic:
 
 
 @router.post("/{run_id}/cancel", response_model=RunPublic,
-             summary="Cancel: queued runs at once, running ones after the current step")
+             summary="Cancel: queued runs at once, running ones after the current step",
+             responses={409: {"description": "The run has already finished"}})
 def cancel_run(run: RunDep, db: DbDep, executor: ExecutorDep, hub: HubDep) -> RunPublic:
     return to_public(run_service.request_cancel(db=db, executor=executor, hub=hub, run_id=run.id))
 
 
-@router.delete("/{run_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a finished run and its data")
+@router.delete("/{run_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a finished run and its data",
+               responses={409: {"description": "The run is queued or running (cancel it first)"}})
 def delete_run(run: RunDep, db: DbDep, settings: SettingsDep) -> None:
     run_service.delete_run(db=db, artifacts_dir=settings.artifacts_dir, run_id=run.id)
 
 
 @router.post("/{run_id}/rerun", status_code=status.HTTP_201_CREATED, response_model=RunPublic,
-             summary="Submit a new run with the same config (optional overrides)")
+             summary="Submit a new run with the same config (optional overrides)",
+             responses={409: {"description": "The run executed elsewhere (TRL, OpenRLHF, ...): only native runs "
+                                             "can be re-run"}})
 def rerun_run(run: RunDep, db: DbDep, executor: ExecutorDep, hub: HubDep, settings: SettingsDep,
               body: Annotated[RunRerun | None, Body()] = None) -> RunPublic:
     new = run_service.rerun(db=db, executor=executor, hub=hub, run_id=run.id, body=body or RunRerun(),
@@ -162,21 +161,21 @@ def get_events(
     run: RunDep, db: DbDep,
     after: Annotated[int, Query(ge=-1, le=SEQ_MAX, description="Cursor: the last seq you have")] = -1,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    types: Annotated[list[str] | None, Query(description="Only these event types")] = None,
+    types: EventTypes = None,
 ) -> EventsPage:
-    events = run_records.events_after(db=db, run_id=run.id, after=after, limit=limit, types=_keys(types))
+    events = run_records.events_after(db=db, run_id=run.id, after=after, limit=limit, types=types or None)
     return EventsPage(events=events, next_cursor=events[-1]["seq"] if events else after, status=run.status)  # type: ignore[arg-type]
 
 
 @router.get("/{run_id}/metrics", response_model=MetricsPublic, summary="Metric series, downsampled keeping min/max")
 def get_metrics(
     run: RunDep, db: DbDep,
-    keys: Annotated[list[str] | None, Query(description="Metric keys (repeat or comma-separate); default all")] = None,
+    keys: MetricKeys = None,
     max_points: MaxPoints = 1000,
     start: Annotated[int | None, Query(ge=0, le=INT32_MAX, description="First step (inclusive)")] = None,
     end: Annotated[int | None, Query(ge=0, le=INT32_MAX, description="Last step (inclusive)")] = None,
 ) -> MetricsPublic:
-    return MetricsPublic(run_id=run.id, series=query_series(db, run.id, _keys(keys), max_points=max_points,
+    return MetricsPublic(run_id=run.id, series=query_series(db, run.id, keys or None, max_points=max_points,
                                                            start=start, end=end))
 
 
@@ -224,7 +223,8 @@ def get_artifacts(run: RunDep, db: DbDep) -> list[ArtifactPublic]:
 
 @router.get("/{run_id}/artifacts/{name:path}", summary="Download an artifact",
             responses={200: {"content": {"application/octet-stream": {}}}, 404: {"description": "Unknown artifact"}})
-def download_artifact(run: RunDep, name: str, db: DbDep, settings: SettingsDep) -> FileResponse:
+def download_artifact(run: RunDep, name: Annotated[str, Path(pattern=NO_NUL_PATTERN)], db: DbDep,
+                      settings: SettingsDep) -> FileResponse:
     path = artifact_service.artifact_file(db=db, artifacts_dir=settings.artifacts_dir, run_id=run.id, name=name)
     return FileResponse(path, filename=path.name)
 
