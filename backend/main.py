@@ -333,10 +333,14 @@ def _describe_free_json(schema: dict[str, Any]) -> None:
 
     comps = schema.setdefault("components", {}).setdefault("schemas", {})
     ref = {"$ref": "#/components/schemas/JsonValue"}
+    # recursion only through objects: TypeScript cannot name an array alias inside its own definition
+    # (arrays nested in arrays are described as plain arrays)
+    scalars: list[dict[str, Any]] = [{"type": "null"}, {"type": "boolean"}, {"type": "number"},
+                                     {"type": "string", "pattern": NO_NUL_PATTERN}]
+    obj = {"$ref": "#/components/schemas/JsonObject"}
     comps["JsonValue"] = {"description": "Any JSON value without NUL characters", "anyOf": [
-        {"type": "null"}, {"type": "boolean"}, {"type": "number"}, {"type": "string", "pattern": NO_NUL_PATTERN},
-        {"type": "array", "items": ref},
-        {"type": "object", "propertyNames": {"pattern": NO_NUL_PATTERN}, "additionalProperties": ref}]}
+        *scalars, {"type": "array", "items": {"anyOf": [*scalars, obj, {"type": "array"}]}}, obj]}
+    comps["JsonObject"] = {"type": "object", "propertyNames": {"pattern": NO_NUL_PATTERN}, "additionalProperties": ref}
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
