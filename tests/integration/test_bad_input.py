@@ -242,11 +242,8 @@ def test_request_values_the_database_cannot_hold_are_422(db_client: Any) -> None
     assert fields(c.get("/api/runs/a%00b")) == [["path", "run_id"]]
     assert fields(c.get("/api/runs/a%00b/artifacts/x")) == [["path", "run_id"]]
     assert fields(c.get(f"/api/runs/{run['id']}/artifacts/a%00b")) == [["path", "name"]]
-    import base64
-
     for offset in (2**63, 2**64, 2**31):  # cursors we never issue (past any OFFSET the databases take)
-        cursor = base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
-        assert fields(c.get("/api/runs", params={"cursor": cursor})) == [["query", "cursor"]]
+        assert fields(c.get("/api/runs", params={"cursor": offset})) == [["query", "cursor"]]
 
 
 def test_deeply_nested_config_is_422_and_never_breaks_the_runs_list(db_client: Any) -> None:
