@@ -96,6 +96,42 @@ def reinforce_pp_advantages(scores: Tensor, kl: Tensor, mask: Tensor, kl_coef: f
     return ops.masked_whiten(returns, mask), returns
 
 
+def critic_free_advantages(algorithm: str, scores: Tensor, kl: Tensor, mask: Tensor, kl_coef: float,
+                           group_size: int, gamma: float = 1.0) -> tuple[Tensor, Tensor]:
+    """The estimator ``algorithm`` names, on a step's rollout: (advantages (B, T), rewards (B, T)).
+
+    scores (B,) in prompt-major groups of ``group_size``; kl (B, T) the per-token KL estimate;
+    ``kl_coef`` the penalty in the reward (0 when the KL is a loss term instead). The sequence-level
+    estimators (GRPO, Dr. GRPO, RLOO) see ``score - kl_coef * sum_t kl_t`` per response and give
+    every token of a response its advantage; REINFORCE++ works per token. ``rewards`` are the
+    per-token rewards the advantages came from (KL penalty on every token, score on the last).
+    """
+    rewards = ops.kl_penalized_rewards(scores, kl, mask, kl_coef)  # (B, T)
+    if algorithm == "reinforce_pp":
+        adv, _ = reinforce_pp_advantages(scores, kl, mask, kl_coef, gamma)
+        return adv, rewards
+    seq_reward = (rewards * mask).sum(1)  # (B,) score minus the summed KL penalty
+    if algorithm == "grpo":
+        seq_adv = grpo_advantages(seq_reward, group_size)
+    elif algorithm == "dr_grpo":
+        seq_adv = dr_grpo_advantages(seq_reward, group_size)
+    elif algorithm == "rloo":
+        seq_adv = rloo_advantages(seq_reward, group_size)
+    else:
+        raise ValueError(f"no critic-free estimator called {algorithm!r}")
+    return per_token(seq_adv, mask), rewards
+
+
+def loss_aggregation(algorithm: str) -> LossAgg:
+    """How each algorithm reduces its token losses: GRPO per response then over responses (the
+    paper), Dr. GRPO a constant-normalised token sum, the rest (PPO, RLOO, REINFORCE++) per token."""
+    if algorithm == "grpo":
+        return "seq_mean_token_mean"
+    if algorithm == "dr_grpo":
+        return "seq_mean_token_sum_norm"
+    return "token_mean"
+
+
 def per_token(seq_adv: Tensor, mask: Tensor) -> Tensor:
     """Broadcast one advantage per response onto its real tokens: (B,), (B, T) -> (B, T)."""
     return seq_adv.unsqueeze(1) * mask
@@ -179,6 +215,7 @@ def kl_loss_k3(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, agg: LossAg
 
 
 __all__ = [
-    "ClippedLossOut", "LossAgg", "aggregate", "clipped_policy_loss", "discounted_returns", "dr_grpo_advantages",
-    "group_stats", "grpo_advantages", "kl_loss_k3", "per_token", "reinforce_pp_advantages", "rloo_advantages",
+    "ClippedLossOut", "LossAgg", "aggregate", "clipped_policy_loss", "critic_free_advantages", "discounted_returns",
+    "dr_grpo_advantages", "group_stats", "grpo_advantages", "kl_loss_k3", "loss_aggregation", "per_token",
+    "reinforce_pp_advantages", "rloo_advantages",
 ]

@@ -162,3 +162,31 @@ def test_k3_kl_loss_matches_formula_and_has_gradient() -> None:
     got.backward()
     assert lp.grad is not None and lp.grad.abs().sum() > 0
     assert adv.kl_loss_k3(ref, ref, mask).item() == 0.0  # identical policies: zero
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "dr_grpo", "rloo"])
+def test_sequence_estimators_see_the_score_minus_the_summed_kl_penalty(algorithm: str) -> None:
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 1]], dtype=torch.float32)
+    scores = torch.tensor([1.0, 0.0, 0.5, 0.5])
+    kl = torch.tensor([[0.2, 0.1, 7.0], [0.0, 0.3, 0.1], [0.5, 7.0, 7.0], [0.1, 0.1, 0.1]])
+    beta = 0.5
+    tok_adv, rewards = adv.critic_free_advantages(algorithm, scores, kl, mask, beta, group_size=2)
+    seq = [float(scores[i]) - beta * sum(float(kl[i, t]) for t in range(3) if mask[i, t]) for i in range(4)]
+    naive = naive_rloo(seq, 2) if algorithm == "rloo" else naive_grpo(seq, 2, scale=algorithm == "grpo")
+    for i in range(4):
+        n = int(mask[i].sum())
+        assert tok_adv[i, :n].tolist() == pytest.approx([naive[i]] * n, abs=1e-5)  # one advantage per response
+        assert tok_adv[i, n:].abs().sum() == 0
+    assert (rewards * mask).sum(1).tolist() == pytest.approx(seq, abs=1e-6)
+
+
+def test_reinforce_pp_dispatch_and_loss_aggregations() -> None:
+    mask = _mask()
+    scores, kl = torch.tensor([1.0, -1.0, 0.5]), torch.full((3, 4), 0.1)
+    got, _ = adv.critic_free_advantages("reinforce_pp", scores, kl, mask, 0.2, group_size=1)
+    want, _ = adv.reinforce_pp_advantages(scores, kl, mask, 0.2)
+    assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="ppo"):
+        adv.critic_free_advantages("ppo", scores, kl, mask, 0.2, group_size=1)
+    assert [adv.loss_aggregation(a) for a in ("ppo", "grpo", "dr_grpo", "rloo", "reinforce_pp")] == [
+        "token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm", "token_mean", "token_mean"]
