@@ -51,3 +51,11 @@ def test_the_backend_never_imports_the_worker() -> None:
 
 def test_the_worker_imports_only_backend_core() -> None:
     assert offending("worker", ("backend",), allowed=("backend.core",)) == []
+
+
+@pytest.mark.parametrize("module", ["trainer", "runner", "runtime", "experience", "policy", "ppo_ops"])
+def test_the_training_loop_never_imports_the_cli(module: str) -> None:
+    """The loop runs inside a worker: versions and the git commit come from rlhfkit.runtime."""
+    found = [(line, mod) for f, line, mod in imports_of("rlhfkit") if f == f"rlhfkit/{module}.py"
+             and (mod == "rlhfkit.cli" or mod.startswith("rlhfkit.cli_") or mod.startswith("rlhfkit.cli."))]
+    assert found == []
