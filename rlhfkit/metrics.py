@@ -37,6 +37,8 @@ class M:
     REWARD_STD: Final = "reward/std"
     REWARD_MIN: Final = "reward/min"
     REWARD_MAX: Final = "reward/max"
+    REWARD_GROUP_STD: Final = "reward/group_std"  # critic-free runs: mean std within a prompt's G responses
+    FRAC_ZERO_STD: Final = "reward/frac_zero_std"  # share of prompts whose G rewards are all equal
     SCORE_MEAN: Final = "reward/score_mean"  # mean return: score minus the summed per-token KL penalty
     KL_K1: Final = "kl/k1"
     KL_K3: Final = "kl/k3"
@@ -48,6 +50,8 @@ class M:
     VALUE_LOSS: Final = "loss/value"
     TOTAL_LOSS: Final = "loss/total"
     POLICY_CLIPFRAC: Final = "policy/clipfrac"
+    CLIPFRAC_LOW: Final = "policy/clipfrac_low"
+    CLIPFRAC_HIGH: Final = "policy/clipfrac_high"
     VALUE_CLIPFRAC: Final = "value/clipfrac"
     APPROX_KL: Final = "policy/approx_kl"
     RATIO_MEAN: Final = "policy/ratio_mean"
@@ -59,6 +63,9 @@ class M:
     ADV_MEAN: Final = "advantage/mean"
     ADV_STD: Final = "advantage/std"
     RESPONSE_LEN: Final = "response/length"
+    RESPONSE_LEN_MIN: Final = "response/length_min"
+    RESPONSE_LEN_MAX: Final = "response/length_max"
+    RESPONSE_CLIPPED: Final = "response/clipped_ratio"
     EOS_FRACTION: Final = "response/eos_fraction"
     TOKENS_PER_SEC: Final = "perf/tokens_per_sec"
     STEP_TIME: Final = "perf/step_time"
@@ -72,6 +79,10 @@ _SPECS: tuple[MetricSpec, ...] = (
                ("env/reward_std", "reward_std", "train/reward_std", "objective/scores_std", "ppo/std_scores")),
     MetricSpec(M.REWARD_MIN, "reward", "Lowest score in the batch", "reward"),
     MetricSpec(M.REWARD_MAX, "reward", "Highest score in the batch", "reward"),
+    MetricSpec(M.REWARD_GROUP_STD, "reward", "Mean over prompts of the std of its G responses' scores (critic-free "
+               "runs): the spread the group baseline learns from", "reward"),
+    MetricSpec(M.FRAC_ZERO_STD, "fraction", "Share of prompts whose G responses all scored the same: advantage 0, "
+               "no learning signal (critic-free runs)", "reward", ("frac_reward_zero_std",)),
     MetricSpec(M.SCORE_MEAN, "reward", "Mean total return: score minus the per-token KL penalty", "reward",
                ("objective/rlhf_reward", "ppo/returns/mean", "train/return")),
     MetricSpec(M.KL_K1, "nats", "KL(policy||reference) per sequence, k1 estimator: sum of log-ratios", "kl",
@@ -94,6 +105,10 @@ _SPECS: tuple[MetricSpec, ...] = (
     MetricSpec(M.POLICY_CLIPFRAC, "fraction", "Share of tokens whose ratio was clipped", "policy",
                ("policy/clipfrac_avg", "ppo/policy/clipfrac", "train/clip_ratio", "clip_ratio",
                 "clip_ratio/region_mean", "train/ppo_clip_ratio")),
+    MetricSpec(M.CLIPFRAC_LOW, "fraction", "Share of tokens clipped at 1 - cliprange_low (ratio below it on a "
+               "negative advantage)", "policy", ("clip_ratio/low_mean",)),
+    MetricSpec(M.CLIPFRAC_HIGH, "fraction", "Share of tokens clipped at 1 + cliprange_high (ratio above it on a "
+               "positive advantage)", "policy", ("clip_ratio/high_mean",)),
     MetricSpec(M.VALUE_CLIPFRAC, "fraction", "Share of tokens whose value prediction was clipped", "value",
                ("val/clipfrac_avg", "ppo/val/clipfrac")),
     MetricSpec(M.APPROX_KL, "nats", "Approximate KL(old||new) across the PPO update (k3)", "policy",
@@ -110,7 +125,14 @@ _SPECS: tuple[MetricSpec, ...] = (
     MetricSpec(M.ADV_MEAN, "1", "Mean advantage before whitening", "advantage", ("ppo/policy/advantages_mean",)),
     MetricSpec(M.ADV_STD, "1", "Std of advantages before whitening", "advantage"),
     MetricSpec(M.RESPONSE_LEN, "tokens", "Mean response length in tokens", "response",
-               ("tokens/responses_len_mean", "train/response_length", "completions/mean_length", "completion_length")),
+               ("tokens/responses_len_mean", "train/response_length", "completions/mean_length", "completion_length",
+                "response_length/mean")),
+    MetricSpec(M.RESPONSE_LEN_MIN, "tokens", "Shortest response of the step in tokens", "response",
+               ("completions/min_length", "response_length/min")),
+    MetricSpec(M.RESPONSE_LEN_MAX, "tokens", "Longest response of the step in tokens", "response",
+               ("completions/max_length", "response_length/max")),
+    MetricSpec(M.RESPONSE_CLIPPED, "fraction", "Share of responses cut at generation.max_new_tokens without EOS",
+               "response", ("completions/clipped_ratio", "response_length/clip_ratio")),
     # (TRL PPOTrainer's val/num_eos_tokens is a count of EOS tokens, not this fraction: not an alias.)
     MetricSpec(M.EOS_FRACTION, "fraction", "Share of responses that ended with EOS", "response"),
     MetricSpec(M.TOKENS_PER_SEC, "tokens/s", "Generated response tokens per second of wall time for the whole step", "perf"),

@@ -67,10 +67,10 @@ def report_never_started(run_id: str, sinks: Sequence[Sink], exc: BaseException,
     only event. Call it from inside the ``except`` block (the traceback is the current one)."""
     em = EventEmitter(run_id, sinks)
     if config is not None:
-        from rlhfkit.trainer import _git_commit, _versions
+        from rlhfkit.runtime import git_commit, versions
 
         em.emit(RunStarted(name=config.name, config=config.model_dump(mode="json"), seed=config.seed,
-                           total_steps=total_steps(config), versions=_versions(), git_commit=_git_commit()))
+                           total_steps=total_steps(config), versions=versions(), git_commit=git_commit()))
     em.emit(RunFailed(error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=20)))
 
 

@@ -96,3 +96,11 @@ def test_one_function_writes_events_and_publishes_them() -> None:
     ingest_paths = {str(p.relative_to(ROOT)) for p in backend if _calls(p, "ingest_and_publish")}
     assert ingest_paths == {"backend/api/routes/runs.py", "backend/services/stream_writer.py",
                             "backend/services/embedded.py"}
+
+
+@pytest.mark.parametrize("module", ["trainer", "runner", "runtime", "experience", "policy", "ppo_ops"])
+def test_the_training_loop_never_imports_the_cli(module: str) -> None:
+    """The loop runs inside a worker: versions and the git commit come from rlhfkit.runtime."""
+    found = [(line, mod) for f, line, mod in imports_of("rlhfkit") if f == f"rlhfkit/{module}.py"
+             and (mod == "rlhfkit.cli" or mod.startswith("rlhfkit.cli_") or mod.startswith("rlhfkit.cli."))]
+    assert found == []

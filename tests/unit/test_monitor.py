@@ -72,3 +72,25 @@ def test_export_writes_csv(tmp_path) -> None:
     paths = mon.export(tmp_path)
     assert paths[0].read_text().splitlines()[0].startswith("step,")
     assert "high_clipfrac" in paths[1].read_text()
+
+
+def critic_free_healthy(step: int) -> dict[str, float]:
+    out = {k: v for k, v in healthy(step).items() if k != M.VALUE_LOSS}
+    return {**out, M.FRAC_ZERO_STD: 0.2, M.RESPONSE_CLIPPED: 0.95 if step % 4 == 0 else 0.3}
+
+
+def test_zero_std_groups_dominating_fires_and_a_few_do_not() -> None:
+    mon = StabilityMonitor()
+    assert [a for s in range(10) for a in mon.check(s, critic_free_healthy(s))] == []
+    warn = mon.check(10, {**critic_free_healthy(10), M.FRAC_ZERO_STD: 0.75})
+    assert [(a.rule, a.severity) for a in warn] == [("zero_std_groups", "warning")]
+    assert "teaches nothing" in warn[0].message and "samples_per_prompt" in warn[0].suggestion
+    crit = StabilityMonitor().check(0, {M.FRAC_ZERO_STD: 1.0})
+    assert [(a.rule, a.severity) for a in crit] == [("zero_std_groups", "critical")]
+
+
+def test_length_pinned_at_cap_needs_a_run_of_steps() -> None:
+    mon = StabilityMonitor()
+    fired = [s for s in range(12) for a in mon.check(s, {M.RESPONSE_CLIPPED: 0.3 if s < 3 else 0.97})
+             if a.rule == "length_at_cap"]
+    assert fired == [7]  # steps 3..7 are the first five in a row above 90 %, then the cooldown keeps it quiet
