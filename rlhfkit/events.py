@@ -38,7 +38,7 @@ Count64 = Annotated[int, Strict(), Field(ge=0, le=INT64_MAX)]
 Float = Annotated[float, Strict()]
 # The run vocabularies, declared once: the registry's columns, the API schemas and (through the
 # OpenAPI schema) the browser's generated client all use these.
-RunSource = Literal["native", "trl", "openrlhf", "external"]
+RunSource = Literal["native", "trl", "openrlhf", "mlflow", "external"]
 ExternalSource = Literal["trl", "openrlhf", "external"]  # runs that execute elsewhere and POST their events
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 RUN_SOURCES: Final[tuple[str, ...]] = get_args(RunSource)
