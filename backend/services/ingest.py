@@ -42,6 +42,7 @@ from backend.models import (
     metric_rollups,
 )
 from backend.services import points as pts_ops
+from backend.services.telemetry import count_ingest
 from rlhfkit.events import (
     STATUS_OF_TERMINAL_EVENT,
     TERMINAL_STATUSES,
@@ -133,6 +134,7 @@ def ingest_events(db: Database, run_id: str, raw: list[Any]) -> IngestOutcome:
     return ingest_parsed(db, run_id, parse_events(raw, run_id))
 
 
+@count_ingest
 def ingest_parsed(db: Database, run_id: str, parsed: list[tuple[Event, str | None]], *,
                   writer: bool = False) -> IngestOutcome:
     """:func:`ingest_events` for a batch :func:`parse_events` already validated (the stream consumer
