@@ -140,6 +140,8 @@ class RunStarted(_Event):
     device: Str32 = "cpu"
     versions: dict[Key, Str200] = Field(default_factory=dict)
     git_commit: Str64 | None = None
+    # the peak FLOP/s the run's perf/mfu/* divide by and where it comes from (rlhfkit.mfu.Peak)
+    perf: JsonDict = Field(default_factory=dict)
 
 
 class MetricsEvent(_Event):

@@ -63,6 +63,19 @@ class M:
     TOKENS_PER_SEC: Final = "perf/tokens_per_sec"
     STEP_TIME: Final = "perf/step_time"
     EVAL_REWARD: Final = "eval/reward_mean"
+    # per stage: model FLOP utilisation, time per token, model FLOPs (rlhfkit.mfu says how each is counted)
+    MFU_GENERATION: Final = "perf/mfu/generation"
+    MFU_SCORING: Final = "perf/mfu/scoring"
+    MFU_ADVANTAGES: Final = "perf/mfu/advantages"
+    MFU_UPDATE: Final = "perf/mfu/update"
+    TIME_PER_TOKEN_GENERATION: Final = "perf/time_per_token_ms/generation"
+    TIME_PER_TOKEN_SCORING: Final = "perf/time_per_token_ms/scoring"
+    TIME_PER_TOKEN_ADVANTAGES: Final = "perf/time_per_token_ms/advantages"
+    TIME_PER_TOKEN_UPDATE: Final = "perf/time_per_token_ms/update"
+    FLOPS_GENERATION: Final = "perf/flops/generation"
+    FLOPS_SCORING: Final = "perf/flops/scoring"
+    FLOPS_ADVANTAGES: Final = "perf/flops/advantages"
+    FLOPS_UPDATE: Final = "perf/flops/update"
 
 
 _SPECS: tuple[MetricSpec, ...] = (
@@ -119,7 +132,37 @@ _SPECS: tuple[MetricSpec, ...] = (
                ("eval/reward", "eval_reward")),
 )
 
+# Per-stage performance: verl's and NeMo-RL's names for the same quantities are aliases.
+_PERF_ALIASES: dict[str, tuple[str, ...]] = {
+    "perf/mfu/generation": ("perf/mfu/rollout",),
+    "perf/mfu/update": ("perf/mfu/actor", "perf/mfu/policy_training"),
+    "perf/time_per_token_ms/generation": ("timing_per_token_ms/gen", "timing_per_token_ms/generation"),
+    "perf/time_per_token_ms/advantages": ("timing_per_token_ms/adv",),
+    "perf/time_per_token_ms/update": ("timing_per_token_ms/update_actor",),
+}
+_PERF_SPECS: tuple[MetricSpec, ...] = tuple(
+    spec
+    for stage in ("generation", "scoring", "advantages", "update")
+    for spec in (
+        MetricSpec(f"perf/mfu/{stage}", "fraction", f"Model FLOPs of the {stage} stage / (its seconds x the device's "
+                   "peak FLOP/s); the peak's source is in run_started.perf", "perf",
+                   _PERF_ALIASES.get(f"perf/mfu/{stage}", ())),
+        MetricSpec(f"perf/time_per_token_ms/{stage}", "ms/token",
+                   f"Wall time of the {stage} stage per token " + ("generated" if stage == "generation"
+                                                                   else "of the batch (prompt + response)"), "perf",
+                   _PERF_ALIASES.get(f"perf/time_per_token_ms/{stage}", ())),
+        MetricSpec(f"perf/flops/{stage}", "FLOP", f"Model FLOPs of the {stage} stage, counted from the model shape and "
+                   "the real tokens processed (rlhfkit.mfu)", "perf"),
+    )
+)
+_SPECS = _SPECS + _PERF_SPECS
+
 METRICS: Final[dict[str, MetricSpec]] = {s.name: s for s in _SPECS}
+
+
+def perf_name(kind: str, stage: str) -> str:
+    """``perf/<kind>/<stage>`` for kind in mfu, time_per_token_ms, flops."""
+    return f"perf/{kind}/{stage}"
 
 # Pipeline stages of one PPO step, in execution order. Timings and memory use these names.
 STAGES: Final[tuple[str, ...]] = ("generation", "scoring", "advantages", "update", "evaluation")

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlhfkit import fastgpt2
+from rlhfkit import fastgpt2, mfu
 from rlhfkit import ppo_ops as ops
 from rlhfkit.config import (
     GenerationConfig,
@@ -165,8 +165,10 @@ class PPOTrainer:
         cfg = self.config
         n_steps = total_steps(cfg)
         t_start = time.perf_counter()
+        self.peak = mfu.run_peak(self.device, dtype=cfg.model.dtype, threads=cfg.train.threads)
         self.emit(RunStarted(name=cfg.name, config=cfg.model_dump(mode="json"), seed=cfg.seed, total_steps=n_steps,
-                             device=str(self.device), versions=_versions(), git_commit=_git_commit()))
+                             device=str(self.device), versions=_versions(), git_commit=_git_commit(),
+                             perf=self.peak.to_dict()))
         summary: dict[str, Any] = {}
         try:
             self._setup()
@@ -243,6 +245,9 @@ class PPOTrainer:
         self.autocast = self.device.type == "cuda" and cfg.model.dtype == "bf16"
         self._last_eval = math.nan
         self._last_eval_step = -1
+        self.perf = mfu.PerfCounter(mfu.ModelShape.of(self.policy.model.config), p.ppo_epochs,
+                                    self.policy.critic is not None, self.peak,
+                                    getattr(self.reward_model, "flops_per_token", 0.0))
         self.model_mb = {
             "policy": module_mb(self.policy.model),
             "reference": module_mb(self.ref_model),
@@ -411,6 +416,7 @@ class PPOTrainer:
         }
         if isinstance(self.kl_ctl, ops.AdaptiveKLController):
             metrics[M.KL_TARGET] = self.kl_ctl.target
+        metrics.update(self.perf.step(self.recorder.timings, b_query_mask, b_mask_long, from_sampling))
         self._emit_step(step, metrics, step_time, n_tokens)
         return metrics
 
