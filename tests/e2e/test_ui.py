@@ -96,6 +96,13 @@ def test_submit_smoke_from_form_watch_it_live_and_open_every_tab(page: Any, api:
     page.get_by_role("tab", name="Timings").click()
     page.get_by_text("Slowest stage:").wait_for()
     assert page.locator("table.bars tbody tr").count() >= 4
+    # MFU beside each stage's seconds, the most idle stage called out, the measured CPU peak named
+    page.get_by_test_id("most-idle").wait_for()
+    assert re.search(r"Most idle stage: (generation|scoring|advantages|update) — ",
+                     page.get_by_test_id("most-idle").inner_text())
+    for stage in ("generation", "scoring", "update"):
+        assert re.fullmatch(r"[\d.]+(e-\d+)? %", page.get_by_test_id(f"mfu-{stage}").inner_text()), stage
+    page.get_by_text(re.compile(r"Peak: CPU matmul probe .* GFLOP/s measured")).wait_for()
     shoot(page, "04-timings")
 
     page.get_by_role("tab", name="Memory").click()

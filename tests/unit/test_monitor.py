@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from rlhfkit.metrics import M
 from rlhfkit.monitor import StabilityMonitor
 
@@ -72,3 +74,15 @@ def test_export_writes_csv(tmp_path) -> None:
     paths = mon.export(tmp_path)
     assert paths[0].read_text().splitlines()[0].startswith("step,")
     assert "high_clipfrac" in paths[1].read_text()
+
+
+@pytest.mark.parametrize(("peer_key", "value"), [
+    ("vllm_kl", 0.05), ("mismatch_kl/all/mean", 0.05), ("train/gen_kl_error", 0.05),
+    ("train/token_mult_prob_error", 1.3)])
+def test_mismatch_alert_fires_on_every_peers_name_for_it(peer_key: str, value: float) -> None:
+    from rlhfkit.adapters.mapping import map_metrics
+
+    alerts = StabilityMonitor().check(5, map_metrics({peer_key: value}))
+    assert [a.rule for a in alerts] == ["mismatch_high"]
+    assert alerts[0].metric is not None and alerts[0].metric.startswith("mismatch/")
+    assert StabilityMonitor().check(5, map_metrics({peer_key: 0.001 if value < 1 else 1.01})) == []
