@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -271,21 +272,24 @@ class EventEmitter:
         self.run_id = run_id
         self.sinks: list[Sink] = list(sinks or [])
         self._seq = start_seq
+        # the training loop and the system sampler's thread both emit: one seq each, in seq order
+        self._lock = threading.Lock()
 
     def add(self, sink: Sink) -> None:
         self.sinks.append(sink)
 
     def emit(self, event: Event) -> Event:
-        event.run_id = self.run_id
-        event.seq = self._seq
-        self._seq += 1
-        if not event.ts:
-            event.ts = time.time()
-        for sink in self.sinks:
-            try:
-                sink.emit(event)
-            except Exception:  # a broken sink must never kill training
-                _log.exception("sink %r failed on %s event; continuing", sink, event.type)
+        with self._lock:
+            event.run_id = self.run_id
+            event.seq = self._seq
+            self._seq += 1
+            if not event.ts:
+                event.ts = time.time()
+            for sink in self.sinks:
+                try:
+                    sink.emit(event)
+                except Exception:  # a broken sink must never kill training
+                    _log.exception("sink %r failed on %s event; continuing", sink, event.type)
         return event
 
     def close(self) -> None:

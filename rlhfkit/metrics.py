@@ -83,6 +83,11 @@ class M:
     MISMATCH_PROBS_DIFF_MEAN: Final = "mismatch/probs_diff_mean"
     MISMATCH_PROBS_DIFF_MAX: Final = "mismatch/probs_diff_max"
     MISMATCH_TOKEN_PROB_ERROR: Final = "mismatch/token_prob_error"
+    # sampled on a thread every monitor.system_interval_s (rlhfkit.system); per GPU: system/gpu<i>/<field>
+    SYS_CPU_PERCENT: Final = "system/cpu_percent"
+    SYS_RSS_MB: Final = "system/rss_mb"
+    SYS_HOST_MEM_USED_MB: Final = "system/host_mem_used_mb"
+    SYS_HOST_MEM_PERCENT: Final = "system/host_mem_percent"
 
 
 _SPECS: tuple[MetricSpec, ...] = (
@@ -188,7 +193,23 @@ _MISMATCH_SPECS: tuple[MetricSpec, ...] = (
     MetricSpec(M.MISMATCH_TOKEN_PROB_ERROR, "1", "Token-weighted exp(|log p_sampler - log p_trainer|): 1 = identical "
                "(NeMo-RL's token_mult_prob_error)", "mismatch", ("token_mult_prob_error", "train/token_mult_prob_error")),
 )
-_SPECS = _SPECS + _PERF_SPECS + _MISMATCH_SPECS
+_SYSTEM_SPECS: tuple[MetricSpec, ...] = (
+    MetricSpec(M.SYS_CPU_PERCENT, "%", "CPU use of the training process since the previous sample (100 = one core)",
+               "system"),
+    MetricSpec(M.SYS_RSS_MB, "MiB", "Resident memory of the training process", "system"),
+    MetricSpec(M.SYS_HOST_MEM_USED_MB, "MiB", "Memory in use on the host (total - available)", "system"),
+    MetricSpec(M.SYS_HOST_MEM_PERCENT, "%", "Share of the host's memory in use", "system"),
+)
+_SPECS = _SPECS + _PERF_SPECS + _MISMATCH_SPECS + _SYSTEM_SPECS
+
+# Per visible GPU i (NVML), absent where there is none: system/gpu<i>/<field>, field -> unit.
+GPU_FIELDS: Final[dict[str, str]] = {"util_percent": "%", "mem_used_mb": "MiB", "mem_total_mb": "MiB",
+                                     "power_w": "W", "temp_c": "°C"}
+
+
+def gpu_metric(index: int, field: str) -> str:
+    """``system/gpu<index>/<field>`` for a field of :data:`GPU_FIELDS`."""
+    return f"system/gpu{index}/{field}"
 
 METRICS: Final[dict[str, MetricSpec]] = {s.name: s for s in _SPECS}
 
