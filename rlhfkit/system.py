@@ -119,6 +119,7 @@ class SystemSampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.samples = 0
+        self.seconds = 0.0  # spent reading and emitting (benchmarks/bench_instrumentation.py reports it)
 
     # ---- trainer hooks
     def on_train_begin(self, trainer: Any) -> None:
@@ -153,11 +154,13 @@ class SystemSampler:
             next_at = time.monotonic() + self.interval_s
             while not self._stop.wait(max(0.0, next_at - time.monotonic())):
                 next_at += self.interval_s
+                t0 = time.perf_counter()
                 try:
                     values = sample_system(proc, nvml)
                     assert self._emit is not None and self._step is not None
                     self._emit(MetricsEvent(step=self._step(), values=values, ts=time.time()))
                     self.samples += 1
+                    self.seconds += time.perf_counter() - t0
                 except Exception:  # a failed reading must never end the run
                     _log.exception("system sample failed; trying again next interval")
         finally:

@@ -245,6 +245,8 @@ class PPOTrainer:
         self.autocast = self.device.type == "cuda" and cfg.model.dtype == "bf16"
         self._last_eval = math.nan
         self._last_eval_step = -1
+        self.peak = getattr(self, "peak", None) or mfu.run_peak(self.device, dtype=cfg.model.dtype,
+                                                                threads=cfg.train.threads)  # train() probes first
         self.perf = mfu.PerfCounter(mfu.ModelShape.of(self.policy.model.config), p.ppo_epochs,
                                     self.policy.critic is not None, self.peak,
                                     getattr(self.reward_model, "flops_per_token", 0.0))
