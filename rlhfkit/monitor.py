@@ -27,6 +27,8 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "kl_high_factor": 2.0,  # warning when KL > factor * target (critical at 2x this)
     "kl_max": 25.0,  # nats per sequence, used when no target is known
     "kl_per_token_max": 0.5,  # nats per token (GRPO/RLOO/OpenRLHF report KL per token)
+    "mismatch_kl_max": 0.01,  # nats per token between the sampler's and the trainer's log-probs
+    "mismatch_token_prob_error_max": 1.1,  # NeMo-RL's token_mult_prob_error (1 = identical)
     "kl_rise_window": 10,  # steps
     "kl_rise_factor": 3.0,  # KL grew by this factor across the window
     "kl_rise_min": 1.0,  # ... and by at least this many nats
@@ -139,6 +141,16 @@ class StabilityMonitor:
             yield _Alert("kl_high", "critical" if klt > 2 * th["kl_per_token_max"] else "warning", M.KL_PER_TOKEN, klt,
                          th["kl_per_token_max"], f"KL to the reference is {klt:.3f} nats per token",
                          "Raise the KL coefficient (beta) or lower the learning rate.")
+
+        # training-vs-inference mismatch, whichever framework's name it arrived under (rlhfkit.metrics)
+        for key, limit in ((M.MISMATCH_KL, th["mismatch_kl_max"]),
+                           (M.MISMATCH_TOKEN_PROB_ERROR, th["mismatch_token_prob_error_max"])):
+            seen = m.get(key)
+            if seen is not None and seen > limit:
+                yield _Alert("mismatch_high", "warning", key, seen, limit,
+                             f"the sampler and the trainer disagree on the sampled tokens: {key} = {seen:.4g}",
+                             "Sampled tokens are scored off-policy: match the sampler's dtype/kernels to the trainer's "
+                             "(e.g. an fp32 LM head), or correct with truncated importance sampling.")
 
         ent = m.get(M.ENTROPY)
         if ent is not None:

@@ -16,6 +16,7 @@ from typing import Any
 from rlhfkit.config import RunConfig, to_yaml, total_steps, validate_config
 from rlhfkit.events import EventEmitter, RunFailed, RunStarted, Sink, new_run_id
 from rlhfkit.sinks import JsonlSink
+from rlhfkit.system import SystemSampler
 
 _log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def run_training(config: RunConfig, *, run_id: str | None = None, sinks: Sequenc
             raise
         trainer = PPOTrainer(policy, reward, config=config, run_id=run_id, sinks=all_sinks, run_dir=run_dir,
                              should_stop=should_stop)
-        trainer.add_hooks(*hooks)
+        trainer.add_hooks(SystemSampler(config.monitor.system_interval_s), *hooks)
         if config.profile.enabled:
             from rlhfkit.profiler import ProfilerHooks
 
