@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rlhfkit.events import (
     Count32,
@@ -80,13 +80,21 @@ class RunPublic(BaseModel):
     git_commit: str | None
     versions: dict[str, str]
     total_steps: int | None
-    last_step: int | None = Field(default=None, description="Last step with metrics (0-based)")
+    last_step: int | None = Field(default=None, description="Index (0-based) of the last completed training step; "
+                                  "null before the first")
+    steps_done: int = Field(default=0, description="Completed training steps (last_step + 1; 0 before the first). "
+                            "A finished run of N steps has N; what the CLI and UI show as steps_done/total_steps")
     last_seq: int = Field(default=-1, description="Highest event seq stored; a WebSocket cursor")
     latest: dict[str, float] = Field(description="Latest value of every metric key (reward/mean, kl/k1, ...)")
     summary: dict[str, Any] | None = None
     queue: str | None = None
     parent_id: str | None = None
     cancel_requested: bool = False
+
+    @model_validator(mode="after")
+    def _count_steps(self) -> RunPublic:
+        self.steps_done = 0 if self.last_step is None else self.last_step + 1
+        return self
 
 
 class RunsPublic(BaseModel):

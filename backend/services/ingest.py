@@ -57,6 +57,7 @@ from rlhfkit.events import (
     RunStarted,
     TimingsEvent,
     parse_event,
+    steps_done_after,
 )
 from rlhfkit.metrics import M
 
@@ -462,17 +463,19 @@ def _latest_finite(updates: list[dict[str, float]]) -> dict[str, float]:
 
 
 def _update_run(session: Session, run: Run, new: list[Event]) -> bool:
-    """Fold new events into the run row: last seq/step, latest metrics, status. True if status changed."""
+    """Fold new events into the run row: last seq, last completed step (``rlhfkit.events.steps_done_after``),
+    latest metrics, status. True if status changed."""
     before = run.status
     latest = dict(run.latest or {})
     last_step = run.last_step
     updates: list[dict[str, float]] = []  # metric values in event order; the last finite one is "latest"
     steps: list[int] = []
     for ev in new:
+        done = steps_done_after(ev.type, ev.step, ev.values if isinstance(ev, MetricsEvent) else ())
+        if done:  # None: not a step's event; 0: the evaluation before the first step
+            steps.append(done - 1)  # the index of the last completed step (RunPublic.steps_done - 1)
         if isinstance(ev, MetricsEvent):
             updates.append(ev.values)
-            if ev.step is not None:
-                steps.append(ev.step)
         elif isinstance(ev, EvalEvent):
             if _finite(ev.reward_mean):
                 updates.append({M.EVAL_REWARD: ev.reward_mean})

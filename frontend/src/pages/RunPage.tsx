@@ -73,12 +73,11 @@ function RunHeader({ run, store }: { run: RunPublic; store: LiveStore }) {
   const active = isActive(run);
   const now = useNow(active);
   useLiveVersion(store, ["@timings"]);
+  // steps_done counts completed training steps (docs/api.md); a live timings event at step index s means s + 1
   const liveStep = store.timings.length ? store.timings[store.timings.length - 1]!.step ?? null : null;
-  const lastStep = Math.max(run.last_step ?? -1, liveStep ?? -1);
+  const done = Math.max(run.steps_done, liveStep === null ? 0 : liveStep + 1);
   const started = parseTime(run.started_at);
   const elapsed = started === null ? null : (parseTime(run.finished_at) ?? now) - started;
-  // steps are 0-based; the final evaluation may report at step == total_steps, hence the cap
-  const done = run.total_steps ? Math.min(lastStep + 1, run.total_steps) : lastStep + 1;
   const eta = active && elapsed !== null && run.total_steps && done > 0
     ? (elapsed / done) * Math.max(0, run.total_steps - done) : null;
   const [copied, setCopied] = useState(false);

@@ -1,0 +1,90 @@
+"""What a newcomer reads in the browser (issue #19): one step count on the runs list and the run
+page, the held-out reward charted first, the run's files offered for download, and the API docs
+rendering with no network beyond the server itself."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+# a few seconds per run on a busy 2-core box; evaluations after step 2 and after the last step
+TINY = {
+    "model.warm_start": False, "model.max_length": 40, "generation.max_new_tokens": 8, "ppo.batch_size": 4,
+    "ppo.mini_batch_size": 4, "ppo.ppo_epochs": 1, "train.steps_per_epoch": 4, "train.eval_every": 2,
+    "train.eval_prompts": 4, "train.eval_samples_logged": 2, "train.threads": 1, "train.device": "cpu",
+}
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+@pytest.fixture(scope="module")
+def finished(api: Any) -> dict[str, Any]:
+    run = api.call("POST", "/api/runs", {"preset": "smoke", "overrides": TINY, "name": "newcomer-finished"})
+    done = api.wait_status(run["id"], TERMINAL, timeout=180)
+    assert done["status"] == "succeeded", done["error"]
+    return done  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def cancelled(api: Any) -> dict[str, Any]:
+    run = api.call("POST", "/api/runs", {"preset": "smoke", "overrides": {**TINY, "train.steps_per_epoch": 40},
+                                         "name": "newcomer-cancelled"})
+    import time
+
+    deadline = time.monotonic() + 120
+    while api.call("GET", f"/api/runs/{run['id']}")["steps_done"] < 2:
+        assert time.monotonic() < deadline, "two steps never finished"
+        time.sleep(0.3)
+    api.call("POST", f"/api/runs/{run['id']}/cancel")
+    done = api.wait_status(run["id"], TERMINAL, timeout=120)
+    assert done["status"] == "cancelled"
+    return done  # type: ignore[no-any-return]
+
+
+def shown_steps(page: Any, run_id: str) -> tuple[str, str]:
+    """(runs list cell, run page header) for one run."""
+    page.goto("/")
+    cell = page.locator(f"tr[data-run-id='{run_id}'] [data-testid='runs-step']")
+    cell.wait_for()
+    listed = cell.inner_text()
+    page.goto(f"/runs/{run_id}")
+    header = page.get_by_test_id("run-step")
+    header.wait_for()
+    return listed, header.inner_text()
+
+
+def test_finished_and_cancelled_runs_read_the_same_steps_on_the_list_and_the_page(
+        page: Any, api: Any, finished: dict[str, Any], cancelled: dict[str, Any], shoot: Any) -> None:
+    assert finished["steps_done"] == 4
+    assert shown_steps(page, finished["id"]) == ("4 / 4", "4 / 4")
+    n = cancelled["steps_done"]
+    timings = api.call("GET", f"/api/runs/{cancelled['id']}/timings")
+    assert [t["step"] for t in timings] == list(range(n)), "steps_done counts the steps that ran"
+    assert shown_steps(page, cancelled["id"]) == (f"{n} / 40", f"{n} / 40")
+    shoot(page, "20-cancelled-run-steps")
+
+
+def test_api_docs_render_with_no_network_beyond_the_server(open_page: Any, server: str, shoot: Any) -> None:
+    page = open_page(server)
+    outside: list[str] = []
+
+    def only_local(route: Any) -> None:
+        url = route.request.url
+        if re.match(r"^(https?|wss?)://127\.0\.0\.1(:\d+)?/", url) or url.startswith(("data:", "blob:")):
+            route.continue_()
+        else:
+            outside.append(url)
+            route.abort()
+
+    page.route("**/*", only_local)
+    page.goto("/docs")
+    page.locator(".swagger-ui .info .title").wait_for()
+    page.locator(".opblock-tag", has_text="runs").first.wait_for()
+    shoot(page, "21-docs-offline")
+    page.goto("/redoc")
+    page.locator("[data-role='redoc-summary'], .menu-content").first.wait_for()
+    page.get_by_text("RLHF Systems Kit").first.wait_for()
+    assert not outside, f"the docs asked for {outside}"
