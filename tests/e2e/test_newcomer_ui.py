@@ -88,3 +88,22 @@ def test_api_docs_render_with_no_network_beyond_the_server(open_page: Any, serve
     page.locator("[data-role='redoc-summary'], .menu-content").first.wait_for()
     page.get_by_text("RLHF Systems Kit").first.wait_for()
     assert not outside, f"the docs asked for {outside}"
+
+
+def test_the_held_out_reward_is_the_first_chart_on_stability_and_compare(
+        page: Any, api: Any, finished: dict[str, Any], cancelled: dict[str, Any], shoot: Any) -> None:
+    evals = api.call("GET", f"/api/runs/{finished['id']}/metrics?keys=eval/reward_mean")["series"]["eval/reward_mean"]
+    assert evals["steps"] == [0, 2, 4], "evaluated before training, after step 2 and after the last step"
+    page.goto(f"/runs/{finished['id']}")
+    first = page.locator("figure.chart").first
+    first.wait_for()
+    page.wait_for_function("() => Number(document.querySelector('figure.chart').dataset.points) === 3")
+    assert first.get_attribute("aria-label").startswith("Held-out reward"), first.get_attribute("aria-label")
+    shoot(page, "22-stability-eval-reward")
+
+    page.goto(f"/compare?ids={finished['id']},{cancelled['id']}")
+    first = page.locator("figure.chart").first
+    first.wait_for()
+    assert first.locator("figcaption").inner_text().startswith("eval/reward_mean")
+    page.wait_for_function("() => Number(document.querySelector('figure.chart').dataset.points) >= 3")
+    shoot(page, "23-compare-eval-reward")
