@@ -5,6 +5,7 @@ rendering with no network beyond the server itself."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -107,3 +108,22 @@ def test_the_held_out_reward_is_the_first_chart_on_stability_and_compare(
     assert first.locator("figcaption").inner_text().startswith("eval/reward_mean")
     page.wait_for_function("() => Number(document.querySelector('figure.chart').dataset.points) >= 3")
     shoot(page, "23-compare-eval-reward")
+
+
+def test_the_run_page_lists_every_file_of_the_run_for_download(
+        page: Any, api: Any, finished: dict[str, Any], shoot: Any) -> None:
+    listed = api.call("GET", f"/api/runs/{finished['id']}/artifacts")
+    names = {a["name"] for a in listed}
+    assert {"config.yaml", "events.jsonl", "metrics.csv", "alerts.csv"} <= names
+    page.goto(f"/runs/{finished['id']}")
+    files = page.locator("details.run-files")
+    files.locator("summary").click()
+    files.get_by_role("link", name="metrics.csv").wait_for()
+    assert set(files.get_by_role("link").all_inner_texts()) == names
+    shoot(page, "24-run-files")
+    with page.expect_download() as dl:
+        files.get_by_role("link", name="events.jsonl").click()
+    path = dl.value.path()
+    assert dl.value.suggested_filename == "events.jsonl"
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    assert '"run_finished"' in lines[-1]

@@ -106,3 +106,23 @@ def test_watch_prints_the_runs_own_duration_and_evaluations_in_step_order(server
     assert lines == ["started on cpu (3 steps)", "eval @ step 0: reward +0.100", "step 1/3", "step 2/3",
                      "eval @ step 2: reward +0.200", "step 3/3", "eval @ step 3: reward +0.300",
                      "finished after 7 s"], watched.stdout
+
+
+def test_every_file_a_run_writes_is_listed_and_downloadable(server: str, tmp_path: Path) -> None:
+    """An unprofiled run's folder holds config.yaml, events.jsonl, metrics.csv and alerts.csv; the
+    artifacts endpoint lists each one and serves it."""
+    with httpx.Client(base_url=server, timeout=30) as c:
+        run = c.post("/api/runs", json={"preset": "smoke", "overrides": tiny(2)}).json()
+        assert wait_terminal(c, run["id"])["status"] == "succeeded"
+        folder = tmp_path / "a" / run["id"]
+        on_disk = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        assert {"config.yaml", "events.jsonl", "metrics.csv", "alerts.csv"} <= set(on_disk)
+        listed = c.get(f"/api/runs/{run['id']}/artifacts").json()
+        assert sorted(a["name"] for a in listed) == on_disk
+        for a in listed:
+            got = c.get(a["url"])
+            assert got.status_code == 200, a
+            assert got.content == (folder / a["name"]).read_bytes()
+            assert a["size_bytes"] == len(got.content)
+        assert {a["kind"] for a in listed if a["name"] == "events.jsonl"} == {"events"}
+        assert c.get(f"/api/runs/{run['id']}/artifacts/..%2F..%2Fe2e.db").status_code == 404

@@ -4,14 +4,13 @@ in ``backend.services``."""
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from backend.api.deps import RunDep, ServicesDep
-from backend.models import Alert, Artifact, EvalSample, EventRow, MemorySnapshot, StageTiming
+from backend.models import Alert, EvalSample, EventRow, MemorySnapshot, StageTiming
 from backend.schemas import (
     AlertPublic,
     ArtifactPublic,
@@ -232,13 +231,10 @@ def get_suggestions(
     return suggestion_service.suggest_for_run(db=services.db, run=run, budget_gb=budget_gb, device=device, top=top)
 
 
-@router.get("/{run_id}/artifacts", response_model=list[ArtifactPublic], summary="Profiles, traces, checkpoints")
+@router.get("/{run_id}/artifacts", response_model=list[ArtifactPublic],
+            summary="Every file of the run: config, events, metrics and alerts CSV, profiles, traces, checkpoints")
 def get_artifacts(run: RunDep, services: ServicesDep) -> list[ArtifactPublic]:
-    with services.db.session() as s:
-        rows = list(s.scalars(select(Artifact).where(Artifact.run_id == run.id).order_by(Artifact.id)))
-    return [ArtifactPublic(name=a.name, kind=a.kind, size_bytes=a.size_bytes, step=a.step, meta=a.meta,
-                           created_at=a.created_at, url=f"/api/runs/{quote(run.id)}/artifacts/{quote(a.name)}")
-            for a in rows]
+    return artifact_service.list_artifacts(db=services.db, artifacts_dir=services.settings.artifacts_dir, run_id=run.id)
 
 
 @router.get("/{run_id}/artifacts/{name:path}", summary="Download an artifact",

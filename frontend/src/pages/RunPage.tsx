@@ -2,12 +2,12 @@
  * page owns the run's WebSocket (useRunLive); tabs read the live store and their HTTP resources. */
 import { lazy, Suspense, useEffect, useState } from "react";
 import { Link, useNavigate, useParams, useSearchParams } from "react-router-dom";
-import type { RunPublic } from "../api/client";
-import { isActive, useCancelRun, useRerun, useRun } from "../api/queries";
+import { downloadWithAuth, type RunPublic } from "../api/client";
+import { isActive, useArtifacts, useCancelRun, useRerun, useRun } from "../api/queries";
 import { ErrorState, Loading, StatusBadge, Tabs } from "../components/common";
 import { useLiveVersion, useRunLive } from "../hooks/useRunLive";
 import type { LiveStore } from "../lib/liveStore";
-import { fmtDuration, parseTime } from "../lib/format";
+import { fmtBytes, fmtDuration, parseTime } from "../lib/format";
 import { toYaml } from "../lib/yaml";
 import { StabilityTab } from "./run/StabilityTab";
 import type { TabProps } from "./run/tabProps";
@@ -122,6 +122,7 @@ function RunHeader({ run, store }: { run: RunPublic; store: LiveStore }) {
           }}>{copied ? "Copied" : "Copy YAML"}</button>
           <pre className="yaml">{yaml}</pre>
         </details>
+        <RunFiles runId={run.id} />
         <details>
           <summary>Versions ({versions.length})</summary>
           {versions.length ? (
@@ -130,5 +131,28 @@ function RunHeader({ run, store }: { run: RunPublic; store: LiveStore }) {
         </details>
       </div>
     </header>
+  );
+}
+
+/** Every file the run wrote (config, events, metrics and alerts CSV, profiles, checkpoints), each a download. */
+function RunFiles({ runId }: { runId: string }) {
+  const arts = useArtifacts(runId);
+  const files = arts.data ?? [];
+  return (
+    <details className="run-files">
+      <summary>Files ({arts.isPending ? "…" : files.length})</summary>
+      {arts.isError ? <p className="muted">Could not list the files.</p> : files.length === 0 ? (
+        <p className="muted">{arts.isPending ? "Loading…" : "No files yet."}</p>
+      ) : (
+        <ul>
+          {files.map((a) => (
+            <li key={a.name}>
+              <a href={a.url} download onClick={(e) => downloadWithAuth(e, a.url, a.name.split("/").pop() ?? a.name)}>{a.name}</a>{" "}
+              <span className="muted">({a.kind}, {fmtBytes(a.size_bytes)})</span>
+            </li>
+          ))}
+        </ul>
+      )}
+    </details>
   );
 }
