@@ -262,14 +262,19 @@ class ProfilePublic(BaseModel):
 
     run_id: str
     artifact: str = Field(description="The artifact this was read from")
-    steps: int = Field(description="Steps the per-stage summary covers (every step of the run, profiled or not)")
+    steps: int = Field(description="Steps the per-stage table covers (every step of the run, profiled or not)")
     step_time_s: float = Field(description="Mean step time, seconds")
     tokens_per_sec: float | None
     coverage: float | None = Field(description="Fraction of the step time the named stages cover")
     other_s: float | None = Field(description="Seconds per step between the named stages")
     stages: list[ProfileStage] = Field(description="Top-level stages, in pipeline order")
-    substages: list[ProfileStage] = Field(description="Sub-stages from the trace of the profiled steps "
-                                                      "(mean only)")
+    substages: list[ProfileStage] = Field(description="Sub-stages timed on every step like the stages "
+                                                      "(share: of the step)")
+    traced_steps: int = Field(description="Profiled steps the `traced` table covers (0: none)")
+    traced: list[ProfileStage] = Field(description=(
+        "From the torch.profiler trace of the profiled steps only: each stage with sub-stages only the trace "
+        "sees (its mean over those steps, share null), then those sub-stages (share: of that stage's time "
+        "in the same steps)"))
     bottlenecks: list[ProfileFinding]
     top_ops: dict[str, list[ProfileOp]] = Field(description="Per stage or sub-stage, the operators with the "
                                                             "most self time")

@@ -120,11 +120,24 @@ def _to_public(run_id: str, name: str, d: dict[str, Any]) -> ProfilePublic:
                            p95_s=_num(v.get("p95")), share=_num(v.get("share")),
                            tokens_per_sec=_num(v.get("tokens_per_sec")))
         (subs if "/" in st else stages).append(row)
+    # Sub-stages only the trace sees (update/forward, ...) come from the profiled steps, which run
+    # slower than the rest: they go in a table of their own beside their parent's time in the same
+    # steps, each a share of that parent (never of the all-steps mean, which they could exceed).
     seen = {r.stage for r in subs}
-    for st, v in sorted((d.get("substages_profiled") or {}).items(), key=lambda kv: stage_sort_key(kv[0])):
-        if st not in seen:  # sub-stage times from the trace of the profiled steps: a mean only
-            subs.append(ProfileStage(stage=st, mean_s=_num(v.get("mean")) or 0.0, p50_s=None, p95_s=None,
-                                     share=None, tokens_per_sec=None))
+    traced_subs = {st: v for st, v in (d.get("substages_profiled") or {}).items() if st not in seen}
+    parents = d.get("stages_profiled") or {}
+    traced: list[ProfileStage] = []
+    for parent in sorted({st.split("/")[0] for st in traced_subs}, key=stage_sort_key):
+        pm = _num((parents.get(parent) or {}).get("mean"))
+        if pm is not None:
+            traced.append(ProfileStage(stage=parent, mean_s=pm, p50_s=None, p95_s=None, share=None,
+                                       tokens_per_sec=None))
+        for st, v in sorted(traced_subs.items(), key=lambda kv: stage_sort_key(kv[0])):
+            if st.split("/")[0] == parent:
+                m = _num(v.get("mean")) or 0.0
+                traced.append(ProfileStage(stage=st, mean_s=m, p50_s=None, p95_s=None,
+                                           share=m / pm if pm else None, tokens_per_sec=None))
+    traced_steps = max((int(v.get("profiled_steps") or 0) for v in traced_subs.values()), default=0)
     step = _num((d.get("step_time") or {}).get("mean")) or 0.0
     for r in subs:
         if r.share is None and step > 0:
@@ -132,7 +145,7 @@ def _to_public(run_id: str, name: str, d: dict[str, Any]) -> ProfilePublic:
     return ProfilePublic(
         run_id=run_id, artifact=name, steps=int(d.get("steps") or 0), step_time_s=step,
         tokens_per_sec=_num(d.get("tokens_per_sec")), coverage=_num(d.get("coverage")), other_s=_num(d.get("other")),
-        stages=stages, substages=subs,
+        stages=stages, substages=subs, traced_steps=traced_steps, traced=traced,
         bottlenecks=[ProfileFinding(finding=str(f.get("finding", "")), evidence=str(f.get("evidence", "")),
                                     try_=str(f.get("try", ""))) for f in d.get("bottlenecks") or []],
         top_ops={st: [ProfileOp(op=str(o["op"]), self_us=float(o["self_us"]), calls=int(o["calls"])) for o in ops]
