@@ -127,3 +127,15 @@ def test_the_run_page_lists_every_file_of_the_run_for_download(
     assert dl.value.suggested_filename == "events.jsonl"
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     assert '"run_finished"' in lines[-1]
+
+
+def test_a_missing_run_says_so_instead_of_blaming_the_server(page: Any, shoot: Any) -> None:
+    page.goto("/runs/0000000000000000")
+    alert = page.get_by_role("alert")
+    alert.wait_for()
+    text = alert.inner_text()
+    assert "No such run" in text and "not found" in text, text
+    assert "server is running" not in text
+    shoot(page, "25-run-not-found")
+    alert.get_by_role("link", name="All runs").click()
+    page.get_by_role("heading", name="Runs").wait_for()

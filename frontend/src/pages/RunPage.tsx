@@ -36,7 +36,7 @@ export default function RunPage() {
 
   if (run.isPending) return <Loading what="run" />;
   if (run.isError) {
-    return <ErrorState error={run.error} retry={() => void run.refetch()} />;
+    return <ErrorState error={run.error} what="run" retry={() => void run.refetch()} />;
   }
   const props: TabProps = { run: run.data, store: live.store, cursor: live.cursor };
   return (
