@@ -139,3 +139,31 @@ def test_a_missing_run_says_so_instead_of_blaming_the_server(page: Any, shoot: A
     shoot(page, "25-run-not-found")
     alert.get_by_role("link", name="All runs").click()
     page.get_by_role("heading", name="Runs").wait_for()
+
+
+def test_memory_tab_bars_differ_by_stage_and_the_prediction_shows_it_is_loading(
+        page: Any, finished: dict[str, Any], shoot: Any) -> None:
+    held: list[Any] = []
+    released: list[bool] = []
+
+    def hold(route: Any) -> None:  # keep the prediction's request waiting until the test lets it go
+        if released:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route(re.compile(r".*/memory/estimate.*"), hold)
+    page.goto(f"/runs/{finished['id']}?tab=memory")
+    page.get_by_role("heading", name="Peak per stage").wait_for()
+    page.get_by_role("status").filter(has_text="memory model").wait_for()  # not a blank space meanwhile
+    page.wait_for_function("() => document.querySelectorAll('table.memory-peaks .bar').length >= 3")
+    widths = page.eval_on_selector_all("table.memory-peaks .bar", "els => els.map(e => e.style.width)")
+    assert len(set(widths)) > 1 and "100%" in widths, widths
+    assert min(float(w.rstrip("%")) for w in widths) < 50, f"bars of a shared process RSS: {widths}"
+    assert held, "the prediction was requested"
+    released.append(True)
+    for r in held:
+        r.continue_()
+    # the estimate is computed on request: slow on a loaded 2-core box
+    page.get_by_role("heading", name="Predicted by the memory model").wait_for(timeout=60_000)
+    shoot(page, "26-memory-bars")
