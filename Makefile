@@ -61,8 +61,10 @@ profile: install
 mem_report: install
 	$(BIN)/rlhfkit mem-report --config $(CONFIG) --out profiles
 
+# suggest_config searches the default config unless CONFIG= is given on the command line or in the environment
+SUGGEST_CONFIG := $(if $(filter command line environment,$(origin CONFIG)),$(CONFIG),configs/default.yaml)
 suggest_config: install
-	$(BIN)/rlhfkit suggest-config --config configs/default.yaml --budget-gb $${BUDGET_GB:-2} --out profiles
+	$(BIN)/rlhfkit suggest-config --config $(SUGGEST_CONFIG) --budget-gb $${BUDGET_GB:-2} --out profiles
 
 all: train_smoke profile mem_report suggest_config
 

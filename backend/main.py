@@ -168,6 +168,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Run registry, live metrics and ingest for PPO-for-RLHF runs. "
                     "WebSockets: /api/runs/{id}/live?cursor=N (events after seq N, then live) and /api/live.",
         lifespan=lifespan,
+        docs_url=None,  # served by _mount_docs from packaged assets, not a CDN
+        redoc_url=None,
     )
     # what the typed dependencies (backend.api.deps: SettingsDep, DbDep, HubDep, ...) hand to routes
     app.state.settings, app.state.db, app.state.hub = settings, db, hub
@@ -226,6 +228,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   for e in exc.errors()]
         return JSONResponse({"detail": detail}, status_code=422)
 
+    _mount_docs(app)
     _mount_spa(app, settings.static_dir or DEFAULT_STATIC)
     _document_websockets(app)
     return app
@@ -386,6 +389,55 @@ def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
     if "GET" in methods:
         methods.add("HEAD")
     return sorted(methods)
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+# what the docs pages may load: this server only (their pages carry inline scripts and styles; ReDoc
+# starts a web worker from a blob and draws icons from data: URLs)
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'")
+
+
+def _same_origin(page: Response) -> Response:
+    page.headers["Content-Security-Policy"] = DOCS_CSP
+    return page
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` with their JavaScript, CSS and icon served by this server
+    (FastAPI's self-hosting recipe; the files ship in the ``fastapi-offline`` wheel), so the pages
+    render on a machine without internet. ReDoc's Google fonts are left out for the same reason, and a
+    Content-Security-Policy keeps both pages on this server (ReDoc's bundle still names a logo on a CDN
+    in its footer; the browser skips it instead of hanging on it offline)."""
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+    from fastapi.staticfiles import StaticFiles
+    from fastapi_offline.core import _STATIC_PATH
+    from starlette.responses import HTMLResponse
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=_STATIC_PATH), name="docs-assets")
+    oauth_redirect = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui(request: Request) -> Response:
+        root = request.scope.get("root_path", "")
+        return _same_origin(get_swagger_ui_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - Swagger UI",
+                                   oauth2_redirect_url=f"{root}{oauth_redirect}",
+                                   swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png"))
+
+    @app.get(oauth_redirect, include_in_schema=False)
+    def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request) -> Response:
+        root = request.scope.get("root_path", "")
+        return _same_origin(get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
+                              redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False))
 
 
 def _mount_spa(app: FastAPI, static_dir: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from rlhfkit.events import (
     Count32,
@@ -81,13 +81,21 @@ class RunPublic(BaseModel):
     git_commit: str | None
     versions: dict[str, str]
     total_steps: int | None
-    last_step: int | None = Field(default=None, description="Last step with metrics (0-based)")
+    last_step: int | None = Field(default=None, description="Index (0-based) of the last completed training step; "
+                                  "null before the first")
+    steps_done: int = Field(default=0, description="Completed training steps (last_step + 1; 0 before the first). "
+                            "A finished run of N steps has N; what the CLI and UI show as steps_done/total_steps")
     last_seq: int = Field(default=-1, description="Highest event seq stored; a WebSocket cursor")
     latest: dict[str, float] = Field(description="Latest value of every metric key (reward/mean, kl/k1, ...)")
     summary: dict[str, Any] | None = None
     queue: str | None = None
     parent_id: str | None = None
     cancel_requested: bool = False
+
+    @model_validator(mode="after")
+    def _count_steps(self) -> RunPublic:
+        self.steps_done = 0 if self.last_step is None else self.last_step + 1
+        return self
 
 
 class RunsPublic(BaseModel):
@@ -264,14 +272,19 @@ class ProfilePublic(BaseModel):
 
     run_id: str
     artifact: str = Field(description="The artifact this was read from")
-    steps: int = Field(description="Steps the per-stage summary covers (every step of the run, profiled or not)")
+    steps: int = Field(description="Steps the per-stage table covers (every step of the run, profiled or not)")
     step_time_s: float = Field(description="Mean step time, seconds")
     tokens_per_sec: float | None
     coverage: float | None = Field(description="Fraction of the step time the named stages cover")
     other_s: float | None = Field(description="Seconds per step between the named stages")
     stages: list[ProfileStage] = Field(description="Top-level stages, in pipeline order")
-    substages: list[ProfileStage] = Field(description="Sub-stages from the trace of the profiled steps "
-                                                      "(mean only)")
+    substages: list[ProfileStage] = Field(description="Sub-stages timed on every step like the stages "
+                                                      "(share: of the step)")
+    traced_steps: int = Field(description="Profiled steps the `traced` table covers (0: none)")
+    traced: list[ProfileStage] = Field(description=(
+        "From the torch.profiler trace of the profiled steps only: each stage with sub-stages only the trace "
+        "sees (its mean over those steps, share null), then those sub-stages (share: of that stage's time "
+        "in the same steps)"))
     bottlenecks: list[ProfileFinding]
     top_ops: dict[str, list[ProfileOp]] = Field(description="Per stage or sub-stage, the operators with the "
                                                             "most self time")

@@ -17,7 +17,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Final, Literal, Protocol, get_args, runtime_checkable
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter
@@ -269,6 +269,29 @@ def parse_event(data: str | bytes | dict[str, Any]) -> Event:
 
 def event_json_schema() -> dict[str, Any]:
     return _ADAPTER.json_schema()
+
+
+EVAL_PREFIX: Final = "eval/"  # metric keys of evaluation points (rlhfkit.metrics: eval/reward_mean)
+
+
+def steps_done_after(event_type: str, step: int | None, keys: Iterable[str] = ()) -> int | None:
+    """How many training steps a run has completed once it emits this event; None when it says nothing.
+
+    The one meaning of a step count (the registry's ``steps_done``, ``rlhfkit runs``, ``rlhfkit watch``,
+    the UI). Training events carry the 0-based index of their step, so ``metrics`` or ``timings`` at
+    step ``s`` mean ``s + 1`` steps done. Evaluations are taken *between* steps and carry the number
+    of steps before them (0: before the first; N: after the last of N), so an ``eval`` event, or a
+    ``metrics`` event whose ``keys`` are all ``eval/...``, at step ``k`` means ``k`` steps done."""
+    if step is None or step < 0:
+        return None
+    if event_type == "timings":
+        return step + 1
+    if event_type == "eval":
+        return step
+    if event_type == "metrics":
+        names = list(keys)
+        return step if names and all(k.startswith(EVAL_PREFIX) for k in names) else step + 1
+    return None
 
 
 @runtime_checkable

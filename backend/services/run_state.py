@@ -23,6 +23,7 @@ from rlhfkit.events import (
     RunFailed,
     RunFinished,
     RunStarted,
+    steps_done_after,
 )
 from rlhfkit.metrics import M
 
@@ -81,17 +82,19 @@ def _finish(run: Run, ev: RunFinished | RunFailed | RunCancelled) -> None:
 
 
 def fold_events(run: Run, new: list[Event]) -> bool:
-    """Fold new events (seq order, at least one) into the run row. True when viewers of the runs
+    """Fold new events (seq order, at least one) into the run row (the last completed step from
+    ``rlhfkit.events.steps_done_after``). True when viewers of the runs
     list should hear about it: the status changed, or the run's details arrived (``run_started``)."""
     before = run.status
     updates: list[dict[str, float]] = []  # metric values in event order; the last finite one is "latest"
     steps: list[int] = []
     started = False
     for ev in new:
+        done = steps_done_after(ev.type, ev.step, ev.values if isinstance(ev, MetricsEvent) else ())
+        if done:  # None: not a step's event; 0: the evaluation before the first step
+            steps.append(done - 1)  # the index of the last completed step (RunPublic.steps_done - 1)
         if isinstance(ev, MetricsEvent):
             updates.append(ev.values)
-            if ev.step is not None:
-                steps.append(ev.step)
         elif isinstance(ev, EvalEvent):
             if finite(ev.reward_mean):
                 updates.append({M.EVAL_REWARD: ev.reward_mean})

@@ -7,6 +7,7 @@ exceptions defined here.
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -109,9 +110,25 @@ def rerun(*, db: Database, executor: Executor, hub: StatusPublisher, run_id: str
     src = get_run(db=db, run_id=run_id)
     if src.source != "native":
         raise Conflict(f"run {run_id} came from {src.source}; only native runs can be re-run here")
-    cfg = build_config(preset=None, config=src.config, overrides=body.overrides, name=body.name)
+    name = body.name or _rerun_name(db=db, name=src.name)
+    cfg = build_config(preset=None, config=src.config, overrides=body.overrides, name=name)
     return _insert_native(db=db, executor=executor, hub=hub, cfg=cfg, queue=body.queue or src.queue or default_queue,
                           parent_id=src.id)
+
+
+_RERUN_SUFFIX = re.compile(r" \(rerun (\d+)\)$")
+
+
+def _rerun_name(*, db: Database, name: str) -> str:
+    """``<name> (rerun N)``: N one past the highest rerun of the same base name (a rerun of a rerun
+    continues the series), so runs in the list tell themselves apart."""
+    base = _RERUN_SUFFIX.sub("", name)
+    prefix = f"{base} (rerun "
+    with db.session() as s:
+        names = s.scalars(select(Run.name).where(Run.name.startswith(prefix, autoescape=True)))
+        taken = [int(m.group(1)) for n in names if n[len(base):] and (m := _RERUN_SUFFIX.fullmatch(n[len(base):]))]
+    suffix = f" (rerun {max(taken, default=0) + 1})"
+    return base[: 200 - len(suffix)] + suffix
 
 
 def create_external_run(*, db: Database, hub: StatusPublisher, body: ExternalRunCreate) -> Run:

@@ -172,7 +172,9 @@ class ProfilerHooks:
         """Write the summary, report and memory report (called by ``on_train_end``)."""
         t0 = time.perf_counter()
         self.summary = rep.summarize(self.steps)
-        self.summary["substages_profiled"] = self.substages
+        # the trace's times: sub-stages, and their parents over the same profiled steps
+        self.summary["substages_profiled"] = {k: v for k, v in self.substages.items() if "/" in k}
+        self.summary["stages_profiled"] = {k: v for k, v in self.substages.items() if "/" not in k}
         self.summary["top_ops"] = self.top_ops
         cfg = getattr(self.trainer, "config", None)
         device = getattr(getattr(self.trainer, "device", None), "type", "cpu")
@@ -243,13 +245,14 @@ class ProfilerHooks:
 
 
 def _substage_times(events: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean seconds per profiled step of each sub-stage range, from the trace."""
+    """Mean seconds per profiled step of each stage and sub-stage range, from the trace: the stages
+    too, so a sub-stage is compared with its parent over the same (profiled) steps."""
     steps = {e["name"] for e in events if str(e.get("name", "")).startswith("ProfilerStep#")}
     n = max(1, len(steps))
     acc: dict[str, float] = {}
     for e in events:
         name = str(e.get("name", ""))
-        if "/" in name and name in ALL_RANGES and e.get("cat") == "user_annotation":
+        if name in ALL_RANGES and e.get("cat") == "user_annotation":
             acc[name] = acc.get(name, 0.0) + float(e["dur"]) / 1e6
     return {k: {"mean": v / n, "profiled_steps": float(n)} for k, v in sorted(acc.items())}
 

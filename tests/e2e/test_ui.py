@@ -43,8 +43,11 @@ def fill(page: Any, key: str, value: object) -> None:
         field.fill(str(value))
 
 
+REWARD_CHART = "figure.chart[aria-label^='Reward']"  # the per-step reward (the held-out reward comes first)
+
+
 def reward_points(page: Any) -> int:
-    return int(page.locator("figure.chart").first.get_attribute("data-points") or 0)
+    return int(page.locator(REWARD_CHART).get_attribute("data-points") or 0)
 
 
 def run_status(page: Any) -> str:
@@ -82,11 +85,11 @@ def test_submit_smoke_from_form_watch_it_live_and_open_every_tab(page: Any, api:
     assert len(live_counts) >= 2, f"reward chart did not gain points while running: {seen}"
     page.locator("#run-h .badge[data-status='succeeded']").wait_for(timeout=30_000)
     assert api.call("GET", f"/api/runs/{run_id}")["status"] == "succeeded"
-    page.wait_for_function("() => Number(document.querySelector('figure.chart').dataset.points) >= 5")
+    page.wait_for_function(f"() => Number(document.querySelector(\"{REWARD_CHART}\").dataset.points) >= 5")
     shoot(page, "03-run-finished-stability")
 
     # drag across the reward chart: every chart zooms to those steps, refetched from the server
-    over = page.locator("figure.chart .u-over").first.bounding_box()
+    over = page.locator(f"{REWARD_CHART} .u-over").bounding_box()
     with page.expect_request(re.compile(r"/metrics\?.*start=\d+.*end=\d+")):
         page.mouse.move(over["x"] + over["width"] * 0.2, over["y"] + 40)
         page.mouse.down()

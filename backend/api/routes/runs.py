@@ -216,9 +216,10 @@ def get_suggestions(
     return suggestion_service.suggest_for_run(db=db, run=run, budget_gb=budget_gb, device=device, top=top)
 
 
-@router.get("/{run_id}/artifacts", response_model=list[ArtifactPublic], summary="Profiles, traces, checkpoints")
-def get_artifacts(run: RunDep, db: DbDep) -> list[ArtifactPublic]:
-    return artifact_service.list_artifacts(db=db, run_id=run.id)
+@router.get("/{run_id}/artifacts", response_model=list[ArtifactPublic],
+            summary="Every file of the run: config, events, metrics and alerts CSV, profiles, traces, checkpoints")
+def get_artifacts(run: RunDep, db: DbDep, settings: SettingsDep) -> list[ArtifactPublic]:
+    return artifact_service.list_artifacts(db=db, artifacts_dir=settings.artifacts_dir, run_id=run.id)
 
 
 @router.get("/{run_id}/artifacts/{name:path}", summary="Download an artifact",

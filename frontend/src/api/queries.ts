@@ -31,6 +31,7 @@ export function useRun(id: string) {
   return useQuery({
     queryKey: keys.run(id),
     queryFn: ({ signal }) => unwrap(api.GET("/api/runs/{run_id}", { params: { path: { run_id: id } }, signal })),
+    retry: retryUnless4xx, // a run that is not there will not appear on a retry
   });
 }
 

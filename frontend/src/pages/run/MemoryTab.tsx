@@ -106,8 +106,12 @@ export default function MemoryTab({ run, store, cursor }: TabProps) {
   const models = rows.length ? rows[rows.length - 1]!.models : {};
   const maxModel = Math.max(1, ...Object.values(models));
   const maxPeak = Math.max(1, ...peakByStage.map((p) => p.peak));
+  // The whole process's RSS (CPU) is shared by every stage, so bars of it are all nearly full: draw
+  // what each stage holds above the lowest stage instead (the MiB figure stays the measured peak).
+  const base = cuda || peakByStage.length < 2 ? 0 : Math.min(...peakByStage.map((p) => p.peak));
+  const barWidth = (peak: number) => (maxPeak > base ? (100 * (peak - base)) / (maxPeak - base) : 0);
   const est = useMemoryEstimate(run.id); // on the run's device, which the server knows from the same snapshots
-  const predicted = est.data ? (
+  const predicted = est.isPending ? <Loading what="the memory model's prediction" /> : est.data ? (
     <Predicted est={est.data} measured={est.data.device === "cuda" && cuda ? Object.fromEntries(peakByStage.map((p) => [p.stage, p.peak])) : null} />
   ) : est.isError && !(est.error instanceof ApiError && est.error.status === 409) ? (
     <ErrorState error={est.error} retry={() => void est.refetch()} />
@@ -134,13 +138,14 @@ export default function MemoryTab({ run, store, cursor }: TabProps) {
       <div className="two-col">
         <section aria-labelledby="peak-h">
           <h2 id="peak-h">Peak per stage</h2>
-          <table className="bars">
+          <table className="bars memory-peaks">
             <tbody>
               {peakByStage.map((p) => (
-                <tr key={p.stage}><th scope="row">{p.stage}</th><td><span className="bar" style={{ width: `${(100 * p.peak) / maxPeak}%` }} />{fmtMB(p.peak)}</td></tr>
+                <tr key={p.stage}><th scope="row">{p.stage}</th><td><span className="bar" style={{ width: `${barWidth(p.peak)}%` }} />{fmtMB(p.peak)}{base > 0 ? <span className="muted"> (+{fmtMB(p.peak - base)})</span> : null}</td></tr>
               ))}
             </tbody>
           </table>
+          {base > 0 ? <p className="muted">Bars: MiB above the lowest stage ({fmtMB(base)}); the process's resident memory is shared by every stage.</p> : null}
         </section>
         <section aria-labelledby="models-h">
           <h2 id="models-h">Weights per model</h2>
