@@ -23,13 +23,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.api.deps import require_token
-from backend.api.routes import live, meta, runs
+from backend.api.routes import live, meta, mlflow, runs, telemetry
 from backend.api.security import RequestGuard, document_guards, install_log_redaction
 from backend.core.config import Settings
 from backend.core.db import Database, run_migrations
 from backend.services.artifacts import ArtifactNotFound
 from backend.services.event_validation import IngestError
 from backend.services.live import LiveHub
+from backend.services.mlflow import MlflowError
 from backend.services.runs import Conflict, RunNotFound
 from rlhfkit.config import ConfigError
 
@@ -181,6 +182,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(meta.health_router)
     app.include_router(runs.router, dependencies=auth)
     app.include_router(meta.router, dependencies=auth)
+    app.include_router(telemetry.router, dependencies=auth)  # GET /metrics for Prometheus
+    app.include_router(mlflow.router, dependencies=auth)  # MLflow clients send the token as MLFLOW_TRACKING_TOKEN
     app.include_router(live.router)  # WebSockets check the token themselves (deps.ws_admit)
 
     @app.exception_handler(ConfigError)
@@ -198,6 +201,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(ArtifactNotFound)
     async def _no_artifact(_: Request, exc: ArtifactNotFound) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(MlflowError)
+    async def _mlflow_error(_: Request, exc: MlflowError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.http_status)
 
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:

@@ -237,19 +237,11 @@ def run_rlhfkit(shape: dict[str, int], steps: int, warmup: int, tmp: Path,
     })
     sink = MemorySink()
     trainer = PPOTrainer(policy, reward, config=cfg, sinks=[sink])
-    cpu_times: list[float] = []
-    step_fn = trainer._ppo_step
-
-    def timed_step(step: int) -> dict[str, float]:  # process CPU time of each step, next to wall time
-        c0 = time.process_time()
-        out = step_fn(step)
-        cpu_times.append(time.process_time() - c0)
-        return out
-
-    trainer._ppo_step = timed_step  # type: ignore[method-assign]
+    clock = CpuClock()
+    trainer.add_hooks(clock)
     trainer.train()
     records = []
-    for ev, cpu in list(zip(sink.of_type("timings"), cpu_times, strict=True))[warmup:]:
+    for ev, cpu in list(zip(sink.of_type("timings"), clock.times, strict=True))[warmup:]:
         rec = {k: ev.stages.get(k, 0.0) for k in STAGES}
         rec["other"] = ev.step_time - sum(rec.values())
         rec["step"] = ev.step_time
@@ -258,6 +250,21 @@ def run_rlhfkit(shape: dict[str, int], steps: int, warmup: int, tmp: Path,
     lengths = sink.metric(M.RESPONSE_LEN)
     return {"system": "rlhfkit", "version": _version("rlhfkit"), "steps": records, "tokens_per_step": B * R,
             "threads": torch.get_num_threads(), "response_len": lengths[-1] if lengths else None}
+
+
+class CpuClock:
+    """Trainer hook: process CPU seconds of each step (``on_step_begin`` to ``on_step_end``), next to
+    the wall time the step's timings event reports."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._c0 = 0.0
+
+    def on_step_begin(self, step: int) -> None:
+        self._c0 = time.process_time()
+
+    def on_step_end(self, step: int, metrics: dict[str, float]) -> None:
+        self.times.append(time.process_time() - self._c0)
 
 
 def _version(dist: str) -> str:

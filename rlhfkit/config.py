@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -61,6 +61,9 @@ class GenerationConfig(_Strict):
         None, ge=1, title="Generation batch size", description="Prompts sampled per generation pass: the rollout batch is generated in chunks of this "
         "many (None = all ppo.batch_size prompts at once). Must divide ppo.batch_size. Smaller chunks need a smaller "
         "KV cache; larger ones generate faster")
+    samples_per_prompt: int = Field(
+        1, ge=1, le=256, title="Samples per prompt (G)", description="Responses sampled for each prompt: the group size G "
+        "of grpo, dr_grpo and rloo (>= 2 there). A step trains on ppo.batch_size x G responses")
 
 
 class RewardConfig(_Strict):
@@ -74,8 +77,8 @@ class RewardConfig(_Strict):
 
 
 class PPOConfig(_Strict):
-    batch_size: int = Field(32, ge=1, le=65536, description="Prompts (and responses) per PPO step")
-    mini_batch_size: int = Field(8, ge=1, description="Sequences per optimizer minibatch; must divide batch_size")
+    batch_size: int = Field(32, ge=1, le=65536, description="Prompts per step (each brings generation.samples_per_prompt responses)")
+    mini_batch_size: int = Field(8, ge=1, description="Prompts per optimizer minibatch (with their samples_per_prompt responses each); must divide batch_size")
     grad_accum_steps: int = Field(1, ge=1, description="Split each minibatch into this many micro-batches")
     ppo_epochs: int = Field(4, ge=1, le=100, description="Passes over the rollout batch per step")
     learning_rate: float = Field(1e-5, gt=0, le=1.0, description="AdamW learning rate")
@@ -93,6 +96,15 @@ class PPOConfig(_Strict):
     gamma: float = Field(1.0, ge=0, le=1, description="Discount")
     lam: float = Field(0.95, ge=0, le=1, description="GAE lambda")
     cliprange: float = Field(0.2, gt=0, le=10, description="Policy ratio clip epsilon")
+    cliprange_low: float | None = Field(
+        None, gt=0, le=10, description="Lower clip: the ratio is clipped at 1 - cliprange_low (None = cliprange)")
+    cliprange_high: float | None = Field(
+        None, gt=0, le=10, description="Upper clip: the ratio is clipped at 1 + cliprange_high (None = cliprange). DAPO's "
+        "clip-higher raises it (e.g. 0.28 with cliprange_low 0.2) so rare tokens can still gain probability")
+    kl_placement: Literal["auto", "reward", "loss"] = Field(
+        "auto", title="KL placement", description="Where the KL to the reference acts: reward = a per-token penalty in "
+        "the reward (PPO, RLOO, REINFORCE++); loss = beta x k3 added to the loss (the GRPO paper); auto = loss for "
+        "grpo and dr_grpo, reward otherwise")
     cliprange_value: float = Field(0.2, gt=0, description="Value prediction clip")
     value_coef: float = Field(0.5, ge=0, description="Value loss weight")
     entropy_coef: float = Field(0.01, ge=0, description="Entropy bonus weight")
@@ -130,6 +142,9 @@ class TrainConfig(_Strict):
 class MonitorConfig(_Strict):
     stop_on_critical: bool = Field(False, description="Stop the run when a critical alert fires")
     thresholds: dict[str, float] = Field(default_factory=dict, description="Override StabilityMonitor thresholds by rule name")
+    system_interval_s: float = Field(10.0, ge=1.0, le=3600.0, description="Seconds between system/* samples (process CPU "
+                                     "and memory, host memory, per-GPU utilisation, memory, power, temperature), "
+                                     "taken on a thread of their own")
 
 
 class ProfileConfig(_Strict):
@@ -144,10 +159,21 @@ class ProfileConfig(_Strict):
     profile_memory: bool = Field(False, description="Record allocations in the trace")
 
 
+Algorithm = Literal["ppo", "grpo", "dr_grpo", "rloo", "reinforce_pp"]
+ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
+# Algorithms whose baseline is the other responses to the same prompt: they need G >= 2.
+GROUP_ALGORITHMS = ("grpo", "dr_grpo", "rloo")
+
+
 class RunConfig(_Strict):
     name: str = Field("run", min_length=1, max_length=200, description="Human-readable run name")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for torch, numpy and Python RNGs")
     tags: list[str] = Field(default_factory=list, description="Free-form tags")
+    algorithm: Algorithm = Field(
+        "ppo", description="ppo = clipped PPO with a value head and GAE; the critic-free family builds no value head: "
+        "grpo = group-normalised advantages (r - mean) / std over generation.samples_per_prompt responses; dr_grpo = "
+        "GRPO without the std division, token losses summed and divided by max_new_tokens; rloo = leave-one-out "
+        "baseline; reinforce_pp = REINFORCE++ (KL in the reward, returns whitened over the batch)")
     model: ModelConfig = Field(default_factory=ModelConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
@@ -165,6 +191,13 @@ class RunConfig(_Strict):
                 type=PydanticCustomError("divides", "generation.batch_size ({gb}) must divide ppo.batch_size ({b})",
                                          {"gb": gb, "b": b}),
                 loc=("generation", "batch_size"), input=gb)])
+        G = self.generation.samples_per_prompt
+        if self.algorithm in GROUP_ALGORITHMS and G < 2:
+            raise ValidationError.from_exception_data("RunConfig", [InitErrorDetails(
+                type=PydanticCustomError("group_size", "algorithm={alg} compares each response with the others to its "
+                                         "prompt: generation.samples_per_prompt must be >= 2 (got {g})",
+                                         {"alg": self.algorithm, "g": G}),
+                loc=("generation", "samples_per_prompt"), input=G)])
         return self
 
 
@@ -174,6 +207,31 @@ def total_steps(cfg: RunConfig) -> int:
 
 def num_minibatches(cfg: RunConfig) -> int:
     return cfg.ppo.batch_size // cfg.ppo.mini_batch_size
+
+
+def responses_per_step(cfg: RunConfig) -> int:
+    """Responses a step trains on: ``ppo.batch_size`` prompts x ``generation.samples_per_prompt``."""
+    return cfg.ppo.batch_size * cfg.generation.samples_per_prompt
+
+
+def uses_critic(cfg: RunConfig) -> bool:
+    """True for PPO; the critic-free family builds no value head and runs no value pass."""
+    return cfg.algorithm == "ppo"
+
+
+def kl_in_loss(cfg: RunConfig) -> bool:
+    """Whether the KL to the reference is a k3 loss term (else a per-token reward penalty)."""
+    placement = cfg.ppo.kl_placement
+    if placement == "auto":
+        return cfg.algorithm in ("grpo", "dr_grpo")
+    return placement == "loss"
+
+
+def clip_bounds(p: PPOConfig) -> tuple[float, float]:
+    """(eps_low, eps_high): the ratio is clipped to [1 - eps_low, 1 + eps_high]."""
+    low = p.cliprange_low if p.cliprange_low is not None else p.cliprange
+    high = p.cliprange_high if p.cliprange_high is not None else p.cliprange
+    return low, high
 
 
 def generation_batch(cfg: RunConfig) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -49,7 +50,7 @@ Count64 = Annotated[int, Strict(), Field(ge=0, le=JSON_INT_MAX), BeforeValidator
 Float = Annotated[float, Strict()]
 # The run vocabularies, declared once: the registry's columns, the API schemas and (through the
 # OpenAPI schema) the browser's generated client all use these.
-RunSource = Literal["native", "trl", "openrlhf", "external"]
+RunSource = Literal["native", "trl", "openrlhf", "mlflow", "external"]
 ExternalSource = Literal["trl", "openrlhf", "external"]  # runs that execute elsewhere and POST their events
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 RUN_SOURCES: Final[tuple[str, ...]] = get_args(RunSource)
@@ -159,6 +160,8 @@ class RunStarted(_Event):
     device: Str32 = "cpu"
     versions: dict[Key, Str200] = Field(default_factory=dict)
     git_commit: Str64 | None = None
+    # the peak FLOP/s the run's perf/mfu/* divide by and where it comes from (rlhfkit.mfu.Peak)
+    perf: JsonDict = Field(default_factory=dict)
 
 
 class MetricsEvent(_Event):
@@ -287,21 +290,24 @@ class EventEmitter:
         self.run_id = run_id
         self.sinks: list[Sink] = list(sinks or [])
         self._seq = start_seq
+        # the training loop and the system sampler's thread both emit: one seq each, in seq order
+        self._lock = threading.Lock()
 
     def add(self, sink: Sink) -> None:
         self.sinks.append(sink)
 
     def emit(self, event: Event) -> Event:
-        event.run_id = self.run_id
-        event.seq = self._seq
-        self._seq += 1
-        if not event.ts:
-            event.ts = time.time()
-        for sink in self.sinks:
-            try:
-                sink.emit(event)
-            except Exception:  # a broken sink must never kill training
-                _log.exception("sink %r failed on %s event; continuing", sink, event.type)
+        with self._lock:
+            event.run_id = self.run_id
+            event.seq = self._seq
+            self._seq += 1
+            if not event.ts:
+                event.ts = time.time()
+            for sink in self.sinks:
+                try:
+                    sink.emit(event)
+                except Exception:  # a broken sink must never kill training
+                    _log.exception("sink %r failed on %s event; continuing", sink, event.type)
         return event
 
     def close(self) -> None:

@@ -27,6 +27,8 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "kl_high_factor": 2.0,  # warning when KL > factor * target (critical at 2x this)
     "kl_max": 25.0,  # nats per sequence, used when no target is known
     "kl_per_token_max": 0.5,  # nats per token (GRPO/RLOO/OpenRLHF report KL per token)
+    "mismatch_kl_max": 0.01,  # nats per token between the sampler's and the trainer's log-probs
+    "mismatch_token_prob_error_max": 1.1,  # NeMo-RL's token_mult_prob_error (1 = identical)
     "kl_rise_window": 10,  # steps
     "kl_rise_factor": 3.0,  # KL grew by this factor across the window
     "kl_rise_min": 1.0,  # ... and by at least this many nats
@@ -39,6 +41,9 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "clipfrac_max": 0.3,
     "ratio_max": 10.0,
     "ratio_mean_dev": 0.2,  # |ratio_mean - 1| above this
+    "zero_std_frac_max": 0.5,  # share of prompts whose G rewards are all equal (critic-free runs)
+    "length_cap_frac_max": 0.9,  # share of responses cut at max_new_tokens ...
+    "length_cap_window": 5,  # ... for this many steps in a row
     "cooldown": 20,  # steps a rule stays quiet after firing
     "warmup": 3,  # steps before ratio-based (running-median) rules may fire
 }
@@ -77,6 +82,7 @@ class StabilityMonitor:
         self._kl: deque[float] = deque(maxlen=int(self.thresholds["kl_rise_window"]) + 1)
         self._grad: deque[float] = deque(maxlen=50)
         self._vloss: deque[float] = deque(maxlen=50)
+        self._capped: deque[float] = deque(maxlen=max(1, int(self.thresholds["length_cap_window"])))
         self.on_alert: Callable[[AlertEvent], None] | None = None
 
     # The trainer hands every event to callbacks; the monitor only needs step metrics.
@@ -136,6 +142,16 @@ class StabilityMonitor:
                          th["kl_per_token_max"], f"KL to the reference is {klt:.3f} nats per token",
                          "Raise the KL coefficient (beta) or lower the learning rate.")
 
+        # training-vs-inference mismatch, whichever framework's name it arrived under (rlhfkit.metrics)
+        for key, limit in ((M.MISMATCH_KL, th["mismatch_kl_max"]),
+                           (M.MISMATCH_TOKEN_PROB_ERROR, th["mismatch_token_prob_error_max"])):
+            seen = m.get(key)
+            if seen is not None and seen > limit:
+                yield _Alert("mismatch_high", "warning", key, seen, limit,
+                             f"the sampler and the trainer disagree on the sampled tokens: {key} = {seen:.4g}",
+                             "Sampled tokens are scored off-policy: match the sampler's dtype/kernels to the trainer's "
+                             "(e.g. an fp32 LM head), or correct with truncated importance sampling.")
+
         ent = m.get(M.ENTROPY)
         if ent is not None:
             floor = max(th["entropy_min"], th["entropy_drop_ratio"] * self._first.get(M.ENTROPY, 0.0))
@@ -151,6 +167,25 @@ class StabilityMonitor:
                 yield _Alert("reward_variance_collapse", "warning", M.REWARD_STD, rstd, floor,
                              f"Reward std across the batch is {rstd:.4f}: every response scores alike (mode collapse or reward saturation)",
                              "Check for reward hacking in the samples; raise the KL penalty or entropy bonus; use a richer reward.")
+
+        zs = m.get(M.FRAC_ZERO_STD)
+        if zs is not None and zs > th["zero_std_frac_max"]:
+            yield _Alert("zero_std_groups", "critical" if zs >= 0.99 else "warning", M.FRAC_ZERO_STD, zs,
+                         th["zero_std_frac_max"],
+                         f"{zs:.0%} of prompts got the same reward on all their samples: their advantage is 0, "
+                         "so most of the batch teaches nothing",
+                         "Raise generation.samples_per_prompt or the temperature, use a denser reward, or filter out "
+                         "prompts that are always solved or never solved (DAPO's dynamic sampling).")
+
+        capped = m.get(M.RESPONSE_CLIPPED)
+        if capped is not None:
+            self._capped.append(capped)
+            if len(self._capped) == self._capped.maxlen and min(self._capped) > th["length_cap_frac_max"]:
+                yield _Alert("length_at_cap", "warning", M.RESPONSE_CLIPPED, capped, th["length_cap_frac_max"],
+                             f"{capped:.0%} of responses stop at the length cap (over {th['length_cap_frac_max']:.0%} "
+                             f"for {len(self._capped)} steps): the policy no longer ends its answers",
+                             "Raise generation.max_new_tokens, set generation.missing_eos_penalty, or use dr_grpo "
+                             "(no per-response length normalisation, which rewards long wrong answers).")
 
         warm = len(self.history) > th["warmup"]
         g = m.get(M.GRAD_NORM)

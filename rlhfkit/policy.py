@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import copy
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -28,6 +29,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model, PreTrainedToken
 
 from rlhfkit import fastgpt2
 from rlhfkit import ppo_ops as ops
+from rlhfkit.runtime import trunk
 
 # GPT-2 shapes by name (n_layer, n_embd, n_head); `tiny` comes from rlhfkit.tiny.
 GPT2_SHAPES: dict[str, tuple[int, int, int]] = {
@@ -37,23 +39,97 @@ GPT2_SHAPES: dict[str, tuple[int, int, int]] = {
 }
 
 
-class BasePolicy(nn.Module):
-    """What PPOTrainer needs from a policy (see GPT2Policy for the reference implementation)."""
+@runtime_checkable
+class BasePolicy(Protocol):
+    """What :class:`rlhfkit.trainer.PPOTrainer` calls on a policy; :class:`GPT2Policy` is the
+    reference implementation. Shapes: B batch, P prompt length, R response length, T = P + R.
 
-    tokenizer: PreTrainedTokenizerBase
+    A policy is a ``torch.nn.Module`` (the trainer moves it, switches train/eval, checkpoints it)
+    that also owns its tokenizer, its prompt data and its value function.
+    """
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase: ...
+    @property
+    def model(self) -> nn.Module:
+        """The language model (counted as "policy" in memory events)."""
+        ...
+    @property
+    def value_head(self) -> nn.Module: ...
+    @property
+    def critic(self) -> nn.Module | None:
+        """A separate value trunk, or None when the value head sits on the policy's own trunk."""
+        ...
+
+    model_size: str
     max_length: int
-    temperature: float
+    shared_value_trunk: bool
+    temperature: float  # the trainer sets these three from the run's config before the first step
     top_p: float
     top_k: int
 
+    # nn.Module's own surface that the loop uses
+    def to(self, device: torch.device) -> Any: ...
+    def train(self, mode: bool = True) -> Any: ...
+    def eval(self) -> Any: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any: ...
+
     def train_prompts(self) -> list[str]:
-        raise NotImplementedError
+        """Prompts the rollout samples from."""
+        ...
 
     def eval_prompts(self) -> list[str]:
-        raise NotImplementedError
+        """Held-out prompts for evaluation."""
+        ...
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the optimizer updates (language model, value head, critic)."""
+        ...
+
+    def make_reference(self) -> nn.Module:
+        """A frozen copy of the current language model (the KL anchor), in eval mode."""
+        ...
+
+    def reference_logprobs(self, reference: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                           prompt_len: int) -> torch.Tensor:
+        """Log-probs (B, R) of the response tokens under ``reference`` (from :meth:`make_reference`)."""
+        ...
+
+    def encode_prompts(self, prompts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded prompt ids and attention mask, (B, P) each."""
+        ...
+
+    def decode(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> list[str]:
+        """Text of each row of ``ids`` (B, R), keeping only positions where ``mask`` is 1."""
+        ...
+
+    def forward_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
+                       *, with_values: bool = True, with_entropy: bool = False,
+                       ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Log-probs, values and entropy (B, R) of the response tokens of (B, T) sequences."""
+        ...
+
+    def generate(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, *,
+                 generator: torch.Generator | None = None, stop_at_eos: bool = True,
+                 temperature: float | None = None, top_p: float | None = None, top_k: int | None = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sampled response ids and mask (B, R); the mask is 1 up to and including EOS."""
+        ...
+
+    @property
+    def scores_while_sampling(self) -> bool:
+        """True when :meth:`generate_scored` returns log-probs and values (no scoring pass needed)."""
+        ...
+
+    def generate_scored(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, *,
+                        generator: torch.Generator | None = None, stop_at_eos: bool = True,
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`generate` plus the sampled tokens' log-probs and values, (B, R) each."""
+        ...
 
 
-class GPT2Policy(BasePolicy):
+class GPT2Policy(nn.Module):
     """GPT-2 policy network.
 
     Args:
@@ -198,6 +274,17 @@ class GPT2Policy(BasePolicy):
         ref.requires_grad_(False)
         return ref
 
+    def reference_logprobs(self, reference: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                           prompt_len: int) -> torch.Tensor:
+        """Log-probs (B, R) of the response tokens under the frozen ``reference`` (a GPT-2 LM from
+        :meth:`make_reference`), tempered like the policy's, on the lean forward when it applies."""
+        position_ids = fastgpt2.position_ids_from_mask(attention_mask)
+        h = trunk(reference.transformer, input_ids, attention_mask, position_ids)  # type: ignore[arg-type]  # (B, T, D)
+        logits = fastgpt2.lm_logits(reference.lm_head, h[:, prompt_len - 1 : -1])  # type: ignore[arg-type]
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        return ops.logprobs_from_logits(logits, input_ids[:, prompt_len:])
+
     def encode_prompts(self, prompts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         ids = enc["input_ids"].to(device)  # (B, P) left-padded
@@ -222,7 +309,7 @@ class GPT2Policy(BasePolicy):
         position t predict token t+1, so the response's scores come from positions P-1 .. T-2.
         """
         position_ids = fastgpt2.position_ids_from_mask(attention_mask)
-        hidden = _trunk(self.model.transformer, input_ids, attention_mask, position_ids)  # (B, T, D)
+        hidden = trunk(self.model.transformer, input_ids, attention_mask, position_ids)  # (B, T, D)
         h = hidden[:, prompt_len - 1 : -1]  # (B, R, D)
         logits = fastgpt2.lm_logits(self.model.lm_head, h)  # (B, R, V)
         if self.temperature != 1.0:
@@ -235,7 +322,7 @@ class GPT2Policy(BasePolicy):
             if self.critic is None:
                 values = self.value_head(h).squeeze(-1)
             else:
-                hc = _trunk(self.critic, input_ids, attention_mask, position_ids)
+                hc = trunk(self.critic, input_ids, attention_mask, position_ids)
                 values = self.value_head(hc[:, prompt_len - 1 : -1]).squeeze(-1)
         return logprobs, values, entropy
 
@@ -291,15 +378,6 @@ class GPT2Policy(BasePolicy):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
-
-
-def _trunk(transformer: GPT2Model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-           position_ids: torch.Tensor) -> torch.Tensor:
-    """Last hidden state (B, T, D): the lean forward of :mod:`rlhfkit.fastgpt2` when it applies."""
-    if fastgpt2.supports(transformer):
-        return fastgpt2.hidden_states(transformer, input_ids, attention_mask, position_ids)
-    return transformer(input_ids=input_ids, attention_mask=attention_mask,
-                       position_ids=position_ids).last_hidden_state
 
 
 def _prepare_tokenizer(tok: PreTrainedTokenizerBase) -> None:
@@ -443,3 +521,8 @@ def sample(model: GPT2LMHeadModel, prompt_ids: torch.Tensor, prompt_mask: torch.
     if not scored:
         return Samples(tokens, resp_mask)
     return Samples(tokens, resp_mask, torch.stack(logprobs, 1), torch.stack(hidden, 1) if hidden else None)
+
+
+def _as_base_policy(policy: GPT2Policy) -> BasePolicy:
+    """Never called: lets mypy check that GPT2Policy satisfies the BasePolicy protocol."""
+    return policy

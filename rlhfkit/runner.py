@@ -16,6 +16,7 @@ from typing import Any
 from rlhfkit.config import RunConfig, to_yaml, total_steps, validate_config
 from rlhfkit.events import EventEmitter, RunFailed, RunStarted, Sink, new_run_id
 from rlhfkit.sinks import JsonlSink
+from rlhfkit.system import SystemSampler
 
 _log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def run_training(config: RunConfig, *, run_id: str | None = None, sinks: Sequenc
             raise
         trainer = PPOTrainer(policy, reward, config=config, run_id=run_id, sinks=all_sinks, run_dir=run_dir,
                              should_stop=should_stop)
-        trainer.add_hooks(*hooks)
+        trainer.add_hooks(SystemSampler(config.monitor.system_interval_s), *hooks)
         if config.profile.enabled:
             from rlhfkit.profiler import ProfilerHooks
 
@@ -67,10 +68,10 @@ def report_never_started(run_id: str, sinks: Sequence[Sink], exc: BaseException,
     only event. Call it from inside the ``except`` block (the traceback is the current one)."""
     em = EventEmitter(run_id, sinks)
     if config is not None:
-        from rlhfkit.trainer import _git_commit, _versions
+        from rlhfkit.runtime import git_commit, versions
 
         em.emit(RunStarted(name=config.name, config=config.model_dump(mode="json"), seed=config.seed,
-                           total_steps=total_steps(config), versions=_versions(), git_commit=_git_commit()))
+                           total_steps=total_steps(config), versions=versions(), git_commit=git_commit()))
     em.emit(RunFailed(error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=20)))
 
 

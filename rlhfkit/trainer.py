@@ -1,18 +1,24 @@
 """PPOTrainer: the PPO-for-RLHF loop, readable top to bottom.
 
-One step (``_ppo_step``) is five named stages, each timed and memory-tracked by
-:class:`rlhfkit.instrument.StageRecorder`:
+One step (:meth:`PPOTrainer.train_step`) is four named stages passing named data
+(:mod:`rlhfkit.experience`), each timed and memory-tracked by :class:`rlhfkit.instrument.StageRecorder`:
 
-1. **generation** — sample B prompts, sample responses with the KV cache (in chunks of
-   ``generation.batch_size`` prompts when set).
-2. **scoring** — one policy pass for old log-probs and values (shared trunk; with
-   ``ppo.rollout_scores: sampling`` they are read off the sampling pass instead), one reference pass
-   for the KL anchor, the reward model's scores (reference and reward model on the policy's device
-   or, with ``model.reference_device`` / ``reward.device`` = cpu, on the host).
-3. **advantages** — per-token KL penalty, score on the last token, GAE, whitening.
-4. **update** — ``ppo_epochs`` passes over shuffled minibatches (gradient accumulation inside),
-   clipped policy and value losses, entropy bonus, grad-norm clipping, LR schedule.
-5. **evaluation** — every ``eval_every`` steps, held-out prompts with a fixed sampling seed.
+1. ``rollout()`` (stage **generation**) — sample B prompts, sample responses with the KV cache (in
+   chunks of ``generation.batch_size`` prompts when set) -> :class:`Rollout`.
+2. ``score()`` (stage **scoring**) — one policy pass for old log-probs and values (shared trunk;
+   with ``ppo.rollout_scores: sampling`` they are read off the sampling pass instead), one reference
+   pass for the KL anchor, the reward model's scores (reference and reward model on the policy's
+   device or, with ``model.reference_device`` / ``reward.device`` = cpu, on the host) -> :class:`Experience`.
+3. ``advantages()`` (stage **advantages**) — per-token KL penalty, score on the last token, GAE,
+   whitening (math in :mod:`rlhfkit.ppo_ops`) -> :class:`Advantages`.
+4. ``update()`` (stage **update**) — ``ppo_epochs`` passes over shuffled minibatches (gradient
+   accumulation inside), clipped policy and value losses, entropy bonus, grad-norm clipping, LR
+   schedule -> :class:`UpdateStats`.
+
+then ``step_metrics()`` names the numbers after :mod:`rlhfkit.metrics`, and every ``eval_every``
+steps **evaluation** samples held-out prompts with a fixed sampling seed. Hooks
+(``on_step_begin``/``on_step_end``, ``on_stage_begin``/``on_stage_end``) are how benchmarks and
+the profiler watch a step; the policy is anything that satisfies :class:`rlhfkit.policy.BasePolicy`.
 
 Batch storage is named by meaning (``b_`` whole rollout batch, ``mb_`` minibatch) as in CleanRL.
 The loop never writes files or talks to services: it emits events (:mod:`rlhfkit.events`) to
@@ -23,19 +29,17 @@ from __future__ import annotations
 
 import contextlib
 import math
-import platform
 import random
-import subprocess
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
-from rlhfkit import fastgpt2
+from rlhfkit import mfu, runtime
 from rlhfkit import ppo_ops as ops
 from rlhfkit.config import (
     GenerationConfig,
@@ -63,10 +67,11 @@ from rlhfkit.events import (
     TimingsEvent,
     new_run_id,
 )
+from rlhfkit.experience import Advantages, Experience, Rollout, UpdateStats
 from rlhfkit.instrument import StageRecorder, module_mb
 from rlhfkit.metrics import M
 from rlhfkit.monitor import StabilityMonitor
-from rlhfkit.policy import GPT2Policy
+from rlhfkit.policy import BasePolicy
 from rlhfkit.rewards import BaseRewardModel
 from rlhfkit.sinks import CallbackSink
 
@@ -104,7 +109,7 @@ class PPOTrainer:
 
     def __init__(
         self,
-        policy: GPT2Policy,
+        policy: BasePolicy,
         reward_model: BaseRewardModel,
         batch_size: int = 32,
         learning_rate: float = 1e-5,
@@ -165,8 +170,10 @@ class PPOTrainer:
         cfg = self.config
         n_steps = total_steps(cfg)
         t_start = time.perf_counter()
+        self.peak = mfu.run_peak(self.device, dtype=cfg.model.dtype, threads=cfg.train.threads)
         self.emit(RunStarted(name=cfg.name, config=cfg.model_dump(mode="json"), seed=cfg.seed, total_steps=n_steps,
-                             device=str(self.device), versions=_versions(), git_commit=_git_commit()))
+                             device=str(self.device), versions=runtime.versions(), git_commit=runtime.git_commit(),
+                             perf=self.peak.to_dict()))
         summary: dict[str, Any] = {}
         try:
             self._setup()
@@ -180,7 +187,7 @@ class PPOTrainer:
                     status = "cancelled"
                     break
                 self._call_hooks("on_step_begin", step)
-                last_metrics = self._ppo_step(step)
+                last_metrics = self.train_step(step)
                 self.global_step = step + 1
                 self._call_hooks("on_step_end", step, last_metrics)
                 every = cfg.train.checkpoint_every
@@ -243,6 +250,11 @@ class PPOTrainer:
         self.autocast = self.device.type == "cuda" and cfg.model.dtype == "bf16"
         self._last_eval = math.nan
         self._last_eval_step = -1
+        self.peak = getattr(self, "peak", None) or mfu.run_peak(self.device, dtype=cfg.model.dtype,
+                                                                threads=cfg.train.threads)  # train() probes first
+        self.perf = mfu.PerfCounter(mfu.ModelShape.of(self.policy.model.config), p.ppo_epochs,
+                                    self.policy.critic is not None, self.peak,
+                                    getattr(self.reward_model, "flops_per_token", 0.0))
         self.model_mb = {
             "policy": module_mb(self.policy.model),
             "reference": module_mb(self.ref_model),
@@ -257,161 +269,180 @@ class PPOTrainer:
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast)
 
     # ------------------------------------------------------------------ one PPO step
-    def _ppo_step(self, step: int) -> dict[str, float]:
-        cfg, p, g = self.config, self.config.ppo, self.config.generation
+    def train_step(self, step: int) -> dict[str, float]:
+        """One PPO step: rollout -> score -> advantages -> update -> metrics (and evaluation when due)."""
         rec = self.recorder
         rec.begin_step(step)
         t0 = time.perf_counter()
-        B = p.batch_size
-
-        # 1. generation ------------------------------------------------------------------
         with rec.stage("generation"):
-            idx = torch.randint(len(self.train_prompts), (B,), generator=self.gen).tolist()
-            prompts = [self.train_prompts[i] for i in idx]
-            b_query, b_query_mask = self.policy.encode_prompts(prompts, self.device)  # (B, P)
-            self.policy.eval()
-            gb = generation_batch(cfg)  # chunks share the batch's padding, so P is the same for all
-            chunks = []
-            # old log-probs and values read off the sampling pass where the policy can supply both
-            from_sampling = p.rollout_scores == "sampling" and self.policy.scores_while_sampling
-            sampled: list[tuple[torch.Tensor, torch.Tensor]] = []  # per chunk: log-probs, values
-            with self._amp():
-                for c0 in range(0, B, gb):
-                    args = (b_query[c0 : c0 + gb], b_query_mask[c0 : c0 + gb], g.max_new_tokens)
-                    if from_sampling:
-                        ids, msk, lp, val = self.policy.generate_scored(*args, generator=self.sample_gen,
-                                                                        stop_at_eos=g.stop_at_eos)
-                        assert val is not None
-                        chunks.append((ids, msk))
-                        sampled.append((lp, val))
-                    else:
-                        chunks.append(self.policy.generate(*args, generator=self.sample_gen, stop_at_eos=g.stop_at_eos))
-            b_response, b_mask_long = _cat_responses(chunks, self.policy.tokenizer.pad_token_id)  # (B, R)
-        P = b_query.shape[1]
-        b_ids = torch.cat([b_query, b_response], 1)  # (B, T)
-        b_attn = torch.cat([b_query_mask, b_mask_long], 1)  # (B, T)
-        b_mask = b_mask_long.float()  # (B, R) 1 on real response tokens
-
-        # 2. scoring ---------------------------------------------------------------------
+            rollout = self.rollout()
         with rec.stage("scoring"), torch.no_grad(), self._amp():
-            with rec.substage("scoring/value"):
-                b_values: torch.Tensor | None
-                if from_sampling:
-                    R = b_response.shape[1]
-                    b_logprobs = _pad_cat([lp for lp, _ in sampled], R)
-                    b_values = _pad_cat([v for _, v in sampled], R)
-                else:
-                    b_logprobs, b_values, _ = self.policy.forward_scores(b_ids, b_attn, P)  # (B, R) each
-            with rec.substage("scoring/reference"):
-                dev = self.ref_device
-                b_ref_logprobs = _ref_logprobs(self.ref_model, b_ids.to(dev), b_attn.to(dev), P,
-                                               self.policy.temperature).to(self.device)
-            with rec.substage("scoring/reward"):
-                responses = self.policy.decode(b_response, b_mask_long)
-                b_scores = self.reward_model.score(prompts=prompts, responses=responses, query_ids=b_query,
-                                                   response_ids=b_response, response_mask=b_mask_long).to(self.device)
-            b_logprobs, b_ref_logprobs = b_logprobs.float(), b_ref_logprobs.float()
-            assert b_values is not None
-            b_values = b_values.float()
-            eos_id = self.policy.tokenizer.eos_token_id
-            b_has_eos = (b_response == eos_id).any(1) if eos_id is not None else torch.zeros(B, dtype=torch.bool)
-            raw_scores = b_scores.clone()
-            if g.missing_eos_penalty is not None:
-                b_scores = torch.where(b_has_eos, b_scores, b_scores - g.missing_eos_penalty)
-
-        # 3. advantages ------------------------------------------------------------------
+            exp = self.score(rollout)
         with rec.stage("advantages"), torch.no_grad():
-            k1, k3 = ops.kl_estimators(b_logprobs, b_ref_logprobs)  # (B, R) per-token estimates
-            kl_tok = k1 if p.kl_estimator == "k1" else k3
-            kl_coef = self.kl_ctl.value
-            scores = b_scores
-            if p.whiten_rewards:
-                ones = torch.ones_like(scores)
-                scores = ops.masked_whiten(scores, ones, shift_mean=False)
-            b_rewards = ops.kl_penalized_rewards(scores, kl_tok, b_mask, kl_coef)  # (B, R)
-            b_adv_raw, b_returns = ops.compute_gae(b_rewards, b_values, b_mask, p.gamma, p.lam)
-            b_adv = ops.masked_whiten(b_adv_raw, b_mask) if p.whiten_advantages else b_adv_raw
-            seq_k1 = (k1 * b_mask).sum(1)  # (B,) KL per sequence
-            seq_k3 = (k3 * b_mask).sum(1)
-
-        # 4. update ----------------------------------------------------------------------
-        stats: dict[str, list[torch.Tensor]] = {k: [] for k in ("pg", "vf", "ent", "clip", "vclip", "akl", "rmean", "rmax", "gn", "loss")}
+            adv = self.advantages(exp)
         with rec.stage("update"):
-            self.policy.train()
-            mb_size = p.mini_batch_size
-            micro = mb_size // p.grad_accum_steps
-            for _epoch in range(p.ppo_epochs):
-                perm = torch.randperm(B, generator=self.gen).to(self.device)
-                for start in range(0, B, mb_size):
-                    mb_idx = perm[start : start + mb_size]
-                    self.optimizer.zero_grad(set_to_none=True)
-                    for m0 in range(0, mb_size, micro):
-                        i = mb_idx[m0 : m0 + micro]
-                        with rec.substage("update/forward"), self._amp():
-                            mb_logprobs, mb_values, mb_entropy = self.policy.forward_scores(
-                                b_ids[i], b_attn[i], P, with_entropy=True)
-                            assert mb_values is not None and mb_entropy is not None
-                            mb_mask = b_mask[i]
-                            pl = ops.policy_loss(mb_logprobs.float(), b_logprobs[i], b_adv[i], mb_mask, p.cliprange)
-                            vl, vclip = ops.value_loss(mb_values.float(), b_values[i], b_returns[i], mb_mask, p.cliprange_value)
-                            ent = ops.masked_mean(mb_entropy.float(), mb_mask)
-                            loss = pl.loss + p.value_coef * vl - p.entropy_coef * ent
-                        with rec.substage("update/backward"):
-                            (loss / p.grad_accum_steps).backward()
-                        # detached device tensors: one host transfer per step, not nine per micro-batch
-                        for key, val in (("pg", pl.loss), ("vf", vl), ("ent", ent), ("clip", pl.clipfrac),
-                                         ("vclip", vclip), ("akl", pl.approx_kl), ("rmean", pl.ratio_mean),
-                                         ("rmax", pl.ratio_max), ("loss", loss)):
-                            stats[key].append(val.detach())
-                    with rec.substage("update/optimizer"):
-                        gn = torch.nn.utils.clip_grad_norm_(self.policy.trainable_parameters(), p.max_grad_norm)
-                        self.optimizer.step()
-                    stats["gn"].append(gn.detach())
-            lr = float(self.scheduler.get_last_lr()[0])
-            self.scheduler.step()
-        st = {k: torch.stack(v).float().cpu().tolist() for k, v in stats.items()}  # the step's one sync
-        mean_seq_kl = float(seq_k1.mean())
-        self.kl_ctl.update(mean_seq_kl, B)
-
-        # 5. evaluation ------------------------------------------------------------------
-        every = cfg.train.eval_every
-        if every and (step + 1) % every == 0 and step + 1 < total_steps(cfg):
+            stats = self.update(exp, adv)
+        self.kl_ctl.update(float(adv.seq_kl_k1.mean()), exp.batch_size)
+        every = self.config.train.eval_every
+        if every and (step + 1) % every == 0 and step + 1 < total_steps(self.config):
             self._evaluate(step=step + 1)
-
         step_time = time.perf_counter() - t0
-        n_tokens = int(b_mask.sum())
+        metrics = self.step_metrics(exp, adv, stats, step_time)
+        self._emit_step(step, metrics, step_time, int(exp.mask.sum()))
+        return metrics
+
+    def rollout(self) -> Rollout:
+        """Sample ``ppo.batch_size`` prompts and one response each (in chunks of ``generation.batch_size``)."""
+        cfg, g = self.config, self.config.generation
+        B = cfg.ppo.batch_size
+        idx = torch.randint(len(self.train_prompts), (B,), generator=self.gen).tolist()
+        prompts = [self.train_prompts[i] for i in idx]
+        query, query_mask = self.policy.encode_prompts(prompts, self.device)  # (B, P)
+        self.policy.eval()
+        gb = generation_batch(cfg)  # chunks share the batch's padding, so P is the same for all
+        # old log-probs and values read off the sampling pass where the policy can supply both
+        from_sampling = cfg.ppo.rollout_scores == "sampling" and self.policy.scores_while_sampling
+        chunks: list[tuple[torch.Tensor, torch.Tensor]] = []  # per chunk: ids, mask (b, R_chunk)
+        scored: list[tuple[torch.Tensor, torch.Tensor]] = []  # per chunk: log-probs, values
+        with self._amp():
+            for c0 in range(0, B, gb):
+                args = (query[c0 : c0 + gb], query_mask[c0 : c0 + gb], g.max_new_tokens)
+                if from_sampling:
+                    ids, msk, lp, val = self.policy.generate_scored(*args, generator=self.sample_gen,
+                                                                    stop_at_eos=g.stop_at_eos)
+                    assert val is not None
+                    chunks.append((ids, msk))
+                    scored.append((lp, val))
+                else:
+                    chunks.append(self.policy.generate(*args, generator=self.sample_gen, stop_at_eos=g.stop_at_eos))
+        response, response_mask = _cat_responses(chunks, self.policy.tokenizer.pad_token_id)  # (B, R)
+        out = Rollout(prompts=prompts, query=query, query_mask=query_mask, response=response,
+                      response_mask=response_mask)
+        if from_sampling:
+            R = response.shape[1]
+            out.sampled_logprobs = _pad_cat([lp for lp, _ in scored], R)
+            out.sampled_values = _pad_cat([v for _, v in scored], R)
+        return out
+
+    def score(self, rollout: Rollout) -> Experience:
+        """Old log-probs and values, reference log-probs and the reward model's scores (no grad)."""
+        rec, g = self.recorder, self.config.generation
+        ids, attn, P = rollout.input_ids, rollout.attention_mask, rollout.prompt_len  # (B, T)
+        with rec.substage("scoring/value"):
+            if rollout.sampled_logprobs is not None and rollout.sampled_values is not None:
+                logprobs, values = rollout.sampled_logprobs, rollout.sampled_values
+            else:
+                logprobs, maybe_values, _ = self.policy.forward_scores(ids, attn, P)  # (B, R) each
+                assert maybe_values is not None
+                values = maybe_values
+        with rec.substage("scoring/reference"):
+            dev = self.ref_device
+            ref_logprobs = self.policy.reference_logprobs(self.ref_model, ids.to(dev), attn.to(dev), P).to(self.device)
+        with rec.substage("scoring/reward"):
+            texts = self.policy.decode(rollout.response, rollout.response_mask)
+            raw_scores = self.reward_model.score(prompts=rollout.prompts, responses=texts, query_ids=rollout.query,
+                                                 response_ids=rollout.response,
+                                                 response_mask=rollout.response_mask).to(self.device)
+        eos_id = self.policy.tokenizer.eos_token_id
+        B = len(rollout.prompts)
+        has_eos = (rollout.response == eos_id).any(1) if eos_id is not None else torch.zeros(B, dtype=torch.bool)
+        scores = raw_scores.clone()
+        if g.missing_eos_penalty is not None:
+            scores = torch.where(has_eos, scores, scores - g.missing_eos_penalty)
+        return Experience(prompts=rollout.prompts, input_ids=ids, attention_mask=attn, prompt_len=P,
+                          response=rollout.response, mask=rollout.response_mask.float(),
+                          logprobs=logprobs.float(), ref_logprobs=ref_logprobs.float(), values=values.float(),
+                          raw_scores=raw_scores, scores=scores, has_eos=has_eos)
+
+    def advantages(self, exp: Experience) -> Advantages:
+        """Per-token KL penalty plus the score on the last token, then GAE and whitening (no grad)."""
+        p = self.config.ppo
+        k1, k3 = ops.kl_estimators(exp.logprobs, exp.ref_logprobs)  # (B, R) per-token estimates
+        kl_coef = self.kl_ctl.value
+        scores = exp.scores
+        if p.whiten_rewards:
+            scores = ops.masked_whiten(scores, torch.ones_like(scores), shift_mean=False)
+        rewards = ops.kl_penalized_rewards(scores, k1 if p.kl_estimator == "k1" else k3, exp.mask, kl_coef)
+        adv_raw, returns = ops.compute_gae(rewards, exp.values, exp.mask, p.gamma, p.lam)
+        adv = ops.masked_whiten(adv_raw, exp.mask) if p.whiten_advantages else adv_raw
+        return Advantages(kl_coef=kl_coef, rewards=rewards, advantages=adv, advantages_raw=adv_raw, returns=returns,
+                          seq_kl_k1=(k1 * exp.mask).sum(1), seq_kl_k3=(k3 * exp.mask).sum(1))
+
+    def update(self, exp: Experience, adv: Advantages) -> UpdateStats:
+        """``ppo_epochs`` passes over shuffled minibatches: clipped policy and value losses, entropy
+        bonus, gradient accumulation over micro-batches, grad-norm clipping, one LR-schedule step."""
+        p, rec = self.config.ppo, self.recorder
+        B, P = exp.batch_size, exp.prompt_len
+        acc = _StatsAccumulator()
+        self.policy.train()
+        mb_size = p.mini_batch_size
+        micro = mb_size // p.grad_accum_steps
+        for _epoch in range(p.ppo_epochs):
+            perm = torch.randperm(B, generator=self.gen).to(self.device)
+            for start in range(0, B, mb_size):
+                mb_idx = perm[start : start + mb_size]
+                self.optimizer.zero_grad(set_to_none=True)
+                for m0 in range(0, mb_size, micro):
+                    i = mb_idx[m0 : m0 + micro]
+                    with rec.substage("update/forward"), self._amp():
+                        mb_logprobs, mb_values, mb_entropy = self.policy.forward_scores(
+                            exp.input_ids[i], exp.attention_mask[i], P, with_entropy=True)
+                        assert mb_values is not None and mb_entropy is not None
+                        mb_mask = exp.mask[i]
+                        pl = ops.policy_loss(mb_logprobs.float(), exp.logprobs[i], adv.advantages[i], mb_mask,
+                                             p.cliprange)
+                        vl, vclip = ops.value_loss(mb_values.float(), exp.values[i], adv.returns[i], mb_mask,
+                                                   p.cliprange_value)
+                        ent = ops.masked_mean(mb_entropy.float(), mb_mask)
+                        loss = pl.loss + p.value_coef * vl - p.entropy_coef * ent
+                    with rec.substage("update/backward"):
+                        (loss / p.grad_accum_steps).backward()
+                    acc.add_micro(pl, vl, vclip, ent, loss)
+                with rec.substage("update/optimizer"):
+                    gn = torch.nn.utils.clip_grad_norm_(self.policy.trainable_parameters(), p.max_grad_norm)
+                    self.optimizer.step()
+                acc.add_optimizer_step(gn)
+        lr = float(self.scheduler.get_last_lr()[0])
+        self.scheduler.step()
+        return acc.finish(lr)
+
+    def step_metrics(self, exp: Experience, adv: Advantages, stats: UpdateStats, step_time: float) -> dict[str, float]:
+        """The step's metrics under their contract names (:mod:`rlhfkit.metrics`)."""
+        B, mask, raw = exp.batch_size, exp.mask, exp.raw_scores
         metrics = {
-            M.REWARD_MEAN: float(raw_scores.mean()),
-            M.REWARD_STD: float(raw_scores.std()) if B > 1 else 0.0,
-            M.REWARD_MIN: float(raw_scores.min()),
-            M.REWARD_MAX: float(raw_scores.max()),
-            M.SCORE_MEAN: float((b_rewards * b_mask).sum(1).mean()),
-            M.KL_K1: mean_seq_kl,
-            M.KL_K3: float(seq_k3.mean()),
-            M.KL_COEF: kl_coef,
-            M.ENTROPY: _mean(st["ent"]),
-            M.POLICY_LOSS: _mean(st["pg"]),
-            M.VALUE_LOSS: _mean(st["vf"]),
-            M.TOTAL_LOSS: _mean(st["loss"]),
-            M.POLICY_CLIPFRAC: _mean(st["clip"]),
-            M.VALUE_CLIPFRAC: _mean(st["vclip"]),
-            M.APPROX_KL: _mean(st["akl"]),
-            M.RATIO_MEAN: _mean(st["rmean"]),
-            M.RATIO_MAX: max(st["rmax"]),
-            M.GRAD_NORM: _mean(st["gn"]),
-            M.LEARNING_RATE: lr,
-            M.EXPLAINED_VAR: ops.explained_variance(b_values, b_returns, b_mask),
-            M.VALUE_MEAN: float(ops.masked_mean(b_values, b_mask)),
-            M.ADV_MEAN: float(ops.masked_mean(b_adv_raw, b_mask)),
-            M.ADV_STD: float(ops.masked_var(b_adv_raw, b_mask).sqrt()),
-            M.RESPONSE_LEN: float(b_mask.sum(1).mean()),
-            M.EOS_FRACTION: float(b_has_eos.float().mean()),
-            M.TOKENS_PER_SEC: n_tokens / step_time,
+            M.REWARD_MEAN: float(raw.mean()),
+            M.REWARD_STD: float(raw.std()) if B > 1 else 0.0,
+            M.REWARD_MIN: float(raw.min()),
+            M.REWARD_MAX: float(raw.max()),
+            M.SCORE_MEAN: float((adv.rewards * mask).sum(1).mean()),
+            M.KL_K1: float(adv.seq_kl_k1.mean()),
+            M.KL_K3: float(adv.seq_kl_k3.mean()),
+            M.KL_COEF: adv.kl_coef,
+            M.ENTROPY: stats.entropy,
+            M.POLICY_LOSS: stats.policy_loss,
+            M.VALUE_LOSS: stats.value_loss,
+            M.TOTAL_LOSS: stats.total_loss,
+            M.POLICY_CLIPFRAC: stats.clipfrac,
+            M.VALUE_CLIPFRAC: stats.value_clipfrac,
+            M.APPROX_KL: stats.approx_kl,
+            M.RATIO_MEAN: stats.ratio_mean,
+            M.RATIO_MAX: stats.ratio_max,
+            M.GRAD_NORM: stats.grad_norm,
+            M.LEARNING_RATE: stats.learning_rate,
+            M.EXPLAINED_VAR: ops.explained_variance(exp.values, adv.returns, mask),
+            M.VALUE_MEAN: float(ops.masked_mean(exp.values, mask)),
+            M.ADV_MEAN: float(ops.masked_mean(adv.advantages_raw, mask)),
+            M.ADV_STD: float(ops.masked_var(adv.advantages_raw, mask).sqrt()),
+            M.RESPONSE_LEN: float(mask.sum(1).mean()),
+            M.EOS_FRACTION: float(exp.has_eos.float().mean()),
+            M.TOKENS_PER_SEC: int(mask.sum()) / step_time,
             M.STEP_TIME: step_time,
         }
         if isinstance(self.kl_ctl, ops.AdaptiveKLController):
             metrics[M.KL_TARGET] = self.kl_ctl.target
-        self._emit_step(step, metrics, step_time, n_tokens)
+        from_sampling = self.config.ppo.rollout_scores == "sampling" and self.policy.scores_while_sampling
+        metrics.update(self.perf.step(self.recorder.timings, exp.attention_mask[:, : exp.prompt_len], exp.mask,
+                                      from_sampling))
         return metrics
 
     def _emit_step(self, step: int, metrics: dict[str, float], step_time: float, n_tokens: int) -> None:
@@ -521,18 +552,6 @@ class PPOTrainer:
 
 
 
-def _ref_logprobs(ref: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, P: int, temperature: float) -> torch.Tensor:
-    """Reference log-probs of the response tokens (B, R), on the lean GPT-2 forward when it applies."""
-    from rlhfkit.policy import _trunk
-
-    position_ids = fastgpt2.position_ids_from_mask(attn)
-    h = _trunk(ref.transformer, ids, attn, position_ids)  # type: ignore[arg-type]  # (B, T, D)
-    logits = fastgpt2.lm_logits(ref.lm_head, h[:, P - 1 : -1])  # type: ignore[attr-defined]
-    if temperature != 1.0:
-        logits = logits / temperature
-    return ops.logprobs_from_logits(logits, ids[:, P:])
-
-
 def _cat_responses(chunks: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int | None,
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Join per-chunk (ids, mask) of shape (b_i, R_i): a chunk whose responses all ended early is
@@ -574,6 +593,32 @@ def _mean(xs: list[float]) -> float:
     return float(sum(xs) / len(xs)) if xs else math.nan
 
 
+class _StatsAccumulator:
+    """Collects the update's per-micro-batch statistics as detached device tensors, so the step
+    pays one host transfer at the end rather than nine per micro-batch."""
+
+    _MICRO = ("policy_loss", "value_loss", "value_clipfrac", "entropy", "total_loss", "clipfrac", "approx_kl",
+              "ratio_mean", "ratio_max")
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[torch.Tensor]] = {k: [] for k in (*self._MICRO, "grad_norm")}
+
+    def add_micro(self, pl: ops.PolicyLossOut, vl: torch.Tensor, vclip: torch.Tensor, ent: torch.Tensor,
+                  loss: torch.Tensor) -> None:
+        for key, val in (("policy_loss", pl.loss), ("value_loss", vl), ("entropy", ent), ("clipfrac", pl.clipfrac),
+                         ("value_clipfrac", vclip), ("approx_kl", pl.approx_kl), ("ratio_mean", pl.ratio_mean),
+                         ("ratio_max", pl.ratio_max), ("total_loss", loss)):
+            self.values[key].append(val.detach())
+
+    def add_optimizer_step(self, grad_norm: torch.Tensor) -> None:
+        self.values["grad_norm"].append(grad_norm.detach())
+
+    def finish(self, learning_rate: float) -> UpdateStats:
+        st = {k: torch.stack(v).float().cpu().tolist() for k, v in self.values.items()}  # the step's one sync
+        means = {k: _mean(v) for k, v in st.items() if k != "ratio_max"}
+        return UpdateStats(ratio_max=max(st["ratio_max"]), learning_rate=learning_rate, **means)
+
+
 def _lr_lambda(p: PPOConfig, n_updates: int) -> Callable[[int], float]:
     def f(step: int) -> float:
         if p.warmup_steps and step < p.warmup_steps:
@@ -588,7 +633,7 @@ def _lr_lambda(p: PPOConfig, n_updates: int) -> Callable[[int], float]:
     return f
 
 
-def _config_from_kwargs(policy: GPT2Policy, batch_size: int, learning_rate: float, kl_coef: float,
+def _config_from_kwargs(policy: BasePolicy, batch_size: int, learning_rate: float, kl_coef: float,
                         value_coef: float, entropy_coef: float, extra: dict[str, Any]) -> RunConfig:
     ppo: dict[str, Any] = {"batch_size": batch_size, "learning_rate": learning_rate, "kl_coef": kl_coef,
                            "value_coef": value_coef, "entropy_coef": entropy_coef}
@@ -611,29 +656,11 @@ def _config_from_kwargs(policy: GPT2Policy, batch_size: int, learning_rate: floa
     model = {"size": policy.model_size if policy.model_size in ("tiny", "small", "medium", "large") else "custom",
              "max_length": policy.max_length, "shared_value_trunk": policy.shared_value_trunk}
     if model["size"] == "custom":
-        c = policy.model.config
+        c = cast(Any, policy.model).config
         model.update(n_layer=c.n_layer, n_embd=c.n_embd, n_head=c.n_head)
     from rlhfkit.config import validate_config
 
     return validate_config({"model": model, "generation": gen, "ppo": ppo, "train": train})
-
-
-def _versions() -> dict[str, str]:
-    import transformers
-
-    from rlhfkit.cli import _version
-
-    return {"rlhfkit": _version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version()}
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=2,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except Exception:
-        return None
 
 
 __all__ = ["PPOTrainer", "RunStopped", "resolve_device", "seed_everything"]

@@ -33,6 +33,7 @@ from backend.services.event_validation import Parsed, parse_events
 from backend.services.live import LiveHub
 from backend.services.run_state import fold_events
 from backend.services.runs import RunNotFound, public_dict
+from backend.services.telemetry import count_ingest
 
 _log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ def ingest_and_publish(*, db: Database, hub: LiveHub, run_id: str, events: list[
     return outcome
 
 
+@count_ingest
 def _ingest(db: Database, run_id: str, parsed: list[Parsed], *, writer: bool) -> IngestOutcome:
     with run_lock(run_id), (db.writer_session() if writer else db.session()) as session:
         run = session.get(Run, run_id)

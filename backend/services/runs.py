@@ -231,6 +231,7 @@ def delete_run(*, db: Database, artifacts_dir: Path, run_id: str) -> None:
             EventRow,
             MemorySnapshot,
             MetricSeries,
+            MlflowRun,
             StageTiming,
             metric_chunks,
             metric_rollups,
@@ -239,7 +240,7 @@ def delete_run(*, db: Database, artifacts_dir: Path, run_id: str) -> None:
         series = select(MetricSeries.id).where(MetricSeries.run_id == run_id).scalar_subquery()
         session.execute(delete(metric_chunks).where(metric_chunks.c.series_id.in_(series)))
         session.execute(delete(metric_rollups).where(metric_rollups.c.series_id.in_(series)))
-        for model in (MetricSeries, EventRow, StageTiming, MemorySnapshot, Alert, EvalSample, Artifact):
+        for model in (MetricSeries, EventRow, StageTiming, MemorySnapshot, Alert, EvalSample, Artifact, MlflowRun):
             session.execute(delete(model).where(model.run_id == run_id))  # type: ignore[attr-defined]
         session.execute(delete(Run).where(Run.id == run_id))
         session.commit()

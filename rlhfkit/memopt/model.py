@@ -2,7 +2,8 @@
 
 What a step holds, following the trainer (``rlhfkit.trainer``) stage by stage:
 
-* **Persistent** (every stage): weights of the policy (+ value head or separate critic), the frozen
+* **Persistent** (every stage): weights of the policy (+ value head or separate critic; neither for
+  the critic-free algorithms, which also run no value pass), the frozen
   reference, a learned reward model; the policy's gradients (``zero_grad(set_to_none=True)`` runs
   at the *start* of each minibatch, so the last minibatch's gradients live on into the next step)
   and AdamW's two moments (fp32, or 1 byte each for 8-bit AdamW).
@@ -100,7 +101,7 @@ class Plan:
     """Everything that decides a PPO step's memory; built from a RunConfig by :func:`plan_from_config`."""
 
     shape: ModelShape
-    batch_size: int  # B, rollout prompts per step
+    batch_size: int  # rollout prompts per step; each brings samples_per_prompt sequences
     mini_batch_size: int
     grad_accum_steps: int
     prompt_len: int  # P, longest left-padded prompt in tokens
@@ -121,6 +122,8 @@ class Plan:
     dropout: bool = False
     lean_forward: bool = True  # the engine's rlhfkit.fastgpt2 path exists (used without ckpt/dropout)
     scores_from_sampling: bool = False  # ppo.rollout_scores = sampling: no policy forward in scoring
+    samples_per_prompt: int = 1  # G: responses sampled per prompt (the group of grpo / rloo)
+    critic: bool = True  # a value head (and, unshared, a critic trunk): PPO; False for the critic-free family
 
     @property
     def fast_path(self) -> bool:
@@ -128,8 +131,19 @@ class Plan:
         return self.lean_forward and not self.gradient_checkpointing and not self.dropout
 
     @property
+    def sequences(self) -> int:
+        """B: sequences per step, ``batch_size`` prompts x ``samples_per_prompt``."""
+        return self.batch_size * self.samples_per_prompt
+
+    @property
     def micro_batch(self) -> int:
-        return self.mini_batch_size // self.grad_accum_steps
+        """Sequences per micro-batch (a minibatch counts prompts, each with its G responses)."""
+        return self.mini_batch_size * self.samples_per_prompt // self.grad_accum_steps
+
+    @property
+    def value_trunks(self) -> int:
+        """Trunks a forward with values runs: 2 with a separate critic, else 1 (the policy's)."""
+        return 2 if self.critic and not self.shared_value_trunk else 1
 
     @property
     def seq_len(self) -> int:
@@ -137,7 +151,8 @@ class Plan:
 
     @property
     def gen_batch(self) -> int:
-        return min(self.generation_batch or self.batch_size, self.batch_size)
+        """Sequences per generation pass: a chunk of prompts, each repeated G times."""
+        return min(self.generation_batch or self.batch_size, self.batch_size) * self.samples_per_prompt
 
     def with_(self, **changes: Any) -> Plan:
         return replace(self, **changes)
@@ -300,7 +315,7 @@ def _update_peak(plan: Plan, n_trainable: int) -> tuple[dict[str, int], str]:
     """
     s = plan.shape
     b, T, R, V, D = plan.micro_batch, plan.seq_len, plan.response_len, s.vocab_size, s.n_embd
-    trunks = 1 if plan.shared_value_trunk else 2  # the critic's own trunk
+    trunks = plan.value_trunks  # 2 with the critic's own trunk
     grads = 4 * n_trainable
     absent = -grads if plan.grad_accum_steps == 1 else 0  # later micro-batches accumulate into them
     autocast = 2 * n_trainable if plan.dtype == "bf16" and plan.device == "cuda" else 0  # bf16 weight copies
@@ -333,9 +348,11 @@ def _update_peak(plan: Plan, n_trainable: int) -> tuple[dict[str, int], str]:
 def estimate_memory(plan: Plan) -> MemoryEstimate:
     """Predict the bytes of one PPO step under ``plan`` (device memory on CUDA, RSS growth on CPU)."""
     s = plan.shape
-    B, P, R, T, V, D = plan.batch_size, plan.prompt_len, plan.response_len, plan.seq_len, s.vocab_size, s.n_embd
+    B, P, R, T, V, D = plan.sequences, plan.prompt_len, plan.response_len, plan.seq_len, s.vocab_size, s.n_embd
     n_policy = s.params()
-    n_value = (D + 1) if plan.shared_value_trunk else s.trunk_params() + (D + 1)
+    n_value = (D + 1) + (0 if plan.value_trunks == 1 else s.trunk_params())
+    if not plan.critic:  # critic-free: no value head, no critic trunk, no value pass
+        n_value = 0
     n_trainable = n_policy + n_value
     est = MemoryEstimate(plan=plan)
     est.models["policy"] = {"weights": 4 * n_policy, "grads": 4 * n_policy,
@@ -368,7 +385,7 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
     if from_sampling:
         est.stages["generation"]["scores"] = 2 * g * R * D * 4
     # scoring: whole batch, one model at a time; the policy's outputs (B, R) are tiny
-    critic = 0 if plan.shared_value_trunk else nograd_forward_bytes(plan, B, T, R, s, logits=False)
+    critic = 0 if plan.value_trunks == 1 else nograd_forward_bytes(plan, B, T, R, s, logits=False)
     per_pass = 0 if from_sampling else nograd_forward_bytes(plan, B, T, R, s)
     ref_pass = per_pass if plan.reference_on_device else 0
     reward_pass = nograd_forward_bytes(plan, B, T, 0, rs, logits=False) if rs and plan.reward_on_device else 0
@@ -475,6 +492,8 @@ def plan_from_config(cfg: Any, *, device: Device | None = None, prompt_len: int 
         dropout=bool(cfg.model.pretrained),
         lean_forward=_engine_has_lean_forward(),
         scores_from_sampling=p.rollout_scores == "sampling",
+        samples_per_prompt=cfg.generation.samples_per_prompt,
+        critic=cfg.algorithm == "ppo",  # rlhfkit.config.uses_critic
     )
     return plan.with_(**changes) if changes else plan
 
@@ -513,8 +532,9 @@ def format_estimate(est: MemoryEstimate) -> str:
     s = p.shape
     lines = [
         f"Predicted memory ({p.device}, {p.dtype}{', grad ckpt' if p.gradient_checkpointing else ''}) — "
-        f"GPT-2 L={s.n_layer} D={s.n_embd} H={s.n_head} V={s.vocab_size}; B={p.batch_size} "
-        f"minibatch={p.mini_batch_size} micro={p.micro_batch} P={p.prompt_len} R={p.response_len}",
+        f"GPT-2 L={s.n_layer} D={s.n_embd} H={s.n_head} V={s.vocab_size}; B={p.batch_size} prompts x G={p.samples_per_prompt} "
+        f"minibatch={p.mini_batch_size} micro={p.micro_batch} seqs P={p.prompt_len} R={p.response_len}"
+        f"{'' if p.critic else '; critic-free (no value head)'}",
         "",
         f"{'model':<12}{'weights':>12}{'grads':>12}{'optimizer':>12}{'total':>12}   (MiB)",
     ]

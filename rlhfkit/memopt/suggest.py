@@ -2,8 +2,8 @@
 
 The search walks the memory knobs a RunConfig exposes — rollout batch size, minibatch size,
 gradient accumulation, generation batch, gradient checkpointing, dtype (bf16 only on CUDA), the
-shared value trunk, and on CUDA the placement of the reference and reward models (GPU or host) —
-and 8-bit AdamW when bitsandbytes is importable. Each candidate gets a predicted peak
+shared value trunk (PPO only: the critic-free algorithms have no value head), and on CUDA the
+placement of the reference and reward models (GPU or host) — and 8-bit AdamW when bitsandbytes is importable. Each candidate gets a predicted peak
 (:func:`rlhfkit.memopt.model.estimate_memory`) and a predicted throughput from a simple cost model,
 and the ones that fit ``budget * (1 - headroom)`` are ranked by throughput; within 2% the
 config's own optimizer wins (8-bit moments change the numerics, so they must buy speed, i.e. a
@@ -65,11 +65,11 @@ def predict_step_seconds(plan: Plan, ppo_epochs: int) -> float:
     over = _LAYER_OVERHEAD[dev] * s.n_layer
     n = 12 * s.n_layer * s.n_embd**2  # non-embedding matmul parameters
     head = s.vocab_size * s.n_embd
-    B, _P, R, T = plan.batch_size, plan.prompt_len, plan.response_len, plan.seq_len
-    g = plan.gen_batch
+    B, _P, R, T = plan.sequences, plan.prompt_len, plan.response_len, plan.seq_len
+    g = plan.gen_batch  # sequences per generation pass
     passes = -(-B // g)
     gen = passes * (R * over + (2 * n * g * T + 2 * head * g * R) / rate)
-    fwd_models = 1 if plan.shared_value_trunk else 2  # policy(+value), critic
+    fwd_models = plan.value_trunks  # policy(+value), critic; critic-free runs: the policy alone
     score = fwd_models * (over + 2 * n * B * T / rate) + 2 * head * B * R / rate
     # the reference pass, on the host when it was moved there
     ref_rate, ref_over = (rate, over) if plan.reference_on_device else (_RATE[("cpu", "fp32")], _LAYER_OVERHEAD["cpu"] * s.n_layer)
@@ -80,7 +80,7 @@ def predict_step_seconds(plan: Plan, ppo_epochs: int) -> float:
         score += rs.n_layer * rm_over + 2 * 12 * rs.n_layer * rs.n_embd**2 * B * T / rm_rate
     micro_batches = ppo_epochs * (B // plan.micro_batch)
     recompute = 1.33 if plan.gradient_checkpointing else 1.0
-    trunks = 1 if plan.shared_value_trunk else 2
+    trunks = plan.value_trunks
     upd = micro_batches * 3 * over * trunks + ppo_epochs * recompute * trunks * 6 * n * B * T / rate
     upd += ppo_epochs * 6 * head * B * R / rate
     return gen + score + upd
@@ -136,6 +136,8 @@ def suggest_config(config: Any, budget_gb: float, device: str | None = None, *, 
     ref_places = ["same", "cpu"] if dev == "cuda" else [config.model.reference_device]
     rm_places = ["same", "cpu"] if dev == "cuda" and base.reward_shape is not None else [config.reward.device]
     search_notes: list[str] = []
+    # the value head's placement only exists for PPO; the critic-free family has no value head
+    shared_opts = (True, False) if base.critic else (config.model.shared_value_trunk,)
     if bitsandbytes_available():
         optimizers = ["adamw", "adamw_8bit"]
     else:
@@ -153,7 +155,7 @@ def suggest_config(config: Any, budget_gb: float, device: str | None = None, *, 
                 if mb % ga:
                     continue
                 for ckpt, dt, shared, gb, ref, rm, opt in itertools.product(
-                        (False, True), dtypes, (True, False), gens, ref_places, rm_places, optimizers):
+                        (False, True), dtypes, shared_opts, gens, ref_places, rm_places, optimizers):
                     ov: dict[str, Any] = {"ppo.batch_size": B, "ppo.mini_batch_size": mb,
                                           "ppo.grad_accum_steps": ga, "model.gradient_checkpointing": ckpt,
                                           "model.dtype": dt, "model.shared_value_trunk": shared,
@@ -166,7 +168,8 @@ def suggest_config(config: Any, budget_gb: float, device: str | None = None, *, 
                                       reward_on_device=dev == "cpu" or rm == "same", optimizer=opt)
                     peak = estimate_memory(plan).peak
                     secs = predict_step_seconds(plan, config.ppo.ppo_epochs)
-                    cands.append(Candidate(ov, plan, peak, B * plan.response_len / secs, secs, peak <= limit))
+                    cands.append(Candidate(ov, plan, peak, plan.sequences * plan.response_len / secs, secs,
+                                           peak <= limit))
 
     # Throughputs within ~2% are a tie for the ranking model: then the config's own optimizer, then
     # the lower peak (more headroom) wins.

@@ -22,6 +22,7 @@ SHORT = {
     "ppo.mini_batch_size": 4,
     "ppo.ppo_epochs": 1,
     "train.steps_per_epoch": 5,
+    "monitor.system_interval_s": 1,
     "train.eval_every": 2,
     "train.eval_prompts": 8,
     "train.device": "cpu",
@@ -96,6 +97,13 @@ def test_submit_smoke_from_form_watch_it_live_and_open_every_tab(page: Any, api:
     page.get_by_role("tab", name="Timings").click()
     page.get_by_text("Slowest stage:").wait_for()
     assert page.locator("table.bars tbody tr").count() >= 4
+    # MFU beside each stage's seconds, the most idle stage called out, the measured CPU peak named
+    page.get_by_test_id("most-idle").wait_for()
+    assert re.search(r"Most idle stage: (generation|scoring|advantages|update) — ",
+                     page.get_by_test_id("most-idle").inner_text())
+    for stage in ("generation", "scoring", "update"):
+        assert re.fullmatch(r"[\d.]+(e-\d+)? %", page.get_by_test_id(f"mfu-{stage}").inner_text()), stage
+    page.get_by_text(re.compile(r"Peak: CPU matmul probe .* GFLOP/s measured")).wait_for()
     shoot(page, "04-timings")
 
     page.get_by_role("tab", name="Memory").click()
@@ -108,6 +116,14 @@ def test_submit_smoke_from_form_watch_it_live_and_open_every_tab(page: Any, api:
     assert page.locator("table.memory-stages tbody tr").count() == len(estimate["stages"])
     peak = f"{estimate['peak_mb']:.1f} MiB"
     assert peak in page.locator("#pred-h + .callout").inner_text()
+    # the System panel: the sampler thread's series, GPU charts absent on this GPU-less machine
+    cpu = api.call("GET", f"/api/runs/{run_id}/metrics?keys=system/cpu_percent")["series"]["system/cpu_percent"]
+    assert len(cpu["steps"]) >= 2
+    system = page.locator("section.system")
+    system.get_by_role("heading", name="System").wait_for()
+    system.get_by_text("No GPU reported").wait_for()
+    assert system.locator("figure.chart").count() == 2  # process CPU, memory; no GPU chart
+    assert system.locator("figure.chart").first.get_attribute("data-points") == str(len(cpu["steps"]))
     shoot(page, "05-memory")
 
     page.get_by_role("tab", name="Profile").click()

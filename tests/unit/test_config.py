@@ -7,12 +7,16 @@ import pytest
 from rlhfkit.config import (
     ConfigError,
     apply_overrides,
+    clip_bounds,
     config_json_schema,
     generation_batch,
+    kl_in_loss,
     load_config,
     num_minibatches,
     preset_names,
+    responses_per_step,
     total_steps,
+    uses_critic,
 )
 
 
@@ -45,6 +49,12 @@ def test_dotted_overrides_parse_like_yaml() -> None:
     (["model.reference_device=gpu"], "model.reference_device", "'same'"),
     (["reward.device=cuda"], "reward.device", "'cpu'"),
     (["ppo.optimizer=sgd"], "ppo.optimizer", "'adamw_8bit'"),
+    (["algorithm=grpo"], "generation.samples_per_prompt", "must be >= 2 (got 1)"),
+    (["algorithm=rloo", "generation.samples_per_prompt=1"], "generation.samples_per_prompt", "algorithm=rloo"),
+    (["algorithm=a2c"], "algorithm", "'reinforce_pp'"),
+    (["generation.samples_per_prompt=0"], "generation.samples_per_prompt", "greater than or equal to 1"),
+    (["ppo.cliprange_high=-0.1"], "ppo.cliprange_high", "greater than 0"),
+    (["ppo.kl_placement=logits"], "ppo.kl_placement", "'loss'"),
 ])
 def test_invalid_config_names_the_field(override: list[str], field: str, needle: str) -> None:
     with pytest.raises(ConfigError) as ei:
@@ -71,3 +81,28 @@ def test_json_schema_describes_fields() -> None:
     ppo = schema["$defs"]["PPOConfig"]["properties"]
     assert ppo["batch_size"]["description"]
     assert schema["properties"]["model"]
+
+
+def test_algorithm_defaults_keep_todays_ppo() -> None:
+    cfg = load_config("smoke")
+    assert cfg.algorithm == "ppo" and uses_critic(cfg) and not kl_in_loss(cfg)
+    assert cfg.generation.samples_per_prompt == 1 and responses_per_step(cfg) == 32
+    assert clip_bounds(cfg.ppo) == (0.2, 0.2)  # both sides default to the symmetric cliprange
+
+
+def test_critic_free_algorithms_derive_their_settings() -> None:
+    grpo = load_config("smoke", ["algorithm=grpo", "generation.samples_per_prompt=4", "ppo.cliprange_high=0.28"])
+    assert not uses_critic(grpo) and kl_in_loss(grpo)  # GRPO paper: k3 in the loss
+    assert responses_per_step(grpo) == 128  # ppo.batch_size counts prompts
+    assert clip_bounds(grpo.ppo) == (0.2, 0.28)
+    rloo = load_config("smoke", ["algorithm=rloo", "generation.samples_per_prompt=2"])
+    assert not kl_in_loss(rloo)  # per-token penalty in the reward
+    assert kl_in_loss(load_config("smoke", ["algorithm=reinforce_pp", "ppo.kl_placement=loss"]))
+    assert not kl_in_loss(load_config("smoke", ["algorithm=grpo", "generation.samples_per_prompt=2",
+                                                "ppo.kl_placement=reward"]))
+
+
+def test_json_schema_offers_the_algorithms() -> None:
+    schema = config_json_schema()
+    assert schema["properties"]["algorithm"]["enum"] == ["ppo", "grpo", "dr_grpo", "rloo", "reinforce_pp"]
+    assert schema["$defs"]["GenerationConfig"]["properties"]["samples_per_prompt"]["description"]

@@ -81,7 +81,7 @@ def _calls(path: Path, name: str) -> list[str]:
 
 def test_one_function_writes_events_and_publishes_them() -> None:
     """``ingest_and_publish`` is the only way into the events table and the only publisher of
-    events to viewers; the REST route, the stream consumer and the embedded executor all use it."""
+    events to viewers; the REST route, the stream consumer, the embedded executor and the MLflow door all use it."""
     backend = sorted((ROOT / "backend").rglob("*.py"))
     writes = re.compile(r"insert\(EventRow|EventRow\.__table__|(?<!class )EventRow\(|INSERT INTO events|COPY events")
     writers = {str(p.relative_to(ROOT)) for p in backend if "migrations" not in p.parts and writes.search(p.read_text())}
@@ -95,4 +95,12 @@ def test_one_function_writes_events_and_publishes_them() -> None:
     assert publishers == {"backend/services/ingest.py": ["ingest_and_publish"]}
     ingest_paths = {str(p.relative_to(ROOT)) for p in backend if _calls(p, "ingest_and_publish")}
     assert ingest_paths == {"backend/api/routes/runs.py", "backend/services/stream_writer.py",
-                            "backend/services/embedded.py"}
+                            "backend/services/embedded.py", "backend/services/mlflow.py"}
+
+
+@pytest.mark.parametrize("module", ["trainer", "runner", "runtime", "experience", "policy", "ppo_ops"])
+def test_the_training_loop_never_imports_the_cli(module: str) -> None:
+    """The loop runs inside a worker: versions and the git commit come from rlhfkit.runtime."""
+    found = [(line, mod) for f, line, mod in imports_of("rlhfkit") if f == f"rlhfkit/{module}.py"
+             and (mod == "rlhfkit.cli" or mod.startswith("rlhfkit.cli_") or mod.startswith("rlhfkit.cli."))]
+    assert found == []

@@ -250,3 +250,22 @@ def test_nograd_forward_peak_matches_the_traced_allocations() -> None:
     assert abs(predicted - traced) / traced < 0.15, (predicted / 2**20, traced / 2**20)
     # the sum of both moments, the rule for transformers' forward, would be far off here
     assert nograd_forward_bytes(plan.with_(lean_forward=False), B, P + R, R, plan.shape) > 1.5 * traced
+
+
+def test_critic_free_plans_have_no_value_head_and_count_g_sequences() -> None:
+    ppo = load_config("smoke", {"model.shared_value_trunk": False})
+    grpo = load_config("smoke", {"model.shared_value_trunk": False, "algorithm": "grpo",
+                                 "generation.samples_per_prompt": 4})
+    p_ppo, p_grpo = plan_from_config(ppo, device="cpu"), plan_from_config(grpo, device="cpu")
+    assert p_ppo.critic and not p_grpo.critic
+    assert p_grpo.sequences == 128 and p_grpo.gen_batch == 128 and p_grpo.micro_batch == 64
+    assert p_ppo.value_trunks == 2 and p_grpo.value_trunks == 1  # a separate critic only for PPO
+    e_ppo, e_grpo = estimate_memory(p_ppo), estimate_memory(p_grpo)
+    assert e_grpo.models["value"] == {"weights": 0, "grads": 0, "optimizer": 0}
+    assert e_ppo.models["value"]["weights"] > 4 * p_ppo.shape.trunk_params()
+    # G=4 responses per prompt: four times the KV cache of one response per prompt, same prompts
+    g1 = estimate_memory(p_grpo.with_(samples_per_prompt=1))
+    assert e_grpo.stages["generation"]["kv_cache"] == 4 * g1.stages["generation"]["kv_cache"]
+    # same sequences per step: the critic-free run needs less (no critic's weights, moments, pass)
+    same = estimate_memory(p_ppo.with_(batch_size=128, mini_batch_size=64))
+    assert e_grpo.peak < same.peak - 4 * 4 * p_ppo.shape.trunk_params()

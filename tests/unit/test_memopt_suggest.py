@@ -110,3 +110,13 @@ def test_8bit_adamw_is_searched_only_when_bitsandbytes_is_there(monkeypatch: pyt
     assert not any("not searched" in n for n in with_bnb[0].notes)
     # with room to spare, 8-bit buys nothing: the config's own optimizer wins the tie
     assert with_bnb[0].overrides["ppo.optimizer"] == "adamw"
+
+
+def test_critic_free_search_leaves_the_value_head_alone() -> None:
+    cfg = load_config("smoke", {"algorithm": "rloo", "generation.samples_per_prompt": 4})
+    cands = suggest_config(cfg, budget_gb=2, device="cpu", top=50)
+    assert {c.overrides["model.shared_value_trunk"] for c in cands} == {cfg.model.shared_value_trunk}
+    assert not any("value head placement" in n for c in cands for n in c.notes)
+    best = cands[0]
+    assert best.config.algorithm == "rloo" and best.plan.sequences == 4 * best.overrides["ppo.batch_size"]
+    assert best.tokens_per_sec == pytest.approx(best.plan.sequences * best.plan.response_len / best.step_seconds)

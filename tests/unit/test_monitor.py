@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from rlhfkit.metrics import M
 from rlhfkit.monitor import StabilityMonitor
 
@@ -72,3 +74,37 @@ def test_export_writes_csv(tmp_path) -> None:
     paths = mon.export(tmp_path)
     assert paths[0].read_text().splitlines()[0].startswith("step,")
     assert "high_clipfrac" in paths[1].read_text()
+
+
+def critic_free_healthy(step: int) -> dict[str, float]:
+    out = {k: v for k, v in healthy(step).items() if k != M.VALUE_LOSS}
+    return {**out, M.FRAC_ZERO_STD: 0.2, M.RESPONSE_CLIPPED: 0.95 if step % 4 == 0 else 0.3}
+
+
+def test_zero_std_groups_dominating_fires_and_a_few_do_not() -> None:
+    mon = StabilityMonitor()
+    assert [a for s in range(10) for a in mon.check(s, critic_free_healthy(s))] == []
+    warn = mon.check(10, {**critic_free_healthy(10), M.FRAC_ZERO_STD: 0.75})
+    assert [(a.rule, a.severity) for a in warn] == [("zero_std_groups", "warning")]
+    assert "teaches nothing" in warn[0].message and "samples_per_prompt" in warn[0].suggestion
+    crit = StabilityMonitor().check(0, {M.FRAC_ZERO_STD: 1.0})
+    assert [(a.rule, a.severity) for a in crit] == [("zero_std_groups", "critical")]
+
+
+def test_length_pinned_at_cap_needs_a_run_of_steps() -> None:
+    mon = StabilityMonitor()
+    fired = [s for s in range(12) for a in mon.check(s, {M.RESPONSE_CLIPPED: 0.3 if s < 3 else 0.97})
+             if a.rule == "length_at_cap"]
+    assert fired == [7]  # steps 3..7 are the first five in a row above 90 %, then the cooldown keeps it quiet
+
+
+@pytest.mark.parametrize(("peer_key", "value"), [
+    ("vllm_kl", 0.05), ("mismatch_kl/all/mean", 0.05), ("train/gen_kl_error", 0.05),
+    ("train/token_mult_prob_error", 1.3)])
+def test_mismatch_alert_fires_on_every_peers_name_for_it(peer_key: str, value: float) -> None:
+    from rlhfkit.adapters.mapping import map_metrics
+
+    alerts = StabilityMonitor().check(5, map_metrics({peer_key: value}))
+    assert [a.rule for a in alerts] == ["mismatch_high"]
+    assert alerts[0].metric is not None and alerts[0].metric.startswith("mismatch/")
+    assert StabilityMonitor().check(5, map_metrics({peer_key: 0.001 if value < 1 else 1.01})) == []

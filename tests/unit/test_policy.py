@@ -118,3 +118,10 @@ def test_scores_read_off_the_sampling_pass_equal_a_scoring_forward(shared: bool)
     else:
         assert v is None  # the critic's values need its own forward
     assert policy.scores_while_sampling is shared  # the trainer runs the scoring forward for a critic
+
+
+def test_gpt2_policy_satisfies_the_base_policy_protocol() -> None:
+    from rlhfkit.policy import BasePolicy
+
+    policy = GPT2Policy(model_size="tiny", max_length=32, warm_start=False)
+    assert isinstance(policy, BasePolicy)  # runtime check of the names; mypy checks the signatures

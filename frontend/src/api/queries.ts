@@ -63,6 +63,19 @@ export function useMetrics(id: string, metricKeys: readonly string[], range: Ste
   });
 }
 
+/** The run's ``run_started`` event: device, versions and the peak FLOP/s its MFU divides by. */
+export function useRunStarted(id: string) {
+  return useQuery({
+    queryKey: [...keys.run(id), "run_started"],
+    queryFn: ({ signal }) =>
+      unwrap(api.GET("/api/runs/{run_id}/events", {
+        params: { path: { run_id: id }, query: { types: ["run_started"], limit: 1 } },
+        signal,
+      })).then((page) => page.events[0] ?? null),
+    staleTime: Infinity,
+  });
+}
+
 export function useTimings(id: string) {
   return useQuery({
     queryKey: [...keys.run(id), "timings"],

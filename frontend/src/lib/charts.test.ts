@@ -1,17 +1,43 @@
 import { describe, expect, it } from "vitest";
-import { METRIC_NAMES } from "../api/client";
-import { ALL_STABILITY_KEYS, COMPARE_KEYS, STABILITY_CHARTS } from "./charts";
+import { M } from "../api/client";
+import { algorithmLabel, chartKeys, chartsFor, runTraits, STABILITY_CHARTS } from "./charts";
 
-describe("chart definitions", () => {
-  it("draw only metrics of the generated contract", () => {
-    const known = new Set<string>(METRIC_NAMES);
-    const used = [...ALL_STABILITY_KEYS, ...COMPARE_KEYS];
-    expect(used.length).toBeGreaterThanOrEqual(22);
-    expect(used.filter((k) => !known.has(k))).toEqual([]);
+const ppo = { algorithm: "ppo", ppo: {}, generation: { samples_per_prompt: 1 } };
+const grpo = { algorithm: "grpo", ppo: {}, generation: { samples_per_prompt: 4 } };
+
+describe("chartsFor", () => {
+  it("leaves the value charts and the value clip line out of a critic-free run", () => {
+    const charts = chartsFor(runTraits(grpo));
+    const ids = charts.map((c) => c.id);
+    expect(ids).not.toContain("value_loss");
+    expect(ids).not.toContain("explained_var");
+    expect(ids).toEqual(expect.arrayContaining(["reward", "group_std", "zero_std", "clipfrac", "length_cap"]));
+    const keys = charts.flatMap(chartKeys);
+    expect(keys).not.toContain(M.VALUE_CLIPFRAC);
+    expect(keys).toEqual(expect.arrayContaining([M.CLIPFRAC_LOW, M.CLIPFRAC_HIGH, M.FRAC_ZERO_STD]));
   });
 
-  it("give every chart a unique id", () => {
-    const ids = STABILITY_CHARTS.map((c) => c.id);
-    expect(new Set(ids).size).toBe(ids.length);
+  it("keeps every PPO chart and drops the group charts of a one-sample PPO run", () => {
+    const ids = chartsFor(runTraits(ppo)).map((c) => c.id);
+    expect(ids).toEqual(expect.arrayContaining(["value_loss", "explained_var"]));
+    expect(ids).not.toContain("group_std");
+  });
+
+  it("keeps everything for a run whose config says nothing (TRL, OpenRLHF, external)", () => {
+    expect(chartsFor(runTraits({ learning_rate: 1e-5 }))).toEqual(STABILITY_CHARTS);
+    expect(chartsFor(runTraits(undefined))).toEqual(STABILITY_CHARTS);
+  });
+
+  it("reads a native config from before the algorithm field as PPO", () => {
+    expect(runTraits({ ppo: {}, generation: {} })).toEqual({ algorithm: "ppo", critic: true, groups: false });
+  });
+});
+
+describe("algorithmLabel", () => {
+  it("names the algorithm and its group size", () => {
+    expect(algorithmLabel(grpo)).toBe("GRPO (G = 4)");
+    expect(algorithmLabel({ ...grpo, algorithm: "dr_grpo" })).toBe("Dr. GRPO (G = 4)");
+    expect(algorithmLabel(ppo)).toBe("PPO");
+    expect(algorithmLabel({ name: "trl" })).toBe("—");
   });
 });

@@ -7,6 +7,7 @@ import { isActive, useCancelRun, useRerun, useRun } from "../api/queries";
 import { ErrorState, Loading, StatusBadge, Tabs } from "../components/common";
 import { useLiveVersion, useRunLive } from "../hooks/useRunLive";
 import type { LiveStore } from "../lib/liveStore";
+import { algorithmLabel } from "../lib/charts";
 import { fmtDuration, parseTime } from "../lib/format";
 import { toYaml } from "../lib/yaml";
 import { StabilityTab } from "./run/StabilityTab";
@@ -106,6 +107,7 @@ function RunHeader({ run, store }: { run: RunPublic; store: LiveStore }) {
       <dl className="facts">
         <div><dt>Run id</dt><dd className="mono">{run.id}</dd></div>
         <div><dt>Source</dt><dd>{run.source}</dd></div>
+        <div><dt>Algorithm</dt><dd data-testid="run-algorithm">{algorithmLabel(run.config)}</dd></div>
         <div><dt>Seed</dt><dd>{run.seed ?? "—"}</dd></div>
         <div><dt>Steps done</dt><dd data-testid="run-step">{done}{run.total_steps ? ` / ${run.total_steps}` : ""}</dd></div>
         <div><dt>Elapsed</dt><dd>{fmtDuration(elapsed)}</dd></div>

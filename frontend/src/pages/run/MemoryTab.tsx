@@ -1,4 +1,5 @@
-/** Memory: per-stage memory over steps, weights per model, and GPU utilisation when NVML reports it.
+/** Memory: per-stage memory over steps, weights per model, GPU utilisation when NVML reports it, and
+ * the System panel (process CPU and memory, host memory, per-GPU NVML series sampled on a thread).
  * CUDA runs show max_memory_allocated during each stage; CPU runs the process RSS high-water. Below,
  * what the analytic memory model (rlhfkit.memopt) predicts for the run's config, per model and per
  * stage, beside the measured peaks where they measure the same thing (CUDA). */
@@ -9,6 +10,7 @@ import { Chart, PALETTE } from "../../components/Chart";
 import { Empty, ErrorState, Loading } from "../../components/common";
 import { useLiveVersion } from "../../hooks/useRunLive";
 import { fmtMB } from "../../lib/format";
+import SystemPanel from "./SystemPanel";
 import type { TabProps } from "./tabProps";
 import { mergeRows } from "../../lib/rows";
 
@@ -78,7 +80,7 @@ function Predicted({ est, measured }: { est: MemoryEstimatePublic; measured: Rec
   );
 }
 
-export default function MemoryTab({ run, store }: TabProps) {
+export default function MemoryTab({ run, store, cursor }: TabProps) {
   const q = useMemory(run.id);
   const v = useLiveVersion(store, ["@memory"]);
   const rows: Row[] = useMemo(
@@ -128,6 +130,7 @@ export default function MemoryTab({ run, store }: TabProps) {
         <Chart title={cuda ? "Peak allocated per stage" : "Peak RSS per stage"} unit="MiB" data={perStage.data} series={perStage.series} syncKey={`m-${run.id}`} />
         {util ? <Chart title="GPU utilisation (NVML)" unit="%" data={util} series={[{ label: "util", color: PALETTE[2]! }]} syncKey={`m-${run.id}`} /> : null}
       </div>
+      <SystemPanel runId={run.id} store={store} enabled={cursor !== null} />
       <div className="two-col">
         <section aria-labelledby="peak-h">
           <h2 id="peak-h">Peak per stage</h2>

@@ -1,4 +1,4 @@
-/** Stability: the PPO health charts, live. Each chart subscribes only to its own keys; zooming
+/** Stability: the run's health charts, live (PPO-only ones left out of critic-free runs). Each chart subscribes only to its own keys; zooming
  * (drag) refetches the server series for that step range at full resolution. */
 import { memo, useCallback, useMemo, useState } from "react";
 import type { AlertEvent, AlertPublic, MetricsContract, Series } from "../../api/client";
@@ -7,7 +7,7 @@ import { Chart, PALETTE, type ChartSeries, type Marker } from "../../components/
 import { ErrorState } from "../../components/common";
 import { useLiveVersion } from "../../hooks/useRunLive";
 import { countRender } from "../../lib/bench";
-import { ALL_STABILITY_KEYS, chartKeys, STABILITY_CHARTS, type ChartDef } from "../../lib/charts";
+import { chartKeys, chartsFor, runTraits, type ChartDef } from "../../lib/charts";
 import type { LiveStore } from "../../lib/liveStore";
 import { fmtNum } from "../../lib/format";
 import { alignOnSteps, ema, forLogScale, mergeLive, type Points } from "../../lib/series";
@@ -20,7 +20,9 @@ export function StabilityTab({ run, store, cursor }: TabProps) {
   const [logY, setLogY] = useState(false);
   const [range, setRange] = useState<StepRange>({});
   const contract = useContract();
-  const metrics = useMetrics(run.id, ALL_STABILITY_KEYS, range, cursor !== null);
+  const charts = useMemo(() => chartsFor(runTraits(run.config)), [run.config]);
+  const keys = useMemo(() => [...new Set(charts.flatMap(chartKeys))], [charts]);
+  const metrics = useMetrics(run.id, keys, range, cursor !== null);
   const alertsQ = useAlerts(run.id);
   useLiveVersion(store, ["@alerts"]);
   const alerts = useMemo(() => dedupeAlerts(alertsQ.data ?? [], store.alerts), [alertsQ.data, store.alerts.length]);
@@ -44,7 +46,7 @@ export function StabilityTab({ run, store, cursor }: TabProps) {
       </div>
       {metrics.isError ? <ErrorState error={metrics.error} retry={() => void metrics.refetch()} /> : null}
       <div className="chart-grid">
-        {STABILITY_CHARTS.map((def) => (
+        {charts.map((def) => (
           <MetricChart key={def.id} def={def} series={metrics.data?.series} store={store} smoothing={smoothing}
                        logY={logY} range={range} contract={contract.data} alerts={alerts}
                        onZoom={onZoom} onReset={onReset} syncKey={`run-${run.id}`} />

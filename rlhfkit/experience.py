@@ -1,0 +1,96 @@
+"""The data that flows between the stages of one RL step, named and shaped.
+
+``rollout()`` -> :class:`Rollout` -> ``score()`` -> :class:`Experience` -> ``advantages()`` ->
+:class:`Advantages` -> ``update()`` -> :class:`UpdateStats` (OpenRLHF's ``Experience`` is the
+model). Shapes: B sequences, P prompt length (left-padded), R response length, T = P + R. Every
+tensor lives on the training device; ``mask`` is 1.0 on real response tokens (up to and including
+EOS) and 0.0 on padding after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class Rollout:
+    """What sampling produced (stage 1)."""
+
+    prompts: list[str]  # B prompt texts
+    query: Tensor  # (B, P) prompt ids, left-padded
+    query_mask: Tensor  # (B, P) 1 on real prompt tokens
+    response: Tensor  # (B, R) sampled ids, pad after EOS
+    response_mask: Tensor  # (B, R) long, 1 up to and including EOS
+    sampled_logprobs: Tensor | None = None  # (B, R) log π_old(a|s) read off the sampling pass, if it could
+    sampled_values: Tensor | None = None  # (B, R) V_old(s) read off the sampling pass, if it could
+
+    @property
+    def prompt_len(self) -> int:
+        return int(self.query.shape[1])
+
+    @property
+    def input_ids(self) -> Tensor:  # (B, T)
+        return torch.cat([self.query, self.response], 1)
+
+    @property
+    def attention_mask(self) -> Tensor:  # (B, T)
+        return torch.cat([self.query_mask, self.response_mask], 1)
+
+
+@dataclass
+class Experience:
+    """A scored rollout (stage 2): everything the advantages and the update read."""
+
+    prompts: list[str]  # B prompt texts
+    input_ids: Tensor  # (B, T) prompt + response ids
+    attention_mask: Tensor  # (B, T)
+    prompt_len: int  # P: response token r sits at input_ids[:, P + r]
+    response: Tensor  # (B, R) sampled ids
+    mask: Tensor  # (B, R) float, 1 on real response tokens
+    logprobs: Tensor  # (B, R) log π_old(a|s), the policy that sampled
+    ref_logprobs: Tensor  # (B, R) log π_ref(a|s), the frozen KL anchor
+    values: Tensor  # (B, R) V_old(s) before the update
+    raw_scores: Tensor  # (B,) the reward model's score, as it scored
+    scores: Tensor  # (B,) the score the advantages use (after EOS penalty, normalisation, clipping)
+    has_eos: Tensor  # (B,) bool, the response ended on EOS
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@dataclass
+class Advantages:
+    """Per-token learning targets (stage 3)."""
+
+    kl_coef: float  # β used for the per-token KL penalty
+    rewards: Tensor  # (B, R) -β KL per token, plus the score on the last real token
+    advantages: Tensor  # (B, R) what the policy loss weighs (whitened when configured)
+    advantages_raw: Tensor  # (B, R) GAE before whitening
+    returns: Tensor  # (B, R) advantages_raw + values: the value target
+    seq_kl_k1: Tensor  # (B,) Σ_t log π/π_ref over the response
+    seq_kl_k3: Tensor  # (B,) Σ_t k3 estimate over the response
+
+
+@dataclass(frozen=True)
+class UpdateStats:
+    """Means over the step's micro-batches (stage 4); ``ratio_max`` is the step's maximum."""
+
+    policy_loss: float
+    value_loss: float
+    entropy: float  # mean per-token entropy (nats)
+    total_loss: float
+    clipfrac: float  # share of tokens where the policy clip was active
+    value_clipfrac: float
+    approx_kl: float  # k3 of KL(π_old || π) per token
+    ratio_mean: float  # π/π_old per token
+    ratio_max: float
+    grad_norm: float  # before clipping, mean over optimizer steps
+    learning_rate: float  # the rate this step's updates used
+
+
+__all__ = ["Advantages", "Experience", "Rollout", "UpdateStats"]
