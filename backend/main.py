@@ -381,11 +381,13 @@ def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
     from starlette.routing import compile_path
 
     path = scope.get("path", "")
-    methods: set[str] = set()
+    matches: list[tuple[int, set[str]]] = []  # (path parameters in the template, its methods)
     for template, ops in app.openapi().get("paths", {}).items():
-        regex, _, _ = compile_path(template.replace("{name}", "{name:path}"))
+        regex, _, params = compile_path(template.replace("{name}", "{name:path}"))
         if regex.match(path):
-            methods |= {m.upper() for m in ops}
+            matches.append((len(params), {m.upper() for m in ops}))
+    fewest = min((n for n, _ in matches), default=0)  # /api/runs/compare is compare, not a run id
+    methods: set[str] = set().union(*(m for n, m in matches if n == fewest))
     if "GET" in methods:
         methods.add("HEAD")
     return sorted(methods)

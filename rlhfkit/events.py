@@ -133,7 +133,10 @@ Str200 = Annotated[str, Field(max_length=200, json_schema_extra=_NO_NUL), AfterV
 Str100 = Annotated[str, Field(max_length=100, json_schema_extra=_NO_NUL), AfterValidator(_no_nul)]
 Str64 = Annotated[str, Field(max_length=64, json_schema_extra=_NO_NUL), AfterValidator(_no_nul)]
 Str32 = Annotated[str, Field(max_length=32, json_schema_extra=_NO_NUL), AfterValidator(_no_nul)]
-ArtifactName = Annotated[str, Field(min_length=1, max_length=300, json_schema_extra=_NO_NUL), AfterValidator(_no_nul),
+# the same rule as a JSON Schema pattern: "/"-separated segments, none empty, "." or "..", no backslash or NUL
+_SEGMENT = r"(?:[^/\\\x00.][^/\\\x00]*|\.[^/\\\x00.][^/\\\x00]*|\.\.[^/\\\x00]+)"
+ArtifactName = Annotated[str, Field(min_length=1, max_length=300,
+                                    json_schema_extra={"pattern": f"^{_SEGMENT}(?:/{_SEGMENT})*$"}), AfterValidator(_no_nul),
                          AfterValidator(_artifact_name)]
 
 

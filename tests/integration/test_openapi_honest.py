@@ -22,6 +22,8 @@ def test_405_names_every_method_of_the_path(client: Any) -> None:
     run = client.post("/api/runs/external", json={"name": "allow"}).json()
     for method, path, allowed in (("OPTIONS", "/api/runs", {"GET", "POST"}),
                                   ("OPTIONS", f"/api/runs/{run['id']}", {"GET", "DELETE"}),
+                                  ("OPTIONS", "/api/runs/compare", {"GET"}),  # not a run id
+                                  ("OPTIONS", "/api/runs/external", {"POST"}),
                                   ("PUT", f"/api/runs/{run['id']}/events", {"GET", "POST"}),
                                   ("GET", f"/api/runs/{run['id']}/cancel", {"POST"})):
         r = client.request(method, path)
