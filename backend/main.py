@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.api.deps import Services, require_token
-from backend.api.routes import live, meta, runs
+from backend.api.routes import export, live, meta, runs
 from backend.api.security import RequestGuard, document_guards, install_log_redaction
 from backend.core.config import Settings
 from backend.core.db import Database, run_migrations
@@ -180,6 +180,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     auth = [Depends(require_token)]
     app.include_router(meta.health_router)
     app.include_router(runs.router, dependencies=auth)
+    app.include_router(export.router, dependencies=auth)
     app.include_router(meta.router, dependencies=auth)
     app.include_router(live.router)  # WebSockets check the token themselves (deps.ws_admit)
 
