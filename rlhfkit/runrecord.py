@@ -10,6 +10,7 @@ artifacts.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from collections.abc import Iterable
@@ -158,11 +159,15 @@ def load_run_from_server(client: Any, run_id: str) -> RunRecord:
     rec.name = rec.name or str(run.get("name", ""))
     rec.config = rec.config or dict(run.get("config") or {})
     rec.status = str(run.get("status", rec.status))
+    from rlhfkit.client import ApiError
+
     names = {a["name"] for a in client.artifacts(run_id)}
     for name, attr in (("profile_summary.json", "profile_summary"), ("mem_report.json", "mem_report")):
         for cand in (f"profiles/{name}", name):
             if cand in names:
-                setattr(rec, attr, json.loads(client.download_artifact(run_id, cand)))
+                # listed, but its file may not be on this server (an uploaded run): the rest still reads
+                with contextlib.suppress(ApiError, ValueError):
+                    setattr(rec, attr, json.loads(client.download_artifact(run_id, cand)))
                 break
     return rec
 
