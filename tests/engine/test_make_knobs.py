@@ -36,6 +36,12 @@ def test_make_train_smoke_knobs_reach_the_run_config(tmp_path: Path) -> None:
     log = (run / "train.log").read_text()
     assert "step 1/2" in log and "step 2/2" in log  # a line per step in the run's own log
     assert "step 1/2" in proc.stderr  # VERBOSE=1: every step on the console too
+    # make report: the newest run folder under OUT, as one HTML file beside its events
+    rep = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "-o", "install", "report",
+                          f"RLHFKIT={sys.executable} -m rlhfkit.cli", f"OUT={tmp_path}"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    assert '<svg class="chart"' in (run / "report.html").read_text()
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make")

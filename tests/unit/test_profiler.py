@@ -177,3 +177,16 @@ def test_bottlenecks_name_an_update_dominated_by_epochs_once() -> None:
     found = bottleneck_report(_stage_summary(generation=0.5, update=0.45), {}, cfg, "cpu")
     assert [f["finding"] for f in found][:2] == ["generation dominates the step", "the PPO update is a large share"]
     assert "0.113 s per epoch" in found[1]["evidence"]
+
+
+def test_profile_gpu_false_from_the_environment(monkeypatch) -> None:
+    """PROFILE_GPU=false (the README's knob) turns the CUDA activity off; unset or true keeps it."""
+    from rlhfkit.profiler.hooks import ProfilerHooks
+
+    monkeypatch.setenv("PROFILE_GPU", "false")
+    assert ProfilerHooks(output_dir="unused").profile_gpu is False
+    assert ProfilerHooks(output_dir="unused", profile_gpu=True).profile_gpu is True
+    monkeypatch.setenv("PROFILE_GPU", "1")
+    assert ProfilerHooks(output_dir="unused").profile_gpu is True
+    monkeypatch.delenv("PROFILE_GPU")
+    assert ProfilerHooks(output_dir="unused").profile_gpu is True
