@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.api.deps import require_token
-from backend.api.routes import live, meta, mlflow, runs, telemetry
+from backend.api.routes import export, live, meta, mlflow, runs, telemetry
 from backend.api.security import RequestGuard, document_guards, install_log_redaction
 from backend.core.config import Settings
 from backend.core.db import Database, run_migrations
@@ -183,6 +183,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     auth = [Depends(require_token)]
     app.include_router(meta.health_router)
     app.include_router(runs.router, dependencies=auth)
+    app.include_router(export.router, dependencies=auth)
     app.include_router(meta.router, dependencies=auth)
     app.include_router(telemetry.router, dependencies=auth)  # GET /metrics for Prometheus
     app.include_router(mlflow.router, dependencies=auth)  # MLflow clients send the token as MLFLOW_TRACKING_TOKEN

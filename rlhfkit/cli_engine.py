@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,11 @@ def register(sub: Any) -> None:
                         "`rlhfkit import OUT/RUN_ID` uploads it later)")
     p.add_argument("--token", default=None, help="API token for --server (default $RLHFKIT_TOKEN)")
     p.add_argument("--offline", action="store_true", help="do not stream, even with $RLHFKIT_SERVER set")
+    p.add_argument("--verbose", "-v", action="store_true", default=None,
+                   help="a progress line every step (default: env VERBOSE)")
+    p.add_argument("--log-level", type=str.upper, default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   help="Python log level on stderr and in OUT/RUN_ID/train.log (default: env LOG_LEVEL, "
+                        "INFO with --verbose, else WARNING)")
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("train-rm", help="train a learned reward model from preference pairs (Bradley-Terry)",
@@ -79,17 +86,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_runtime(cfg)  # e.g. adamw_8bit without bitsandbytes: exit 2 too, before the run starts
     from rlhfkit.adapters.transport import server_from_env
     from rlhfkit.events import Sink, new_run_id
+    from rlhfkit.runlog import configure_console, default_level, train_log, truthy
     from rlhfkit.runner import run_training
     from rlhfkit.sinks import ConsoleSink
 
-    sinks: list[Sink] = [] if args.quiet else [ConsoleSink(stream=sys.stderr)]
+    verbose = args.verbose if args.verbose is not None else truthy(os.environ.get("VERBOSE"))
+    level = args.log_level or ("INFO" if verbose and not os.environ.get("LOG_LEVEL") else default_level())
+    if args.log_level or verbose or os.environ.get("LOG_LEVEL"):
+        configure_console(level)
+    sinks: list[Sink] = [] if args.quiet else [ConsoleSink(stream=sys.stderr, every=1 if verbose else 10)]
     run_id = args.run_id or new_run_id()
     server, token = (None, None) if args.offline else server_from_env(args.server, args.token)
     remote = _remote_sink(cfg, Path(args.out) / run_id, server, token) if server else None
     if remote is not None:
         sinks.append(remote)
     try:
-        summary = run_training(cfg, run_id=run_id, sinks=sinks, out_dir=args.out, write_events=remote is None)
+        with train_log(Path(args.out) / run_id, level) as log_sink:
+            logging.getLogger("rlhfkit.train").debug("run %s, resolved config:\n%s", run_id, to_yaml(cfg))
+            summary = run_training(cfg, run_id=run_id, sinks=[*sinks, log_sink], out_dir=args.out,
+                                   write_events=remote is None)
     except KeyboardInterrupt:
         raise
     except Exception as exc:

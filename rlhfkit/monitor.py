@@ -109,6 +109,12 @@ class StabilityMonitor:
         self.alerts.extend(out)
         return out
 
+    def kl_limit(self, metrics: dict[str, float]) -> float:
+        """Upper edge of the KL band (nats per sequence) the ``kl_high`` rule holds a step to: the
+        factor times the adaptive controller's target when one is known, else ``kl_max``."""
+        target = metrics.get(M.KL_TARGET, self.kl_target)
+        return self.thresholds["kl_high_factor"] * target if target else self.thresholds["kl_max"]
+
     def _rules(self, step: int, m: dict[str, float]) -> Any:
         th = self.thresholds
         for key, value in m.items():
@@ -122,8 +128,7 @@ class StabilityMonitor:
 
         kl = m.get(M.KL_K1)
         if kl is not None:
-            target = m.get(M.KL_TARGET, self.kl_target)
-            limit = th["kl_high_factor"] * target if target else th["kl_max"]
+            limit = self.kl_limit(m)
             if kl > limit:
                 sev: Severity = "critical" if kl > 2 * limit else "warning"
                 yield _Alert("kl_high", sev, M.KL_K1, kl, limit, f"KL to the reference is {kl:.2f} nats (limit {limit:.2f})",

@@ -211,3 +211,16 @@ def test_traced_substages_are_shares_of_their_parent_in_the_same_profiled_steps(
     children = {s.stage: s.share for s in p.traced if s.stage.startswith("update/")}
     assert children == {"update/forward": pytest.approx(0.6), "update/backward": pytest.approx(0.3)}
     assert sum(children.values()) <= 1.0
+
+
+def test_profile_gpu_false_from_the_environment(monkeypatch) -> None:
+    """PROFILE_GPU=false (the README's knob) turns the CUDA activity off; unset or true keeps it."""
+    from rlhfkit.profiler.hooks import ProfilerHooks
+
+    monkeypatch.setenv("PROFILE_GPU", "false")
+    assert ProfilerHooks(output_dir="unused").profile_gpu is False
+    assert ProfilerHooks(output_dir="unused", profile_gpu=True).profile_gpu is True
+    monkeypatch.setenv("PROFILE_GPU", "1")
+    assert ProfilerHooks(output_dir="unused").profile_gpu is True
+    monkeypatch.delenv("PROFILE_GPU")
+    assert ProfilerHooks(output_dir="unused").profile_gpu is True

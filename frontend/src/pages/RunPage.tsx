@@ -5,6 +5,7 @@ import { Link, useNavigate, useParams, useSearchParams } from "react-router-dom"
 import { downloadWithAuth, type RunPublic } from "../api/client";
 import { isActive, useArtifacts, useCancelRun, useRerun, useRun } from "../api/queries";
 import { ErrorState, Loading, StatusBadge, Tabs } from "../components/common";
+import { RunDownloads } from "../components/RunDownloads";
 import { useLiveVersion, useRunLive } from "../hooks/useRunLive";
 import type { LiveStore } from "../lib/liveStore";
 import { algorithmLabel } from "../lib/charts";
@@ -101,6 +102,7 @@ function RunHeader({ run, store }: { run: RunPublic; store: LiveStore }) {
           ) : null}
           <button type="button" onClick={() => navigate("/new", { state: { config: run.config } })}>Edit &amp; launch</button>
           <Link className="button" to={`/compare?ids=${run.id}`}>Compare…</Link>
+          <RunDownloads runId={run.id} />
         </div>
       </div>
       <dl className="facts">
