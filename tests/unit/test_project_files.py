@@ -50,7 +50,7 @@ def test_changelog_and_mit_license() -> None:
     licence = (ROOT / "LICENSE").read_text()
     assert licence.startswith("MIT License") and "WITHOUT WARRANTY OF ANY KIND" in licence
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert meta["license"]["text"] == "MIT"
+    assert meta["license"] == "MIT"  # the SPDX expression form (PEP 639)
 
 
 def test_the_engine_install_does_not_pull_the_server() -> None:
