@@ -40,7 +40,7 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "ratio_max": 10.0,
     "ratio_mean_dev": 0.2,  # |ratio_mean - 1| above this
     "cooldown": 20,  # steps a rule stays quiet after firing
-    "warmup": 3,  # steps before ratio-based (running-median) rules may fire
+    "warmup": 3,  # steps before ratio-based (running-median) rules may fire and the kl_rising window starts
 }
 
 
@@ -122,7 +122,11 @@ class StabilityMonitor:
                 sev: Severity = "critical" if kl > 2 * limit else "warning"
                 yield _Alert("kl_high", sev, M.KL_K1, kl, limit, f"KL to the reference is {kl:.2f} nats (limit {limit:.2f})",
                              "Raise kl_coef or use the adaptive controller with a lower kl_target; lower the learning rate.")
-            self._kl.append(kl)
+            # Step 0's KL is 0 by construction (policy == reference), and the first steps move
+            # fastest from there: the window starts after the warm-up, so a flat KL after a normal
+            # first climb is not read as a rise.
+            if len(self.history) > th["warmup"]:
+                self._kl.append(kl)
             if len(self._kl) == self._kl.maxlen:
                 first = self._kl[0]
                 if kl - first > th["kl_rise_min"] and kl > th["kl_rise_factor"] * max(first, 1e-3):

@@ -29,7 +29,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model, PreTrainedToken
 
 from rlhfkit import fastgpt2
 from rlhfkit import ppo_ops as ops
-from rlhfkit.runtime import trunk
+from rlhfkit.runtime import disable_dropout, trunk
 
 # GPT-2 shapes by name (n_layer, n_embd, n_head); `tiny` comes from rlhfkit.tiny.
 GPT2_SHAPES: dict[str, tuple[int, int, int]] = {
@@ -202,6 +202,7 @@ class GPT2Policy(nn.Module):
                     print("rlhfkit: building the tiny model's warm-start (one-time, about a minute on a CPU; "
                           f"cached in {tiny.warmstart.default_cache_dir()})", file=sys.stderr, flush=True)
                 self.warm_start_info = tiny.warm_start(self.model, self.tokenizer, seed=seed)
+        disable_dropout(self.model)  # checkpoints ship with 0.1; see runtime.disable_dropout
         _prepare_tokenizer(self.tokenizer)
         self.model.config.eos_token_id = self.tokenizer.eos_token_id
         self.model.config.bos_token_id = self.tokenizer.bos_token_id
@@ -211,8 +212,12 @@ class GPT2Policy(nn.Module):
             self.model.gradient_checkpointing_enable()
 
         d = self.model.config.n_embd
+        # The value head starts at zero, as in lm-human-preferences and OpenRLHF: V = 0 before any
+        # update, so the first advantages are the returns themselves (not returns minus a random
+        # function of the prompt), and the value loss sends no gradient into a shared trunk until
+        # the head has learned something. Explained variance starts at 0 instead of below it.
         self.value_head = nn.Linear(d, 1)
-        nn.init.normal_(self.value_head.weight, std=1.0 / (d + 1) ** 0.5)
+        nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
         # A separate critic starts as a copy of the initial trunk (TRL/OpenRLHF style).
         self.critic: GPT2Model | None = None if shared_value_trunk else copy.deepcopy(self.model.transformer)

@@ -79,6 +79,10 @@ from rlhfkit.sinks import CallbackSink
 class RunStopped(Exception):
     """Raised inside the loop when a critical alert stops the run (monitor.stop_on_critical)."""
 
+    def __init__(self, alert: AlertEvent) -> None:
+        super().__init__(f"stopped on critical alert {alert.rule}: {alert.message}")
+        self.alert = alert
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -174,7 +178,7 @@ class PPOTrainer:
                              device=str(self.device), versions=runtime.versions(), git_commit=runtime.git_commit()))
         summary: dict[str, Any] = {}
         try:
-            self._setup()
+            self.setup()
             self._call_hooks("on_train_begin", self)
             eval_start = self._eval_start = self._evaluate(step=self.global_step)
             summary = {"eval_reward_start": eval_start}
@@ -207,6 +211,20 @@ class PPOTrainer:
             else:
                 self.emit(RunFinished(step=self.global_step, summary=summary))
             return summary
+        except RunStopped as stop:
+            # the monitor's decision, not a crash: the step that raised the alert finished, and the
+            # run's files (metrics.csv, alerts.csv, the final checkpoint) are written as at any end
+            if stop.alert.step is not None:
+                self.global_step = stop.alert.step + 1
+            with contextlib.suppress(Exception):
+                if cfg.train.checkpoint_at_end and self.run_dir is not None:
+                    self.save_checkpoint()
+                if self.monitor.export_metrics and self.run_dir is not None:
+                    self.monitor.export(self.run_dir)
+                self._call_hooks("on_train_end", self, {"status": "failed", "error": str(stop),
+                                                        "stopped_by": stop.alert.rule})
+            self.emit(RunFailed(step=self.global_step, error=str(stop)))
+            raise
         except BaseException as exc:
             reason = f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(Exception):  # let hooks (the profiler) stop and flush what they have
@@ -218,7 +236,9 @@ class PPOTrainer:
             raise
 
     # ------------------------------------------------------------------ set-up
-    def _setup(self) -> None:
+    def setup(self) -> None:
+        """Seed, place the models, build the reference, optimizer, schedule and KL controller (once;
+        :meth:`train` calls it). Call it yourself only to drive the stages one by one."""
         if self._setup_done:
             return
         cfg = self.config
@@ -226,6 +246,10 @@ class PPOTrainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         check_runtime(cfg)
+        # The run's config decides how to sample (and so how log-probs are tempered), not the policy's
+        # constructor arguments: run_started records the config, and this makes it true.
+        g = cfg.generation
+        self.policy.temperature, self.policy.top_p, self.policy.top_k = g.temperature, g.top_p, g.top_k
         self.policy.to(self.device)
         # "cpu" placement keeps a frozen model in host memory; its forward runs there (CPU runs: no change)
         self.ref_device = torch.device("cpu") if cfg.model.reference_device == "cpu" else self.device
@@ -374,6 +398,7 @@ class PPOTrainer:
             perm = torch.randperm(B, generator=self.gen).to(self.device)
             for start in range(0, B, mb_size):
                 mb_idx = perm[start : start + mb_size]
+                mb_tokens = exp.mask[mb_idx].sum().clamp_min(1.0)
                 self.optimizer.zero_grad(set_to_none=True)
                 for m0 in range(0, mb_size, micro):
                     i = mb_idx[m0 : m0 + micro]
@@ -389,7 +414,9 @@ class PPOTrainer:
                         ent = ops.masked_mean(mb_entropy.float(), mb_mask)
                         loss = pl.loss + p.value_coef * vl - p.entropy_coef * ent
                     with rec.substage("update/backward"):
-                        (loss / p.grad_accum_steps).backward()
+                        # each loss is a mean over this micro-batch's tokens: weigh it by its share of
+                        # the minibatch's tokens, so accumulation gives one big minibatch's gradient
+                        (loss * (mb_mask.sum() / mb_tokens)).backward()
                     acc.add_micro(pl, vl, vclip, ent, loss)
                 with rec.substage("update/optimizer"):
                     gn = torch.nn.utils.clip_grad_norm_(self.policy.trainable_parameters(), p.max_grad_norm)
@@ -447,7 +474,7 @@ class PPOTrainer:
             if a.severity == "critical":
                 critical = a
         if critical is not None and self.config.monitor.stop_on_critical:
-            raise RunStopped(f"stopped on critical alert {critical.rule}: {critical.message}")
+            raise RunStopped(critical)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
