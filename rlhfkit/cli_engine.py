@@ -64,7 +64,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rlhfkit.config import check_runtime, to_yaml
+    from rlhfkit.config import ConfigError, check_runtime, to_yaml
 
     cfg = config_from_args(args)  # ConfigError -> exit 2 in cli.main, before anything is written
     if args.print_config:
@@ -77,7 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     sinks = [] if args.quiet else [ConsoleSink(stream=sys.stderr)]
     try:
         summary = run_training(cfg, run_id=args.run_id, sinks=sinks, out_dir=args.out)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ConfigError):  # a setting only the model can check (generation.stop_token): exit 2
         raise
     except Exception as exc:
         print(f"rlhfkit: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -385,6 +385,30 @@ class GPT2Policy(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
 
+def truncate_at_token(ids: torch.Tensor, mask: torch.Tensor, token_id: int, pad_token_id: int | None,
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut each response after the first ``token_id`` (kept): (B, R) ids and mask -> the same with
+    later positions masked out and set to padding. Rows without the token are unchanged."""
+    R = ids.shape[1]
+    hit = (ids == token_id) & mask.bool()  # (B, R)
+    pos = torch.arange(R, device=ids.device).unsqueeze(0)  # (1, R)
+    first = torch.where(hit.any(1), hit.long().argmax(1), torch.full_like(ids[:, 0], R))  # (B,)
+    keep = mask.bool() & (pos <= first.unsqueeze(1))
+    pad = pad_token_id if pad_token_id is not None else 0
+    return torch.where(keep, ids, torch.full_like(ids, pad)), keep.to(mask.dtype)
+
+
+def stop_token_id(tokenizer: PreTrainedTokenizerBase, stop_token: str | None) -> int | None:
+    """The id of ``generation.stop_token`` (None when off); ValueError unless it is one token."""
+    if stop_token is None:
+        return None
+    ids = tokenizer(stop_token, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(f"generation.stop_token {stop_token!r} is {len(ids)} tokens for this tokenizer; "
+                         "it must be exactly one")
+    return int(ids[0])
+
+
 def _prepare_tokenizer(tok: PreTrainedTokenizerBase) -> None:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

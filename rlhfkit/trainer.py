@@ -42,6 +42,7 @@ import torch
 from rlhfkit import ppo_ops as ops
 from rlhfkit import runtime
 from rlhfkit.config import (
+    ConfigError,
     GenerationConfig,
     PPOConfig,
     RunConfig,
@@ -71,7 +72,7 @@ from rlhfkit.experience import Advantages, Experience, Rollout, UpdateStats
 from rlhfkit.instrument import StageRecorder, module_mb
 from rlhfkit.metrics import M
 from rlhfkit.monitor import StabilityMonitor
-from rlhfkit.policy import BasePolicy
+from rlhfkit.policy import BasePolicy, stop_token_id, truncate_at_token
 from rlhfkit.rewards import BaseRewardModel
 from rlhfkit.sinks import CallbackSink
 
@@ -267,6 +268,11 @@ class PPOTrainer:
         self.gen = torch.Generator(device="cpu").manual_seed(cfg.seed)  # prompts, minibatch order
         self.sample_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)  # token sampling
         self.train_prompts = self.policy.train_prompts()
+        try:
+            self.stop_token_id = stop_token_id(self.policy.tokenizer, cfg.generation.stop_token)
+        except ValueError as exc:
+            raise ConfigError([{"field": "generation.stop_token", "type": "value_error", "message": str(exc)}]) from exc
+        self.reward_moments = ops.RunningMoments()  # reward.normalize
         self.eval_prompt_list = self.policy.eval_prompts()[: cfg.train.eval_prompts]
         self.recorder = StageRecorder(self.device, self.hooks)
         self.autocast = self.device.type == "cuda" and cfg.model.dtype == "bf16"
@@ -333,6 +339,9 @@ class PPOTrainer:
                 else:
                     chunks.append(self.policy.generate(*args, generator=self.sample_gen, stop_at_eos=g.stop_at_eos))
         response, response_mask = _cat_responses(chunks, self.policy.tokenizer.pad_token_id)  # (B, R)
+        if self.stop_token_id is not None:
+            response, response_mask = truncate_at_token(response, response_mask, self.stop_token_id,
+                                                         self.policy.tokenizer.pad_token_id)
         out = Rollout(prompts=prompts, query=query, query_mask=query_mask, response=response,
                       response_mask=response_mask)
         if from_sampling:
@@ -360,16 +369,34 @@ class PPOTrainer:
             raw_scores = self.reward_model.score(prompts=rollout.prompts, responses=texts, query_ids=rollout.query,
                                                  response_ids=rollout.response,
                                                  response_mask=rollout.response_mask).to(self.device)
-        eos_id = self.policy.tokenizer.eos_token_id
-        B = len(rollout.prompts)
-        has_eos = (rollout.response == eos_id).any(1) if eos_id is not None else torch.zeros(B, dtype=torch.bool)
-        scores = raw_scores.clone()
+        has_eos = self._ended(rollout.response, rollout.response_mask)
+        scores = self.shape_scores(raw_scores)
         if g.missing_eos_penalty is not None:
             scores = torch.where(has_eos, scores, scores - g.missing_eos_penalty)
         return Experience(prompts=rollout.prompts, input_ids=ids, attention_mask=attn, prompt_len=P,
                           response=rollout.response, mask=rollout.response_mask.float(),
                           logprobs=logprobs.float(), ref_logprobs=ref_logprobs.float(), values=values.float(),
                           raw_scores=raw_scores, scores=scores, has_eos=has_eos)
+
+    def shape_scores(self, raw: torch.Tensor) -> torch.Tensor:
+        """The reward model's scores (B,) as PPO uses them: ``reward.normalize`` (running mean/std,
+        updated with this batch first), then ``reward.clip``."""
+        r = self.config.reward
+        scores = raw.clone()
+        if r.normalize:
+            self.reward_moments.update(scores)
+            scores = self.reward_moments.normalize(scores)
+        if r.clip is not None:
+            scores = scores.clamp(-r.clip, r.clip)
+        return scores
+
+    def _ended(self, response: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B,) bool: the response ended on EOS or on ``generation.stop_token``."""
+        hit = torch.zeros_like(response, dtype=torch.bool)
+        for tid in (self.policy.tokenizer.eos_token_id, self.stop_token_id):
+            if tid is not None:
+                hit |= response == tid
+        return (hit & mask.bool()).any(1)
 
     def advantages(self, exp: Experience) -> Advantages:
         """Per-token KL penalty plus the score on the last token, then GAE and whitening (no grad)."""
@@ -455,6 +482,9 @@ class PPOTrainer:
             M.ADV_STD: float(ops.masked_var(adv.advantages_raw, mask).sqrt()),
             M.RESPONSE_LEN: float(mask.sum(1).mean()),
             M.EOS_FRACTION: float(exp.has_eos.float().mean()),
+            M.AT_CAP_FRACTION: float(((mask.sum(1) >= self.config.generation.max_new_tokens) & ~exp.has_eos)
+                                     .float().mean()),
+            M.DISTINCT_2: ops.distinct_n(exp.response, mask, 2),
             M.TOKENS_PER_SEC: int(mask.sum()) / step_time,
             M.STEP_TIME: step_time,
         }
@@ -468,6 +498,9 @@ class PPOTrainer:
         self.emit(MetricsEvent(step=step, values=finite))
         self.emit(TimingsEvent(step=step, stages=dict(self.recorder.timings), step_time=step_time, tokens=n_tokens))
         self.emit(MemoryEvent(step=step, device=str(self.device), stages=dict(self.recorder.memory), models=self.model_mb))
+        self._emit_alerts(alerts)
+
+    def _emit_alerts(self, alerts: list[AlertEvent]) -> None:
         critical: AlertEvent | None = None
         for a in alerts:
             self.emit(a)
@@ -486,6 +519,7 @@ class PPOTrainer:
             gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 10_007)
             prompts = self.eval_prompt_list
             rewards: list[float] = []
+            lengths: list[float] = []
             samples: list[Sample] = []
             chunk = cfg.generation.batch_size or max(cfg.ppo.batch_size, 16)
             for s in range(0, len(prompts), chunk):
@@ -494,6 +528,9 @@ class PPOTrainer:
                 with self._amp():
                     r, rm = self.policy.generate(q, qm, cfg.generation.max_new_tokens, generator=gen,
                                                  stop_at_eos=cfg.generation.stop_at_eos)
+                if self.stop_token_id is not None:
+                    r, rm = truncate_at_token(r, rm, self.stop_token_id, self.policy.tokenizer.pad_token_id)
+                lengths.extend(rm.sum(1).float().tolist())
                 texts = self.policy.decode(r, rm)
                 sc = self.reward_model.score(prompts=ps, responses=texts, query_ids=q, response_ids=r, response_mask=rm)
                 rewards.extend(sc.tolist())
@@ -503,7 +540,9 @@ class PPOTrainer:
         mean = float(np.mean(rewards)) if rewards else math.nan
         self._last_eval, self._last_eval_step = mean, step
         self.emit(EvalEvent(step=step, reward_mean=mean, samples=samples))
-        self.emit(MetricsEvent(step=step, values={M.EVAL_REWARD: mean}))
+        values = {M.EVAL_REWARD: mean, M.EVAL_RESPONSE_LEN: float(np.mean(lengths)) if lengths else math.nan}
+        self.emit(MetricsEvent(step=step, values={k: v for k, v in values.items() if math.isfinite(v)}))
+        self._emit_alerts(self.monitor.check(step, values))  # the monitor's rules over evaluations
         return mean
 
     # ------------------------------------------------------------------ checkpoints
@@ -517,6 +556,7 @@ class PPOTrainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "kl_coef": self.kl_ctl.value,
+            "reward_moments": vars(self.reward_moments),
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
                     "gen": self.gen.get_state(), "sample_gen": self.sample_gen.get_state()},
             "config": self.config.model_dump(mode="json"),
@@ -532,6 +572,7 @@ class PPOTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.kl_ctl.value = state["kl_coef"]
+        vars(self.reward_moments).update(state.get("reward_moments", {}))
         rng = state["rng"]
         torch.set_rng_state(rng["torch"].cpu())
         random.setstate(rng["python"])

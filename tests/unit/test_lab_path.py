@@ -192,3 +192,59 @@ def test_value_head_starts_at_zero() -> None:
     ids, mask = policy.encode_prompts(["the harbor was lovely", "today"], torch.device("cpu"))
     _, values, _ = policy.forward_scores(ids, mask, 2)
     assert values is not None and torch.count_nonzero(values) == 0
+
+
+# ---------------------------------------------------------------- reward normalisation and clipping, stop token
+def _trainer(**overrides: Any) -> PPOTrainer:
+    cfg = load_config("smoke", fast_overrides(**overrides))
+    policy = GPT2Policy.from_run_config(cfg.model, cfg.generation, seed=cfg.seed)
+    trainer = PPOTrainer(policy, SentimentReward(), config=cfg)
+    trainer.setup()
+    return trainer
+
+
+def test_reward_normalize_and_clip_shape_the_score_ppo_sees() -> None:
+    trainer = _trainer(**{"reward.normalize": True, "reward.clip": 1.5})
+    g = torch.Generator().manual_seed(0)
+    seen = []
+    for _ in range(4):
+        raw = torch.randn(16, generator=g) * 4.2 + 10.0  # a learned RM's scale
+        seen.append(raw)
+        out = trainer.shape_scores(raw)
+        assert float(out.abs().max()) <= 1.5
+    allx = torch.cat(seen).double()
+    expected = ((seen[-1].double() - allx.mean()) / allx.std(unbiased=False)).clamp(-1.5, 1.5)
+    torch.testing.assert_close(out.double(), expected, rtol=0, atol=1e-5)
+    plain = _trainer()
+    torch.testing.assert_close(plain.shape_scores(seen[0]), seen[0])  # both off: the raw score
+
+
+def test_stop_token_truncates_responses_and_counts_as_an_ending() -> None:
+    trainer = _trainer(**{"generation.stop_token": ".", "generation.max_new_tokens": 12})
+    tok = trainer.policy.tokenizer
+    dot = tok(".", add_special_tokens=False)["input_ids"][0]
+    rollout = trainer.rollout()
+    for ids, m in zip(rollout.response.tolist(), rollout.response_mask.tolist(), strict=True):
+        real = [t for t, k in zip(ids, m, strict=True) if k]
+        assert dot not in real[:-1]  # nothing after the first stop token
+        assert all(t == tok.pad_token_id for t, k in zip(ids, m, strict=True) if not k)
+    ended = trainer._ended(rollout.response, rollout.response_mask)
+    last = [r[int(m.sum()) - 1] for r, m in zip(rollout.response.tolist(), rollout.response_mask, strict=True)]
+    assert ended.tolist() == [t in (dot, tok.eos_token_id) for t in last]
+
+
+def test_truncate_at_token_keeps_the_stop_token_and_pads_after_it() -> None:
+    from rlhfkit.policy import truncate_at_token
+
+    ids = torch.tensor([[5, 3, 9, 3, 4], [5, 6, 7, 8, 4], [3, 0, 0, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [1, 0, 0, 0, 0]])
+    out, m = truncate_at_token(ids, mask, token_id=3, pad_token_id=0)
+    assert out.tolist() == [[5, 3, 0, 0, 0], [5, 6, 7, 8, 0], [3, 0, 0, 0, 0]]
+    assert m.tolist() == [[1, 1, 0, 0, 0], [1, 1, 1, 1, 0], [1, 0, 0, 0, 0]]
+
+
+def test_a_stop_token_of_several_tokens_is_refused_naming_the_field() -> None:
+    from rlhfkit.config import ConfigError
+
+    with pytest.raises(ConfigError, match="generation.stop_token"):
+        _trainer(**{"generation.stop_token": "lovely harbor"})
