@@ -34,6 +34,7 @@ def register(sub: Any) -> None:
     add_config_args(p)
     p.add_argument("--out", default="runs", help="directory for run folders (events.jsonl, config.yaml, checkpoints)")
     p.add_argument("--run-id", default=None, help="run id (default: random)")
+    p.add_argument("--seed", type=int, default=None, help="seed (same as --set seed=N)")
     p.add_argument("--json", action="store_true", help="print the final summary as one JSON line on stdout")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
@@ -66,6 +67,8 @@ def register(sub: Any) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from rlhfkit.config import ConfigError, check_runtime, to_yaml
 
+    if args.seed is not None:
+        args.overrides = [*args.overrides, f"seed={args.seed}"]
     cfg = config_from_args(args)  # ConfigError -> exit 2 in cli.main, before anything is written
     if args.print_config:
         print(to_yaml(cfg))

@@ -78,6 +78,7 @@ class StabilityMonitor:
         self.thresholds = {**DEFAULT_THRESHOLDS, **(warning_thresholds or {})}
         self.export_metrics = export_metrics
         self.kl_target: float | None = None
+        self.lr_warmup_steps = 0  # the trainer sets it: the kl_rising window starts after the LR warm-up
         self.history: list[tuple[int, dict[str, float]]] = []
         self.alerts: list[AlertEvent] = []
         self._last_fired: dict[str, int] = {}
@@ -136,16 +137,19 @@ class StabilityMonitor:
                 sev: Severity = "critical" if kl > 2 * limit else "warning"
                 yield _Alert("kl_high", sev, M.KL_K1, kl, limit, f"KL to the reference is {kl:.2f} nats (limit {limit:.2f})",
                              "Raise kl_coef or use the adaptive controller with a lower kl_target; lower the learning rate.")
-            # Step 0's KL is 0 by construction (policy == reference), and the first steps move
-            # fastest from there: the window starts after the warm-up, so a flat KL after a normal
-            # first climb is not read as a rise.
-            if len(self.history) > th["warmup"]:
+            # Step 0's KL is 0 by construction (policy == reference) and the first steps (with the
+            # learning-rate warm-up) climb from there: the window starts after both, and its ends are
+            # means of a few steps, so one noisy step or the normal first climb is not read as a rise.
+            if len(self.history) > max(th["warmup"], self.lr_warmup_steps):
                 self._kl.append(kl)
             if len(self._kl) == self._kl.maxlen:
-                first = self._kl[0]
-                if kl - first > th["kl_rise_min"] and kl > th["kl_rise_factor"] * max(first, 1e-3):
-                    yield _Alert("kl_rising", "warning", M.KL_K1, kl, th["kl_rise_factor"] * max(first, 1e-3),
-                                 f"KL rose from {first:.2f} to {kl:.2f} in {len(self._kl) - 1} steps",
+                k = max(1, min(3, len(self._kl) // 3))
+                first = statistics.fmean(list(self._kl)[:k])
+                late = statistics.fmean(list(self._kl)[-k:])
+                if late - first > th["kl_rise_min"] and late > th["kl_rise_factor"] * max(first, 1e-3):
+                    yield _Alert("kl_rising", "warning", M.KL_K1, late, th["kl_rise_factor"] * max(first, 1e-3),
+                                 f"KL rose from {first:.2f} to {late:.2f} nats (means of {k} steps) in "
+                                 f"{len(self._kl) - 1} steps",
                                  "The policy is drifting fast: lower the learning rate or ppo_epochs, or raise kl_coef.")
 
         klt = m.get(M.KL_PER_TOKEN)

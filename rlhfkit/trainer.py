@@ -265,6 +265,7 @@ class PPOTrainer:
             ops.AdaptiveKLController(p.kl_coef, p.kl_target, p.kl_horizon) if p.kl_controller == "adaptive"
             else ops.FixedKLController(p.kl_coef))
         self.monitor.kl_target = p.kl_target if p.kl_controller == "adaptive" else None
+        self.monitor.lr_warmup_steps = p.warmup_steps
         self.gen = torch.Generator(device="cpu").manual_seed(cfg.seed)  # prompts, minibatch order
         self.sample_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)  # token sampling
         self.train_prompts = self.policy.train_prompts()
