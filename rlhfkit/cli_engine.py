@@ -36,6 +36,7 @@ def register(sub: Any) -> None:
     add_config_args(p)
     p.add_argument("--out", default="runs", help="directory for run folders (events.jsonl, config.yaml, checkpoints)")
     p.add_argument("--run-id", default=None, help="run id (default: random)")
+    p.add_argument("--seed", type=int, default=None, help="seed (same as --set seed=N)")
     p.add_argument("--json", action="store_true", help="print the final summary as one JSON line on stdout")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
@@ -77,8 +78,10 @@ def register(sub: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rlhfkit.config import check_runtime, to_yaml
+    from rlhfkit.config import ConfigError, check_runtime, to_yaml
 
+    if args.seed is not None:
+        args.overrides = [*args.overrides, f"seed={args.seed}"]
     cfg = config_from_args(args)  # ConfigError -> exit 2 in cli.main, before anything is written
     if args.print_config:
         print(to_yaml(cfg))
@@ -105,7 +108,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             logging.getLogger("rlhfkit.train").debug("run %s, resolved config:\n%s", run_id, to_yaml(cfg))
             summary = run_training(cfg, run_id=run_id, sinks=[*sinks, log_sink], out_dir=args.out,
                                    write_events=remote is None)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ConfigError):  # a setting only the model can check (generation.stop_token): exit 2
         raise
     except Exception as exc:
         print(f"rlhfkit: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -57,6 +57,10 @@ class GenerationConfig(_Strict):
     top_k: int = Field(0, ge=0, description="Top-k sampling (0 = off)")
     stop_at_eos: bool = Field(True, description="Stop a response at the end-of-sequence token")
     missing_eos_penalty: float | None = Field(None, description="Subtract this from the score of responses without EOS (None = off)")
+    stop_token: str | None = Field(
+        None, max_length=64, description="Truncate each response after the first occurrence of this token (e.g. '.' "
+        "or '\\n'; it must be one token of the policy's tokenizer). The stop token is kept, later tokens become "
+        "padding, and a response that stopped there counts as ended like one that emitted EOS. None = off")
     batch_size: int | None = Field(
         None, ge=1, title="Generation batch size", description="Prompts sampled per generation pass: the rollout batch is generated in chunks of this "
         "many (None = all ppo.batch_size prompts at once). Must divide ppo.batch_size. Smaller chunks need a smaller "
@@ -71,6 +75,12 @@ class RewardConfig(_Strict):
     target_length: int = Field(12, ge=1, description="length reward: target response length in words")
     model_path: str | None = Field(None, description="model reward: directory written by `rlhfkit train-rm`")
     scale: float = Field(1.0, description="Multiply scores by this")
+    normalize: bool = Field(
+        False, description="Normalise scores with a running mean and std over every batch so far (updated with "
+        "the batch first), so the score fed to PPO has mean ~0 and std ~1 whatever the reward model's scale")
+    clip: float | None = Field(
+        None, gt=0, description="Clip the score fed to PPO to [-clip, clip] (after normalisation when both are on; "
+        "reward/* metrics stay the raw scores). None = off")
     device: Literal["same", "cpu"] = Field(
         "same", title="Reward model device", description="model reward: where the reward model lives and scores: same = the policy's device; "
         "cpu = host memory (frees its weights and activations on the GPU). No effect on CPU runs")

@@ -67,6 +67,8 @@ class M:
     RESPONSE_LEN_MAX: Final = "response/length_max"
     RESPONSE_CLIPPED: Final = "response/clipped_ratio"
     EOS_FRACTION: Final = "response/eos_fraction"
+    AT_CAP_FRACTION: Final = "response/at_cap_fraction"
+    DISTINCT_2: Final = "response/distinct_2"
     TOKENS_PER_SEC: Final = "perf/tokens_per_sec"
     STEP_TIME: Final = "perf/step_time"
     EVAL_REWARD: Final = "eval/reward_mean"
@@ -95,6 +97,7 @@ class M:
     SYS_RSS_MB: Final = "system/rss_mb"
     SYS_HOST_MEM_USED_MB: Final = "system/host_mem_used_mb"
     SYS_HOST_MEM_PERCENT: Final = "system/host_mem_percent"
+    EVAL_RESPONSE_LEN: Final = "eval/response_length"
 
 
 _SPECS: tuple[MetricSpec, ...] = (
@@ -167,12 +170,17 @@ _SPECS: tuple[MetricSpec, ...] = (
     MetricSpec(M.RESPONSE_CLIPPED, "fraction", "Share of responses cut at generation.max_new_tokens without EOS",
                "response", ("completions/clipped_ratio", "response_length/clip_ratio")),
     # (TRL PPOTrainer's val/num_eos_tokens is a count of EOS tokens, not this fraction: not an alias.)
-    MetricSpec(M.EOS_FRACTION, "fraction", "Share of responses that ended with EOS", "response"),
+    MetricSpec(M.EOS_FRACTION, "fraction", "Share of responses that ended with EOS (or generation.stop_token)", "response"),
+    MetricSpec(M.AT_CAP_FRACTION, "fraction", "Share of responses cut off at generation.max_new_tokens without ending",
+               "response"),
+    MetricSpec(M.DISTINCT_2, "fraction", "Distinct-2 of the batch's responses: unique token bigrams / all bigrams "
+               "(falls when samples repeat themselves or each other)", "response"),
     MetricSpec(M.TOKENS_PER_SEC, "tokens/s", "Generated response tokens per second of wall time for the whole step", "perf"),
     MetricSpec(M.STEP_TIME, "s", "Wall time of the whole step", "perf", ("time/ppo/total", "step_time", "timing_s/step",
                "perf/time_per_step", "timing/train/total_step_time")),
     MetricSpec(M.EVAL_REWARD, "reward", "Mean reward on held-out eval prompts (greedy-free sampling)", "eval",
                ("eval/reward", "eval_reward")),
+    MetricSpec(M.EVAL_RESPONSE_LEN, "tokens", "Mean response length on the held-out eval prompts", "eval"),
 )
 
 # Per-stage performance: verl's and NeMo-RL's names for the same quantities are aliases.

@@ -44,8 +44,16 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "zero_std_frac_max": 0.5,  # share of prompts whose G rewards are all equal (critic-free runs)
     "length_cap_frac_max": 0.9,  # share of responses cut at max_new_tokens ...
     "length_cap_window": 5,  # ... for this many steps in a row
+    # reward hacking that KL alone misses (each compares with the run's own first value)
+    "eos_drop_ratio": 0.5,  # EOS fraction below this share of its first value (critical below half of that)
+    "eos_first_min": 0.5,  # ... only for runs whose responses mostly ended at first
+    "at_cap_max": 0.5,  # more than this share of responses cut off at the length cap ...
+    "at_cap_first_max": 0.25,  # ... when at most this share were at first
+    "distinct2_drop_ratio": 0.5,  # distinct-2 of the batch below this share of its first value
+    "drift_evals": 4,  # evaluations in a row with eval reward rising and eval length moving one way ...
+    "drift_length_change": 0.3,  # ... by at least this relative change from first to last of them
     "cooldown": 20,  # steps a rule stays quiet after firing
-    "warmup": 3,  # steps before ratio-based (running-median) rules may fire
+    "warmup": 3,  # steps before ratio-based (running-median) rules may fire and the kl_rising window starts
 }
 
 
@@ -75,6 +83,7 @@ class StabilityMonitor:
         self.thresholds = {**DEFAULT_THRESHOLDS, **(warning_thresholds or {})}
         self.export_metrics = export_metrics
         self.kl_target: float | None = None
+        self.lr_warmup_steps = 0  # the trainer sets it: the kl_rising window starts after the LR warm-up
         self.history: list[tuple[int, dict[str, float]]] = []
         self.alerts: list[AlertEvent] = []
         self._last_fired: dict[str, int] = {}
@@ -83,6 +92,7 @@ class StabilityMonitor:
         self._grad: deque[float] = deque(maxlen=50)
         self._vloss: deque[float] = deque(maxlen=50)
         self._capped: deque[float] = deque(maxlen=max(1, int(self.thresholds["length_cap_window"])))
+        self._evals: deque[tuple[float, float]] = deque(maxlen=max(2, int(self.thresholds["drift_evals"])))
         self.on_alert: Callable[[AlertEvent], None] | None = None
 
     # The trainer hands every event to callbacks; the monitor only needs step metrics.
@@ -93,8 +103,13 @@ class StabilityMonitor:
                     self.on_alert(alert)
 
     def check(self, step: int, metrics: dict[str, float]) -> list[AlertEvent]:
-        """Evaluate every rule on one step's metrics; returns the alerts that fire now."""
-        self.history.append((step, dict(metrics)))
+        """Evaluate every rule on one step's metrics; returns the alerts that fire now.
+
+        A dict holding only ``eval/*`` metrics is an evaluation (it comes at its own step): the
+        evaluation rules read it, and it is not a training step of the history.
+        """
+        if not all(k.startswith("eval/") for k in metrics):
+            self.history.append((step, dict(metrics)))
         found = list(self._rules(step, metrics))
         out: list[AlertEvent] = []
         cooldown = int(self.thresholds["cooldown"])
@@ -122,7 +137,7 @@ class StabilityMonitor:
                 yield _Alert("nan_inf", "critical", key, value, 0.0, f"{key} is {value} at step {step}",
                              "Lower the learning rate, check the reward for NaN/inf, enable grad clipping; resume from the last checkpoint.")
                 return
-        for key in (M.ENTROPY, M.REWARD_STD):
+        for key in (M.ENTROPY, M.REWARD_STD, M.EOS_FRACTION, M.AT_CAP_FRACTION, M.DISTINCT_2):
             if key in m and key not in self._first:
                 self._first[key] = m[key]
 
@@ -133,12 +148,19 @@ class StabilityMonitor:
                 sev: Severity = "critical" if kl > 2 * limit else "warning"
                 yield _Alert("kl_high", sev, M.KL_K1, kl, limit, f"KL to the reference is {kl:.2f} nats (limit {limit:.2f})",
                              "Raise kl_coef or use the adaptive controller with a lower kl_target; lower the learning rate.")
-            self._kl.append(kl)
+            # Step 0's KL is 0 by construction (policy == reference) and the first steps (with the
+            # learning-rate warm-up) climb from there: the window starts after both, and its ends are
+            # means of a few steps, so one noisy step or the normal first climb is not read as a rise.
+            if len(self.history) > max(th["warmup"], self.lr_warmup_steps):
+                self._kl.append(kl)
             if len(self._kl) == self._kl.maxlen:
-                first = self._kl[0]
-                if kl - first > th["kl_rise_min"] and kl > th["kl_rise_factor"] * max(first, 1e-3):
-                    yield _Alert("kl_rising", "warning", M.KL_K1, kl, th["kl_rise_factor"] * max(first, 1e-3),
-                                 f"KL rose from {first:.2f} to {kl:.2f} in {len(self._kl) - 1} steps",
+                k = max(1, min(3, len(self._kl) // 3))
+                first = statistics.fmean(list(self._kl)[:k])
+                late = statistics.fmean(list(self._kl)[-k:])
+                if late - first > th["kl_rise_min"] and late > th["kl_rise_factor"] * max(first, 1e-3):
+                    yield _Alert("kl_rising", "warning", M.KL_K1, late, th["kl_rise_factor"] * max(first, 1e-3),
+                                 f"KL rose from {first:.2f} to {late:.2f} nats (means of {k} steps) in "
+                                 f"{len(self._kl) - 1} steps",
                                  "The policy is drifting fast: lower the learning rate or ppo_epochs, or raise kl_coef.")
 
         klt = m.get(M.KL_PER_TOKEN)
@@ -213,6 +235,8 @@ class StabilityMonitor:
                                  "Whiten or scale rewards, lower value_coef or cliprange_value, or the learning rate.")
             self._vloss.append(vl)
 
+        yield from self._reward_hacking_rules(step, m)
+
         cf = m.get(M.POLICY_CLIPFRAC)
         if cf is not None and cf > th["clipfrac_max"]:
             yield _Alert("high_clipfrac", "warning", M.POLICY_CLIPFRAC, cf, th["clipfrac_max"],
@@ -228,6 +252,49 @@ class StabilityMonitor:
         if rmean is not None and abs(rmean - 1.0) > th["ratio_mean_dev"]:
             yield _Alert("ratio_mean_off", "warning", M.RATIO_MEAN, rmean, 1.0 + th["ratio_mean_dev"],
                          f"Mean importance ratio is {rmean:.3f}", "Lower the learning rate or ppo_epochs.")
+
+    def _reward_hacking_rules(self, step: int, m: dict[str, float]) -> Any:
+        """Patterns where the reward rises for the wrong reason, which KL alone can miss."""
+        th = self.thresholds
+        eos, first_eos = m.get(M.EOS_FRACTION), self._first.get(M.EOS_FRACTION)
+        if eos is not None and first_eos is not None and first_eos >= th["eos_first_min"]:
+            floor = th["eos_drop_ratio"] * first_eos
+            if eos < floor:
+                yield _Alert("eos_collapse", "critical" if eos < 0.5 * floor else "warning", M.EOS_FRACTION, eos, floor,
+                             f"Only {eos:.0%} of responses end (was {first_eos:.0%}): the policy learned not to stop",
+                             "The reward likely pays for longer text or punishes the ending: check where the reward "
+                             "model reads the score, set generation.missing_eos_penalty, or raise kl_coef.")
+        cap, first_cap = m.get(M.AT_CAP_FRACTION), self._first.get(M.AT_CAP_FRACTION)
+        if cap is not None and first_cap is not None and first_cap <= th["at_cap_first_max"] and cap > th["at_cap_max"]:
+            yield _Alert("length_at_cap", "warning", M.AT_CAP_FRACTION, cap, th["at_cap_max"],
+                         f"{cap:.0%} of responses run to the length cap without ending (was {first_cap:.0%})",
+                         "Read the samples for padding or repeated phrases; set generation.missing_eos_penalty or "
+                         "generation.stop_token; raise kl_coef.")
+        d2, first_d2 = m.get(M.DISTINCT_2), self._first.get(M.DISTINCT_2)
+        if d2 is not None and first_d2 is not None and first_d2 > 0:
+            floor = th["distinct2_drop_ratio"] * first_d2
+            if d2 < floor:
+                yield _Alert("repetition", "warning", M.DISTINCT_2, d2, floor,
+                             f"Distinct-2 of the samples fell to {d2:.2f} (was {first_d2:.2f}): responses repeat "
+                             "themselves or each other",
+                             "Raise entropy_coef or kl_coef, lower the learning rate; check the reward for a phrase "
+                             "it overpays.")
+        er, el = m.get(M.EVAL_REWARD), m.get(M.EVAL_RESPONSE_LEN)
+        if er is not None and el is not None:
+            self._evals.append((er, el))
+            if len(self._evals) == self._evals.maxlen:
+                rs, ls = [r for r, _ in self._evals], [x for _, x in self._evals]
+                rising = all(b > a for a, b in zip(rs, rs[1:], strict=False))
+                longer = all(b > a for a, b in zip(ls, ls[1:], strict=False))
+                shorter = all(b < a for a, b in zip(ls, ls[1:], strict=False))
+                change = ls[-1] / ls[0] - 1.0 if ls[0] > 0 else 0.0
+                if rising and (longer or shorter) and abs(change) >= th["drift_length_change"]:
+                    way = "longer" if longer else "shorter"
+                    yield _Alert("reward_length_drift", "warning", M.EVAL_RESPONSE_LEN, el, ls[0],
+                                 f"Eval reward rose {len(rs) - 1} evaluations in a row while eval responses got "
+                                 f"{way} every time ({ls[0]:.1f} -> {ls[-1]:.1f} tokens)",
+                                 "The reward may be paying for length, not quality: read the eval samples; add a "
+                                 "length penalty or normalise the reward; raise kl_coef.")
 
     def export(self, directory: str | Path) -> list[Path]:
         """Write metrics.csv and alerts.csv; returns the paths written."""

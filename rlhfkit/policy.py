@@ -29,7 +29,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model, PreTrainedToken
 
 from rlhfkit import fastgpt2
 from rlhfkit import ppo_ops as ops
-from rlhfkit.runtime import trunk
+from rlhfkit.runtime import disable_dropout, trunk
 
 # GPT-2 shapes by name (n_layer, n_embd, n_head); `tiny` comes from rlhfkit.tiny.
 GPT2_SHAPES: dict[str, tuple[int, int, int]] = {
@@ -202,6 +202,7 @@ class GPT2Policy(nn.Module):
                     print("rlhfkit: building the tiny model's warm-start (one-time, about a minute on a CPU; "
                           f"cached in {tiny.warmstart.default_cache_dir()})", file=sys.stderr, flush=True)
                 self.warm_start_info = tiny.warm_start(self.model, self.tokenizer, seed=seed)
+        disable_dropout(self.model)  # checkpoints ship with 0.1; see runtime.disable_dropout
         _prepare_tokenizer(self.tokenizer)
         self.model.config.eos_token_id = self.tokenizer.eos_token_id
         self.model.config.bos_token_id = self.tokenizer.bos_token_id
@@ -211,8 +212,12 @@ class GPT2Policy(nn.Module):
             self.model.gradient_checkpointing_enable()
 
         d = self.model.config.n_embd
+        # The value head starts at zero, as in lm-human-preferences and OpenRLHF: V = 0 before any
+        # update, so the first advantages are the returns themselves (not returns minus a random
+        # function of the prompt), and the value loss sends no gradient into a shared trunk until
+        # the head has learned something. Explained variance starts at 0 instead of below it.
         self.value_head = nn.Linear(d, 1)
-        nn.init.normal_(self.value_head.weight, std=1.0 / (d + 1) ** 0.5)
+        nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
         # A separate critic starts as a copy of the initial trunk (TRL/OpenRLHF style).
         self.critic: GPT2Model | None = None if shared_value_trunk else copy.deepcopy(self.model.transformer)
@@ -378,6 +383,30 @@ class GPT2Policy(nn.Module):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
+
+
+def truncate_at_token(ids: torch.Tensor, mask: torch.Tensor, token_id: int, pad_token_id: int | None,
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut each response after the first ``token_id`` (kept): (B, R) ids and mask -> the same with
+    later positions masked out and set to padding. Rows without the token are unchanged."""
+    R = ids.shape[1]
+    hit = (ids == token_id) & mask.bool()  # (B, R)
+    pos = torch.arange(R, device=ids.device).unsqueeze(0)  # (1, R)
+    first = torch.where(hit.any(1), hit.long().argmax(1), torch.full_like(ids[:, 0], R))  # (B,)
+    keep = mask.bool() & (pos <= first.unsqueeze(1))
+    pad = pad_token_id if pad_token_id is not None else 0
+    return torch.where(keep, ids, torch.full_like(ids, pad)), keep.to(mask.dtype)
+
+
+def stop_token_id(tokenizer: PreTrainedTokenizerBase, stop_token: str | None) -> int | None:
+    """The id of ``generation.stop_token`` (None when off); ValueError unless it is one token."""
+    if stop_token is None:
+        return None
+    ids = tokenizer(stop_token, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(f"generation.stop_token {stop_token!r} is {len(ids)} tokens for this tokenizer; "
+                         "it must be exactly one")
+    return int(ids[0])
 
 
 def _prepare_tokenizer(tok: PreTrainedTokenizerBase) -> None:

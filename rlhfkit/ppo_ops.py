@@ -156,6 +156,54 @@ def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> float:
     return float(1.0 - masked_var(returns - values, mask) / var_r)
 
 
+class RunningMoments:
+    """Running mean and (population) variance of every value seen, merged batch by batch with
+    Chan et al.'s parallel update (as OpenAI baselines' ``RunningMeanStd`` and OpenRLHF's reward
+    normalisation): exact for any batch sizes, no history kept."""
+
+    def __init__(self) -> None:
+        self.mean = 0.0
+        self.var = 1.0
+        self.count = 0
+
+    def update(self, x: Tensor) -> None:
+        n = x.numel()
+        if n == 0:
+            return
+        b_mean = float(x.double().mean())
+        b_var = float(x.double().var(unbiased=False))
+        total = self.count + n
+        delta = b_mean - self.mean
+        m2 = self.var * self.count + b_var * n + delta * delta * self.count * n / total
+        self.mean += delta * n / total
+        self.var = m2 / total
+        self.count = total
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.var)
+
+    def normalize(self, x: Tensor, eps: float = 1e-8) -> Tensor:
+        """(x - mean) / std with the moments so far."""
+        return (x - self.mean) / (self.std + eps)
+
+
+def distinct_n(tokens: Tensor, mask: Tensor, n: int = 2) -> float:
+    """Distinct-n (Li et al. 2016): unique n-grams / all n-grams over the masked tokens of a batch.
+
+    tokens, mask (B, T); n-grams never cross a row or a masked position. 1.0 = no n-gram repeats
+    anywhere in the batch; it falls as samples repeat themselves or each other. NaN without n-grams.
+    """
+    seen: set[tuple[int, ...]] = set()
+    total = 0
+    for row, m in zip(tokens.tolist(), mask.tolist(), strict=True):
+        real = [t for t, k in zip(row, m, strict=True) if k]
+        for i in range(len(real) - n + 1):
+            seen.add(tuple(real[i : i + n]))
+            total += 1
+    return len(seen) / total if total else float("nan")
+
+
 class FixedKLController:
     """A constant KL coefficient."""
 

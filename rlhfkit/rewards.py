@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerBase
 
+from rlhfkit.runtime import disable_dropout
+
 
 class BaseRewardModel:
     """Base class: implement ``compute_reward``."""
@@ -127,6 +129,12 @@ class RewardNet(nn.Module):
 class ModelReward(BaseRewardModel):
     """A learned reward model: GPT-2 backbone of any shape with a scalar head.
 
+    The head reads the hidden state of the last real token of ``prompt response`` *without* EOS,
+    both when ``train-rm`` fits it and when PPO scores sampled token ids (:meth:`score` masks out the
+    EOS the sampler appended): one position for training and scoring, so a response's score does
+    not depend on whether it stopped. Whether to stop is then left to the KL anchor and, when set,
+    ``generation.missing_eos_penalty``. Dropout is off (a reward must be a function of the text).
+
     Build one from a shape (``n_layer``, ``n_embd``, ``n_head``, ``vocab_size``) or load one saved by
     :meth:`save` / ``rlhfkit train-rm`` with :meth:`load`.
     """
@@ -143,6 +151,7 @@ class ModelReward(BaseRewardModel):
                                    n_head=n_head, n_positions=n_positions, resid_pdrop=0.0, embd_pdrop=0.0,
                                    attn_pdrop=0.0)
         self.net = RewardNet(cfg)
+        disable_dropout(self.net)
         self.net.eval()
 
     def to(self, device: torch.device | str) -> ModelReward:
@@ -167,8 +176,12 @@ class ModelReward(BaseRewardModel):
             return self.compute_reward(responses, prompts)
         qmask = (query_ids != self.tokenizer.pad_token_id).long() if self.tokenizer.pad_token_id is not None \
             else torch.ones_like(query_ids)
+        # Read the last response token *before* EOS: train-rm fits the head on texts without EOS, so
+        # that is the position the score was learned at (and what compute_reward on the text reads).
+        eos = self.tokenizer.eos_token_id
+        rmask = response_mask * (response_ids != eos).long() if eos is not None else response_mask
         ids = torch.cat([query_ids, response_ids], 1).to(self.device)
-        mask = torch.cat([qmask, response_mask], 1).to(self.device)
+        mask = torch.cat([qmask, rmask.to(qmask.device)], 1).to(self.device)
         return self.net(ids, mask).float().cpu()
 
     def save(self, path: str | Path, info: dict[str, Any] | None = None) -> None:

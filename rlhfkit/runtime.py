@@ -47,6 +47,23 @@ def git_commit() -> str | None:
         return None
 
 
+def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """Set every dropout probability in ``model`` to 0, in its modules and its config (as TRL does).
+
+    RL needs log π(a|s) to be a function: with dropout on in train mode the ratio π/π_old is not 1
+    before any update, and some tokens start outside the clip range. Zeroing the config too lets
+    :func:`rlhfkit.fastgpt2.supports` keep the lean forward on. Returns ``model``.
+    """
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        cfg = getattr(m, "config", None)
+        for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout"):
+            if cfg is not None and getattr(cfg, key, None):
+                setattr(cfg, key, 0.0)
+    return model
+
+
 def trunk(transformer: GPT2Model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
           position_ids: torch.Tensor) -> torch.Tensor:
     """Last hidden state (B, T, D): the lean forward of :mod:`rlhfkit.fastgpt2` when it applies
@@ -57,4 +74,4 @@ def trunk(transformer: GPT2Model, input_ids: torch.Tensor, attention_mask: torch
                        position_ids=position_ids).last_hidden_state
 
 
-__all__ = ["git_commit", "package_version", "trunk", "versions"]
+__all__ = ["disable_dropout", "git_commit", "package_version", "trunk", "versions"]

@@ -42,6 +42,7 @@ import torch
 from rlhfkit import mfu, runtime
 from rlhfkit import ppo_ops as ops
 from rlhfkit.config import (
+    ConfigError,
     GenerationConfig,
     PPOConfig,
     RunConfig,
@@ -71,13 +72,17 @@ from rlhfkit.experience import Advantages, Experience, Rollout, UpdateStats
 from rlhfkit.instrument import StageRecorder, module_mb
 from rlhfkit.metrics import M
 from rlhfkit.monitor import StabilityMonitor
-from rlhfkit.policy import BasePolicy
+from rlhfkit.policy import BasePolicy, stop_token_id, truncate_at_token
 from rlhfkit.rewards import BaseRewardModel
 from rlhfkit.sinks import CallbackSink
 
 
 class RunStopped(Exception):
     """Raised inside the loop when a critical alert stops the run (monitor.stop_on_critical)."""
+
+    def __init__(self, alert: AlertEvent) -> None:
+        super().__init__(f"stopped on critical alert {alert.rule}: {alert.message}")
+        self.alert = alert
 
 
 def resolve_device(name: str) -> torch.device:
@@ -176,7 +181,7 @@ class PPOTrainer:
                              perf=self.peak.to_dict()))
         summary: dict[str, Any] = {}
         try:
-            self._setup()
+            self.setup()
             self._call_hooks("on_train_begin", self)
             eval_start = self._eval_start = self._evaluate(step=self.global_step)
             summary = {"eval_reward_start": eval_start}
@@ -209,6 +214,20 @@ class PPOTrainer:
             else:
                 self.emit(RunFinished(step=self.global_step, summary=summary))
             return summary
+        except RunStopped as stop:
+            # the monitor's decision, not a crash: the step that raised the alert finished, and the
+            # run's files (metrics.csv, alerts.csv, the final checkpoint) are written as at any end
+            if stop.alert.step is not None:
+                self.global_step = stop.alert.step + 1
+            with contextlib.suppress(Exception):
+                if cfg.train.checkpoint_at_end and self.run_dir is not None:
+                    self.save_checkpoint()
+                if self.monitor.export_metrics and self.run_dir is not None:
+                    self.monitor.export(self.run_dir)
+                self._call_hooks("on_train_end", self, {"status": "failed", "error": str(stop),
+                                                        "stopped_by": stop.alert.rule})
+            self.emit(RunFailed(step=self.global_step, error=str(stop)))
+            raise
         except BaseException as exc:
             reason = f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(Exception):  # let hooks (the profiler) stop and flush what they have
@@ -220,7 +239,9 @@ class PPOTrainer:
             raise
 
     # ------------------------------------------------------------------ set-up
-    def _setup(self) -> None:
+    def setup(self) -> None:
+        """Seed, place the models, build the reference, optimizer, schedule and KL controller (once;
+        :meth:`train` calls it). Call it yourself only to drive the stages one by one."""
         if self._setup_done:
             return
         cfg = self.config
@@ -228,6 +249,10 @@ class PPOTrainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         check_runtime(cfg)
+        # The run's config decides how to sample (and so how log-probs are tempered), not the policy's
+        # constructor arguments: run_started records the config, and this makes it true.
+        g = cfg.generation
+        self.policy.temperature, self.policy.top_p, self.policy.top_k = g.temperature, g.top_p, g.top_k
         self.policy.to(self.device)
         # "cpu" placement keeps a frozen model in host memory; its forward runs there (CPU runs: no change)
         self.ref_device = torch.device("cpu") if cfg.model.reference_device == "cpu" else self.device
@@ -242,9 +267,15 @@ class PPOTrainer:
             ops.AdaptiveKLController(p.kl_coef, p.kl_target, p.kl_horizon) if p.kl_controller == "adaptive"
             else ops.FixedKLController(p.kl_coef))
         self.monitor.kl_target = p.kl_target if p.kl_controller == "adaptive" else None
+        self.monitor.lr_warmup_steps = p.warmup_steps
         self.gen = torch.Generator(device="cpu").manual_seed(cfg.seed)  # prompts, minibatch order
         self.sample_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)  # token sampling
         self.train_prompts = self.policy.train_prompts()
+        try:
+            self.stop_token_id = stop_token_id(self.policy.tokenizer, cfg.generation.stop_token)
+        except ValueError as exc:
+            raise ConfigError([{"field": "generation.stop_token", "type": "value_error", "message": str(exc)}]) from exc
+        self.reward_moments = ops.RunningMoments()  # reward.normalize
         self.eval_prompt_list = self.policy.eval_prompts()[: cfg.train.eval_prompts]
         self.recorder = StageRecorder(self.device, self.hooks)
         self.autocast = self.device.type == "cuda" and cfg.model.dtype == "bf16"
@@ -316,6 +347,9 @@ class PPOTrainer:
                 else:
                     chunks.append(self.policy.generate(*args, generator=self.sample_gen, stop_at_eos=g.stop_at_eos))
         response, response_mask = _cat_responses(chunks, self.policy.tokenizer.pad_token_id)  # (B, R)
+        if self.stop_token_id is not None:
+            response, response_mask = truncate_at_token(response, response_mask, self.stop_token_id,
+                                                         self.policy.tokenizer.pad_token_id)
         out = Rollout(prompts=prompts, query=query, query_mask=query_mask, response=response,
                       response_mask=response_mask)
         if from_sampling:
@@ -343,16 +377,34 @@ class PPOTrainer:
             raw_scores = self.reward_model.score(prompts=rollout.prompts, responses=texts, query_ids=rollout.query,
                                                  response_ids=rollout.response,
                                                  response_mask=rollout.response_mask).to(self.device)
-        eos_id = self.policy.tokenizer.eos_token_id
-        B = len(rollout.prompts)
-        has_eos = (rollout.response == eos_id).any(1) if eos_id is not None else torch.zeros(B, dtype=torch.bool)
-        scores = raw_scores.clone()
+        has_eos = self._ended(rollout.response, rollout.response_mask)
+        scores = self.shape_scores(raw_scores)
         if g.missing_eos_penalty is not None:
             scores = torch.where(has_eos, scores, scores - g.missing_eos_penalty)
         return Experience(prompts=rollout.prompts, input_ids=ids, attention_mask=attn, prompt_len=P,
                           response=rollout.response, mask=rollout.response_mask.float(),
                           logprobs=logprobs.float(), ref_logprobs=ref_logprobs.float(), values=values.float(),
                           raw_scores=raw_scores, scores=scores, has_eos=has_eos)
+
+    def shape_scores(self, raw: torch.Tensor) -> torch.Tensor:
+        """The reward model's scores (B,) as PPO uses them: ``reward.normalize`` (running mean/std,
+        updated with this batch first), then ``reward.clip``."""
+        r = self.config.reward
+        scores = raw.clone()
+        if r.normalize:
+            self.reward_moments.update(scores)
+            scores = self.reward_moments.normalize(scores)
+        if r.clip is not None:
+            scores = scores.clamp(-r.clip, r.clip)
+        return scores
+
+    def _ended(self, response: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B,) bool: the response ended on EOS or on ``generation.stop_token``."""
+        hit = torch.zeros_like(response, dtype=torch.bool)
+        for tid in (self.policy.tokenizer.eos_token_id, self.stop_token_id):
+            if tid is not None:
+                hit |= response == tid
+        return (hit & mask.bool()).any(1)
 
     def advantages(self, exp: Experience) -> Advantages:
         """Per-token KL penalty plus the score on the last token, then GAE and whitening (no grad)."""
@@ -381,6 +433,7 @@ class PPOTrainer:
             perm = torch.randperm(B, generator=self.gen).to(self.device)
             for start in range(0, B, mb_size):
                 mb_idx = perm[start : start + mb_size]
+                mb_tokens = exp.mask[mb_idx].sum().clamp_min(1.0)
                 self.optimizer.zero_grad(set_to_none=True)
                 for m0 in range(0, mb_size, micro):
                     i = mb_idx[m0 : m0 + micro]
@@ -396,7 +449,9 @@ class PPOTrainer:
                         ent = ops.masked_mean(mb_entropy.float(), mb_mask)
                         loss = pl.loss + p.value_coef * vl - p.entropy_coef * ent
                     with rec.substage("update/backward"):
-                        (loss / p.grad_accum_steps).backward()
+                        # each loss is a mean over this micro-batch's tokens: weigh it by its share of
+                        # the minibatch's tokens, so accumulation gives one big minibatch's gradient
+                        (loss * (mb_mask.sum() / mb_tokens)).backward()
                     acc.add_micro(pl, vl, vclip, ent, loss)
                 with rec.substage("update/optimizer"):
                     gn = torch.nn.utils.clip_grad_norm_(self.policy.trainable_parameters(), p.max_grad_norm)
@@ -435,6 +490,9 @@ class PPOTrainer:
             M.ADV_STD: float(ops.masked_var(adv.advantages_raw, mask).sqrt()),
             M.RESPONSE_LEN: float(mask.sum(1).mean()),
             M.EOS_FRACTION: float(exp.has_eos.float().mean()),
+            M.AT_CAP_FRACTION: float(((mask.sum(1) >= self.config.generation.max_new_tokens) & ~exp.has_eos)
+                                     .float().mean()),
+            M.DISTINCT_2: ops.distinct_n(exp.response, mask, 2),
             M.TOKENS_PER_SEC: int(mask.sum()) / step_time,
             M.STEP_TIME: step_time,
         }
@@ -451,13 +509,16 @@ class PPOTrainer:
         self.emit(MetricsEvent(step=step, values=finite))
         self.emit(TimingsEvent(step=step, stages=dict(self.recorder.timings), step_time=step_time, tokens=n_tokens))
         self.emit(MemoryEvent(step=step, device=str(self.device), stages=dict(self.recorder.memory), models=self.model_mb))
+        self._emit_alerts(alerts)
+
+    def _emit_alerts(self, alerts: list[AlertEvent]) -> None:
         critical: AlertEvent | None = None
         for a in alerts:
             self.emit(a)
             if a.severity == "critical":
                 critical = a
         if critical is not None and self.config.monitor.stop_on_critical:
-            raise RunStopped(f"stopped on critical alert {critical.rule}: {critical.message}")
+            raise RunStopped(critical)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -469,6 +530,7 @@ class PPOTrainer:
             gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 10_007)
             prompts = self.eval_prompt_list
             rewards: list[float] = []
+            lengths: list[float] = []
             samples: list[Sample] = []
             chunk = cfg.generation.batch_size or max(cfg.ppo.batch_size, 16)
             for s in range(0, len(prompts), chunk):
@@ -477,6 +539,9 @@ class PPOTrainer:
                 with self._amp():
                     r, rm = self.policy.generate(q, qm, cfg.generation.max_new_tokens, generator=gen,
                                                  stop_at_eos=cfg.generation.stop_at_eos)
+                if self.stop_token_id is not None:
+                    r, rm = truncate_at_token(r, rm, self.stop_token_id, self.policy.tokenizer.pad_token_id)
+                lengths.extend(rm.sum(1).float().tolist())
                 texts = self.policy.decode(r, rm)
                 sc = self.reward_model.score(prompts=ps, responses=texts, query_ids=q, response_ids=r, response_mask=rm)
                 rewards.extend(sc.tolist())
@@ -486,7 +551,9 @@ class PPOTrainer:
         mean = float(np.mean(rewards)) if rewards else math.nan
         self._last_eval, self._last_eval_step = mean, step
         self.emit(EvalEvent(step=step, reward_mean=mean, samples=samples))
-        self.emit(MetricsEvent(step=step, values={M.EVAL_REWARD: mean}))
+        values = {M.EVAL_REWARD: mean, M.EVAL_RESPONSE_LEN: float(np.mean(lengths)) if lengths else math.nan}
+        self.emit(MetricsEvent(step=step, values={k: v for k, v in values.items() if math.isfinite(v)}))
+        self._emit_alerts(self.monitor.check(step, values))  # the monitor's rules over evaluations
         return mean
 
     # ------------------------------------------------------------------ checkpoints
@@ -500,6 +567,7 @@ class PPOTrainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "kl_coef": self.kl_ctl.value,
+            "reward_moments": vars(self.reward_moments),
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
                     "gen": self.gen.get_state(), "sample_gen": self.sample_gen.get_state()},
             "config": self.config.model_dump(mode="json"),
@@ -515,6 +583,7 @@ class PPOTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.kl_ctl.value = state["kl_coef"]
+        vars(self.reward_moments).update(state.get("reward_moments", {}))
         rng = state["rng"]
         torch.set_rng_state(rng["torch"].cpu())
         random.setstate(rng["python"])

@@ -85,3 +85,11 @@ def test_train_rm_learns_preferences(tmp_path: Path) -> None:
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["eval_accuracy"] > 0.7  # held-out pairs: the learned model prefers the positive sentence
     assert (tmp_path / "rm" / "reward_model.pt").exists()
+
+
+def test_seed_flag_sets_the_runs_seed(tmp_path: Path) -> None:
+    proc = _run(["train", "--config", "smoke", "--seed", "5", "--print-config"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "\nseed: 5\n" in "\n" + proc.stdout
+    proc = _run(["train", "--config", "smoke", "--seed", "-1", "--print-config"], cwd=tmp_path)
+    assert proc.returncode == 2 and "seed" in proc.stderr

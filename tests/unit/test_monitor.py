@@ -108,3 +108,71 @@ def test_mismatch_alert_fires_on_every_peers_name_for_it(peer_key: str, value: f
     assert [a.rule for a in alerts] == ["mismatch_high"]
     assert alerts[0].metric is not None and alerts[0].metric.startswith("mismatch/")
     assert StabilityMonitor().check(5, map_metrics({peer_key: 0.001 if value < 1 else 1.01})) == []
+
+
+# ---------------------------------------------------------------- reward hacking that KL alone misses
+def healthy_responses(step: int) -> dict[str, float]:
+    return {**healthy(step), M.EOS_FRACTION: 0.95 - 0.002 * step, M.AT_CAP_FRACTION: 0.05, M.DISTINCT_2: 0.6}
+
+
+def run_rules(series: list[dict[str, float]], evals: dict[int, tuple[float, float]] | None = None,
+              ) -> list[tuple[int, str, str, str]]:
+    mon = StabilityMonitor()
+    mon.kl_target = 6.0
+    out = []
+    for s, m in enumerate(series):
+        if evals and s in evals:
+            r, n = evals[s]
+            out += [(a.step, a.rule, a.severity, a.suggestion) for a in
+                    mon.check(s, {M.EVAL_REWARD: r, M.EVAL_RESPONSE_LEN: n})]
+        out += [(a.step, a.rule, a.severity, a.suggestion) for a in mon.check(s, m)]
+    return out
+
+
+def test_healthy_responses_raise_no_reward_hacking_alert() -> None:
+    evals = {0: (0.0, 7.0), 10: (0.2, 7.3), 20: (0.3, 6.9), 30: (0.4, 7.1), 40: (0.45, 7.0)}
+    assert run_rules([healthy_responses(s) for s in range(41)], evals) == []
+
+
+def test_eos_collapse_fires_with_severity_step_and_what_to_try() -> None:
+    series = [healthy_responses(s) for s in range(20)]
+    for s in range(10, 20):
+        series[s][M.EOS_FRACTION] = max(0.05, 0.95 - 0.12 * (s - 9))
+    fired = [(s, sev, tip) for s, rule, sev, tip in run_rules(series) if rule == "eos_collapse"]
+    assert fired and fired[0][0] == 13 and fired[0][1] == "warning"  # 0.47 < 0.5 * 0.95
+    assert "missing_eos_penalty" in fired[0][2]
+    series_severe = [healthy_responses(s) for s in range(5)] + [{**healthy_responses(5), M.EOS_FRACTION: 0.1}]
+    assert [sev for _, rule, sev, _ in run_rules(series_severe) if rule == "eos_collapse"] == ["critical"]
+
+
+def test_length_pinned_at_the_cap_fires_only_when_the_run_used_to_stop() -> None:
+    series = [healthy_responses(s) for s in range(12)]
+    series[11][M.AT_CAP_FRACTION] = 0.8
+    assert [(s, rule) for s, rule, _, _ in run_rules(series) if rule == "length_at_cap"] == [(11, "length_at_cap")]
+    never_stops = [{**healthy_responses(s), M.AT_CAP_FRACTION: 1.0} for s in range(12)]  # stop_at_eos off
+    assert [r for _, r, _, _ in run_rules(never_stops) if r == "length_at_cap"] == []
+
+
+def test_repetition_fires_when_distinct2_halves() -> None:
+    series = [healthy_responses(s) for s in range(12)]
+    series[11][M.DISTINCT_2] = 0.2
+    fired = [(s, sev) for s, rule, sev, _ in run_rules(series) if rule == "repetition"]
+    assert fired == [(11, "warning")]
+
+
+def test_reward_rising_while_eval_length_drifts_one_way() -> None:
+    series = [healthy_responses(s) for s in range(41)]
+    longer = {0: (0.0, 7.0), 10: (0.2, 8.0), 20: (0.3, 9.5), 30: (0.5, 11.0)}
+    fired = [(s, rule) for s, rule, _, _ in run_rules(series, longer) if rule == "reward_length_drift"]
+    assert fired == [(30, "reward_length_drift")]
+    wobbly = {0: (0.0, 7.0), 10: (0.2, 8.0), 20: (0.3, 7.5), 30: (0.5, 11.0)}  # not monotonic
+    assert [r for _, r, _, _ in run_rules(series, wobbly) if r == "reward_length_drift"] == []
+    small = {0: (0.0, 7.0), 10: (0.2, 7.2), 20: (0.3, 7.4), 30: (0.5, 7.6)}  # under 30% change
+    assert [r for _, r, _, _ in run_rules(series, small) if r == "reward_length_drift"] == []
+
+
+def test_an_evaluation_is_not_a_training_step_of_the_history() -> None:
+    mon = StabilityMonitor()
+    mon.check(0, {M.EVAL_REWARD: 0.1, M.EVAL_RESPONSE_LEN: 7.0})
+    mon.check(0, healthy(0))
+    assert [s for s, _ in mon.history] == [0] and M.EVAL_REWARD not in mon.history[0][1]

@@ -173,3 +173,26 @@ def test_explained_variance() -> None:
     ret = _rand(14)
     assert ops.explained_variance(ret, ret, mask) == pytest.approx(1.0)
     assert ops.explained_variance(torch.zeros_like(ret) + float(ops.masked_mean(ret, mask)), ret, mask) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_running_moments_match_the_moments_of_everything_seen() -> None:
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(n, generator=g) * 4.2 + 3.0 for n in (1, 7, 32, 5)]
+    rm = ops.RunningMoments()
+    for b in batches:
+        rm.update(b)
+    allx = torch.cat(batches).double()
+    assert rm.count == len(allx)
+    assert math.isclose(rm.mean, float(allx.mean()), rel_tol=1e-12)
+    assert math.isclose(rm.var, float(allx.var(unbiased=False)), rel_tol=1e-12)
+    z = rm.normalize(allx.float())
+    assert abs(float(z.mean())) < 1e-5 and abs(float(z.std(unbiased=False)) - 1) < 1e-5
+
+
+def test_distinct_n_counts_unique_ngrams_over_masked_tokens() -> None:
+    tokens = torch.tensor([[1, 2, 1, 2, 9], [1, 2, 3, 7, 7]])
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]])
+    # bigrams: (1,2) (2,1) (1,2) | (1,2) (2,3) -> 5 in all, 3 unique; the masked 9 and 7s are not read
+    assert ops.distinct_n(tokens, mask, 2) == 3 / 5
+    assert ops.distinct_n(tokens, mask, 1) == 3 / 7
+    assert math.isnan(ops.distinct_n(tokens[:, :1], mask[:, :1], 2))
