@@ -114,7 +114,8 @@ class PPOTrainer:
         sinks: event sinks (JSONL, console, Redis, ...).
         run_dir: directory for checkpoints and artifacts (None: nothing is written).
         should_stop: polled between steps; True ends the run as cancelled.
-        **ppo_kwargs: any other :class:`PPOConfig` / :class:`TrainConfig` field by name.
+        **ppo_kwargs: ``algorithm`` (``grpo``, ``rloo``, ...) or any :class:`PPOConfig` /
+            :class:`TrainConfig` / :class:`GenerationConfig` field by name (``samples_per_prompt=4``).
     """
 
     def __init__(
@@ -701,7 +702,10 @@ def _config_from_kwargs(policy: BasePolicy, batch_size: int, learning_rate: floa
     train: dict[str, Any] = {}
     gen = {"temperature": policy.temperature, "top_p": policy.top_p, "top_k": policy.top_k}
     rest: dict[str, Any] = {}
+    algorithm = extra.get("algorithm", "ppo")
     for k, v in extra.items():
+        if k == "algorithm":
+            continue
         if k in PPOConfig.model_fields:
             ppo[k] = v
         elif k in TrainConfig.model_fields:
@@ -719,7 +723,7 @@ def _config_from_kwargs(policy: BasePolicy, batch_size: int, learning_rate: floa
         model.update(n_layer=c.n_layer, n_embd=c.n_embd, n_head=c.n_head)
     from rlhfkit.config import validate_config
 
-    return validate_config({"model": model, "generation": gen, "ppo": ppo, "train": train})
+    return validate_config({"algorithm": algorithm, "model": model, "generation": gen, "ppo": ppo, "train": train})
 
 
 __all__ = ["PPOTrainer", "RunStopped", "resolve_device", "seed_everything"]

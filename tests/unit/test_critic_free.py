@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from rlhfkit.config import load_config
+from rlhfkit.config import ConfigError, load_config
 from rlhfkit.metrics import METRICS, M
 from rlhfkit.runner import build_components, run_training
 from rlhfkit.sinks import MemorySink
@@ -84,3 +84,11 @@ def test_ppo_keeps_its_value_head_and_metrics() -> None:
     (m,) = _step_metrics(mem)
     assert set(m) >= VALUE_METRICS and M.FRAC_ZERO_STD not in m  # one sample per prompt: no groups
     assert m[M.CLIPFRAC_LOW] >= 0.0 and M.RESPONSE_CLIPPED in m
+
+
+def test_the_python_api_takes_the_algorithm_and_group_size_as_keywords() -> None:
+    policy, reward = build_components(load_config("smoke", fast_overrides()))
+    trainer = PPOTrainer(policy, reward, batch_size=4, algorithm="rloo", samples_per_prompt=2)
+    assert trainer.config.algorithm == "rloo" and trainer.config.generation.samples_per_prompt == 2
+    with pytest.raises(ConfigError, match="samples_per_prompt"):
+        PPOTrainer(policy, reward, batch_size=4, algorithm="grpo")
