@@ -120,7 +120,8 @@ class PPOConfig(_Strict):
     entropy_coef: float = Field(0.01, ge=0, description="Entropy bonus weight")
     max_grad_norm: float = Field(1.0, gt=0, description="Clip the global gradient norm to this")
     whiten_rewards: bool = Field(False, description="Whiten scores across the batch before GAE")
-    whiten_advantages: bool = Field(True, description="Whiten advantages before the policy loss")
+    whiten_advantages: bool = Field(True, description="Whiten advantages before the policy loss (PPO; the critic-free "
+                                    "estimators normalise their own: per group for grpo, over the batch for reinforce_pp)")
     rollout_scores: Literal["forward", "sampling"] = Field(
         "forward", description="Where the old log-probs and values come from: forward = a scoring pass of the "
         "policy over the finished sequences (as OpenRLHF); sampling = read off the sampling pass's logits and "

@@ -53,7 +53,7 @@ class Experience:
     mask: Tensor  # (B, R) float, 1 on real response tokens
     logprobs: Tensor  # (B, R) log π_old(a|s), the policy that sampled
     ref_logprobs: Tensor  # (B, R) log π_ref(a|s), the frozen KL anchor
-    values: Tensor  # (B, R) V_old(s) before the update
+    values: Tensor | None  # (B, R) V_old(s) before the update; None for critic-free runs
     raw_scores: Tensor  # (B,) the reward model's score, as it scored
     scores: Tensor  # (B,) the score the advantages use (after EOS penalty, normalisation, clipping)
     has_eos: Tensor  # (B,) bool, the response ended on EOS
@@ -67,11 +67,12 @@ class Experience:
 class Advantages:
     """Per-token learning targets (stage 3)."""
 
-    kl_coef: float  # β used for the per-token KL penalty
-    rewards: Tensor  # (B, R) -β KL per token, plus the score on the last real token
+    kl_coef: float  # β: of the per-token KL penalty, or of the k3 loss term (kl_in_loss)
+    kl_in_loss: bool  # the KL acts as a loss term in update(), not through the rewards
+    rewards: Tensor  # (B, R) -β KL per token (unless kl_in_loss), plus the score on the last real token
     advantages: Tensor  # (B, R) what the policy loss weighs (whitened when configured)
-    advantages_raw: Tensor  # (B, R) GAE before whitening
-    returns: Tensor  # (B, R) advantages_raw + values: the value target
+    advantages_raw: Tensor  # (B, R) GAE before whitening, or the critic-free estimator's output
+    returns: Tensor | None  # (B, R) advantages_raw + values: the value target; None without a critic
     seq_kl_k1: Tensor  # (B,) Σ_t log π/π_ref over the response
     seq_kl_k3: Tensor  # (B,) Σ_t k3 estimate over the response
 
@@ -81,11 +82,14 @@ class UpdateStats:
     """Means over the step's micro-batches (stage 4); ``ratio_max`` is the step's maximum."""
 
     policy_loss: float
-    value_loss: float
+    value_loss: float | None  # None without a critic
     entropy: float  # mean per-token entropy (nats)
     total_loss: float
     clipfrac: float  # share of tokens where the policy clip was active
-    value_clipfrac: float
+    clipfrac_low: float  # ... at 1 - cliprange_low on a negative advantage
+    clipfrac_high: float  # ... at 1 + cliprange_high on a positive advantage
+    value_clipfrac: float | None
+    kl_loss: float | None  # the k3 KL loss term before β (kl_in_loss only)
     approx_kl: float  # k3 of KL(π_old || π) per token
     ratio_mean: float  # π/π_old per token
     ratio_max: float

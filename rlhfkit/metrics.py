@@ -67,7 +67,6 @@ class M:
     RESPONSE_LEN_MAX: Final = "response/length_max"
     RESPONSE_CLIPPED: Final = "response/clipped_ratio"
     EOS_FRACTION: Final = "response/eos_fraction"
-    AT_CAP_FRACTION: Final = "response/at_cap_fraction"
     DISTINCT_2: Final = "response/distinct_2"
     TOKENS_PER_SEC: Final = "perf/tokens_per_sec"
     STEP_TIME: Final = "perf/step_time"
@@ -167,12 +166,10 @@ _SPECS: tuple[MetricSpec, ...] = (
                ("completions/min_length", "response_length/min")),
     MetricSpec(M.RESPONSE_LEN_MAX, "tokens", "Longest response of the step in tokens", "response",
                ("completions/max_length", "response_length/max")),
-    MetricSpec(M.RESPONSE_CLIPPED, "fraction", "Share of responses cut at generation.max_new_tokens without EOS",
+    MetricSpec(M.RESPONSE_CLIPPED, "fraction", "Share of responses cut at generation.max_new_tokens without ending (EOS or generation.stop_token)",
                "response", ("completions/clipped_ratio", "response_length/clip_ratio")),
     # (TRL PPOTrainer's val/num_eos_tokens is a count of EOS tokens, not this fraction: not an alias.)
     MetricSpec(M.EOS_FRACTION, "fraction", "Share of responses that ended with EOS (or generation.stop_token)", "response"),
-    MetricSpec(M.AT_CAP_FRACTION, "fraction", "Share of responses cut off at generation.max_new_tokens without ending",
-               "response"),
     MetricSpec(M.DISTINCT_2, "fraction", "Distinct-2 of the batch's responses: unique token bigrams / all bigrams "
                "(falls when samples repeat themselves or each other)", "response"),
     MetricSpec(M.TOKENS_PER_SEC, "tokens/s", "Generated response tokens per second of wall time for the whole step", "perf"),

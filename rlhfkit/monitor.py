@@ -42,8 +42,6 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "ratio_max": 10.0,
     "ratio_mean_dev": 0.2,  # |ratio_mean - 1| above this
     "zero_std_frac_max": 0.5,  # share of prompts whose G rewards are all equal (critic-free runs)
-    "length_cap_frac_max": 0.9,  # share of responses cut at max_new_tokens ...
-    "length_cap_window": 5,  # ... for this many steps in a row
     # reward hacking that KL alone misses (each compares with the run's own first value)
     "eos_drop_ratio": 0.5,  # EOS fraction below this share of its first value (critical below half of that)
     "eos_first_min": 0.5,  # ... only for runs whose responses mostly ended at first
@@ -91,7 +89,6 @@ class StabilityMonitor:
         self._kl: deque[float] = deque(maxlen=int(self.thresholds["kl_rise_window"]) + 1)
         self._grad: deque[float] = deque(maxlen=50)
         self._vloss: deque[float] = deque(maxlen=50)
-        self._capped: deque[float] = deque(maxlen=max(1, int(self.thresholds["length_cap_window"])))
         self._evals: deque[tuple[float, float]] = deque(maxlen=max(2, int(self.thresholds["drift_evals"])))
         self.on_alert: Callable[[AlertEvent], None] | None = None
 
@@ -137,7 +134,7 @@ class StabilityMonitor:
                 yield _Alert("nan_inf", "critical", key, value, 0.0, f"{key} is {value} at step {step}",
                              "Lower the learning rate, check the reward for NaN/inf, enable grad clipping; resume from the last checkpoint.")
                 return
-        for key in (M.ENTROPY, M.REWARD_STD, M.EOS_FRACTION, M.AT_CAP_FRACTION, M.DISTINCT_2):
+        for key in (M.ENTROPY, M.REWARD_STD, M.EOS_FRACTION, M.RESPONSE_CLIPPED, M.DISTINCT_2):
             if key in m and key not in self._first:
                 self._first[key] = m[key]
 
@@ -204,16 +201,6 @@ class StabilityMonitor:
                          "Raise generation.samples_per_prompt or the temperature, use a denser reward, or filter out "
                          "prompts that are always solved or never solved (DAPO's dynamic sampling).")
 
-        capped = m.get(M.RESPONSE_CLIPPED)
-        if capped is not None:
-            self._capped.append(capped)
-            if len(self._capped) == self._capped.maxlen and min(self._capped) > th["length_cap_frac_max"]:
-                yield _Alert("length_at_cap", "warning", M.RESPONSE_CLIPPED, capped, th["length_cap_frac_max"],
-                             f"{capped:.0%} of responses stop at the length cap (over {th['length_cap_frac_max']:.0%} "
-                             f"for {len(self._capped)} steps): the policy no longer ends its answers",
-                             "Raise generation.max_new_tokens, set generation.missing_eos_penalty, or use dr_grpo "
-                             "(no per-response length normalisation, which rewards long wrong answers).")
-
         warm = len(self.history) > th["warmup"]
         g = m.get(M.GRAD_NORM)
         if g is not None:
@@ -264,9 +251,9 @@ class StabilityMonitor:
                              f"Only {eos:.0%} of responses end (was {first_eos:.0%}): the policy learned not to stop",
                              "The reward likely pays for longer text or punishes the ending: check where the reward "
                              "model reads the score, set generation.missing_eos_penalty, or raise kl_coef.")
-        cap, first_cap = m.get(M.AT_CAP_FRACTION), self._first.get(M.AT_CAP_FRACTION)
+        cap, first_cap = m.get(M.RESPONSE_CLIPPED), self._first.get(M.RESPONSE_CLIPPED)
         if cap is not None and first_cap is not None and first_cap <= th["at_cap_first_max"] and cap > th["at_cap_max"]:
-            yield _Alert("length_at_cap", "warning", M.AT_CAP_FRACTION, cap, th["at_cap_max"],
+            yield _Alert("length_at_cap", "warning", M.RESPONSE_CLIPPED, cap, th["at_cap_max"],
                          f"{cap:.0%} of responses run to the length cap without ending (was {first_cap:.0%})",
                          "Read the samples for padding or repeated phrases; set generation.missing_eos_penalty or "
                          "generation.stop_token; raise kl_coef.")

@@ -55,10 +55,13 @@ class BasePolicy(Protocol):
         """The language model (counted as "policy" in memory events)."""
         ...
     @property
-    def value_head(self) -> nn.Module: ...
+    def value_head(self) -> nn.Module | None:
+        """The value head, or None for a policy trained critic-free (GRPO, RLOO, ...)."""
+        ...
     @property
     def critic(self) -> nn.Module | None:
-        """A separate value trunk, or None when the value head sits on the policy's own trunk."""
+        """A separate value trunk, or None when the value head sits on the policy's own trunk (or
+        there is no value head)."""
         ...
 
     model_size: str
@@ -85,6 +88,10 @@ class BasePolicy(Protocol):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What the optimizer updates (language model, value head, critic)."""
+        ...
+
+    def drop_value_head(self) -> None:
+        """Remove the value head and critic (a critic-free run neither trains nor stores them)."""
         ...
 
     def make_reference(self) -> nn.Module:
@@ -144,6 +151,7 @@ class GPT2Policy(nn.Module):
         tokenizer: a tokenizer to use instead of the default one.
         warm_start: ``tiny`` only — start from the project's supervised warm-start.
         shared_value_trunk: value head on the policy trunk (True) or a separate critic (False).
+        with_value_head: False builds neither value head nor critic (the critic-free algorithms).
         prompts: (train, eval) prompt lists to use instead of the shipped ones.
     """
 
@@ -164,6 +172,7 @@ class GPT2Policy(nn.Module):
         tokenizer: PreTrainedTokenizerBase | None = None,
         warm_start: bool = True,
         shared_value_trunk: bool = True,
+        with_value_head: bool = True,
         gradient_checkpointing: bool = False,
         prompts: tuple[list[str], list[str]] | None = None,
         seed: int = 0,
@@ -216,11 +225,14 @@ class GPT2Policy(nn.Module):
         # update, so the first advantages are the returns themselves (not returns minus a random
         # function of the prompt), and the value loss sends no gradient into a shared trunk until
         # the head has learned something. Explained variance starts at 0 instead of below it.
-        self.value_head = nn.Linear(d, 1)
-        nn.init.zeros_(self.value_head.weight)
-        nn.init.zeros_(self.value_head.bias)
-        # A separate critic starts as a copy of the initial trunk (TRL/OpenRLHF style).
-        self.critic: GPT2Model | None = None if shared_value_trunk else copy.deepcopy(self.model.transformer)
+        self.value_head: nn.Linear | None = None
+        self.critic: GPT2Model | None = None
+        if with_value_head:
+            self.value_head = nn.Linear(d, 1)
+            nn.init.zeros_(self.value_head.weight)
+            nn.init.zeros_(self.value_head.bias)
+            if not shared_value_trunk:  # a separate critic starts as a copy of the initial trunk (TRL/OpenRLHF)
+                self.critic = copy.deepcopy(self.model.transformer)
         self._prompts = prompts
 
     # ------------------------------------------------------------------ construction helpers
@@ -247,13 +259,16 @@ class GPT2Policy(nn.Module):
                           attn_pdrop=0.0, **base)
 
     @classmethod
-    def from_run_config(cls, model_cfg: Any, gen_cfg: Any, seed: int = 0) -> GPT2Policy:
-        """Build from ``RunConfig.model`` and ``RunConfig.generation``."""
+    def from_run_config(cls, model_cfg: Any, gen_cfg: Any, seed: int = 0, *, with_value_head: bool = True,
+                        ) -> GPT2Policy:
+        """Build from ``RunConfig.model`` and ``RunConfig.generation`` (no value head for a
+        critic-free run: ``with_value_head=rlhfkit.config.uses_critic(cfg)``)."""
         return cls(
             model_size=model_cfg.size, max_length=model_cfg.max_length, temperature=gen_cfg.temperature,
             top_p=gen_cfg.top_p, top_k=gen_cfg.top_k, n_layer=model_cfg.n_layer, n_embd=model_cfg.n_embd,
             n_head=model_cfg.n_head, vocab_size=model_cfg.vocab_size, pretrained=model_cfg.pretrained,
             warm_start=model_cfg.warm_start, shared_value_trunk=model_cfg.shared_value_trunk,
+            with_value_head=with_value_head,
             gradient_checkpointing=model_cfg.gradient_checkpointing, seed=seed,
         )
 
@@ -323,7 +338,7 @@ class GPT2Policy(nn.Module):
         # one log-softmax serves both the log-probs and the entropy
         logprobs, entropy = fastgpt2.logprobs_and_entropy(logits, labels, with_entropy)
         values = None
-        if with_values:
+        if with_values and self.value_head is not None:  # critic-free policies have none
             if self.critic is None:
                 values = self.value_head(h).squeeze(-1)
             else:
@@ -366,7 +381,7 @@ class GPT2Policy(nn.Module):
                            scored=True)
         assert out.logprobs is not None
         values = None
-        if self.critic is None and out.hidden is not None:
+        if self.value_head is not None and self.critic is None and out.hidden is not None:
             values = self.value_head(out.hidden).squeeze(-1)  # (B, R)
         return out.tokens, out.mask, out.logprobs, values
 
@@ -383,6 +398,10 @@ class GPT2Policy(nn.Module):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
+
+    def drop_value_head(self) -> None:
+        self.value_head = None
+        self.critic = None
 
 
 def truncate_at_token(ids: torch.Tensor, mask: torch.Tensor, token_id: int, pad_token_id: int | None,

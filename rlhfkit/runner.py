@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.config import RunConfig, to_yaml, total_steps, validate_config
+from rlhfkit.config import RunConfig, to_yaml, total_steps, uses_critic, validate_config
 from rlhfkit.events import EventEmitter, RunFailed, RunStarted, Sink, new_run_id
 from rlhfkit.sinks import JsonlSink
 from rlhfkit.system import SystemSampler
@@ -102,6 +102,7 @@ def build_components(config: RunConfig) -> tuple[Any, Any]:
     from rlhfkit.policy import GPT2Policy
     from rlhfkit.rewards import build_reward
 
-    policy = GPT2Policy.from_run_config(config.model, config.generation, seed=config.seed)
+    policy = GPT2Policy.from_run_config(config.model, config.generation, seed=config.seed,
+                                        with_value_head=uses_critic(config))
     reward = build_reward(config.reward, policy.tokenizer)
     return policy, reward

@@ -15,7 +15,13 @@ One step (:meth:`PPOTrainer.train_step`) is four named stages passing named data
    accumulation inside), clipped policy and value losses, entropy bonus, grad-norm clipping, LR
    schedule -> :class:`UpdateStats`.
 
-then ``step_metrics()`` names the numbers after :mod:`rlhfkit.metrics`, and every ``eval_every``
+``algorithm`` picks what stages 2-4 do: PPO (the default) trains a value head and uses GAE; the
+critic-free family (``grpo``, ``dr_grpo``, ``rloo``, ``reinforce_pp``) builds no value head, skips
+the value pass, samples ``generation.samples_per_prompt`` responses per prompt in ``rollout()``,
+takes its advantages from :mod:`rlhfkit.advantages`, and may put the KL in the loss (k3) instead of
+the reward. Every algorithm clips the ratio to [1 - cliprange_low, 1 + cliprange_high].
+
+After the four stages ``step_metrics()`` names the numbers after :mod:`rlhfkit.metrics`, and every ``eval_every``
 steps **evaluation** samples held-out prompts with a fixed sampling seed. Hooks
 (``on_step_begin``/``on_step_end``, ``on_stage_begin``/``on_stage_end``) are how benchmarks and
 the profiler watch a step; the policy is anything that satisfies :class:`rlhfkit.policy.BasePolicy`.
@@ -39,6 +45,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from rlhfkit import advantages as cf
 from rlhfkit import mfu, runtime
 from rlhfkit import ppo_ops as ops
 from rlhfkit.config import (
@@ -48,8 +55,11 @@ from rlhfkit.config import (
     RunConfig,
     TrainConfig,
     check_runtime,
+    clip_bounds,
     generation_batch,
+    kl_in_loss,
     total_steps,
+    uses_critic,
 )
 from rlhfkit.events import (
     AlertEvent,
@@ -109,7 +119,8 @@ class PPOTrainer:
         sinks: event sinks (JSONL, console, Redis, ...).
         run_dir: directory for checkpoints and artifacts (None: nothing is written).
         should_stop: polled between steps; True ends the run as cancelled.
-        **ppo_kwargs: any other :class:`PPOConfig` / :class:`TrainConfig` field by name.
+        **ppo_kwargs: ``algorithm`` (``grpo``, ``rloo``, ...) or any :class:`PPOConfig` /
+            :class:`TrainConfig` / :class:`GenerationConfig` field by name (``samples_per_prompt=4``).
     """
 
     def __init__(
@@ -253,6 +264,9 @@ class PPOTrainer:
         # constructor arguments: run_started records the config, and this makes it true.
         g = cfg.generation
         self.policy.temperature, self.policy.top_p, self.policy.top_k = g.temperature, g.top_p, g.top_k
+        self.critic = uses_critic(cfg)
+        if not self.critic and self.policy.value_head is not None:
+            self.policy.drop_value_head()  # a critic-free run neither trains nor stores one
         self.policy.to(self.device)
         # "cpu" placement keeps a frozen model in host memory; its forward runs there (CPU runs: no change)
         self.ref_device = torch.device("cpu") if cfg.model.reference_device == "cpu" else self.device
@@ -323,25 +337,27 @@ class PPOTrainer:
         return metrics
 
     def rollout(self) -> Rollout:
-        """Sample ``ppo.batch_size`` prompts and one response each (in chunks of ``generation.batch_size``)."""
+        """Sample ``ppo.batch_size`` prompts and ``generation.samples_per_prompt`` (G) responses each,
+        prompt-major (a prompt's G responses are adjacent), in chunks of ``generation.batch_size`` prompts."""
         cfg, g = self.config, self.config.generation
-        B = cfg.ppo.batch_size
-        idx = torch.randint(len(self.train_prompts), (B,), generator=self.gen).tolist()
-        prompts = [self.train_prompts[i] for i in idx]
+        G = g.samples_per_prompt
+        idx = torch.randint(len(self.train_prompts), (cfg.ppo.batch_size,), generator=self.gen).tolist()
+        prompts = [self.train_prompts[i] for i in idx for _ in range(G)]
+        B = len(prompts)  # sequences: prompts x G
         query, query_mask = self.policy.encode_prompts(prompts, self.device)  # (B, P)
         self.policy.eval()
-        gb = generation_batch(cfg)  # chunks share the batch's padding, so P is the same for all
+        gb = generation_batch(cfg) * G  # chunks share the batch's padding, so P is the same for all
         # old log-probs and values read off the sampling pass where the policy can supply both
         from_sampling = cfg.ppo.rollout_scores == "sampling" and self.policy.scores_while_sampling
         chunks: list[tuple[torch.Tensor, torch.Tensor]] = []  # per chunk: ids, mask (b, R_chunk)
-        scored: list[tuple[torch.Tensor, torch.Tensor]] = []  # per chunk: log-probs, values
+        scored: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # per chunk: log-probs, values
         with self._amp():
             for c0 in range(0, B, gb):
                 args = (query[c0 : c0 + gb], query_mask[c0 : c0 + gb], g.max_new_tokens)
                 if from_sampling:
                     ids, msk, lp, val = self.policy.generate_scored(*args, generator=self.sample_gen,
                                                                     stop_at_eos=g.stop_at_eos)
-                    assert val is not None
+                    assert val is not None or not self.critic
                     chunks.append((ids, msk))
                     scored.append((lp, val))
                 else:
@@ -355,20 +371,22 @@ class PPOTrainer:
         if from_sampling:
             R = response.shape[1]
             out.sampled_logprobs = _pad_cat([lp for lp, _ in scored], R)
-            out.sampled_values = _pad_cat([v for _, v in scored], R)
+            values = [v for _, v in scored if v is not None]
+            out.sampled_values = _pad_cat(values, R) if self.critic else None
         return out
 
     def score(self, rollout: Rollout) -> Experience:
-        """Old log-probs and values, reference log-probs and the reward model's scores (no grad)."""
+        """Old log-probs and values (none for a critic-free run), reference log-probs and the reward
+        model's scores (no grad)."""
         rec, g = self.recorder, self.config.generation
         ids, attn, P = rollout.input_ids, rollout.attention_mask, rollout.prompt_len  # (B, T)
         with rec.substage("scoring/value"):
-            if rollout.sampled_logprobs is not None and rollout.sampled_values is not None:
+            values: torch.Tensor | None
+            if rollout.sampled_logprobs is not None and (rollout.sampled_values is not None or not self.critic):
                 logprobs, values = rollout.sampled_logprobs, rollout.sampled_values
             else:
-                logprobs, maybe_values, _ = self.policy.forward_scores(ids, attn, P)  # (B, R) each
-                assert maybe_values is not None
-                values = maybe_values
+                logprobs, values, _ = self.policy.forward_scores(ids, attn, P, with_values=self.critic)  # (B, R)
+                assert (values is not None) == self.critic
         with rec.substage("scoring/reference"):
             dev = self.ref_device
             ref_logprobs = self.policy.reference_logprobs(self.ref_model, ids.to(dev), attn.to(dev), P).to(self.device)
@@ -383,7 +401,8 @@ class PPOTrainer:
             scores = torch.where(has_eos, scores, scores - g.missing_eos_penalty)
         return Experience(prompts=rollout.prompts, input_ids=ids, attention_mask=attn, prompt_len=P,
                           response=rollout.response, mask=rollout.response_mask.float(),
-                          logprobs=logprobs.float(), ref_logprobs=ref_logprobs.float(), values=values.float(),
+                          logprobs=logprobs.float(), ref_logprobs=ref_logprobs.float(),
+                          values=values.float() if values is not None else None,
                           raw_scores=raw_scores, scores=scores, has_eos=has_eos)
 
     def shape_scores(self, raw: torch.Tensor) -> torch.Tensor:
@@ -407,28 +426,43 @@ class PPOTrainer:
         return (hit & mask.bool()).any(1)
 
     def advantages(self, exp: Experience) -> Advantages:
-        """Per-token KL penalty plus the score on the last token, then GAE and whitening (no grad)."""
-        p = self.config.ppo
+        """PPO: per-token KL penalty plus the score on the last token, then GAE and whitening. The
+        critic-free family: the estimator ``algorithm`` names (:mod:`rlhfkit.advantages`) on the same
+        rewards, no value baseline. With ``kl_in_loss`` the KL leaves the rewards for update(). No grad."""
+        cfg, p = self.config, self.config.ppo
         k1, k3 = ops.kl_estimators(exp.logprobs, exp.ref_logprobs)  # (B, R) per-token estimates
+        kl_tok = k1 if p.kl_estimator == "k1" else k3
         kl_coef = self.kl_ctl.value
+        in_loss = kl_in_loss(cfg)
+        reward_kl_coef = 0.0 if in_loss else kl_coef
         scores = exp.scores
         if p.whiten_rewards:
             scores = ops.masked_whiten(scores, torch.ones_like(scores), shift_mean=False)
-        rewards = ops.kl_penalized_rewards(scores, k1 if p.kl_estimator == "k1" else k3, exp.mask, kl_coef)
-        adv_raw, returns = ops.compute_gae(rewards, exp.values, exp.mask, p.gamma, p.lam)
-        adv = ops.masked_whiten(adv_raw, exp.mask) if p.whiten_advantages else adv_raw
-        return Advantages(kl_coef=kl_coef, rewards=rewards, advantages=adv, advantages_raw=adv_raw, returns=returns,
-                          seq_kl_k1=(k1 * exp.mask).sum(1), seq_kl_k3=(k3 * exp.mask).sum(1))
+        returns: torch.Tensor | None = None
+        if exp.values is not None:
+            rewards = ops.kl_penalized_rewards(scores, kl_tok, exp.mask, reward_kl_coef)
+            adv_raw, returns = ops.compute_gae(rewards, exp.values, exp.mask, p.gamma, p.lam)
+            adv = ops.masked_whiten(adv_raw, exp.mask) if p.whiten_advantages else adv_raw
+        else:  # the baseline comes from the batch: GRPO/Dr. GRPO/RLOO per group, REINFORCE++ global
+            adv_raw, rewards = cf.critic_free_advantages(cfg.algorithm, scores, kl_tok, exp.mask, reward_kl_coef,
+                                                         cfg.generation.samples_per_prompt, p.gamma)
+            adv = adv_raw
+        return Advantages(kl_coef=kl_coef, kl_in_loss=in_loss, rewards=rewards, advantages=adv, advantages_raw=adv_raw,
+                          returns=returns, seq_kl_k1=(k1 * exp.mask).sum(1), seq_kl_k3=(k3 * exp.mask).sum(1))
 
     def update(self, exp: Experience, adv: Advantages) -> UpdateStats:
-        """``ppo_epochs`` passes over shuffled minibatches: clipped policy and value losses, entropy
-        bonus, gradient accumulation over micro-batches, grad-norm clipping, one LR-schedule step."""
-        p, rec = self.config.ppo, self.recorder
-        B, P = exp.batch_size, exp.prompt_len
+        """``ppo_epochs`` passes over shuffled minibatches: clipped policy loss (clip range low/high),
+        value loss (PPO only), k3 KL loss (``kl_in_loss`` only), entropy bonus, gradient accumulation
+        over micro-batches, grad-norm clipping, one LR-schedule step."""
+        cfg, p, rec = self.config, self.config.ppo, self.recorder
+        B, P = exp.batch_size, exp.prompt_len  # B sequences: ppo.batch_size prompts x G
         acc = _StatsAccumulator()
         self.policy.train()
-        mb_size = p.mini_batch_size
+        mb_size = p.mini_batch_size * cfg.generation.samples_per_prompt  # a minibatch counts prompts
         micro = mb_size // p.grad_accum_steps
+        clip_low, clip_high = clip_bounds(p)
+        agg = cf.loss_aggregation(cfg.algorithm)
+        norm_len = cfg.generation.max_new_tokens  # Dr. GRPO's constant
         for _epoch in range(p.ppo_epochs):
             perm = torch.randperm(B, generator=self.gen).to(self.device)
             for start in range(0, B, mb_size):
@@ -439,20 +473,29 @@ class PPOTrainer:
                     i = mb_idx[m0 : m0 + micro]
                     with rec.substage("update/forward"), self._amp():
                         mb_logprobs, mb_values, mb_entropy = self.policy.forward_scores(
-                            exp.input_ids[i], exp.attention_mask[i], P, with_entropy=True)
-                        assert mb_values is not None and mb_entropy is not None
-                        mb_mask = exp.mask[i]
-                        pl = ops.policy_loss(mb_logprobs.float(), exp.logprobs[i], adv.advantages[i], mb_mask,
-                                             p.cliprange)
-                        vl, vclip = ops.value_loss(mb_values.float(), exp.values[i], adv.returns[i], mb_mask,
-                                                   p.cliprange_value)
+                            exp.input_ids[i], exp.attention_mask[i], P, with_values=self.critic, with_entropy=True)
+                        assert mb_entropy is not None
+                        mb_mask, mb_lp = exp.mask[i], mb_logprobs.float()
+                        pl = cf.clipped_policy_loss(mb_lp, exp.logprobs[i], adv.advantages[i], mb_mask,
+                                                    clip_low, clip_high, agg, norm_len)
                         ent = ops.masked_mean(mb_entropy.float(), mb_mask)
-                        loss = pl.loss + p.value_coef * vl - p.entropy_coef * ent
+                        loss = pl.loss
+                        vl = vclip = kll = None
+                        if mb_values is not None and exp.values is not None and adv.returns is not None:
+                            vl, vclip = ops.value_loss(mb_values.float(), exp.values[i], adv.returns[i], mb_mask,
+                                                       p.cliprange_value)
+                            loss = loss + p.value_coef * vl
+                        loss = loss - p.entropy_coef * ent
+                        if adv.kl_in_loss:
+                            kll = cf.kl_loss_k3(mb_lp, exp.ref_logprobs[i], mb_mask, agg, norm_len)
+                            loss = loss + adv.kl_coef * kll
                     with rec.substage("update/backward"):
-                        # each loss is a mean over this micro-batch's tokens: weigh it by its share of
-                        # the minibatch's tokens, so accumulation gives one big minibatch's gradient
-                        (loss * (mb_mask.sum() / mb_tokens)).backward()
-                    acc.add_micro(pl, vl, vclip, ent, loss)
+                        # weigh each micro-batch's loss by its share of the minibatch, so accumulation gives
+                        # one big minibatch's gradient: a share of its tokens for per-token means, a share
+                        # of its responses for the per-response reductions (GRPO, Dr. GRPO)
+                        share = mb_mask.sum() / mb_tokens if agg == "token_mean" else len(i) / len(mb_idx)
+                        (loss * share).backward()
+                    acc.add_micro(pl, vl, vclip, ent, loss, kll)
                 with rec.substage("update/optimizer"):
                     gn = torch.nn.utils.clip_grad_norm_(self.policy.trainable_parameters(), p.max_grad_norm)
                     self.optimizer.step()
@@ -462,8 +505,12 @@ class PPOTrainer:
         return acc.finish(lr)
 
     def step_metrics(self, exp: Experience, adv: Advantages, stats: UpdateStats, step_time: float) -> dict[str, float]:
-        """The step's metrics under their contract names (:mod:`rlhfkit.metrics`)."""
+        """The step's metrics under their contract names (:mod:`rlhfkit.metrics`). A metric the run
+        does not have (value metrics without a critic, group metrics with one sample per prompt) is
+        left out, not sent as NaN: the monitor reads NaN as a failure."""
         B, mask, raw = exp.batch_size, exp.mask, exp.raw_scores
+        lengths = mask.sum(1)  # (B,) tokens per response
+        capped = (~exp.has_eos) & (lengths >= self.config.generation.max_new_tokens)
         metrics = {
             M.REWARD_MEAN: float(raw.mean()),
             M.REWARD_STD: float(raw.std()) if B > 1 else 0.0,
@@ -472,30 +519,39 @@ class PPOTrainer:
             M.SCORE_MEAN: float((adv.rewards * mask).sum(1).mean()),
             M.KL_K1: float(adv.seq_kl_k1.mean()),
             M.KL_K3: float(adv.seq_kl_k3.mean()),
+            M.KL_PER_TOKEN: float(adv.seq_kl_k3.sum() / mask.sum().clamp_min(1.0)),
             M.KL_COEF: adv.kl_coef,
             M.ENTROPY: stats.entropy,
             M.POLICY_LOSS: stats.policy_loss,
-            M.VALUE_LOSS: stats.value_loss,
             M.TOTAL_LOSS: stats.total_loss,
             M.POLICY_CLIPFRAC: stats.clipfrac,
-            M.VALUE_CLIPFRAC: stats.value_clipfrac,
+            M.CLIPFRAC_LOW: stats.clipfrac_low,
+            M.CLIPFRAC_HIGH: stats.clipfrac_high,
             M.APPROX_KL: stats.approx_kl,
             M.RATIO_MEAN: stats.ratio_mean,
             M.RATIO_MAX: stats.ratio_max,
             M.GRAD_NORM: stats.grad_norm,
             M.LEARNING_RATE: stats.learning_rate,
-            M.EXPLAINED_VAR: ops.explained_variance(exp.values, adv.returns, mask),
-            M.VALUE_MEAN: float(ops.masked_mean(exp.values, mask)),
             M.ADV_MEAN: float(ops.masked_mean(adv.advantages_raw, mask)),
             M.ADV_STD: float(ops.masked_var(adv.advantages_raw, mask).sqrt()),
-            M.RESPONSE_LEN: float(mask.sum(1).mean()),
+            M.RESPONSE_LEN: float(lengths.mean()),
+            M.RESPONSE_LEN_MIN: float(lengths.min()),
+            M.RESPONSE_LEN_MAX: float(lengths.max()),
+            M.RESPONSE_CLIPPED: float(capped.float().mean()),
             M.EOS_FRACTION: float(exp.has_eos.float().mean()),
-            M.AT_CAP_FRACTION: float(((mask.sum(1) >= self.config.generation.max_new_tokens) & ~exp.has_eos)
-                                     .float().mean()),
             M.DISTINCT_2: ops.distinct_n(exp.response, mask, 2),
             M.TOKENS_PER_SEC: int(mask.sum()) / step_time,
             M.STEP_TIME: step_time,
         }
+        if exp.values is not None and adv.returns is not None:
+            assert stats.value_loss is not None and stats.value_clipfrac is not None
+            metrics[M.VALUE_LOSS] = stats.value_loss
+            metrics[M.VALUE_CLIPFRAC] = stats.value_clipfrac
+            metrics[M.EXPLAINED_VAR] = ops.explained_variance(exp.values, adv.returns, mask)
+            metrics[M.VALUE_MEAN] = float(ops.masked_mean(exp.values, mask))
+        G = self.config.generation.samples_per_prompt
+        if G > 1:
+            metrics[M.REWARD_GROUP_STD], metrics[M.FRAC_ZERO_STD] = cf.group_stats(exp.scores, G)
         if isinstance(self.kl_ctl, ops.AdaptiveKLController):
             metrics[M.KL_TARGET] = self.kl_ctl.target
         from_sampling = self.config.ppo.rollout_scores == "sampling" and self.policy.scores_while_sampling
@@ -664,28 +720,42 @@ def _mean(xs: list[float]) -> float:
 
 class _StatsAccumulator:
     """Collects the update's per-micro-batch statistics as detached device tensors, so the step
-    pays one host transfer at the end rather than nine per micro-batch."""
+    pays one host transfer at the end rather than a dozen per micro-batch. Statistics a run does
+    not have (the value loss of a critic-free run, the KL loss of a KL-in-reward run) stay None."""
 
-    _MICRO = ("policy_loss", "value_loss", "value_clipfrac", "entropy", "total_loss", "clipfrac", "approx_kl",
-              "ratio_mean", "ratio_max")
+    _MICRO = ("policy_loss", "value_loss", "value_clipfrac", "entropy", "total_loss", "clipfrac", "clipfrac_low",
+              "clipfrac_high", "approx_kl", "ratio_mean", "ratio_max", "kl_loss")
 
     def __init__(self) -> None:
         self.values: dict[str, list[torch.Tensor]] = {k: [] for k in (*self._MICRO, "grad_norm")}
 
-    def add_micro(self, pl: ops.PolicyLossOut, vl: torch.Tensor, vclip: torch.Tensor, ent: torch.Tensor,
-                  loss: torch.Tensor) -> None:
+    def add_micro(self, pl: cf.ClippedLossOut, vl: torch.Tensor | None, vclip: torch.Tensor | None,
+                  ent: torch.Tensor, loss: torch.Tensor, kl_loss: torch.Tensor | None = None) -> None:
         for key, val in (("policy_loss", pl.loss), ("value_loss", vl), ("entropy", ent), ("clipfrac", pl.clipfrac),
+                         ("clipfrac_low", pl.clipfrac_low), ("clipfrac_high", pl.clipfrac_high),
                          ("value_clipfrac", vclip), ("approx_kl", pl.approx_kl), ("ratio_mean", pl.ratio_mean),
-                         ("ratio_max", pl.ratio_max), ("total_loss", loss)):
-            self.values[key].append(val.detach())
+                         ("ratio_max", pl.ratio_max), ("total_loss", loss), ("kl_loss", kl_loss)):
+            if val is not None:
+                self.values[key].append(val.detach())
 
     def add_optimizer_step(self, grad_norm: torch.Tensor) -> None:
         self.values["grad_norm"].append(grad_norm.detach())
 
     def finish(self, learning_rate: float) -> UpdateStats:
-        st = {k: torch.stack(v).float().cpu().tolist() for k, v in self.values.items()}  # the step's one sync
-        means = {k: _mean(v) for k, v in st.items() if k != "ratio_max"}
-        return UpdateStats(ratio_max=max(st["ratio_max"]), learning_rate=learning_rate, **means)
+        st = {k: torch.stack(v).float().cpu().tolist() for k, v in self.values.items() if v}  # the step's one sync
+
+        def mean(key: str) -> float:
+            return _mean(st[key])
+
+        def mean_or_none(key: str) -> float | None:
+            return _mean(st[key]) if key in st else None
+
+        return UpdateStats(
+            policy_loss=mean("policy_loss"), value_loss=mean_or_none("value_loss"), entropy=mean("entropy"),
+            total_loss=mean("total_loss"), clipfrac=mean("clipfrac"), clipfrac_low=mean("clipfrac_low"),
+            clipfrac_high=mean("clipfrac_high"), value_clipfrac=mean_or_none("value_clipfrac"),
+            kl_loss=mean_or_none("kl_loss"), approx_kl=mean("approx_kl"), ratio_mean=mean("ratio_mean"),
+            ratio_max=max(st["ratio_max"]), grad_norm=mean("grad_norm"), learning_rate=learning_rate)
 
 
 def _lr_lambda(p: PPOConfig, n_updates: int) -> Callable[[int], float]:
@@ -711,7 +781,10 @@ def _config_from_kwargs(policy: BasePolicy, batch_size: int, learning_rate: floa
     train: dict[str, Any] = {}
     gen = {"temperature": policy.temperature, "top_p": policy.top_p, "top_k": policy.top_k}
     rest: dict[str, Any] = {}
+    algorithm = extra.get("algorithm", "ppo")
     for k, v in extra.items():
+        if k == "algorithm":
+            continue
         if k in PPOConfig.model_fields:
             ppo[k] = v
         elif k in TrainConfig.model_fields:
@@ -729,7 +802,7 @@ def _config_from_kwargs(policy: BasePolicy, batch_size: int, learning_rate: floa
         model.update(n_layer=c.n_layer, n_embd=c.n_embd, n_head=c.n_head)
     from rlhfkit.config import validate_config
 
-    return validate_config({"model": model, "generation": gen, "ppo": ppo, "train": train})
+    return validate_config({"algorithm": algorithm, "model": model, "generation": gen, "ppo": ppo, "train": train})
 
 
 __all__ = ["PPOTrainer", "RunStopped", "resolve_device", "seed_everything"]

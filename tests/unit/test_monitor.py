@@ -91,13 +91,6 @@ def test_zero_std_groups_dominating_fires_and_a_few_do_not() -> None:
     assert [(a.rule, a.severity) for a in crit] == [("zero_std_groups", "critical")]
 
 
-def test_length_pinned_at_cap_needs_a_run_of_steps() -> None:
-    mon = StabilityMonitor()
-    fired = [s for s in range(12) for a in mon.check(s, {M.RESPONSE_CLIPPED: 0.3 if s < 3 else 0.97})
-             if a.rule == "length_at_cap"]
-    assert fired == [7]  # steps 3..7 are the first five in a row above 90 %, then the cooldown keeps it quiet
-
-
 @pytest.mark.parametrize(("peer_key", "value"), [
     ("vllm_kl", 0.05), ("mismatch_kl/all/mean", 0.05), ("train/gen_kl_error", 0.05),
     ("train/token_mult_prob_error", 1.3)])
@@ -112,7 +105,7 @@ def test_mismatch_alert_fires_on_every_peers_name_for_it(peer_key: str, value: f
 
 # ---------------------------------------------------------------- reward hacking that KL alone misses
 def healthy_responses(step: int) -> dict[str, float]:
-    return {**healthy(step), M.EOS_FRACTION: 0.95 - 0.002 * step, M.AT_CAP_FRACTION: 0.05, M.DISTINCT_2: 0.6}
+    return {**healthy(step), M.EOS_FRACTION: 0.95 - 0.002 * step, M.RESPONSE_CLIPPED: 0.05, M.DISTINCT_2: 0.6}
 
 
 def run_rules(series: list[dict[str, float]], evals: dict[int, tuple[float, float]] | None = None,
@@ -147,9 +140,9 @@ def test_eos_collapse_fires_with_severity_step_and_what_to_try() -> None:
 
 def test_length_pinned_at_the_cap_fires_only_when_the_run_used_to_stop() -> None:
     series = [healthy_responses(s) for s in range(12)]
-    series[11][M.AT_CAP_FRACTION] = 0.8
+    series[11][M.RESPONSE_CLIPPED] = 0.8
     assert [(s, rule) for s, rule, _, _ in run_rules(series) if rule == "length_at_cap"] == [(11, "length_at_cap")]
-    never_stops = [{**healthy_responses(s), M.AT_CAP_FRACTION: 1.0} for s in range(12)]  # stop_at_eos off
+    never_stops = [{**healthy_responses(s), M.RESPONSE_CLIPPED: 1.0} for s in range(12)]  # stop_at_eos off
     assert [r for _, r, _, _ in run_rules(never_stops) if r == "length_at_cap"] == []
 
 

@@ -28,6 +28,13 @@ describe("chartsFor", () => {
     expect(chartsFor(runTraits(undefined))).toEqual(STABILITY_CHARTS);
   });
 
+  it("knows a TRL GRPO or RLOO run from the trainer its adapter recorded", () => {
+    const ids = chartsFor(runTraits({ trainer: "grpo", args: {} })).map((c) => c.id);
+    expect(ids).not.toContain("value_loss");
+    expect(ids).toContain("zero_std");
+    expect(algorithmLabel({ trainer: "rloo", args: {} })).toBe("RLOO");
+  });
+
   it("reads a native config from before the algorithm field as PPO", () => {
     expect(runTraits({ ppo: {}, generation: {} })).toEqual({ algorithm: "ppo", critic: true, groups: false });
   });

@@ -70,6 +70,11 @@ export function runTraits(config: Record<string, unknown> | null | undefined): R
   const algorithm = typeof config?.algorithm === "string" ? config.algorithm : null;
   const gen = config?.generation as { samples_per_prompt?: unknown } | undefined;
   const g = typeof gen?.samples_per_prompt === "number" ? gen.samples_per_prompt : null;
+  // a TRL run registered by the adapter stores {"trainer": "grpo" | "rloo" | "ppo" | ..., "args": ...}
+  const trainer = typeof config?.trainer === "string" ? config.trainer.toLowerCase() : null;
+  if (algorithm === null && (trainer === "grpo" || trainer === "rloo")) {
+    return { algorithm: trainer, critic: false, groups: true };
+  }
   if (algorithm === null) {
     // a native config from before the field existed is PPO; anything else is unknown
     const native = config !== null && config !== undefined && "ppo" in config && "generation" in config;
