@@ -22,15 +22,16 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.api.deps import Services, require_token
-from backend.api.routes import live, meta, runs
+from backend.api.deps import require_token
+from backend.api.routes import export, live, meta, mlflow, runs, telemetry
 from backend.api.security import RequestGuard, document_guards, install_log_redaction
 from backend.core.config import Settings
 from backend.core.db import Database, run_migrations
 from backend.services.artifacts import ArtifactNotFound
-from backend.services.ingest import IngestError, RunNotFound
+from backend.services.event_validation import IngestError
 from backend.services.live import LiveHub
-from backend.services.runs import Conflict
+from backend.services.mlflow import MlflowError
+from backend.services.runs import Conflict, RunNotFound
 from rlhfkit.config import ConfigError
 
 _log = logging.getLogger(__name__)
@@ -112,27 +113,25 @@ def _config_error_detail(exc: ConfigError, prefix: tuple[str, ...] = ("body", "c
     return out
 
 
-def build_services(settings: Settings) -> Services:
-    db = Database(settings.database_url)
-    hub = LiveHub()
-    redis_client = None
+def _executor(settings: Settings, db: Database, hub: LiveHub) -> tuple[Any, Any]:
+    """The executor for the mode, and the Redis client in Celery mode (None in embedded mode)."""
     if settings.embedded:
         from backend.services.embedded import EmbeddedExecutor
 
-        executor: Any = EmbeddedExecutor(settings=settings, db=db, hub=hub)
-    else:
-        import redis
+        return EmbeddedExecutor(settings=settings, db=db, hub=hub), None
+    import redis
 
-        from backend.services.celery_exec import CeleryExecutor
+    from backend.services.celery_exec import CeleryExecutor
 
-        redis_client = redis.Redis.from_url(settings.redis_url or "", decode_responses=False)
-        executor = CeleryExecutor(settings=settings, db=db, hub=hub, redis_client=redis_client)
-    return Services(settings=settings, db=db, hub=hub, executor=executor, redis=redis_client)
+    redis_client = redis.Redis.from_url(settings.redis_url or "", decode_responses=False)
+    return CeleryExecutor(settings=settings, db=db, hub=hub, redis_client=redis_client), redis_client
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    services = build_services(settings)
+    db = Database(settings.database_url)
+    hub = LiveHub()
+    executor, redis_client = _executor(settings, db, hub)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -141,19 +140,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             _log.warning("no RLHFKIT_API_TOKENS and RLHFKIT_INSECURE: anyone who can reach this server can submit runs")
         elif not settings.tokens:
             _log.info("no RLHFKIT_API_TOKENS: connections on non-loopback addresses are refused")
-        services.hub.bind(asyncio.get_running_loop())
+        hub.bind(asyncio.get_running_loop())
         if settings.migrate:
             await asyncio.to_thread(run_migrations, settings.database_url)
         settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        background: list[Any] = [services.executor]
+        background: list[Any] = [executor]
         if not settings.embedded:
             from backend.services.consumer import StreamConsumer
             from backend.services.reaper import HeartbeatReaper
 
-            consumer = StreamConsumer(settings=settings, db=services.db, hub=services.hub, redis_client=services.redis)
+            consumer = StreamConsumer(settings=settings, db=db, hub=hub, redis_client=redis_client)
             app.state.stream_consumer = consumer  # /readyz asks it whether it is consuming
             background += [consumer,
-                           HeartbeatReaper(settings=settings, db=services.db, hub=services.hub, redis_client=services.redis)]
+                           HeartbeatReaper(settings=settings, db=db, hub=hub, redis_client=redis_client)]
         for b in background:
             b.start()
         try:
@@ -161,7 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             for b in reversed(background):
                 b.stop()
-            services.db.dispose()
+            db.dispose()
 
     app = FastAPI(
         title="RLHF Systems Kit",
@@ -169,8 +168,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Run registry, live metrics and ingest for PPO-for-RLHF runs. "
                     "WebSockets: /api/runs/{id}/live?cursor=N (events after seq N, then live) and /api/live.",
         lifespan=lifespan,
+        docs_url=None,  # served by _mount_docs from packaged assets, not a CDN
+        redoc_url=None,
     )
-    app.state.services = services
+    # what the typed dependencies (backend.api.deps: SettingsDep, DbDep, HubDep, ...) hand to routes
+    app.state.settings, app.state.db, app.state.hub = settings, db, hub
+    app.state.executor, app.state.redis = executor, redis_client
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestGuard, settings=settings)  # outermost: loopback, Host, Origin, JSON bodies
     install_log_redaction()
@@ -180,7 +183,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     auth = [Depends(require_token)]
     app.include_router(meta.health_router)
     app.include_router(runs.router, dependencies=auth)
+    app.include_router(export.router, dependencies=auth)
     app.include_router(meta.router, dependencies=auth)
+    app.include_router(telemetry.router, dependencies=auth)  # GET /metrics for Prometheus
+    app.include_router(mlflow.router, dependencies=auth)  # MLflow clients send the token as MLFLOW_TRACKING_TOKEN
     app.include_router(live.router)  # WebSockets check the token themselves (deps.ws_admit)
 
     @app.exception_handler(ConfigError)
@@ -199,6 +205,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _no_artifact(_: Request, exc: ArtifactNotFound) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
+    @app.exception_handler(MlflowError)
+    async def _mlflow_error(_: Request, exc: MlflowError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.http_status)
+
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
@@ -208,6 +218,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):  # FastAPI's "error parsing the body"
             return JSONResponse({"detail": [{"loc": ["body"], "msg": "JSON nested too deeply to parse",
                                              "type": "json_invalid"}]}, status_code=422)
+        if exc.status_code == 405:  # every method served at this path, not only the first route's
+            allow = allowed_methods(request.app, request.scope)
+            return JSONResponse({"detail": exc.detail}, status_code=405, headers={"Allow": ", ".join(allow)})
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
@@ -216,6 +229,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   for e in exc.errors()]
         return JSONResponse({"detail": detail}, status_code=422)
 
+    _mount_docs(app)
     _mount_spa(app, settings.static_dir or DEFAULT_STATIC)
     _document_websockets(app)
     return app
@@ -258,6 +272,7 @@ def _document_websockets(app: FastAPI) -> None:
 
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         document_guards(schema)
+        _document_errors(schema)
         comps = schema.setdefault("components", {}).setdefault("schemas", {})
         ref = "#/components/schemas/{model}"
         event_schema = TypeAdapter(Event).json_schema(ref_template=ref, mode="serialization")
@@ -265,6 +280,12 @@ def _document_websockets(app: FastAPI) -> None:
         for js in defs.values():  # every field is in the JSON the socket sends (defaults included)
             if "properties" in js:
                 js["required"] = list(js["properties"])
+        # the events a client POSTs (defaults may be left out) keep their own names: <Name>Input
+        _rename_components(schema, {name: f"{name}Input" for name in defs if name in comps})
+        for name in defs:  # the union is told apart by "type": a posted event must name it
+            posted = comps.get(f"{name}Input", {})
+            if "type" in posted.get("properties", {}):
+                posted["required"] = ["type", *[r for r in posted.get("required", []) if r != "type"]]
         comps.update(defs)
         comps["LiveEvent"] = event_schema
         for model in (LiveStatusMessage, HeartbeatMessage, LaggedMessage):
@@ -272,10 +293,154 @@ def _document_websockets(app: FastAPI) -> None:
             comps.update(js.pop("$defs", {}))
             comps[model.__name__] = js
         comps.update(contract_schemas())
+        _describe_free_json(schema)
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+_ERROR = {"application/json": {"schema": {"type": "object", "required": ["detail"]}}}
+
+
+def _document_errors(schema: dict[str, Any]) -> None:
+    """The refusals every operation of a kind shares: 404 for an unknown run (every operation with a
+    ``{run_id}``, and compare), 400 for a body that is not JSON text at all (not UTF-8, say)."""
+    for path, ops in schema.get("paths", {}).items():
+        for op in ops.values():
+            responses = op.setdefault("responses", {})
+            if "{run_id}" in path or path == "/api/runs/compare":
+                responses.setdefault("404", {"description": "No run with this id", "content": _ERROR})
+            if "requestBody" in op:
+                responses.setdefault("400", {"description": "The body could not be read as JSON text",
+                                             "content": _ERROR})
+
+
+def _rename_components(schema: dict[str, Any], names: dict[str, str]) -> None:
+    """Rename component schemas and every reference to them."""
+    comps = schema["components"]["schemas"]
+    for old, new in names.items():
+        comps[new] = comps.pop(old)
+    refs = {f"#/components/schemas/{old}": f"#/components/schemas/{new}" for old, new in names.items()}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("$ref") in refs:
+                node["$ref"] = refs[node["$ref"]]
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(schema)
+
+
+def _describe_free_json(schema: dict[str, Any]) -> None:
+    """Free-form JSON fields (``rlhfkit.events.JsonDict``: configs, summaries, artifact meta) become
+    objects of ``JsonValue``: any JSON without NUL characters in keys or strings. Metric values may
+    be null on the wire (NaN and inf: JSON has no such numbers)."""
+    from rlhfkit.events import NO_NUL_PATTERN
+
+    comps = schema.setdefault("components", {}).setdefault("schemas", {})
+    ref = {"$ref": "#/components/schemas/JsonValue"}
+    # recursion only through objects: TypeScript cannot name an array alias inside its own definition
+    # (arrays nested in arrays are described as plain arrays)
+    scalars: list[dict[str, Any]] = [{"type": "null"}, {"type": "boolean"}, {"type": "number"},
+                                     {"type": "string", "pattern": NO_NUL_PATTERN}]
+    obj = {"$ref": "#/components/schemas/JsonObject"}
+    comps["JsonValue"] = {"description": "Any JSON value without NUL characters", "anyOf": [
+        *scalars, {"type": "array", "items": {"anyOf": [*scalars, obj, {"type": "array"}]}}, obj]}
+    comps["JsonObject"] = {"type": "object", "propertyNames": {"pattern": NO_NUL_PATTERN}, "additionalProperties": ref}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.pop("x-free-json", False):
+                node["additionalProperties"] = ref
+            # pydantic writes a pattern on dict keys as patternProperties (values of keys that
+            # match); meant is: every key matches, every value is of that schema
+            if list(node.get("patternProperties", {})) == [NO_NUL_PATTERN]:
+                node["additionalProperties"] = node.pop("patternProperties")[NO_NUL_PATTERN]
+                node["propertyNames"] = {**node.get("propertyNames", {}), "pattern": NO_NUL_PATTERN}
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(schema)
+    for name, comp in comps.items():
+        values = comp.get("properties", {}).get("values") if name == "MetricsEventInput" else None
+        if values is not None and isinstance(values.get("additionalProperties"), dict):
+            values["additionalProperties"] = {"anyOf": [values["additionalProperties"], {"type": "null"}]}
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """The methods the API serves at ``scope``'s path, for a 405's ``Allow`` (Starlette names only
+    those of the first route whose path matched): the operations the OpenAPI document lists for
+    every path template that matches, plus HEAD where GET is served."""
+    from starlette.routing import compile_path
+
+    path = scope.get("path", "")
+    matches: list[tuple[int, set[str]]] = []  # (path parameters in the template, its methods)
+    for template, ops in app.openapi().get("paths", {}).items():
+        regex, _, params = compile_path(template.replace("{name}", "{name:path}"))
+        if regex.match(path):
+            matches.append((len(params), {m.upper() for m in ops}))
+    fewest = min((n for n, _ in matches), default=0)  # /api/runs/compare is compare, not a run id
+    methods: set[str] = set().union(*(m for n, m in matches if n == fewest))
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+# what the docs pages may load: this server only (their pages carry inline scripts and styles; ReDoc
+# starts a web worker from a blob and draws icons from data: URLs)
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'")
+
+
+def _same_origin(page: Response) -> Response:
+    page.headers["Content-Security-Policy"] = DOCS_CSP
+    return page
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` with their JavaScript, CSS and icon served by this server
+    (FastAPI's self-hosting recipe; the files ship in the ``fastapi-offline`` wheel), so the pages
+    render on a machine without internet. ReDoc's Google fonts are left out for the same reason, and a
+    Content-Security-Policy keeps both pages on this server (ReDoc's bundle still names a logo on a CDN
+    in its footer; the browser skips it instead of hanging on it offline)."""
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+    from fastapi.staticfiles import StaticFiles
+    from fastapi_offline.core import _STATIC_PATH
+    from starlette.responses import HTMLResponse
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=_STATIC_PATH), name="docs-assets")
+    oauth_redirect = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui(request: Request) -> Response:
+        root = request.scope.get("root_path", "")
+        return _same_origin(get_swagger_ui_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - Swagger UI",
+                                   oauth2_redirect_url=f"{root}{oauth_redirect}",
+                                   swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png"))
+
+    @app.get(oauth_redirect, include_in_schema=False)
+    def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request) -> Response:
+        root = request.scope.get("root_path", "")
+        return _same_origin(get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
+                              redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False))
 
 
 def _mount_spa(app: FastAPI, static_dir: Path) -> None:
@@ -284,8 +449,11 @@ def _mount_spa(app: FastAPI, static_dir: Path) -> None:
     root = static_dir.resolve()
 
     @app.get("/{path:path}", include_in_schema=False)
-    def spa(path: str) -> Response:
+    def spa(path: str, request: Request) -> Response:
         if path.startswith("api/") or path == "api":
+            allow = allowed_methods(app, request.scope)  # an API path without GET: 405, not 404
+            if allow:
+                return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": ", ".join(allow)})
             return JSONResponse({"detail": "Not Found"}, status_code=404)
         if not index.is_file():
             return JSONResponse({"detail": "UI not built (make ui); the API is under /api, docs at /docs"},

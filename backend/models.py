@@ -228,3 +228,31 @@ class Artifact(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     meta: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MlflowExperiment(Base):
+    """An experiment as MLflow clients know it (runs that arrive through the MLflow-compatible
+    tracking API, ``backend.services.mlflow``). Id 0 is MLflow's ``Default`` experiment."""
+
+    __tablename__ = "mlflow_experiments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(500), unique=True)
+    artifact_location: Mapped[str] = mapped_column(Text, default="")
+    lifecycle_stage: Mapped[str] = mapped_column(String(16), default="active")
+    tags: Mapped[dict[str, str]] = mapped_column(JsonType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MlflowRun(Base):
+    """What MLflow knows of a registry run beyond the run row: its experiment, its key/value tags
+    and the client's own start/end times (milliseconds, as MLflow reports them)."""
+
+    __tablename__ = "mlflow_runs"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("mlflow_experiments.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(String(200), default="")
+    tags: Mapped[dict[str, str]] = mapped_column(JsonType, default=dict)
+    start_time: Mapped[int] = mapped_column(BigInteger)
+    end_time: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -10,10 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from rlhfkit.events import (
     Count32,
+    Event,
     ExternalSource,
     Int64,
     JsonDict,
@@ -80,7 +81,10 @@ class RunPublic(BaseModel):
     git_commit: str | None
     versions: dict[str, str]
     total_steps: int | None
-    last_step: int | None = Field(default=None, description="Last step with metrics (0-based)")
+    last_step: int | None = Field(default=None, description="Index (0-based) of the last completed training step; "
+                                  "null before the first")
+    steps_done: int = Field(default=0, description="Completed training steps (last_step + 1; 0 before the first). "
+                            "A finished run of N steps has N; what the CLI and UI show as steps_done/total_steps")
     last_seq: int = Field(default=-1, description="Highest event seq stored; a WebSocket cursor")
     latest: dict[str, float] = Field(description="Latest value of every metric key (reward/mean, kl/k1, ...)")
     summary: dict[str, Any] | None = None
@@ -88,18 +92,32 @@ class RunPublic(BaseModel):
     parent_id: str | None = None
     cancel_requested: bool = False
 
+    @model_validator(mode="after")
+    def _count_steps(self) -> RunPublic:
+        self.steps_done = 0 if self.last_step is None else self.last_step + 1
+        return self
+
 
 class RunsPublic(BaseModel):
     data: list[RunPublic]
     count: int = Field(description="Runs matching the filters (all pages)")
-    next_cursor: str | None = Field(default=None, description="Pass as ?cursor= for the next page; null on the last page")
+    next_cursor: int | None = Field(default=None, description="Pass as ?cursor= for the next page; null on the last page")
 
 
 # ----------------------------------------------------------------------------- events
 
+def _null_metrics_dropped(item: Any) -> Any:
+    """JSON has no NaN: a client writes NaN/inf metric values as null. They are dropped (they
+    cannot be charted) instead of failing the whole event; the stability monitor reports them."""
+    if isinstance(item, dict) and isinstance(item.get("values"), dict):
+        return {**item, "values": {k: v for k, v in item["values"].items() if v is not None}}
+    return item
+
+
 class EventsIngest(_Request):
-    events: list[dict[str, Any]] = Field(..., max_length=100_000,
-                                         description="Events as rlhfkit.events models dump them (type, seq, ts, step, ...)")
+    events: list[Annotated[Event, BeforeValidator(_null_metrics_dropped)]] = Field(
+        ..., max_length=100_000, description="Events as rlhfkit.events models dump them (type, seq, ts, step, ...); "
+        "seq -1 or left out: the next free numbers. A metric value null (NaN or inf) is dropped.")
 
 
 class IngestResult(BaseModel):
@@ -254,14 +272,19 @@ class ProfilePublic(BaseModel):
 
     run_id: str
     artifact: str = Field(description="The artifact this was read from")
-    steps: int = Field(description="Steps the per-stage summary covers (every step of the run, profiled or not)")
+    steps: int = Field(description="Steps the per-stage table covers (every step of the run, profiled or not)")
     step_time_s: float = Field(description="Mean step time, seconds")
     tokens_per_sec: float | None
     coverage: float | None = Field(description="Fraction of the step time the named stages cover")
     other_s: float | None = Field(description="Seconds per step between the named stages")
     stages: list[ProfileStage] = Field(description="Top-level stages, in pipeline order")
-    substages: list[ProfileStage] = Field(description="Sub-stages from the trace of the profiled steps "
-                                                      "(mean only)")
+    substages: list[ProfileStage] = Field(description="Sub-stages timed on every step like the stages "
+                                                      "(share: of the step)")
+    traced_steps: int = Field(description="Profiled steps the `traced` table covers (0: none)")
+    traced: list[ProfileStage] = Field(description=(
+        "From the torch.profiler trace of the profiled steps only: each stage with sub-stages only the trace "
+        "sees (its mean over those steps, share null), then those sub-stages (share: of that stage's time "
+        "in the same steps)"))
     bottlenecks: list[ProfileFinding]
     top_ops: dict[str, list[ProfileOp]] = Field(description="Per stage or sub-stage, the operators with the "
                                                             "most self time")

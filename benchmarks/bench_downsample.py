@@ -47,14 +47,14 @@ def load(url: str, n: int) -> tuple[object, str]:
 
     from backend.models import ROLLUP_WIDTHS, metric_chunks
     from backend.services import points
-    from backend.services.ingest import _update_rollups
+    from backend.services.bulk_write import update_rollups
 
     for a in range(0, n, 100_000):
         steps = np.arange(a, min(n, a + 100_000))
         batch = points.Points(sid=np.full(len(steps), sid), step=steps, val=values[steps], ts=np.zeros(len(steps)))
         with db.session() as s:
             s.execute(insert(metric_chunks), points.chunk_rows(batch))
-            _update_rollups(s, db, points.rollups(batch, ROLLUP_WIDTHS))  # type: ignore[arg-type]
+            update_rollups(s, db, points.rollups(batch, ROLLUP_WIDTHS))  # type: ignore[arg-type]
             s.commit()
     return db, run_id
 

@@ -27,6 +27,7 @@ _log = logging.getLogger(__name__)
 COMMAND_MODULES = (
     "rlhfkit.cli_engine",
     "rlhfkit.cli_service",
+    "rlhfkit.cli_analysis",
     "rlhfkit.profiler.cli",
     "rlhfkit.adapters.cli",
 )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,17 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the final summary as one JSON line on stdout")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.add_argument("--server", default=None,
+                   help="also stream the run live to this rlhfkit server (default $RLHFKIT_SERVER; the local "
+                        "folder is written either way; if the server is down the run goes on and "
+                        "`rlhfkit import OUT/RUN_ID` uploads it later)")
+    p.add_argument("--token", default=None, help="API token for --server (default $RLHFKIT_TOKEN)")
+    p.add_argument("--offline", action="store_true", help="do not stream, even with $RLHFKIT_SERVER set")
+    p.add_argument("--verbose", "-v", action="store_true", default=None,
+                   help="a progress line every step (default: env VERBOSE)")
+    p.add_argument("--log-level", type=str.upper, default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   help="Python log level on stderr and in OUT/RUN_ID/train.log (default: env LOG_LEVEL, "
+                        "INFO with --verbose, else WARNING)")
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("train-rm", help="train a learned reward model from preference pairs (Bradley-Terry)",
@@ -71,12 +84,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(to_yaml(cfg))
         return EXIT_OK
     check_runtime(cfg)  # e.g. adamw_8bit without bitsandbytes: exit 2 too, before the run starts
+    from rlhfkit.adapters.transport import server_from_env
+    from rlhfkit.events import Sink, new_run_id
+    from rlhfkit.runlog import configure_console, default_level, train_log, truthy
     from rlhfkit.runner import run_training
     from rlhfkit.sinks import ConsoleSink
 
-    sinks = [] if args.quiet else [ConsoleSink(stream=sys.stderr)]
+    verbose = args.verbose if args.verbose is not None else truthy(os.environ.get("VERBOSE"))
+    level = args.log_level or ("INFO" if verbose and not os.environ.get("LOG_LEVEL") else default_level())
+    if args.log_level or verbose or os.environ.get("LOG_LEVEL"):
+        configure_console(level)
+    sinks: list[Sink] = [] if args.quiet else [ConsoleSink(stream=sys.stderr, every=1 if verbose else 10)]
+    run_id = args.run_id or new_run_id()
+    server, token = (None, None) if args.offline else server_from_env(args.server, args.token)
+    remote = _remote_sink(cfg, Path(args.out) / run_id, server, token) if server else None
+    if remote is not None:
+        sinks.append(remote)
     try:
-        summary = run_training(cfg, run_id=args.run_id, sinks=sinks, out_dir=args.out)
+        with train_log(Path(args.out) / run_id, level) as log_sink:
+            logging.getLogger("rlhfkit.train").debug("run %s, resolved config:\n%s", run_id, to_yaml(cfg))
+            summary = run_training(cfg, run_id=run_id, sinks=[*sinks, log_sink], out_dir=args.out,
+                                   write_events=remote is None)
     except KeyboardInterrupt:
         raise
     except Exception as exc:
@@ -84,9 +112,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.json:
             print_json({"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
         return EXIT_FAILED
+    finally:
+        if remote is not None:
+            remote.close()  # drains what is left (or says how to upload it later)
+            if remote.remote_id and not args.quiet:
+                print(f"run {remote.remote_id} on {server}/runs/{remote.remote_id}", file=sys.stderr)
     if args.json:
         print_json(_jsonable(summary))
     return EXIT_OK
+
+
+def _remote_sink(cfg: Any, run_dir: Path, server: str, token: str | None) -> Any:
+    """The sink that writes ``run_dir/events.jsonl`` and uploads it to ``server`` as it grows."""
+    from rlhfkit.adapters.transport import RemoteSink, RunMeta
+    from rlhfkit.config import total_steps
+
+    meta = RunMeta(name=cfg.name, source="external", config=cfg.model_dump(mode="json"), tags=list(cfg.tags),
+                   seed=cfg.seed, total_steps=total_steps(cfg))
+    return RemoteSink(run_dir, meta, server=server, token=token)
 
 
 def cmd_train_rm(args: argparse.Namespace) -> int:

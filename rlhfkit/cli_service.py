@@ -8,13 +8,15 @@ are registered by the backend itself (:mod:`backend.cli`). Every client command 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from rlhfkit.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_json, usage_error
+from rlhfkit.events import steps_done_after
 from rlhfkit.metrics import M
 
 # What `rlhfkit watch` prints per step: (metric, label, format)
@@ -160,7 +162,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     print(f"{'ID':<17} {'STATUS':<10} {'SOURCE':<9} {'STEP':>9} {'REWARD':>8} {'KL':>8}  {'CREATED':<20} NAME")
     for r in rows:
         latest = r.get("latest") or {}
-        step = "" if r.get("last_step") is None else f"{r['last_step'] + 1}/{r.get('total_steps') or '?'}"
+        step = f"{r.get('steps_done', 0)}/{r.get('total_steps') or '?'}"
         rew = latest.get(M.REWARD_MEAN)
         kl = latest.get(M.KL_K1)
         print(f"{r['id']:<17} {r['status']:<10} {r['source']:<9} {step:>9} "
@@ -184,7 +186,15 @@ def _watch(c: Any, run_id: str, cursor: int, *, as_json: bool) -> int:
     run = c.get_run(run_id)
     total = run.get("total_steps") or "?"
     print(f"watching run {run_id} ({run['name']}), status {run['status']}", file=sys.stderr, flush=True)
-    t0 = time.monotonic()
+    started = _iso_ts(run.get("started_at"))
+    shown = 0  # steps done as of the last printed step line
+    held: list[dict[str, Any]] = []  # evaluations "after k steps" waiting for step k's line
+
+    def release(upto: float) -> None:
+        while held and held[0].get("step", 0) <= upto:
+            ev = held.pop(0)
+            print(f"eval @ step {ev.get('step')}: reward {_number('{:+.3f}', ev.get('reward_mean'))}", flush=True)
+
     for ev in c.follow(run_id, cursor=cursor):
         if as_json:
             print_json(ev)
@@ -192,24 +202,43 @@ def _watch(c: Any, run_id: str, cursor: int, *, as_json: bool) -> int:
         t = ev.get("type")
         if t == "metrics":
             v = ev.get("values", {})
-            parts = [f"step {(ev.get('step') or 0) + 1}/{total}"]
+            done = steps_done_after("metrics", ev.get("step"), v)
+            if done is None or done == ev.get("step"):  # an evaluation's value: its eval line shows it
+                continue
+            parts = [f"step {done}/{total}"]
             for key, label, fmt in WATCH_FIELDS:
                 if key in v:  # NaN and inf travel as null (JSON has neither): a diverged run shows "nan"
                     parts.append(f"{label}={_number(fmt, v[key])}")
             print("  ".join(parts), flush=True)
+            shown = max(shown, done)
+            release(shown)
         elif t == "alert":
             print(f"[{str(ev.get('severity', '')).upper()}] step {ev.get('step')}: {ev.get('message')} "
                   f"-> {ev.get('suggestion')}", flush=True)
         elif t == "eval":
-            print(f"eval @ step {ev.get('step')}: reward {_number('{:+.3f}', ev.get('reward_mean'))}", flush=True)
+            held.append(ev)
+            held.sort(key=lambda e: e.get("step") or 0)
+            release(shown)
         elif t == "run_started":
             total = ev.get("total_steps") or total
+            started = ev.get("ts") or started
             print(f"started on {ev.get('device')} ({total} steps)", flush=True)
         elif t in ("run_finished", "run_failed", "run_cancelled"):
-            print(f"{t.replace('run_', '')} after {time.monotonic() - t0:.0f} s"
-                  + (f": {ev.get('error')}" if t == "run_failed" else ""), flush=True)
+            release(math.inf)
+            took = "" if not started or not ev.get("ts") else f" after {ev['ts'] - started:.0f} s"
+            print(f"{t.replace('run_', '')}{took}" + (f": {ev.get('error')}" if t == "run_failed" else ""),
+                  flush=True)
+    release(math.inf)
     final = c.get_run(run_id)
     return EXIT_OK if final["status"] == "succeeded" else EXIT_FAILED
+
+
+def _iso_ts(value: str | None) -> float | None:
+    """Unix seconds of an ISO-8601 time from the API (None stays None)."""
+    if not value:
+        return None
+    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

@@ -132,7 +132,7 @@ class Client:
 
     def list_runs(self, *, status: list[str] | str | None = None, tag: str | None = None, source: str | None = None,
                   q: str | None = None, sort: str = "-created_at", limit: int = 50,
-                  cursor: str | None = None) -> dict[str, Any]:
+                  cursor: int | None = None) -> dict[str, Any]:
         return self._request("GET", "/api/runs", params={  # type: ignore[no-any-return]
             "status": _csv(status), "tag": tag, "source": source, "q": q, "sort": sort, "limit": limit,
             "cursor": cursor})

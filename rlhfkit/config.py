@@ -143,6 +143,9 @@ class TrainConfig(_Strict):
 class MonitorConfig(_Strict):
     stop_on_critical: bool = Field(False, description="Stop the run when a critical alert fires")
     thresholds: dict[str, float] = Field(default_factory=dict, description="Override StabilityMonitor thresholds by rule name")
+    system_interval_s: float = Field(10.0, ge=1.0, le=3600.0, description="Seconds between system/* samples (process CPU "
+                                     "and memory, host memory, per-GPU utilisation, memory, power, temperature), "
+                                     "taken on a thread of their own")
 
 
 class ProfileConfig(_Strict):

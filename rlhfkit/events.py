@@ -14,31 +14,43 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Final, Literal, Protocol, get_args, runtime_checkable
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, TypeAdapter
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter
 
 SCHEMA_VERSION = 1
 _log = logging.getLogger(__name__)
 
 Severity = Literal["info", "warning", "critical"]
 # Integer ranges the run registry can store (steps and counts are 32-bit columns, seq and seed 64-bit);
-# events outside them are rejected at validation instead of failing in the database.
+# events outside them are rejected at validation instead of failing in the database. The 64-bit
+# columns take only what every JSON reader holds exactly (2**53 - 1, JavaScript's safe integers):
+# past it a browser, or a schema checker comparing doubles, reads a different number than was sent.
 INT32_MAX = 2**31 - 1
-INT64_MAX = 2**63 - 1
-SEQ_MAX = 2**62  # leaves room to number events that arrive without a seq after the highest one
+JSON_INT_MAX = 2**53 - 1
+SEQ_MAX = 2**52  # leaves room to number events that arrive without a seq after the highest one
+
+
+def _integral(v: Any) -> Any:
+    """JSON Schema's integers include 3.0 (a number with no fraction); the strict check after this
+    still refuses true/false (not 1/0) and "3" (not 3)."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
 # numbers are strict: JSON's true/false are not 1/0, and "3" is not 3
-Int32 = Annotated[int, Strict(), Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
-Int64 = Annotated[int, Strict(), Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
-Count32 = Annotated[int, Strict(), Field(ge=0, le=INT32_MAX)]
-Count64 = Annotated[int, Strict(), Field(ge=0, le=INT64_MAX)]
+JsonInt = Annotated[int, Strict(), BeforeValidator(_integral)]
+Int32 = Annotated[int, Strict(), Field(ge=-INT32_MAX - 1, le=INT32_MAX), BeforeValidator(_integral)]
+Int64 = Annotated[int, Strict(), Field(ge=-JSON_INT_MAX, le=JSON_INT_MAX), BeforeValidator(_integral)]
+Count32 = Annotated[int, Strict(), Field(ge=0, le=INT32_MAX), BeforeValidator(_integral)]
+Count64 = Annotated[int, Strict(), Field(ge=0, le=JSON_INT_MAX), BeforeValidator(_integral)]
 Float = Annotated[float, Strict()]
 # The run vocabularies, declared once: the registry's columns, the API schemas and (through the
 # OpenAPI schema) the browser's generated client all use these.
-RunSource = Literal["native", "trl", "openrlhf", "external"]
+RunSource = Literal["native", "trl", "openrlhf", "mlflow", "external"]
 ExternalSource = Literal["trl", "openrlhf", "external"]  # runs that execute elsewhere and POST their events
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 RUN_SOURCES: Final[tuple[str, ...]] = get_args(RunSource)
@@ -96,8 +108,13 @@ def _json_value(value: Any) -> Any:
     return walk(value, 0)
 
 
-Text = Annotated[str, AfterValidator(_no_nul)]  # a TEXT column: any length, no NUL
-JsonDict = Annotated[dict[str, Any], AfterValidator(_json_value)]
+# what the JSON Schema says of them: no NUL in strings and keys; free-form JSON is marked, so a
+# schema consumer (the service's OpenAPI document) can describe it as recursive JSON without NUL
+NO_NUL_PATTERN = r"^[^\x00]*$"
+_NO_NUL: dict[str, Any] = {"pattern": NO_NUL_PATTERN}
+Text = Annotated[str, AfterValidator(_no_nul), Field(json_schema_extra=_NO_NUL)]  # a TEXT column: any length, no NUL
+JsonDict = Annotated[dict[str, Any], AfterValidator(_json_value),
+                     Field(json_schema_extra={"x-free-json": True, "propertyNames": _NO_NUL})]
 Timestamp = Annotated[float, Strict(), Field(ge=0, le=TS_MAX, allow_inf_nan=False)]
 FiniteFloat = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 
@@ -111,21 +128,24 @@ def _artifact_name(v: str) -> str:
 
 
 # strings for columns of a given width, without NUL
-Key = Annotated[str, Field(max_length=200), AfterValidator(_no_nul)]  # metric keys, stage and model names
-Str200 = Annotated[str, Field(max_length=200), AfterValidator(_no_nul)]
-Str100 = Annotated[str, Field(max_length=100), AfterValidator(_no_nul)]
-Str64 = Annotated[str, Field(max_length=64), AfterValidator(_no_nul)]
-Str32 = Annotated[str, Field(max_length=32), AfterValidator(_no_nul)]
-ArtifactName = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_no_nul),
+Key = Annotated[str, Field(max_length=200, json_schema_extra=_NO_NUL), AfterValidator(_no_nul)]  # metric keys, stage and model names
+Str200 = Annotated[str, Field(max_length=200, json_schema_extra=_NO_NUL), AfterValidator(_no_nul)]
+Str100 = Annotated[str, Field(max_length=100, json_schema_extra=_NO_NUL), AfterValidator(_no_nul)]
+Str64 = Annotated[str, Field(max_length=64, json_schema_extra=_NO_NUL), AfterValidator(_no_nul)]
+Str32 = Annotated[str, Field(max_length=32, json_schema_extra=_NO_NUL), AfterValidator(_no_nul)]
+# the same rule as a JSON Schema pattern: "/"-separated segments, none empty, "." or "..", no backslash or NUL
+_SEGMENT = r"(?:[^/\\\x00.][^/\\\x00]*|\.[^/\\\x00.][^/\\\x00]*|\.\.[^/\\\x00]+)"
+ArtifactName = Annotated[str, Field(min_length=1, max_length=300,
+                                    json_schema_extra={"pattern": f"^{_SEGMENT}(?:/{_SEGMENT})*$"}), AfterValidator(_no_nul),
                          AfterValidator(_artifact_name)]
 
 
 class _Event(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    v: Annotated[int, Strict()] = SCHEMA_VERSION
+    v: JsonInt = SCHEMA_VERSION
     run_id: str = ""
-    seq: Annotated[int, Strict(), Field(ge=-1, le=SEQ_MAX)] = -1  # per-run sequence number, 0, 1, 2, ... assigned by the emitter
+    seq: Annotated[int, Strict(), Field(ge=-1, le=SEQ_MAX), BeforeValidator(_integral)] = -1  # per-run sequence number, 0, 1, 2, ... assigned by the emitter
     ts: Timestamp = 0.0  # unix seconds when emitted
     step: Int32 | None = None
 
@@ -140,6 +160,8 @@ class RunStarted(_Event):
     device: Str32 = "cpu"
     versions: dict[Key, Str200] = Field(default_factory=dict)
     git_commit: Str64 | None = None
+    # the peak FLOP/s the run's perf/mfu/* divide by and where it comes from (rlhfkit.mfu.Peak)
+    perf: JsonDict = Field(default_factory=dict)
 
 
 class MetricsEvent(_Event):
@@ -233,10 +255,9 @@ Event = Annotated[
     RunStarted | MetricsEvent | TimingsEvent | MemoryEvent | AlertEvent | EvalEvent | ArtifactEvent | LogEvent | RunFinished | RunFailed | RunCancelled,
     Field(discriminator="type"),
 ]
-EVENT_TYPES: tuple[str, ...] = (
-    "run_started", "metrics", "timings", "memory", "alert", "eval", "artifact", "log",
-    "run_finished", "run_failed", "run_cancelled",
-)
+EventType = Literal["run_started", "metrics", "timings", "memory", "alert", "eval", "artifact", "log",
+                    "run_finished", "run_failed", "run_cancelled"]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 TERMINAL_TYPES: frozenset[str] = frozenset(STATUS_OF_TERMINAL_EVENT)
 
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
@@ -251,6 +272,29 @@ def parse_event(data: str | bytes | dict[str, Any]) -> Event:
 
 def event_json_schema() -> dict[str, Any]:
     return _ADAPTER.json_schema()
+
+
+EVAL_PREFIX: Final = "eval/"  # metric keys of evaluation points (rlhfkit.metrics: eval/reward_mean)
+
+
+def steps_done_after(event_type: str, step: int | None, keys: Iterable[str] = ()) -> int | None:
+    """How many training steps a run has completed once it emits this event; None when it says nothing.
+
+    The one meaning of a step count (the registry's ``steps_done``, ``rlhfkit runs``, ``rlhfkit watch``,
+    the UI). Training events carry the 0-based index of their step, so ``metrics`` or ``timings`` at
+    step ``s`` mean ``s + 1`` steps done. Evaluations are taken *between* steps and carry the number
+    of steps before them (0: before the first; N: after the last of N), so an ``eval`` event, or a
+    ``metrics`` event whose ``keys`` are all ``eval/...``, at step ``k`` means ``k`` steps done."""
+    if step is None or step < 0:
+        return None
+    if event_type == "timings":
+        return step + 1
+    if event_type == "eval":
+        return step
+    if event_type == "metrics":
+        names = list(keys)
+        return step if names and all(k.startswith(EVAL_PREFIX) for k in names) else step + 1
+    return None
 
 
 @runtime_checkable
@@ -269,21 +313,24 @@ class EventEmitter:
         self.run_id = run_id
         self.sinks: list[Sink] = list(sinks or [])
         self._seq = start_seq
+        # the training loop and the system sampler's thread both emit: one seq each, in seq order
+        self._lock = threading.Lock()
 
     def add(self, sink: Sink) -> None:
         self.sinks.append(sink)
 
     def emit(self, event: Event) -> Event:
-        event.run_id = self.run_id
-        event.seq = self._seq
-        self._seq += 1
-        if not event.ts:
-            event.ts = time.time()
-        for sink in self.sinks:
-            try:
-                sink.emit(event)
-            except Exception:  # a broken sink must never kill training
-                _log.exception("sink %r failed on %s event; continuing", sink, event.type)
+        with self._lock:
+            event.run_id = self.run_id
+            event.seq = self._seq
+            self._seq += 1
+            if not event.ts:
+                event.ts = time.time()
+            for sink in self.sinks:
+                try:
+                    sink.emit(event)
+                except Exception:  # a broken sink must never kill training
+                    _log.exception("sink %r failed on %s event; continuing", sink, event.type)
         return event
 
     def close(self) -> None:

@@ -27,6 +27,8 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "kl_high_factor": 2.0,  # warning when KL > factor * target (critical at 2x this)
     "kl_max": 25.0,  # nats per sequence, used when no target is known
     "kl_per_token_max": 0.5,  # nats per token (GRPO/RLOO/OpenRLHF report KL per token)
+    "mismatch_kl_max": 0.01,  # nats per token between the sampler's and the trainer's log-probs
+    "mismatch_token_prob_error_max": 1.1,  # NeMo-RL's token_mult_prob_error (1 = identical)
     "kl_rise_window": 10,  # steps
     "kl_rise_factor": 3.0,  # KL grew by this factor across the window
     "kl_rise_min": 1.0,  # ... and by at least this many nats
@@ -107,6 +109,12 @@ class StabilityMonitor:
         self.alerts.extend(out)
         return out
 
+    def kl_limit(self, metrics: dict[str, float]) -> float:
+        """Upper edge of the KL band (nats per sequence) the ``kl_high`` rule holds a step to: the
+        factor times the adaptive controller's target when one is known, else ``kl_max``."""
+        target = metrics.get(M.KL_TARGET, self.kl_target)
+        return self.thresholds["kl_high_factor"] * target if target else self.thresholds["kl_max"]
+
     def _rules(self, step: int, m: dict[str, float]) -> Any:
         th = self.thresholds
         for key, value in m.items():
@@ -120,8 +128,7 @@ class StabilityMonitor:
 
         kl = m.get(M.KL_K1)
         if kl is not None:
-            target = m.get(M.KL_TARGET, self.kl_target)
-            limit = th["kl_high_factor"] * target if target else th["kl_max"]
+            limit = self.kl_limit(m)
             if kl > limit:
                 sev: Severity = "critical" if kl > 2 * limit else "warning"
                 yield _Alert("kl_high", sev, M.KL_K1, kl, limit, f"KL to the reference is {kl:.2f} nats (limit {limit:.2f})",
@@ -139,6 +146,16 @@ class StabilityMonitor:
             yield _Alert("kl_high", "critical" if klt > 2 * th["kl_per_token_max"] else "warning", M.KL_PER_TOKEN, klt,
                          th["kl_per_token_max"], f"KL to the reference is {klt:.3f} nats per token",
                          "Raise the KL coefficient (beta) or lower the learning rate.")
+
+        # training-vs-inference mismatch, whichever framework's name it arrived under (rlhfkit.metrics)
+        for key, limit in ((M.MISMATCH_KL, th["mismatch_kl_max"]),
+                           (M.MISMATCH_TOKEN_PROB_ERROR, th["mismatch_token_prob_error_max"])):
+            seen = m.get(key)
+            if seen is not None and seen > limit:
+                yield _Alert("mismatch_high", "warning", key, seen, limit,
+                             f"the sampler and the trainer disagree on the sampled tokens: {key} = {seen:.4g}",
+                             "Sampled tokens are scored off-policy: match the sampler's dtype/kernels to the trainer's "
+                             "(e.g. an fp32 LM head), or correct with truncated importance sampling.")
 
         ent = m.get(M.ENTROPY)
         if ent is not None:

@@ -16,14 +16,18 @@ from typing import Any
 from rlhfkit.config import RunConfig, to_yaml, total_steps, uses_critic, validate_config
 from rlhfkit.events import EventEmitter, RunFailed, RunStarted, Sink, new_run_id
 from rlhfkit.sinks import JsonlSink
+from rlhfkit.system import SystemSampler
 
 _log = logging.getLogger(__name__)
 
 
 def run_training(config: RunConfig, *, run_id: str | None = None, sinks: Sequence[Sink] = (),
                  out_dir: str | Path | None = "runs", should_stop: Callable[[], bool] | None = None,
-                 hooks: Sequence[object] = ()) -> dict[str, Any]:
-    """Run one PPO training run to completion (see docs/architecture.md for the event contract)."""
+                 hooks: Sequence[object] = (), write_events: bool = True) -> dict[str, Any]:
+    """Run one PPO training run to completion (see docs/architecture.md for the event contract).
+
+    ``write_events=False`` when one of ``sinks`` writes ``<out_dir>/<run_id>/events.jsonl`` itself
+    (the CLI's :class:`rlhfkit.adapters.transport.RemoteSink`, which uploads from that file)."""
     from rlhfkit.trainer import PPOTrainer
 
     run_id = run_id or new_run_id()
@@ -33,7 +37,8 @@ def run_training(config: RunConfig, *, run_id: str | None = None, sinks: Sequenc
         run_dir = Path(out_dir) / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(to_yaml(config))
-        all_sinks.append(JsonlSink(run_dir / "events.jsonl"))
+        if write_events:
+            all_sinks.append(JsonlSink(run_dir / "events.jsonl"))
     try:
         try:
             policy, reward = build_components(config)
@@ -42,7 +47,7 @@ def run_training(config: RunConfig, *, run_id: str | None = None, sinks: Sequenc
             raise
         trainer = PPOTrainer(policy, reward, config=config, run_id=run_id, sinks=all_sinks, run_dir=run_dir,
                              should_stop=should_stop)
-        trainer.add_hooks(*hooks)
+        trainer.add_hooks(SystemSampler(config.monitor.system_interval_s), *hooks)
         if config.profile.enabled:
             from rlhfkit.profiler import ProfilerHooks
 

@@ -8,6 +8,7 @@ because they talk to services.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 from collections.abc import Callable
@@ -127,8 +128,8 @@ class ConsoleSink:
             self._write(f"[{event.severity.upper()}] step {event.step}: {event.message} -> {event.suggestion}")
         elif isinstance(event, RunFinished):
             self._close_bar()
-            s = event.summary
-            self._write("finished: " + ", ".join(f"{k}={_fmt(v)}" for k, v in s.items() if not isinstance(v, (dict, list))))
+            for line in summary_table(event.summary):
+                self._write(line)
         elif event.type in ("run_failed", "run_cancelled"):
             self._close_bar()
             self._write(f"{event.type}: {getattr(event, 'error', getattr(event, 'reason', ''))}")
@@ -157,5 +158,32 @@ class ConsoleSink:
         self._close_bar()
 
 
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+def _num(v: Any) -> float | None:
+    """A finite number, else None (absent, null, NaN: a row that does not apply)."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def summary_table(s: dict[str, Any]) -> list[str]:
+    """The end-of-run summary as a short two-column table; rows that do not apply (no GPU, no
+    evaluation, a NaN) are left out. ``--json`` prints the full summary."""
+    head = f"{s.get('status', 'finished')}"
+    wall, steps = _num(s.get("wall_seconds")), _num(s.get("steps"))
+    if wall is not None:
+        head += f" in {wall:.1f} s"
+    if steps is not None:
+        head += f" ({steps:.0f} steps on {s.get('device', '?')})"
+    rows: list[tuple[str, str]] = []
+    start, end, gain = (_num(s.get(k)) for k in ("eval_reward_start", "eval_reward_end", "eval_reward_gain"))
+    if end is not None:
+        rows.append(("eval reward", (f"{start:+.3f} -> " if start is not None else "") + f"{end:+.3f}"
+                     + (f"  (gain {gain:+.3f})" if gain is not None else "")))
+    for key, label, fmt in (("final_reward_mean", "train reward", "{:+.3f}"), ("final_kl", "KL (k1)", "{:.4f}"),
+                            ("final_kl_coef", "KL coef", "{:.4g}"), ("tokens_per_sec", "tokens/s", "{:.0f}"),
+                            ("gpu_total_mb", "GPU memory", "{:.0f} MiB"), ("alerts", "alerts", "{:.0f}")):
+        v = _num(s.get(key))
+        if v is not None:
+            rows.append((label, fmt.format(v)))
+    if s.get("run_dir"):
+        rows.append(("files", str(s["run_dir"])))
+    width = max((len(k) for k, _ in rows), default=0)
+    return [head] + [f"  {k:<{width}}  {v}" for k, v in rows]

@@ -46,8 +46,8 @@ import numpy as np
 import torch
 
 from rlhfkit import advantages as cf
+from rlhfkit import mfu, runtime
 from rlhfkit import ppo_ops as ops
-from rlhfkit import runtime
 from rlhfkit.config import (
     GenerationConfig,
     PPOConfig,
@@ -181,8 +181,10 @@ class PPOTrainer:
         cfg = self.config
         n_steps = total_steps(cfg)
         t_start = time.perf_counter()
+        self.peak = mfu.run_peak(self.device, dtype=cfg.model.dtype, threads=cfg.train.threads)
         self.emit(RunStarted(name=cfg.name, config=cfg.model_dump(mode="json"), seed=cfg.seed, total_steps=n_steps,
-                             device=str(self.device), versions=runtime.versions(), git_commit=runtime.git_commit()))
+                             device=str(self.device), versions=runtime.versions(), git_commit=runtime.git_commit(),
+                             perf=self.peak.to_dict()))
         summary: dict[str, Any] = {}
         try:
             self._setup()
@@ -262,6 +264,11 @@ class PPOTrainer:
         self.autocast = self.device.type == "cuda" and cfg.model.dtype == "bf16"
         self._last_eval = math.nan
         self._last_eval_step = -1
+        self.peak = getattr(self, "peak", None) or mfu.run_peak(self.device, dtype=cfg.model.dtype,
+                                                                threads=cfg.train.threads)  # train() probes first
+        self.perf = mfu.PerfCounter(mfu.ModelShape.of(self.policy.model.config), p.ppo_epochs,
+                                    self.policy.critic is not None, self.peak,
+                                    getattr(self.reward_model, "flops_per_token", 0.0))
         self.model_mb = {
             "policy": module_mb(self.policy.model),
             "reference": module_mb(self.ref_model),
@@ -489,6 +496,9 @@ class PPOTrainer:
             metrics[M.REWARD_GROUP_STD], metrics[M.FRAC_ZERO_STD] = cf.group_stats(exp.scores, G)
         if isinstance(self.kl_ctl, ops.AdaptiveKLController):
             metrics[M.KL_TARGET] = self.kl_ctl.target
+        from_sampling = self.config.ppo.rollout_scores == "sampling" and self.policy.scores_while_sampling
+        metrics.update(self.perf.step(self.recorder.timings, exp.attention_mask[:, : exp.prompt_len], exp.mask,
+                                      from_sampling))
         return metrics
 
     def _emit_step(self, step: int, metrics: dict[str, float], step_time: float, n_tokens: int) -> None:

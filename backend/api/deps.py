@@ -1,13 +1,15 @@
-"""Request dependencies: the app's services, the DB, auth, and the one run-exists check."""
+"""Request dependencies, one typed ``Annotated`` alias each: the settings, the database, the live
+hub, the executor and Redis that ``create_app`` puts on ``app.state``; auth; and the one
+run-exists check. They take an ``HTTPConnection``, so WebSocket routes use them too."""
 
 from __future__ import annotations
 
 import base64
 import hmac
-from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, WebSocket, status
+from fastapi import Depends, HTTPException, Path, Request, WebSocket, status
+from starlette.requests import HTTPConnection
 
 from backend.api.security import WS_POLICY_VIOLATION, WS_PROTOCOL, WS_TOKEN_PROTOCOL_PREFIX
 from backend.core.config import Settings
@@ -15,24 +17,35 @@ from backend.core.db import Database
 from backend.models import Run
 from backend.services.live import LiveHub
 from backend.services.runs import Executor, get_run
+from rlhfkit.events import NO_NUL_PATTERN
 
 
-@dataclass
-class Services:
-    """Everything a route may use, built once by ``create_app``."""
-
-    settings: Settings
-    db: Database
-    hub: LiveHub
-    executor: Executor
-    redis: Any = None  # redis.Redis in Celery mode
+def get_settings(conn: HTTPConnection) -> Settings:
+    return conn.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_services(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+def get_db(conn: HTTPConnection) -> Database:
+    return conn.app.state.db  # type: ignore[no-any-return]
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+def get_hub(conn: HTTPConnection) -> LiveHub:
+    return conn.app.state.hub  # type: ignore[no-any-return]
+
+
+def get_executor(conn: HTTPConnection) -> Executor:
+    return conn.app.state.executor  # type: ignore[no-any-return]
+
+
+def get_redis(conn: HTTPConnection) -> Any:
+    """``redis.Redis`` in Celery mode; None in embedded mode."""
+    return conn.app.state.redis
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DbDep = Annotated[Database, Depends(get_db)]
+HubDep = Annotated[LiveHub, Depends(get_hub)]
+ExecutorDep = Annotated[Executor, Depends(get_executor)]
+RedisDep = Annotated[Any, Depends(get_redis)]
 
 
 def token_ok(settings: Settings, presented: str | None) -> bool:
@@ -56,8 +69,7 @@ def bearer(header: str | None) -> str | None:
     return None
 
 
-def require_token(request: Request) -> None:
-    settings: Settings = request.app.state.services.settings
+def require_token(request: Request, settings: SettingsDep) -> None:
     if not token_ok(settings, bearer(request.headers.get("authorization"))):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or invalid bearer token",
                             headers={"WWW-Authenticate": "Bearer"})
@@ -95,16 +107,16 @@ async def ws_close(ws: WebSocket, code: int, reason: str) -> None:
 
 async def ws_admit(ws: WebSocket) -> bool:
     """Token check for a WebSocket: False (and closed with 1008) when the token is missing or wrong."""
-    if token_ok(ws.app.state.services.settings, ws_token(ws)):
+    if token_ok(get_settings(ws), ws_token(ws)):
         return True
     await ws_close(ws, WS_POLICY_VIOLATION, "missing or invalid token")
     return False
 
 
-def existing_run(run_id: str, services: ServicesDep) -> Run:
+def existing_run(run_id: Annotated[str, Path(pattern=NO_NUL_PATTERN)], db: DbDep) -> Run:
     """404 for an unknown run id — the single not-found check every run route shares."""
     try:
-        return get_run(db=services.db, run_id=run_id)
+        return get_run(db=db, run_id=run_id)
     except LookupError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run_id!r} not found") from None
 

@@ -19,32 +19,28 @@ as an ``error`` log event that says why, so the run's sequence has no hole and i
 Redis restarted empty loses the consumer groups: a ``NOGROUP`` answer makes the consumer forget
 what it knew and create the groups again. ``health()`` says whether it is consuming (``/readyz``).
 
-Two threads form a pipeline: the reader reads and validates the next batch (Redis, JSON: Python
-work) while the writer stores the previous one (mostly waiting on PostgreSQL, GIL released). A
-small queue between them keeps batches in read order; acknowledging stays the writer's job, after
-the commit.
+Two threads form a pipeline: this module's reader reads and validates the next batch (Redis,
+JSON: Python work) while the writer (:mod:`backend.services.stream_writer`) stores the previous one
+through ``ingest_and_publish`` and acknowledges it after the commit.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
 from typing import Any
 
-import psycopg
 import redis
-import sqlalchemy.exc
 
 from backend.core.config import Settings
 from backend.core.db import Database
 from backend.models import Run
-from backend.services.ingest import IngestError, RunNotFound, ingest_parsed, parse_events
+from backend.services.event_validation import parse_each
 from backend.services.live import LiveHub
-from backend.services.runs import public_dict
-from rlhfkit.events import TERMINAL_STATUSES, TERMINAL_TYPES, LogEvent
+from backend.services.stream_writer import StreamWriter
+from rlhfkit.events import TERMINAL_STATUSES, TERMINAL_TYPES
 
 _log = logging.getLogger(__name__)
 GROUP = "rlhfkit-backend"
@@ -53,8 +49,6 @@ CLAIM_IDLE_MS = 30_000
 RETIRE_EXPIRE_S = 3600
 DISCOVER_INTERVAL_S = 0.1  # how often the set of streams is re-read (one SMEMBERS)
 MAINTENANCE_INTERVAL_S = 2.0  # XAUTOCLAIM of abandoned entries, retiring finished streams
-PIPELINE_DEPTH = 2  # validated batches waiting for the writer
-WRITE_ATTEMPTS = 5  # then the batch is left pending: XAUTOCLAIM re-delivers it after CLAIM_IDLE_MS
 RETIRE_IDLE_S = 300.0  # a finished run's stream without a terminal event is retired after this long idle
 STALE_AFTER_S = 10.0  # health(): a reader loop that has not completed a read for this long is not consuming
 
@@ -71,18 +65,26 @@ class StreamConsumer:
         self._streams: dict[Any, float] = {}  # key -> monotonic time of its last entry
         self._streams_lock = threading.Lock()  # the writer retires streams while the reader lists them
         self._stop = threading.Event()
-        # (stream key, entry ids, validated events) in read order; None tells the writer to finish
-        self._batches: queue.Queue[tuple[Any, list[Any], list[Any]] | None] = queue.Queue(PIPELINE_DEPTH)
         self._thread = threading.Thread(target=self._run, name="rlhfkit-stream-consumer", daemon=True)
-        self._writer = threading.Thread(target=self._write_loop, name="rlhfkit-stream-writer", daemon=True)
-        self.ingested = 0
-        self.rejected = 0  # entries replaced by an error log event (invalid, or refused by the database)
+        self._writer = StreamWriter(db=db, hub=hub, stop=self._stop, run_of=self.keys.run_id_of_stream, ack=self._ack,
+                                    on_stored=self._stored, on_unknown_run=self._retire)
+        self._invalid = 0  # entries that did not validate
         self._last_read = time.monotonic()  # the reader's last completed XREADGROUP
         self._last_error: str | None = None
 
+    @property
+    def ingested(self) -> int:
+        """Events stored so far."""
+        return self._writer.ingested
+
+    @property
+    def rejected(self) -> int:
+        """Entries replaced by an error log event (invalid, or refused by the database)."""
+        return self._invalid + self._writer.rejected
+
     def health(self) -> str:
         """``ok`` while the reader completes reads; otherwise why it does not (for ``/readyz``)."""
-        if not self._thread.is_alive() or not self._writer.is_alive():
+        if not self._thread.is_alive() or not self._writer.thread.is_alive():
             return "error: consumer thread stopped"
         idle = time.monotonic() - self._last_read
         if idle > STALE_AFTER_S:
@@ -90,14 +92,14 @@ class StreamConsumer:
         return "ok"
 
     def start(self) -> None:
-        self._writer.start()
+        self._writer.thread.start()
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
-        self._put(None)  # the writer stores what was read (unacknowledged leftovers are re-read on start)
-        self._writer.join(timeout=10)
+        self._writer.put(None)  # the writer stores what was read (unacknowledged leftovers are re-read on start)
+        self._writer.thread.join(timeout=10)
 
     # ---- reader: Redis and validation
     def _run(self) -> None:
@@ -217,118 +219,22 @@ class StreamConsumer:
             self._streams.pop(key, None)
 
     def _submit(self, key: Any, entries: list[Any]) -> None:
-        """Validate a batch and queue it for the writer (blocks while the writer is behind)."""
-        run_id = self.keys.run_id_of_stream(key)
+        """Validate a batch and queue it for the writer (blocks while the writer is behind); an
+        invalid entry is replaced by an error log event."""
         ids = [eid for eid, _ in entries]
         data = [fields.get(b"e", b"{}") for _, fields in entries if fields]  # a trimmed entry has no fields
-        try:
-            parsed = parse_events(data, run_id)
-        except IngestError:
-            parsed = []
-            for d in data:
-                try:
-                    parsed += parse_events([d], run_id)
-                except IngestError as exc:
-                    err = exc.errors[0]
-                    field = ".".join(str(x) for x in err["loc"][3:]) or "event"
-                    parsed.append((self._rejected(key, d, f"invalid {field}: {err['msg']}"), None))
-        self._put((key, ids, parsed))
+        parsed, rejected = parse_each(data, self.keys.run_id_of_stream(key))
+        self._invalid += rejected
+        self._writer.put((key, ids, parsed))
 
-    def _rejected(self, key: Any, raw: Any, reason: str) -> Any:
-        """The ``error`` log event stored in place of a rejected entry (same seq and step when known)."""
-        self.rejected += 1
-        seq, step, etype = -1, None, "?"
-        try:
-            data = raw if isinstance(raw, dict) else json.loads(raw)
-            if isinstance(data.get("seq"), int) and 0 <= data["seq"] <= 2**62:
-                seq = data["seq"]
-            if isinstance(data.get("step"), int) and abs(data["step"]) < 2**31:
-                step = data["step"]
-            etype = str(data.get("type", "?"))[:32]
-        except (ValueError, AttributeError, TypeError):
-            pass
-        _log.error("event on %s rejected (seq %s, type %s): %s", key, seq, etype, reason)
-        return LogEvent(run_id=self.keys.run_id_of_stream(key), seq=seq, step=step, ts=time.time(), level="error",
-                        message=f"{etype} event rejected: {reason}"[:10_000].replace("\x00", "\\u0000"))
-
-    def _put(self, item: tuple[Any, list[Any], list[Any]] | None) -> None:
-        while True:
-            try:
-                self._batches.put(item, timeout=1.0)
-                return
-            except queue.Full:
-                if not self._writer.is_alive():
-                    return
-
-    # ---- writer: DB, acknowledgement, fan-out
-    def _write_loop(self) -> None:
-        finish = False
-        while not finish:
-            items = [self._batches.get()]
-            while True:  # whatever queued up while the last batch was written goes in together
-                try:
-                    items.append(self._batches.get_nowait())
-                except queue.Empty:
-                    break
-            finish = None in items
-            for key, ids, parsed in _merge_consecutive([i for i in items if i is not None]):
-                self._write(key, ids, parsed)
-
-    def _write(self, key: Any, ids: list[Any], parsed: list[Any]) -> None:
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                self._store(key, ids, parsed)
-                return
-            except _REFUSED_VALUES as exc:  # the database refuses some value: find it, store the rest
-                _log.warning("stream writer: %s refused a batch (%s); storing its events one by one", key, exc)
-                try:
-                    self._store_each(key, ids, parsed)
-                    return
-                except Exception:
-                    _log.exception("stream writer error on %s (attempt %d of %d)", key, attempt, WRITE_ATTEMPTS)
-            except Exception:  # DB or Redis down: retry; a batch that keeps failing stays pending
-                _log.exception("stream writer error on %s (attempt %d of %d)", key, attempt, WRITE_ATTEMPTS)
-                if self._stop.wait(1.0):
-                    return
-
-    def _store_each(self, key: Any, ids: list[Any], parsed: list[Any]) -> None:
-        """One event per transaction; one the database refuses becomes an error log event."""
-        for ev, text in parsed:
-            try:
-                self._store(key, [], [(ev, text)])
-            except _REFUSED_VALUES as exc:
-                raw = ev.model_dump(mode="json")
-                try:
-                    self._store(key, [], [(self._rejected(key, raw, f"refused by the database: {exc}"[:2000]), None)])
-                except _REFUSED_VALUES:
-                    _log.exception("event seq %s on %s could not be stored even as an error; dropped", ev.seq, key)
+    def _ack(self, key: Any, ids: list[Any]) -> None:
         if ids:
             self.r.xack(key, GROUP, *ids)
 
-    def _store(self, key: Any, ids: list[Any], parsed: list[Any]) -> None:
-        run_id = self.keys.run_id_of_stream(key)
-        try:
-            outcome = ingest_parsed(self.db, run_id, parsed, writer=True)
-        except RunNotFound:
-            _log.warning("events for unknown run %s dropped", run_id)
-            self.r.xack(key, GROUP, *ids)
-            self._retire(key)
-            return
-        if ids:
-            self.r.xack(key, GROUP, *ids)  # only after the commit: a crash before this re-delivers
+    def _stored(self, key: Any) -> None:
         with self._streams_lock:
             if key in self._streams:
                 self._streams[key] = time.monotonic()
-        self.ingested += len(outcome.accepted)
-        self.hub.publish_events(run_id, outcome.accepted)
-        if outcome.status_changed and outcome.run is not None:
-            self.hub.publish_status(public_dict(outcome.run))
-
-
-# errors that say "this value cannot be stored" (retrying cannot help), as opposed to "the
-# database is unreachable"; SQLAlchemy wraps the driver's errors, our COPY/pipeline paths do not
-_REFUSED_VALUES = (sqlalchemy.exc.DataError, sqlalchemy.exc.IntegrityError, psycopg.DataError,
-                   psycopg.IntegrityError, ValueError, OverflowError)
 
 
 def _ends_with_terminal(last: list[Any]) -> bool:
@@ -339,16 +245,3 @@ def _ends_with_terminal(last: list[Any]) -> bool:
         return json.loads(last[0][1].get(b"e", b"{}")).get("type") in TERMINAL_TYPES  # type: ignore[no-any-return]
     except (ValueError, AttributeError):
         return False
-
-
-def _merge_consecutive(items: list[tuple[Any, list[Any], list[Any]]]) -> list[tuple[Any, list[Any], list[Any]]]:
-    """Join neighbouring batches of the same stream (their order is kept): a writer that fell behind
-    catches up with one transaction instead of one per batch."""
-    out: list[tuple[Any, list[Any], list[Any]]] = []
-    for key, ids, parsed in items:
-        if out and out[-1][0] == key:
-            out[-1][1].extend(ids)
-            out[-1][2].extend(parsed)
-        else:
-            out.append((key, list(ids), list(parsed)))
-    return out

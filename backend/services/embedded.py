@@ -23,9 +23,9 @@ from backend.core.config import Settings
 from backend.core.db import Database
 from backend.core.registry import set_status
 from backend.models import Run
-from backend.services.ingest import RunNotFound, ingest_events
+from backend.services.ingest import ingest_and_publish
 from backend.services.live import LiveHub
-from backend.services.runs import native_runs, public_dict
+from backend.services.runs import RunNotFound, native_runs, public_dict
 from rlhfkit.events import TERMINAL_STATUSES
 
 _log = logging.getLogger(__name__)
@@ -179,15 +179,11 @@ class EmbeddedExecutor:
                 exits.append((run_id, data))
         for run_id, evs in by_run.items():
             try:
-                outcome = ingest_events(self.db, run_id, evs)
+                ingest_and_publish(db=self.db, hub=self.hub, run_id=run_id, events=evs)
             except RunNotFound:
                 continue
             except Exception:
                 _log.exception("ingest failed for run %s", run_id)
-                continue
-            self.hub.publish_events(run_id, outcome.accepted)
-            if outcome.status_changed and outcome.run is not None:
-                self.hub.publish_status(public_dict(outcome.run))
         for run_id, code in exits:
             with self.db.session() as s:
                 run = s.get(Run, run_id)

@@ -63,6 +63,10 @@ class LiveHub:
     def unsubscribe_status(self, sub: Subscriber) -> None:
         self._status.discard(sub)
 
+    def viewer_counts(self) -> dict[str, int]:
+        """Open subscriptions: ``run`` (one run's live events) and ``status`` (the runs list)."""
+        return {"run": sum(len(s) for s in list(self._runs.values())), "status": len(self._status)}
+
     # ---- publishing (any thread)
     def publish_events(self, run_id: str, events: list[Item]) -> None:
         if events:

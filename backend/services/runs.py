@@ -6,9 +6,10 @@ exceptions defined here.
 
 from __future__ import annotations
 
-import base64
 import copy
+import re
 import shutil
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,13 +21,17 @@ from backend.core.db import Database
 from backend.core.registry import WORKER_LOST, set_status
 from backend.models import Artifact, Run
 from backend.schemas import ExternalRunCreate, RunCreate, RunPublic, RunRerun
-from backend.services.ingest import RunNotFound, forget_run
+from backend.services.bulk_write import forget_run
 from rlhfkit.config import RunConfig, apply_overrides, preset_data, total_steps, validate_config
 from rlhfkit.events import ACTIVE_STATUSES, TERMINAL_STATUSES, new_run_id
 
 
 class Conflict(RuntimeError):
     """The operation is not allowed in the run's current state (409)."""
+
+
+class RunNotFound(LookupError):
+    """No run with this id (404)."""
 
 
 class Executor(Protocol):
@@ -93,8 +98,10 @@ def _insert_native(*, db: Database, executor: Executor, hub: StatusPublisher, cf
     with db.session() as session:
         session.add(run)
         session.commit()
-    executor.submit(run)  # enqueue only after the commit, so the worker finds the row
+    # "queued" goes out before the submit: an executor that starts the run at once publishes
+    # "running" from its own thread, and viewers must see the two in that order
     hub.publish_status(public_dict(run))
+    executor.submit(run)  # enqueue only after the commit, so the worker finds the row
     return run
 
 
@@ -103,9 +110,25 @@ def rerun(*, db: Database, executor: Executor, hub: StatusPublisher, run_id: str
     src = get_run(db=db, run_id=run_id)
     if src.source != "native":
         raise Conflict(f"run {run_id} came from {src.source}; only native runs can be re-run here")
-    cfg = build_config(preset=None, config=src.config, overrides=body.overrides, name=body.name)
+    name = body.name or _rerun_name(db=db, name=src.name)
+    cfg = build_config(preset=None, config=src.config, overrides=body.overrides, name=name)
     return _insert_native(db=db, executor=executor, hub=hub, cfg=cfg, queue=body.queue or src.queue or default_queue,
                           parent_id=src.id)
+
+
+_RERUN_SUFFIX = re.compile(r" \(rerun (\d+)\)$")
+
+
+def _rerun_name(*, db: Database, name: str) -> str:
+    """``<name> (rerun N)``: N one past the highest rerun of the same base name (a rerun of a rerun
+    continues the series), so runs in the list tell themselves apart."""
+    base = _RERUN_SUFFIX.sub("", name)
+    prefix = f"{base} (rerun "
+    with db.session() as s:
+        names = s.scalars(select(Run.name).where(Run.name.startswith(prefix, autoescape=True)))
+        taken = [int(m.group(1)) for n in names if n[len(base):] and (m := _RERUN_SUFFIX.fullmatch(n[len(base):]))]
+    suffix = f" (rerun {max(taken, default=0) + 1})"
+    return base[: 200 - len(suffix)] + suffix
 
 
 def create_external_run(*, db: Database, hub: StatusPublisher, body: ExternalRunCreate) -> Run:
@@ -141,32 +164,15 @@ SORTS: dict[str, tuple[Any, Any]] = {
 }
 
 
-def encode_cursor(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
+MAX_OFFSET = 2**31 - 1  # the largest cursor (an offset into the sorted list) the databases' OFFSET takes
 
 
-MAX_OFFSET = 2**31 - 1  # a cursor past this is not one we issued (and would overflow the database's OFFSET)
-
-
-def decode_cursor(cursor: str | None) -> int:
-    if not cursor:
-        return 0
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith("o:"):
-            raise ValueError
-        offset = int(raw[2:])
-        if not 0 <= offset <= MAX_OFFSET:
-            raise ValueError
-        return offset
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("invalid cursor") from None
-
-
-def list_runs(*, db: Database, status: list[str] | None = None, tag: str | None = None, source: str | None = None,
+def list_runs(*, db: Database, status: Sequence[str] | None = None, tag: str | None = None, source: str | None = None,
               q: str | None = None, sort: str = "-created_at", limit: int = 50,
-              cursor: str | None = None) -> tuple[list[Run], int, str | None]:
-    offset = decode_cursor(cursor)
+              cursor: int | None = None) -> tuple[list[Run], int, int | None]:
+    """A page of runs: the rows, how many match, and the cursor of the next page (None at the end).
+    The cursor is the offset of the page's first row in the sorted list."""
+    offset = cursor or 0
     conds: list[Any] = []
     if status:
         conds.append(Run.status.in_(status))
@@ -190,7 +196,7 @@ def list_runs(*, db: Database, status: list[str] | None = None, tag: str | None 
             count_stmt = count_stmt.where(where)
         total = int(session.scalar(count_stmt) or 0)
         rows = list(session.scalars(stmt.order_by(*SORTS[sort]).offset(offset).limit(limit)))
-    nxt = encode_cursor(offset + limit) if offset + limit < total else None
+    nxt = offset + limit if offset + limit < total and offset + limit <= MAX_OFFSET else None
     return rows, total, nxt
 
 
@@ -242,6 +248,7 @@ def delete_run(*, db: Database, artifacts_dir: Path, run_id: str) -> None:
             EventRow,
             MemorySnapshot,
             MetricSeries,
+            MlflowRun,
             StageTiming,
             metric_chunks,
             metric_rollups,
@@ -250,7 +257,7 @@ def delete_run(*, db: Database, artifacts_dir: Path, run_id: str) -> None:
         series = select(MetricSeries.id).where(MetricSeries.run_id == run_id).scalar_subquery()
         session.execute(delete(metric_chunks).where(metric_chunks.c.series_id.in_(series)))
         session.execute(delete(metric_rollups).where(metric_rollups.c.series_id.in_(series)))
-        for model in (MetricSeries, EventRow, StageTiming, MemorySnapshot, Alert, EvalSample, Artifact):
+        for model in (MetricSeries, EventRow, StageTiming, MemorySnapshot, Alert, EvalSample, Artifact, MlflowRun):
             session.execute(delete(model).where(model.run_id == run_id))  # type: ignore[attr-defined]
         session.execute(delete(Run).where(Run.id == run_id))
         session.commit()

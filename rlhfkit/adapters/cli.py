@@ -42,8 +42,9 @@ def register(sub: Any) -> None:
     t = sub.add_parser("ingest-tensorboard", help="follow a TensorBoard log dir and stream its scalars into a run",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("logdir", help="TensorBoard log directory (read recursively)")
-    t.add_argument("--source", choices=["openrlhf", "trl", "external"], default="openrlhf",
-                   help="whose metric names the scalars use (default openrlhf)")
+    t.add_argument("--source", choices=["openrlhf", "trl", "verl", "nemo-rl", "external"], default="openrlhf",
+                   help="who wrote the log (default openrlhf); every peer's names are mapped the same way, verl and "
+                        "NeMo-RL runs are registered with source external")
     t.add_argument("--name", help="run name (default: the directory's name)")
     _server_args(t)
     t.add_argument("--out-dir", default="runs", help="where the local copy of the events goes (default runs/)")

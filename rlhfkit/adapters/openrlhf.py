@@ -12,7 +12,10 @@ value as the scalar ``train/<key>``). Two ways in, both mapping OpenRLHF's names
   wandb logger (:func:`patch_openrlhf` swaps it in, so ``--use_wandb rlhfkit`` reports here).
 
 Scalars named ``timing/<stage>`` (with or without ``train/``) are also sent as stage timings,
-with OpenRLHF's stage names mapped to ours (:data:`TIMING_STAGES`).
+with OpenRLHF's stage names mapped to ours (:data:`TIMING_STAGES`). The follower reads any peer's
+TensorBoard log the same way: verl's ``timing_s/<stage>`` and NeMo-RL's ``timing/train/<stage>``
+become stage timings too, and their metric names (``actor/*``, ``critic/*``, ``response_length/*``,
+``timing_per_token_ms/*``, mismatch metrics) map through the contract's aliases.
 """
 
 from __future__ import annotations
@@ -31,15 +34,24 @@ from rlhfkit.adapters.transport import ClientFactory, default_client
 _log = logging.getLogger("rlhfkit.adapters")
 
 TRAIN_PREFIX = "train/"
-TIMING_PREFIXES = ("timing/", "train/timing/")
-# OpenRLHF's timing names -> our pipeline stages; other timing names stay as they are.
+# Timing scalars: OpenRLHF ``timing/<stage>``, verl ``timing_s/<stage>``, NeMo-RL ``timing/train/<stage>``
+# (longest prefix first).
+TIMING_PREFIXES = ("train/timing/", "timing/train/", "timing_s/", "timing/")
+# Peers' stage names -> our pipeline stages; other timing names stay as they are.
 TIMING_STAGES: dict[str, str] = {
+    # OpenRLHF
     "generation": "generation", "generate": "generation", "rollout": "generation",
     "make_experience": "scoring", "experience": "scoring", "reward": "scoring", "reward_model": "scoring",
     "ppo_train": "update", "train": "update", "training": "update",
     "eval": "evaluation", "evaluation": "evaluation",
+    # verl (ray_trainer.py: gen, reward, old_log_prob, ref, values, adv, update_critic, update_actor, testing)
+    "gen": "generation", "old_log_prob": "scoring", "ref": "scoring", "values": "scoring",
+    "adv": "advantages", "update_critic": "update", "update_actor": "update", "testing": "evaluation",
+    # NeMo-RL (grpo.py: timing/train/...)
+    "prepare_for_generation": "generation", "reward_calculation": "scoring", "logprob_inference": "scoring",
+    "policy_and_reference_logprobs": "scoring", "policy_training": "update", "validation": "evaluation",
 }
-TIMING_TOTALS = ("total", "step", "step_total")
+TIMING_TOTALS = ("total", "step", "step_total", "total_step_time")
 
 
 def split_timings(logs: Mapping[str, Any]) -> tuple[dict[str, float], float | None]:
@@ -151,7 +163,7 @@ def ingest_tensorboard(logdir: str | Path, *, source: str = "openrlhf", name: st
     """Create a run for ``logdir`` and stream its scalars into it; returns the follower (``.run``, ``.points``)."""
     src = source if source in ("openrlhf", "trl", "external") else "external"
     run = Run(name or Path(logdir).resolve().name, config={"logdir": str(logdir)}, source=src,  # type: ignore[arg-type]
-              tags=[src, "tensorboard"], server=server, token=token, out_dir=out_dir,
+              tags=[*dict.fromkeys([src, source]), "tensorboard"], server=server, token=token, out_dir=out_dir,
               warning_thresholds=warning_thresholds, client_factory=client_factory)
     run.start()
     follower = TensorBoardFollower(logdir, run, poll_interval=poll_interval)

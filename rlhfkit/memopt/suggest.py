@@ -18,7 +18,6 @@ measures the top candidates to check that the ranking holds.
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,13 +170,13 @@ def suggest_config(config: Any, budget_gb: float, device: str | None = None, *, 
                     cands.append(Candidate(ov, plan, peak, plan.sequences * plan.response_len / secs, secs,
                                            peak <= limit))
 
-    # Throughputs within ~2% are a tie for the ranking model: then the config's own optimizer, then
-    # the lower peak (more headroom) wins.
+    # Ranked by predicted throughput as printed (whole tokens/s), so the table reads top-down
+    # (README: "ranked by predicted throughput"); an equal figure is a tie: then the config's own
+    # optimizer, then the lower peak (more headroom) wins.
     def key(c: Candidate) -> tuple[bool, float, bool, int]:
         if not c.fits:
             return (True, 0.0, False, c.peak_bytes)
-        return (False, -round(math.log(c.tokens_per_sec) / math.log(1.02)),
-                c.overrides["ppo.optimizer"] != config.ppo.optimizer, c.peak_bytes)
+        return (False, -round(c.tokens_per_sec), c.overrides["ppo.optimizer"] != config.ppo.optimizer, c.peak_bytes)
 
     cands.sort(key=key)
     chosen = cands[:top]

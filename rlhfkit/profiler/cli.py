@@ -25,6 +25,12 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as one JSON line on stdout")
 
 
+def _env_bool(name: str, default: str = "true") -> str:
+    """``"true"``/``"false"`` from an environment variable (0/false/no/off read as false)."""
+    text = os.environ.get(name, default).strip().lower()
+    return "false" if text in ("0", "false", "no", "off") else "true"
+
+
 def register(sub: Any) -> None:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = sub.add_parser("profile", help="profile a short PPO run: trace, flame graph, per-stage summary, bottlenecks",
@@ -38,6 +44,8 @@ def register(sub: Any) -> None:
     p.add_argument("--record-shapes", action="store_true")
     p.add_argument("--profile-memory", action="store_true")
     p.add_argument("--with-stack", action="store_true")
+    p.add_argument("--profile-gpu", choices=("true", "false"), default=_env_bool("PROFILE_GPU"),
+                   help="false: CPU activity only, even on a GPU run (env PROFILE_GPU)")
     p.add_argument("--runs", default=None, help="also keep the run's events.jsonl under this directory")
     p.set_defaults(handler=cmd_profile)
 
@@ -92,7 +100,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     try:
         hooks = ProfilerHooks(output_dir=args.out, stages=stages, schedule=sched,  # type: ignore[arg-type]
                               record_shapes=args.record_shapes, profile_memory=args.profile_memory,
-                              with_stack=args.with_stack)
+                              with_stack=args.with_stack, profile_gpu=args.profile_gpu == "true")
     except ValueError as exc:
         return usage_error(f"{exc} (ranges: {', '.join(ALL_RANGES)})")
     from rlhfkit.runner import run_training

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,11 +52,14 @@ class ProfilerHooks:
         record_shapes, profile_memory, with_stack: passed to ``torch.profiler.profile``.
         top_k: operators listed per stage.
         enabled: False keeps only the (free) stage timings and summary, no torch.profiler.
+        profile_gpu: False records CPU activity only, even on a GPU run (no CUDA kernels in the
+            trace; CUPTI stays off). None: the ``PROFILE_GPU`` environment variable (default true).
     """
 
     def __init__(self, output_dir: str | Path = "profiles", stages: Sequence[str] | None = None,
                  schedule: Schedule = (1, 1, 1, 2, 1), record_shapes: bool = False, profile_memory: bool = False,
-                 with_stack: bool = False, top_k: int = 15, enabled: bool = True) -> None:
+                 with_stack: bool = False, top_k: int = 15, enabled: bool = True,
+                 profile_gpu: bool | None = None) -> None:
         unknown = set(stages or ()) - set(ALL_RANGES)
         if unknown:
             raise ValueError(f"unknown stage(s) {sorted(unknown)}; allowed: {', '.join(ALL_RANGES)}")
@@ -69,6 +73,9 @@ class ProfilerHooks:
         self.with_stack = with_stack
         self.top_k = top_k
         self.enabled = enabled
+        if profile_gpu is None:
+            profile_gpu = os.environ.get("PROFILE_GPU", "true").strip().lower() not in ("0", "false", "no", "off")
+        self.profile_gpu = profile_gpu
         self.steps: list[dict[str, Any]] = []
         self.artifacts: list[Path] = []
         self.traces: list[Path] = []
@@ -93,7 +100,7 @@ class ProfilerHooks:
         if not self.enabled:
             return
         activities = [torch.profiler.ProfilerActivity.CPU]
-        if getattr(getattr(trainer, "device", None), "type", "cpu") == "cuda":
+        if self.profile_gpu and getattr(getattr(trainer, "device", None), "type", "cpu") == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
         skip_first, wait, warmup, active, repeat = self.schedule
         self._prof = torch.profiler.profile(
@@ -172,7 +179,9 @@ class ProfilerHooks:
         """Write the summary, report and memory report (called by ``on_train_end``)."""
         t0 = time.perf_counter()
         self.summary = rep.summarize(self.steps)
-        self.summary["substages_profiled"] = self.substages
+        # the trace's times: sub-stages, and their parents over the same profiled steps
+        self.summary["substages_profiled"] = {k: v for k, v in self.substages.items() if "/" in k}
+        self.summary["stages_profiled"] = {k: v for k, v in self.substages.items() if "/" not in k}
         self.summary["top_ops"] = self.top_ops
         cfg = getattr(self.trainer, "config", None)
         device = getattr(getattr(self.trainer, "device", None), "type", "cpu")
@@ -243,13 +252,14 @@ class ProfilerHooks:
 
 
 def _substage_times(events: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean seconds per profiled step of each sub-stage range, from the trace."""
+    """Mean seconds per profiled step of each stage and sub-stage range, from the trace: the stages
+    too, so a sub-stage is compared with its parent over the same (profiled) steps."""
     steps = {e["name"] for e in events if str(e.get("name", "")).startswith("ProfilerStep#")}
     n = max(1, len(steps))
     acc: dict[str, float] = {}
     for e in events:
         name = str(e.get("name", ""))
-        if "/" in name and name in ALL_RANGES and e.get("cat") == "user_annotation":
+        if name in ALL_RANGES and e.get("cat") == "user_annotation":
             acc[name] = acc.get(name, 0.0) + float(e["dur"]) / 1e6
     return {k: {"mean": v / n, "profiled_steps": float(n)} for k, v in sorted(acc.items())}
 

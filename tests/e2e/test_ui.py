@@ -22,6 +22,7 @@ SHORT = {
     "ppo.mini_batch_size": 4,
     "ppo.ppo_epochs": 1,
     "train.steps_per_epoch": 5,
+    "monitor.system_interval_s": 1,
     "train.eval_every": 2,
     "train.eval_prompts": 8,
     "train.device": "cpu",
@@ -42,8 +43,11 @@ def fill(page: Any, key: str, value: object) -> None:
         field.fill(str(value))
 
 
+REWARD_CHART = "figure.chart[aria-label^='Reward']"  # the per-step reward (the held-out reward comes first)
+
+
 def reward_points(page: Any) -> int:
-    return int(page.locator("figure.chart").first.get_attribute("data-points") or 0)
+    return int(page.locator(REWARD_CHART).get_attribute("data-points") or 0)
 
 
 def run_status(page: Any) -> str:
@@ -81,11 +85,11 @@ def test_submit_smoke_from_form_watch_it_live_and_open_every_tab(page: Any, api:
     assert len(live_counts) >= 2, f"reward chart did not gain points while running: {seen}"
     page.locator("#run-h .badge[data-status='succeeded']").wait_for(timeout=30_000)
     assert api.call("GET", f"/api/runs/{run_id}")["status"] == "succeeded"
-    page.wait_for_function("() => Number(document.querySelector('figure.chart').dataset.points) >= 5")
+    page.wait_for_function(f"() => Number(document.querySelector(\"{REWARD_CHART}\").dataset.points) >= 5")
     shoot(page, "03-run-finished-stability")
 
     # drag across the reward chart: every chart zooms to those steps, refetched from the server
-    over = page.locator("figure.chart .u-over").first.bounding_box()
+    over = page.locator(f"{REWARD_CHART} .u-over").bounding_box()
     with page.expect_request(re.compile(r"/metrics\?.*start=\d+.*end=\d+")):
         page.mouse.move(over["x"] + over["width"] * 0.2, over["y"] + 40)
         page.mouse.down()
@@ -96,6 +100,13 @@ def test_submit_smoke_from_form_watch_it_live_and_open_every_tab(page: Any, api:
     page.get_by_role("tab", name="Timings").click()
     page.get_by_text("Slowest stage:").wait_for()
     assert page.locator("table.bars tbody tr").count() >= 4
+    # MFU beside each stage's seconds, the most idle stage called out, the measured CPU peak named
+    page.get_by_test_id("most-idle").wait_for()
+    assert re.search(r"Most idle stage: (generation|scoring|advantages|update) — ",
+                     page.get_by_test_id("most-idle").inner_text())
+    for stage in ("generation", "scoring", "update"):
+        assert re.fullmatch(r"[\d.]+(e-\d+)? %", page.get_by_test_id(f"mfu-{stage}").inner_text()), stage
+    page.get_by_text(re.compile(r"Peak: CPU matmul probe .* GFLOP/s measured")).wait_for()
     shoot(page, "04-timings")
 
     page.get_by_role("tab", name="Memory").click()
@@ -108,6 +119,14 @@ def test_submit_smoke_from_form_watch_it_live_and_open_every_tab(page: Any, api:
     assert page.locator("table.memory-stages tbody tr").count() == len(estimate["stages"])
     peak = f"{estimate['peak_mb']:.1f} MiB"
     assert peak in page.locator("#pred-h + .callout").inner_text()
+    # the System panel: the sampler thread's series, GPU charts absent on this GPU-less machine
+    cpu = api.call("GET", f"/api/runs/{run_id}/metrics?keys=system/cpu_percent")["series"]["system/cpu_percent"]
+    assert len(cpu["steps"]) >= 2
+    system = page.locator("section.system")
+    system.get_by_role("heading", name="System").wait_for()
+    system.get_by_text("No GPU reported").wait_for()
+    assert system.locator("figure.chart").count() == 2  # process CPU, memory; no GPU chart
+    assert system.locator("figure.chart").first.get_attribute("data-points") == str(len(cpu["steps"]))
     shoot(page, "05-memory")
 
     page.get_by_role("tab", name="Profile").click()

@@ -253,3 +253,45 @@ def test_examples_run_as_written_and_report_to_the_server(server: Server, tmp_pa
     assert out.returncode == 0, out.stderr[-3000:]
     new = [r for r in Client(server.url).list_runs(limit=200)["data"] if r["id"] not in before]
     assert len(new) == runs and all(r["status"] == "succeeded" for r in new)
+
+
+VERL_SCALARS = {  # verl's exact names (ray_trainer.py / metric_utils.py) -> ours
+    "actor/entropy": M.ENTROPY, "actor/pg_loss": M.POLICY_LOSS, "actor/pg_clipfrac": M.POLICY_CLIPFRAC,
+    "actor/ppo_kl": M.APPROX_KL, "actor/grad_norm": M.GRAD_NORM, "actor/lr": M.LEARNING_RATE,
+    "critic/score/mean": M.REWARD_MEAN, "critic/score/max": M.REWARD_MAX, "critic/rewards/mean": M.SCORE_MEAN,
+    "critic/vf_loss": M.VALUE_LOSS, "critic/advantages/mean": M.ADV_MEAN, "response_length/mean": M.RESPONSE_LEN,
+    "timing_per_token_ms/gen": M.TIME_PER_TOKEN_GENERATION, "perf/mfu/actor": M.MFU_UPDATE,
+    "training/rollout_probs_diff_mean": M.MISMATCH_PROBS_DIFF_MEAN,
+}
+VERL_TIMINGS = {"timing_s/gen": 1.5, "timing_s/old_log_prob": 0.25, "timing_s/ref": 0.5, "timing_s/adv": 0.125,
+                "timing_s/update_actor": 2.0, "timing_s/step": 4.5}
+
+
+def test_ingest_tensorboard_lands_verl_names_on_canonical_names_and_stage_timings(
+        server: Server, tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    logdir = tmp_path / "tb" / "verl-run"
+    writer = SummaryWriter(log_dir=str(logdir))
+    for step in range(1, 4):
+        for i, key in enumerate(VERL_SCALARS):
+            writer.add_scalar(key, 0.5 * i + step, step)  # exact in float32
+        for key, seconds in VERL_TIMINGS.items():
+            writer.add_scalar(key, seconds * step, step)
+    writer.close()
+    out = subprocess.run([str(BIN / "rlhfkit"), "ingest-tensorboard", str(logdir), "--source", "verl", "--once",
+                          "--server", server.url, "--out-dir", str(tmp_path / "runs"), "--json"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    run_id = json.loads(out.stdout)["run_id"]
+    client = Client(server.url)
+    run = client.get_run(run_id)
+    assert "verl" in run["tags"]
+    series = client.metrics(run_id, keys=sorted(VERL_SCALARS.values()), max_points=1000)["series"]
+    for i, (verl_name, ours) in enumerate(VERL_SCALARS.items()):
+        assert series[ours]["steps"] == [1, 2, 3], verl_name
+        assert series[ours]["values"] == [0.5 * i + s for s in (1, 2, 3)], verl_name
+    timings = client.timings(run_id)
+    assert [(t["step"], t["stages"], t["step_time"]) for t in timings] == [
+        (s, {"generation": 1.5 * s, "scoring": 0.75 * s, "advantages": 0.125 * s, "update": 2.0 * s}, 4.5 * s)
+        for s in (1, 2, 3)]

@@ -95,8 +95,7 @@ def test_unknown_run_is_404(idle_client: Any) -> None:
 
 
 def test_artifacts_refuse_path_traversal(idle_client: Any, tmp_path: Path) -> None:
-    services = idle_client.app.state.services
-    art_dir: Path = services.settings.artifacts_dir
+    art_dir: Path = idle_client.app.state.settings.artifacts_dir
     run = idle_client.post("/api/runs/external", json={"name": "arts"}).json()
     (art_dir / run["id"]).mkdir(parents=True, exist_ok=True)
     (art_dir / run["id"] / "trace.json").write_text("{}")
@@ -243,11 +242,8 @@ def test_request_values_the_database_cannot_hold_are_422(db_client: Any) -> None
     assert fields(c.get("/api/runs/a%00b")) == [["path", "run_id"]]
     assert fields(c.get("/api/runs/a%00b/artifacts/x")) == [["path", "run_id"]]
     assert fields(c.get(f"/api/runs/{run['id']}/artifacts/a%00b")) == [["path", "name"]]
-    import base64
-
     for offset in (2**63, 2**64, 2**31):  # cursors we never issue (past any OFFSET the databases take)
-        cursor = base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
-        assert fields(c.get("/api/runs", params={"cursor": cursor})) == [["query", "cursor"]]
+        assert fields(c.get("/api/runs", params={"cursor": offset})) == [["query", "cursor"]]
 
 
 def test_deeply_nested_config_is_422_and_never_breaks_the_runs_list(db_client: Any) -> None:
@@ -313,7 +309,7 @@ def test_two_different_events_with_one_seq_are_reported(db_client: Any) -> None:
 
 def test_artifacts_only_from_the_runs_own_folder_and_urls_percent_encoded(db_client: Any) -> None:
     c = db_client
-    art_dir: Path = c.app.state.services.settings.artifacts_dir
+    art_dir: Path = c.app.state.settings.artifacts_dir
     mine, other = (c.post("/api/runs/external", json={"name": n}).json() for n in ("mine", "other"))
     for run in (mine, other):
         (art_dir / run["id"]).mkdir(parents=True, exist_ok=True)

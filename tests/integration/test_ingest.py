@@ -13,7 +13,8 @@ from sqlalchemy import insert
 from backend.core.db import Database, run_migrations
 from backend.models import EventRow
 from backend.schemas import ExternalRunCreate
-from backend.services.ingest import COPY_MIN_EVENTS, ingest_events
+from backend.services.bulk_write import COPY_MIN_EVENTS
+from backend.services.ingest import ingest_and_publish
 from backend.services.live import LiveHub
 from backend.services.metrics import query_series
 from backend.services.runs import create_external_run
@@ -37,7 +38,7 @@ def test_events_stored_meanwhile_by_another_process_are_kept_once(
         s.execute(insert(EventRow), [dict(run_id=run_id, seq=1, type="metrics", step=1, ts=2.0, payload=events[1])])
         s.commit()
 
-    outcome = ingest_events(db, run_id, [json.dumps(e) for e in events])
+    outcome = ingest_and_publish(db=db, hub=LiveHub(), run_id=run_id, events=[json.dumps(e) for e in events])
 
     assert [seq for seq, _ in outcome.accepted] == [i for i in range(n) if i != 1]
     assert outcome.duplicates == 1 and outcome.last_seq == n - 1
@@ -45,6 +46,6 @@ def test_events_stored_meanwhile_by_another_process_are_kept_once(
         assert sorted(r.seq for r in s.query(EventRow).filter_by(run_id=run_id)) == list(range(n))
     loss = query_series(db, run_id, ["loss"], max_points=10_000, start=0, end=n)["loss"]
     assert loss.steps == [i for i in range(n) if i != 1], "points of the new events, each once"
-    again = ingest_events(db, run_id, [json.dumps(e) for e in events])
+    again = ingest_and_publish(db=db, hub=LiveHub(), run_id=run_id, events=[json.dumps(e) for e in events])
     assert again.accepted == [] and again.duplicates == n
     db.dispose()

@@ -41,7 +41,13 @@ def test_profiled_run_serves_its_summary_and_bottlenecks(make_client: Any, sqlit
     for s in body["stages"]:
         assert s["mean_s"] == pytest.approx(raw["stages"][s["stage"]]["mean"])
     assert sum(s["mean_s"] for s in body["stages"]) == pytest.approx(body["step_time_s"] * body["coverage"])
-    assert {s["stage"] for s in body["substages"]} >= {"update/forward", "update/backward"}
+    # sub-stages only the trace sees sit in their own table, against their parent over the same profiled steps
+    traced = {s["stage"]: s for s in body["traced"]}
+    assert {"update", "update/forward", "update/backward"} <= set(traced) and body["traced_steps"] >= 1
+    assert not {s["stage"] for s in body["substages"]} & set(traced)
+    kids = [s for name, s in traced.items() if name.startswith("update/")]
+    assert sum(s["mean_s"] for s in kids) <= traced["update"]["mean_s"] * 1.001
+    assert sum(s["share"] for s in kids) <= 1.001
     assert body["bottlenecks"] and all(f["finding"] and f["evidence"] and f["try"] for f in body["bottlenecks"])
     assert body["bottlenecks"] == raw["bottlenecks"]
     gen_ops = body["top_ops"]["generation"]

@@ -50,3 +50,18 @@ def test_rerun_keeps_the_config_and_applies_overrides(idle_client: Any) -> None:
         assert c.delete(f"/api/runs/{run['id']}").status_code == 204
     ext = c.post("/api/runs/external", json={"name": "ext"}).json()
     assert c.post(f"/api/runs/{ext['id']}/rerun").status_code == 409
+
+
+def test_a_rerun_is_named_after_its_source_with_a_rerun_number(idle_client: Any) -> None:
+    c = idle_client
+    src = c.post("/api/runs", json={"preset": "smoke", "overrides": tiny(3), "name": "sweep lr"}).json()
+    first = c.post(f"/api/runs/{src['id']}/rerun").json()
+    second = c.post(f"/api/runs/{src['id']}/rerun").json()
+    of_rerun = c.post(f"/api/runs/{first['id']}/rerun").json()  # numbered in the same series, not nested
+    assert [first["name"], second["name"], of_rerun["name"]] == [
+        "sweep lr (rerun 1)", "sweep lr (rerun 2)", "sweep lr (rerun 3)"]
+    assert first["config"]["name"] == first["name"]
+    named = c.post(f"/api/runs/{src['id']}/rerun", json={"name": "my own"}).json()
+    assert named["name"] == "my own", "a name given is kept"
+    for run in (src, first, second, of_rerun, named):
+        c.post(f"/api/runs/{run['id']}/cancel")

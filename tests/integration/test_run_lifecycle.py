@@ -63,7 +63,7 @@ def test_submit_run_to_success_embedded(backend_db: str, make_client: Any, reque
             msg = status_ws.receive_json()
             if msg["type"] == "run_status" and msg["run"]["id"] == run["id"]:
                 statuses.append(msg["run"]["status"])
-    assert statuses[0] == "queued" and "running" in statuses and statuses[-1] == "succeeded"
+    assert statuses[0] == "queued" and "running" in statuses and statuses[-1] == "succeeded", statuses
     assert events[0]["type"] == "run_started" and events[-1]["type"] == "run_finished"
     assert_complete_run(client, run["id"], events, steps=3)
     assert client.delete(f"/api/runs/{run['id']}").status_code == 204

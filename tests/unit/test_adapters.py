@@ -85,7 +85,7 @@ def test_grpo_log_record_maps_to_canonical_names_and_keeps_unknown_keys() -> Non
     assert out[M.REWARD_MEAN] == 5.0 and out[M.REWARD_STD] == 3.4 and out[M.KL_PER_TOKEN] == 0.01
     assert out[M.ENTROPY] == 2.8 and out[M.POLICY_CLIPFRAC] == 0.0 and out[M.RESPONSE_LEN] == 6.2
     assert out[M.STEP_TIME] == 0.13
-    assert out["rewards/reward_len/mean"] == 5.0 and out["frac_reward_zero_std"] == 0.0 and out["epoch"] == 0.06
+    assert out["rewards/reward_len/mean"] == 5.0 and out[M.FRAC_ZERO_STD] == 0.0 and out["epoch"] == 0.06
     assert "note" not in out and "x" not in out
 
 

@@ -54,3 +54,15 @@ def test_schema_lists_all_types() -> None:
     for t in ("run_started", "metrics", "timings", "memory", "alert", "eval", "artifact", "log",
               "run_finished", "run_failed", "run_cancelled"):
         assert t in text
+
+
+def test_steps_done_after_counts_training_steps_and_reads_evaluations_as_between_steps() -> None:
+    from rlhfkit.events import steps_done_after
+
+    assert steps_done_after("metrics", 0, ["reward/mean"]) == 1  # step index 0 done
+    assert steps_done_after("timings", 39, []) == 40
+    assert steps_done_after("eval", 0) == 0  # before the first step
+    assert steps_done_after("eval", 40) == 40  # after the last of 40: not a 41st
+    assert steps_done_after("metrics", 40, ["eval/reward_mean"]) == 40
+    assert steps_done_after("metrics", 39, ["eval/reward_mean", "kl/k1"]) == 40
+    assert steps_done_after("run_finished", 40) is None and steps_done_after("metrics", None, ["kl/k1"]) is None

@@ -120,3 +120,29 @@ def test_critic_free_search_leaves_the_value_head_alone() -> None:
     best = cands[0]
     assert best.config.algorithm == "rloo" and best.plan.sequences == 4 * best.overrides["ppo.batch_size"]
     assert best.tokens_per_sec == pytest.approx(best.plan.sequences * best.plan.response_len / best.step_seconds)
+
+
+def test_candidates_print_in_throughput_order_as_the_readme_says() -> None:
+    """README: `suggest_config` lists configurations ranked by predicted throughput. The table's
+    tokens/s column never goes up from one row to the next among fitting candidates."""
+    cands = suggest_config(load_config("default"), budget_gb=2, device="cpu", top=12)
+    fitting = [c for c in cands if c.fits]
+    assert len(fitting) >= 4
+    printed = [round(c.tokens_per_sec) for c in fitting]
+    assert printed == sorted(printed, reverse=True), printed
+
+
+def test_make_suggest_config_honours_config() -> None:
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+
+    def recipe(*args: str) -> str:
+        out = subprocess.run(["make", "-n", "--no-print-directory", "suggest_config", *args],
+                             cwd=root, capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        return next(ln for ln in out.stdout.splitlines() if "suggest-config" in ln)
+
+    assert "--config configs/smoke.yaml" in recipe("CONFIG=configs/smoke.yaml")
+    assert "--config configs/default.yaml" in recipe()  # the default when CONFIG is not given

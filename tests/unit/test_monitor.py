@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from rlhfkit.metrics import M
 from rlhfkit.monitor import StabilityMonitor
 
@@ -94,3 +96,15 @@ def test_length_pinned_at_cap_needs_a_run_of_steps() -> None:
     fired = [s for s in range(12) for a in mon.check(s, {M.RESPONSE_CLIPPED: 0.3 if s < 3 else 0.97})
              if a.rule == "length_at_cap"]
     assert fired == [7]  # steps 3..7 are the first five in a row above 90 %, then the cooldown keeps it quiet
+
+
+@pytest.mark.parametrize(("peer_key", "value"), [
+    ("vllm_kl", 0.05), ("mismatch_kl/all/mean", 0.05), ("train/gen_kl_error", 0.05),
+    ("train/token_mult_prob_error", 1.3)])
+def test_mismatch_alert_fires_on_every_peers_name_for_it(peer_key: str, value: float) -> None:
+    from rlhfkit.adapters.mapping import map_metrics
+
+    alerts = StabilityMonitor().check(5, map_metrics({peer_key: value}))
+    assert [a.rule for a in alerts] == ["mismatch_high"]
+    assert alerts[0].metric is not None and alerts[0].metric.startswith("mismatch/")
+    assert StabilityMonitor().check(5, map_metrics({peer_key: 0.001 if value < 1 else 1.01})) == []

@@ -177,3 +177,50 @@ def test_bottlenecks_name_an_update_dominated_by_epochs_once() -> None:
     found = bottleneck_report(_stage_summary(generation=0.5, update=0.45), {}, cfg, "cpu")
     assert [f["finding"] for f in found][:2] == ["generation dominates the step", "the PPO update is a large share"]
     assert "0.113 s per epoch" in found[1]["evidence"]
+
+
+def test_traced_substages_are_shares_of_their_parent_in_the_same_profiled_steps() -> None:
+    """The stage table averages every step; sub-stages only the trace sees (update/forward, ...) are
+    measured on the profiled steps, which run slower. Each table uses one set of steps: traced
+    children are shown against their parent's time in the same traced steps, so they never add up
+    to more than the parent."""
+    from backend.services.artifacts import _to_public
+    from rlhfkit.profiler.hooks import _substage_times
+
+    us = 1e6
+    events = [{"name": "ProfilerStep#3", "cat": "user_annotation", "dur": 1.3 * us},
+              {"name": "update", "cat": "user_annotation", "dur": 1.0 * us},
+              {"name": "update/forward", "cat": "user_annotation", "dur": 0.6 * us},
+              {"name": "update/backward", "cat": "user_annotation", "dur": 0.3 * us},
+              {"name": "scoring/reward", "cat": "user_annotation", "dur": 0.1 * us}]
+    times = _substage_times(events)
+    assert times["update"]["mean"] == pytest.approx(1.0) and times["update/forward"]["mean"] == pytest.approx(0.6)
+    summary = {
+        "steps": 10, "step_time": {"mean": 0.75},
+        # every step: update 0.5 s of a 0.75 s step; scoring/reward timed on every step too
+        "stages": {"update": {"mean": 0.5, "share": 0.5 / 0.75}, "scoring": {"mean": 0.2, "share": 0.2 / 0.75},
+                   "scoring/reward": {"mean": 0.1, "share": 0.1 / 0.75}},
+        "substages_profiled": {k: v for k, v in times.items() if "/" in k},
+        "stages_profiled": {k: v for k, v in times.items() if "/" not in k},
+    }
+    p = _to_public("r1", "profile_summary.json", summary)
+    assert [s.stage for s in p.substages] == ["scoring/reward"], "the all-steps table keeps all-steps rows only"
+    assert p.traced_steps == 1
+    traced = {s.stage: s for s in p.traced}
+    assert traced["update"].mean_s == pytest.approx(1.0)
+    children = {s.stage: s.share for s in p.traced if s.stage.startswith("update/")}
+    assert children == {"update/forward": pytest.approx(0.6), "update/backward": pytest.approx(0.3)}
+    assert sum(children.values()) <= 1.0
+
+
+def test_profile_gpu_false_from_the_environment(monkeypatch) -> None:
+    """PROFILE_GPU=false (the README's knob) turns the CUDA activity off; unset or true keeps it."""
+    from rlhfkit.profiler.hooks import ProfilerHooks
+
+    monkeypatch.setenv("PROFILE_GPU", "false")
+    assert ProfilerHooks(output_dir="unused").profile_gpu is False
+    assert ProfilerHooks(output_dir="unused", profile_gpu=True).profile_gpu is True
+    monkeypatch.setenv("PROFILE_GPU", "1")
+    assert ProfilerHooks(output_dir="unused").profile_gpu is True
+    monkeypatch.delenv("PROFILE_GPU")
+    assert ProfilerHooks(output_dir="unused").profile_gpu is True

@@ -13,31 +13,16 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from backend.api.deps import Services, ws_accept, ws_admit, ws_close
+from backend.api.deps import DbDep, HubDep, SettingsDep, ws_accept, ws_admit, ws_close
 from backend.api.security import WS_NOT_FOUND
-from backend.models import EventRow, Run
 from backend.services.live import LAGGED
+from backend.services.run_records import events_after, run_status
 from rlhfkit.events import SEQ_MAX
 
 router = APIRouter(tags=["live"])
 REPLAY_PAGE = 5000
-
-
-def _read_after(services: Services, run_id: str, after: int, upto: int | None = None) -> list[dict[str, Any]]:
-    with services.db.session() as s:
-        stmt = select(EventRow.payload).where(EventRow.run_id == run_id, EventRow.seq > after)
-        if upto is not None:
-            stmt = stmt.where(EventRow.seq < upto)
-        return list(s.scalars(stmt.order_by(EventRow.seq).limit(REPLAY_PAGE)))
-
-
-def _run_status(services: Services, run_id: str) -> str | None:
-    with services.db.session() as s:
-        run = s.get(Run, run_id)
-        return None if run is None else run.status
 
 
 async def _until_disconnect(ws: WebSocket) -> None:
@@ -80,23 +65,22 @@ class _Wakeups:
 
 
 @router.websocket("/api/runs/{run_id}/live")
-async def run_live(ws: WebSocket, run_id: str, cursor: int = -1) -> None:
+async def run_live(ws: WebSocket, run_id: str, db: DbDep, hub: HubDep, settings: SettingsDep,
+                   cursor: int = -1) -> None:
     """Sends each event as JSON (``seq`` is the cursor), ``{"type": "heartbeat"}`` when idle, and
     ``{"type": "lagged"}`` before closing a client that fell too far behind (reconnect with cursor)."""
-    services: Services = ws.app.state.services
     if not await ws_admit(ws):
         return
-    if await run_in_threadpool(_run_status, services, run_id) is None:
+    if await run_in_threadpool(run_status, db=db, run_id=run_id) is None:
         await ws_close(ws, WS_NOT_FOUND, "run not found")
         return
     await ws_accept(ws)
-    hub = services.hub
     sub = hub.subscribe_run(run_id)
-    wake = _Wakeups(ws, sub.queue, services.settings.ws_heartbeat_s)
+    wake = _Wakeups(ws, sub.queue, settings.ws_heartbeat_s)
     last = max(-1, min(cursor, SEQ_MAX))  # past every seq: only what arrives from now on
     try:
         while True:  # replay everything stored after the cursor, page by page
-            page = await run_in_threadpool(_read_after, services, run_id, last)
+            page = await run_in_threadpool(events_after, db=db, run_id=run_id, after=last, limit=REPLAY_PAGE)
             if page:
                 for ev in page:
                     await ws.send_json(ev)
@@ -121,7 +105,8 @@ async def run_live(ws: WebSocket, run_id: str, cursor: int = -1) -> None:
                     continue  # already sent during the replay
                 if seq > last + 1:  # a gap (events committed out of order): fill it from the DB
                     while last + 1 < seq:
-                        gap = await run_in_threadpool(_read_after, services, run_id, last, seq)
+                        gap = await run_in_threadpool(events_after, db=db, run_id=run_id, after=last, before=seq,
+                                                      limit=REPLAY_PAGE)
                         if not gap:
                             break
                         for g in gap:
@@ -137,15 +122,15 @@ async def run_live(ws: WebSocket, run_id: str, cursor: int = -1) -> None:
 
 
 @router.websocket("/api/live")
-async def runs_live(ws: WebSocket) -> None:
+async def runs_live(ws: WebSocket, hub: HubDep, settings: SettingsDep) -> None:
     """Run status changes: ``{"type": "run_status", "run": RunPublic}``; heartbeats when idle."""
-    services: Services = ws.app.state.services
     if not await ws_admit(ws):
         return
-    await ws_accept(ws)
-    sub = services.hub.subscribe_status()
-    wake = _Wakeups(ws, sub.queue, services.settings.ws_heartbeat_s)
+    sub = hub.subscribe_status()  # before the accept: a client that sees the socket open misses no change
+    wake: _Wakeups | None = None
     try:
+        await ws_accept(ws)
+        wake = _Wakeups(ws, sub.queue, settings.ws_heartbeat_s)
         while True:
             batch = await sub.queue.get()
             if batch is None or wake.gone:
@@ -159,6 +144,7 @@ async def runs_live(ws: WebSocket) -> None:
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
-        wake.close()
-        services.hub.unsubscribe_status(sub)
+        if wake is not None:
+            wake.close()
+        hub.unsubscribe_status(sub)
 

@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
-from backend.api.deps import ServicesDep
+from backend.api.deps import DbDep, RedisDep, SettingsDep
 from backend.schemas import Health, MetricsContract, MetricSpecPublic, PresetPublic
+from backend.services.run_records import database_check
 from rlhfkit.config import ConfigError, config_json_schema, load_config, preset_names
 from rlhfkit.events import EVENT_TYPES, SCHEMA_VERSION
 from rlhfkit.metrics import METRICS, MODELS, STAGES, SUB_STAGES
@@ -44,30 +44,24 @@ def config_presets() -> list[PresetPublic]:
 
 
 @health_router.get("/healthz", response_model=Health, summary="Process is up")
-def healthz(services: ServicesDep) -> Health:
-    return Health(status="ok", mode="embedded" if services.settings.embedded else "celery")
+def healthz(settings: SettingsDep) -> Health:
+    return Health(status="ok", mode="embedded" if settings.embedded else "celery")
 
 
 @health_router.get("/readyz", response_model=Health,
                    summary="DB (and in Celery mode Redis and the stream consumer) working; 503 if not",
                    responses={503: {"model": Health}})
-def readyz(services: ServicesDep, request: Request) -> Any:
-    checks: dict[str, str] = {}
-    try:
-        with services.db.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"error: {type(exc).__name__}"
-    if services.redis is not None:
+def readyz(settings: SettingsDep, db: DbDep, redis: RedisDep, request: Request) -> Any:
+    checks: dict[str, str] = {"database": database_check(db=db)}
+    if redis is not None:
         try:
-            services.redis.ping()
+            redis.ping()
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = f"error: {type(exc).__name__}"
         consumer = getattr(request.app.state, "stream_consumer", None)
         checks["consumer"] = consumer.health() if consumer is not None else "error: not started"
     ok = all(v == "ok" for v in checks.values())
-    body = Health(status="ok" if ok else "unavailable", mode="embedded" if services.settings.embedded else "celery",
+    body = Health(status="ok" if ok else "unavailable", mode="embedded" if settings.embedded else "celery",
                   checks=checks)
     return body if ok else JSONResponse(body.model_dump(), status_code=503)

@@ -4,14 +4,12 @@ in ``backend.services``."""
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, status
 from fastapi.responses import FileResponse
-from sqlalchemy import select
+from pydantic import BeforeValidator, StringConstraints
 
-from backend.api.deps import RunDep, ServicesDep
-from backend.models import Alert, Artifact, EvalSample, EventRow, MemorySnapshot, StageTiming
+from backend.api.deps import DbDep, ExecutorDep, HubDep, RunDep, SettingsDep
 from backend.schemas import (
     AlertPublic,
     ArtifactPublic,
@@ -34,12 +32,13 @@ from backend.schemas import (
     TimingPublic,
 )
 from backend.services import artifacts as artifact_service
+from backend.services import run_records
 from backend.services import runs as run_service
 from backend.services import suggestions as suggestion_service
-from backend.services.ingest import ingest_events
+from backend.services.ingest import ingest_and_publish
 from backend.services.metrics import query_series
-from backend.services.runs import public_dict, to_public
-from rlhfkit.events import INT32_MAX, RUN_STATUSES, SEQ_MAX, RunSource
+from backend.services.runs import MAX_OFFSET, to_public
+from rlhfkit.events import INT32_MAX, NO_NUL_PATTERN, SEQ_MAX, EventType, RunSource, RunStatus
 
 
 def no_nul_in_params(request: Request) -> None:
@@ -57,73 +56,67 @@ SortKey = Literal["created_at", "-created_at", "name", "-name", "status", "-stat
 MaxPoints = Annotated[int, Query(ge=2, le=100_000, description="Downsample above this many points per key")]
 
 
-def _keys(keys: list[str] | None) -> list[str] | None:
-    """Accept ?keys=a&keys=b and ?keys=a,b."""
-    if not keys:
-        return None
-    out = [k.strip() for item in keys for k in item.split(",") if k.strip()]
-    return out or None
+def _split_commas(value: Any) -> Any:
+    """Accept ``?k=a&k=b`` and ``?k=a,b`` alike."""
+    if isinstance(value, list):
+        return [part for item in value for part in str(item).split(",")]
+    return value
+
+
+RunId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]  # what new_run_id makes
+MetricKeys = Annotated[list[Annotated[str, StringConstraints(pattern=r"^[^,\x00]{1,200}$")]] | None,
+                       BeforeValidator(_split_commas),
+                       Query(description="Metric keys (repeat or comma-separate); default all")]
+EventTypes = Annotated[list[EventType] | None, BeforeValidator(_split_commas),
+                       Query(description="Only these event types (repeat or comma-separate)")]
+Statuses = Annotated[list[RunStatus] | None, BeforeValidator(_split_commas),
+                     Query(alias="status", description="Only runs in these states (repeat or comma-separate)")]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=RunPublic,
              summary="Submit a run (preset and/or config + overrides)")
-def create_run(body: RunCreate, services: ServicesDep) -> RunPublic:
-    run = run_service.create_run(db=services.db, executor=services.executor, hub=services.hub, body=body,
-                                 default_queue=services.settings.queue)
+def create_run(body: RunCreate, db: DbDep, executor: ExecutorDep, hub: HubDep, settings: SettingsDep) -> RunPublic:
+    run = run_service.create_run(db=db, executor=executor, hub=hub, body=body, default_queue=settings.queue)
     return to_public(run)
 
 
 @router.get("", response_model=RunsPublic, summary="List runs (filters, sort, cursor pagination)")
 def list_runs(
-    services: ServicesDep,
-    status_: Annotated[list[str] | None, Query(alias="status", description="queued, running, succeeded, failed, "
-                                                "cancelled (repeat or comma-separate)")] = None,
-    tag: Annotated[str | None, Query(max_length=200)] = None,
+    db: DbDep,
+    status_: Statuses = None,
+    tag: Annotated[str | None, Query(max_length=200, pattern=NO_NUL_PATTERN)] = None,
     source: RunSource | None = None,
-    q: Annotated[str | None, Query(max_length=200, description="Substring of name or id")] = None,
+    q: Annotated[str | None, Query(max_length=200, pattern=NO_NUL_PATTERN, description="Substring of name or id")] = None,
     sort: SortKey = "-created_at",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[int | None, Query(ge=0, le=MAX_OFFSET, description="next_cursor of the previous page")] = None,
 ) -> RunsPublic:
-    statuses = _keys(status_)
-    bad = [x for x in statuses or [] if x not in RUN_STATUSES]
-    if bad:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
-            "loc": ["query", "status"], "msg": f"unknown status {bad[0]!r}; allowed: {', '.join(RUN_STATUSES)}",
-            "type": "literal_error"}])
-    try:
-        rows, total, nxt = run_service.list_runs(db=services.db, status=statuses, tag=tag,
-                                                 source=source, q=q, sort=sort, limit=limit, cursor=cursor)
-    except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            [{"loc": ["query", "cursor"], "msg": str(exc), "type": "value_error"}]) from None
+    rows, total, nxt = run_service.list_runs(db=db, status=status_ or None, tag=tag, source=source, q=q, sort=sort,
+                                             limit=limit, cursor=cursor)
     return RunsPublic(data=[to_public(r) for r in rows], count=total, next_cursor=nxt)
 
 
 @router.post("/external", status_code=status.HTTP_201_CREATED, response_model=RunPublic,
              summary="Register a run that executes elsewhere (TRL, OpenRLHF, scripts)")
-def create_external_run(body: ExternalRunCreate, services: ServicesDep) -> RunPublic:
-    return to_public(run_service.create_external_run(db=services.db, hub=services.hub, body=body))
+def create_external_run(body: ExternalRunCreate, db: DbDep, hub: HubDep) -> RunPublic:
+    return to_public(run_service.create_external_run(db=db, hub=hub, body=body))
 
 
 @router.get("/compare", response_model=ComparePublic, summary="Metrics of several runs side by side")
 def compare_runs(
-    services: ServicesDep,
-    ids: Annotated[list[str], Query(description="Run ids (repeat or comma-separate)")],
-    keys: Annotated[list[str] | None, Query(description="Metric keys (repeat or comma-separate)")] = None,
+    db: DbDep,
+    ids: Annotated[list[RunId], BeforeValidator(_split_commas),
+                   Query(min_length=1, max_length=20, description="1 to 20 run ids (repeat or comma-separate)")],
+    keys: MetricKeys = None,
     max_points: MaxPoints = 1000,
 ) -> ComparePublic:
-    run_ids = _keys(ids) or []
-    if not run_ids or len(run_ids) > 20:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            [{"loc": ["query", "ids"], "msg": "give 1 to 20 run ids", "type": "value_error"}])
     out = []
-    for rid in run_ids:
+    for rid in ids:
         try:
-            run = run_service.get_run(db=services.db, run_id=rid)
+            run = run_service.get_run(db=db, run_id=rid)
         except LookupError:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {rid!r} not found") from None
-        out.append(CompareRun(run=to_public(run), series=query_series(services.db, rid, _keys(keys), max_points=max_points)))
+        out.append(CompareRun(run=to_public(run), series=query_series(db, rid, keys or None, max_points=max_points)))
     return ComparePublic(runs=out)
 
 
@@ -133,135 +126,122 @@ def read_run(run: RunDep) -> RunPublic:
 
 
 @router.post("/{run_id}/cancel", response_model=RunPublic,
-             summary="Cancel: queued runs at once, running ones after the current step")
-def cancel_run(run: RunDep, services: ServicesDep) -> RunPublic:
-    return to_public(run_service.request_cancel(db=services.db, executor=services.executor, hub=services.hub,
-                                                run_id=run.id))
+             summary="Cancel: queued runs at once, running ones after the current step",
+             responses={409: {"description": "The run has already finished"}})
+def cancel_run(run: RunDep, db: DbDep, executor: ExecutorDep, hub: HubDep) -> RunPublic:
+    return to_public(run_service.request_cancel(db=db, executor=executor, hub=hub, run_id=run.id))
 
 
-@router.delete("/{run_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a finished run and its data")
-def delete_run(run: RunDep, services: ServicesDep) -> None:
-    run_service.delete_run(db=services.db, artifacts_dir=services.settings.artifacts_dir, run_id=run.id)
+@router.delete("/{run_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a finished run and its data",
+               responses={409: {"description": "The run is queued or running (cancel it first)"}})
+def delete_run(run: RunDep, db: DbDep, settings: SettingsDep) -> None:
+    run_service.delete_run(db=db, artifacts_dir=settings.artifacts_dir, run_id=run.id)
 
 
 @router.post("/{run_id}/rerun", status_code=status.HTTP_201_CREATED, response_model=RunPublic,
-             summary="Submit a new run with the same config (optional overrides)")
-def rerun_run(run: RunDep, services: ServicesDep, body: Annotated[RunRerun | None, Body()] = None) -> RunPublic:
-    new = run_service.rerun(db=services.db, executor=services.executor, hub=services.hub, run_id=run.id,
-                            body=body or RunRerun(), default_queue=services.settings.queue)
+             summary="Submit a new run with the same config (optional overrides)",
+             responses={409: {"description": "The run executed elsewhere (TRL, OpenRLHF, ...): only native runs "
+                                             "can be re-run"}})
+def rerun_run(run: RunDep, db: DbDep, executor: ExecutorDep, hub: HubDep, settings: SettingsDep,
+              body: Annotated[RunRerun | None, Body()] = None) -> RunPublic:
+    new = run_service.rerun(db=db, executor=executor, hub=hub, run_id=run.id, body=body or RunRerun(),
+                            default_queue=settings.queue)
     return to_public(new)
 
 
 @router.post("/{run_id}/events", response_model=IngestResult, summary="Ingest events (idempotent on seq)")
-def post_events(run: RunDep, body: EventsIngest, services: ServicesDep) -> IngestResult:
-    outcome = ingest_events(services.db, run.id, body.events)
-    services.hub.publish_events(run.id, outcome.accepted)
-    if outcome.status_changed and outcome.run is not None:
-        services.hub.publish_status(public_dict(outcome.run))
+def post_events(run: RunDep, body: EventsIngest, db: DbDep, hub: HubDep) -> IngestResult:
+    outcome = ingest_and_publish(db=db, hub=hub, run_id=run.id, events=body.events)
     return IngestResult(accepted=len(outcome.accepted), duplicates=outcome.duplicates,
                         conflicting_seqs=outcome.conflicts, last_seq=outcome.last_seq)
 
 
 @router.get("/{run_id}/events", response_model=EventsPage, summary="Stored events with seq > after (polling replay)")
 def get_events(
-    run: RunDep, services: ServicesDep,
+    run: RunDep, db: DbDep,
     after: Annotated[int, Query(ge=-1, le=SEQ_MAX, description="Cursor: the last seq you have")] = -1,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    types: Annotated[list[str] | None, Query(description="Only these event types")] = None,
+    types: EventTypes = None,
 ) -> EventsPage:
-    with services.db.session() as s:
-        stmt = select(EventRow.payload, EventRow.seq).where(EventRow.run_id == run.id, EventRow.seq > after)
-        wanted = _keys(types)
-        if wanted:
-            stmt = stmt.where(EventRow.type.in_(wanted))
-        rows = s.execute(stmt.order_by(EventRow.seq).limit(limit)).all()
-    return EventsPage(events=[r[0] for r in rows], next_cursor=rows[-1][1] if rows else after, status=run.status)  # type: ignore[arg-type]
+    events = run_records.events_after(db=db, run_id=run.id, after=after, limit=limit, types=types or None)
+    return EventsPage(events=events, next_cursor=events[-1]["seq"] if events else after, status=run.status)  # type: ignore[arg-type]
 
 
 @router.get("/{run_id}/metrics", response_model=MetricsPublic, summary="Metric series, downsampled keeping min/max")
 def get_metrics(
-    run: RunDep, services: ServicesDep,
-    keys: Annotated[list[str] | None, Query(description="Metric keys (repeat or comma-separate); default all")] = None,
+    run: RunDep, db: DbDep,
+    keys: MetricKeys = None,
     max_points: MaxPoints = 1000,
     start: Annotated[int | None, Query(ge=0, le=INT32_MAX, description="First step (inclusive)")] = None,
     end: Annotated[int | None, Query(ge=0, le=INT32_MAX, description="Last step (inclusive)")] = None,
 ) -> MetricsPublic:
-    return MetricsPublic(run_id=run.id, series=query_series(services.db, run.id, _keys(keys), max_points=max_points,
+    return MetricsPublic(run_id=run.id, series=query_series(db, run.id, keys or None, max_points=max_points,
                                                            start=start, end=end))
-
-
-def _rows(services: ServicesDep, model: Any, run_id: str, limit: int) -> list[Any]:
-    with services.db.session() as s:
-        return list(s.scalars(select(model).where(model.run_id == run_id).order_by(model.step, model.id).limit(limit)))
 
 
 Limit = Annotated[int, Query(ge=1, le=100_000)]
 
 
 @router.get("/{run_id}/timings", response_model=list[TimingPublic], summary="Per-step stage timings (seconds)")
-def get_timings(run: RunDep, services: ServicesDep, limit: Limit = 10_000) -> list[TimingPublic]:
-    return [TimingPublic.model_validate(r, from_attributes=True) for r in _rows(services, StageTiming, run.id, limit)]
+def get_timings(run: RunDep, db: DbDep, limit: Limit = 10_000) -> list[TimingPublic]:
+    return run_records.timings(db=db, run_id=run.id, limit=limit)
 
 
 @router.get("/{run_id}/memory", response_model=list[MemoryPublic], summary="Per-step memory snapshots (MB)")
-def get_memory(run: RunDep, services: ServicesDep, limit: Limit = 10_000) -> list[MemoryPublic]:
-    return [MemoryPublic.model_validate(r, from_attributes=True) for r in _rows(services, MemorySnapshot, run.id, limit)]
+def get_memory(run: RunDep, db: DbDep, limit: Limit = 10_000) -> list[MemoryPublic]:
+    return run_records.memory(db=db, run_id=run.id, limit=limit)
 
 
 @router.get("/{run_id}/alerts", response_model=list[AlertPublic], summary="Stability alerts")
-def get_alerts(run: RunDep, services: ServicesDep, limit: Limit = 10_000) -> list[AlertPublic]:
-    return [AlertPublic.model_validate(r, from_attributes=True) for r in _rows(services, Alert, run.id, limit)]
+def get_alerts(run: RunDep, db: DbDep, limit: Limit = 10_000) -> list[AlertPublic]:
+    return run_records.alerts(db=db, run_id=run.id, limit=limit)
 
 
 @router.get("/{run_id}/samples", response_model=list[SamplePublic], summary="Eval prompt/response samples")
-def get_samples(run: RunDep, services: ServicesDep, limit: Limit = 1000) -> list[SamplePublic]:
-    return [SamplePublic.model_validate(r, from_attributes=True) for r in _rows(services, EvalSample, run.id, limit)]
+def get_samples(run: RunDep, db: DbDep, limit: Limit = 1000) -> list[SamplePublic]:
+    return run_records.samples(db=db, run_id=run.id, limit=limit)
 
 
 @router.get("/{run_id}/suggestions", response_model=SuggestionsPublic,
             summary="Config suggestions: predicted peak memory and throughput within a budget",
             responses={409: {"description": "The run's config is not an rlhfkit RunConfig (external runs)"}})
 def get_suggestions(
-    run: RunDep, services: ServicesDep,
+    run: RunDep, db: DbDep,
     budget_gb: Annotated[float | None, Query(gt=0, le=4096, description="Memory budget in GiB (default: 4 on CPU "
                                              "runs; on CUDA runs the GPU's memory when recorded, else 16)")] = None,
     device: Annotated[Literal["cpu", "cuda"] | None, Query(description="Default: the run's device")] = None,
     top: Annotated[int, Query(ge=1, le=50, description="How many candidates, best first")] = 5,
 ) -> SuggestionsPublic:
     # a sync route: FastAPI runs it in its threadpool, so the 1-4 s search does not block the event loop
-    return suggestion_service.suggest_for_run(db=services.db, run=run, budget_gb=budget_gb, device=device, top=top)
+    return suggestion_service.suggest_for_run(db=db, run=run, budget_gb=budget_gb, device=device, top=top)
 
 
-@router.get("/{run_id}/artifacts", response_model=list[ArtifactPublic], summary="Profiles, traces, checkpoints")
-def get_artifacts(run: RunDep, services: ServicesDep) -> list[ArtifactPublic]:
-    with services.db.session() as s:
-        rows = list(s.scalars(select(Artifact).where(Artifact.run_id == run.id).order_by(Artifact.id)))
-    return [ArtifactPublic(name=a.name, kind=a.kind, size_bytes=a.size_bytes, step=a.step, meta=a.meta,
-                           created_at=a.created_at, url=f"/api/runs/{quote(run.id)}/artifacts/{quote(a.name)}")
-            for a in rows]
+@router.get("/{run_id}/artifacts", response_model=list[ArtifactPublic],
+            summary="Every file of the run: config, events, metrics and alerts CSV, profiles, traces, checkpoints")
+def get_artifacts(run: RunDep, db: DbDep, settings: SettingsDep) -> list[ArtifactPublic]:
+    return artifact_service.list_artifacts(db=db, artifacts_dir=settings.artifacts_dir, run_id=run.id)
 
 
 @router.get("/{run_id}/artifacts/{name:path}", summary="Download an artifact",
             responses={200: {"content": {"application/octet-stream": {}}}, 404: {"description": "Unknown artifact"}})
-def download_artifact(run: RunDep, name: str, services: ServicesDep) -> FileResponse:
-    path = artifact_service.artifact_file(db=services.db, artifacts_dir=services.settings.artifacts_dir,
-                                         run_id=run.id, name=name)
+def download_artifact(run: RunDep, name: Annotated[str, Path(pattern=NO_NUL_PATTERN)], db: DbDep,
+                      settings: SettingsDep) -> FileResponse:
+    path = artifact_service.artifact_file(db=db, artifacts_dir=settings.artifacts_dir, run_id=run.id, name=name)
     return FileResponse(path, filename=path.name)
 
 
 @router.get("/{run_id}/profile", response_model=ProfilePublic, response_model_by_alias=True,
             summary="The profiler's per-stage summary, top operators and bottleneck report",
             responses={404: {"description": "Unknown run, or the run was not profiled"}})
-def get_profile(run: RunDep, services: ServicesDep) -> ProfilePublic:
-    return artifact_service.profile_report(db=services.db, artifacts_dir=services.settings.artifacts_dir,
-                                          run_id=run.id)
+def get_profile(run: RunDep, db: DbDep, settings: SettingsDep) -> ProfilePublic:
+    return artifact_service.profile_report(db=db, artifacts_dir=settings.artifacts_dir, run_id=run.id)
 
 
 @router.get("/{run_id}/memory/estimate", response_model=MemoryEstimatePublic,
             summary="Predicted memory per model and stage (analytic model) for the run's config",
             responses={409: {"description": "The run's config is not an rlhfkit RunConfig (external runs)"}})
 def get_memory_estimate(
-    run: RunDep, services: ServicesDep,
+    run: RunDep, db: DbDep,
     device: Annotated[Literal["cpu", "cuda"] | None, Query(description="Default: the run's device")] = None,
 ) -> MemoryEstimatePublic:
-    return suggestion_service.memory_estimate(db=services.db, run=run, device=device)
+    return suggestion_service.memory_estimate(db=db, run=run, device=device)

@@ -31,6 +31,7 @@ export function useRun(id: string) {
   return useQuery({
     queryKey: keys.run(id),
     queryFn: ({ signal }) => unwrap(api.GET("/api/runs/{run_id}", { params: { path: { run_id: id } }, signal })),
+    retry: retryUnless4xx, // a run that is not there will not appear on a retry
   });
 }
 
@@ -60,6 +61,19 @@ export function useMetrics(id: string, metricKeys: readonly string[], range: Ste
       })),
     enabled,
     placeholderData: keepPreviousData,
+  });
+}
+
+/** The run's ``run_started`` event: device, versions and the peak FLOP/s its MFU divides by. */
+export function useRunStarted(id: string) {
+  return useQuery({
+    queryKey: [...keys.run(id), "run_started"],
+    queryFn: ({ signal }) =>
+      unwrap(api.GET("/api/runs/{run_id}/events", {
+        params: { path: { run_id: id }, query: { types: ["run_started"], limit: 1 } },
+        signal,
+      })).then((page) => page.events[0] ?? null),
+    staleTime: Infinity,
   });
 }
 

@@ -16,6 +16,8 @@ export interface ChartSeries {
   fill?: string;
   /** Hidden helper series (band edges) stay out of the legend. */
   helper?: boolean;
+  /** Mark every point (sparse series such as evaluations, where the steps measured matter). */
+  points?: boolean;
 }
 
 export interface Marker {
@@ -89,7 +91,7 @@ function ChartImpl(props: ChartProps) {
           dash: s.dash,
           fill: s.fill,
           show: true,
-          points: { show: false },
+          points: s.points ? { show: true, size: 7 } : { show: false },
           spanGaps: true,
           ...(s.helper ? { legend: false } : {}),
         })),

@@ -1,6 +1,7 @@
 /** Small presentational pieces: status badge, loading/empty/error states, tabs. */
 import { useId, useRef, type ReactNode } from "react";
-import type { RunStatus } from "../api/client";
+import { Link } from "react-router-dom";
+import { ApiError, type RunStatus } from "../api/client";
 
 export function StatusBadge({ status }: { status: RunStatus | string }) {
   return <span className={`badge status-${status}`} data-status={status}>{status}</span>;
@@ -19,12 +20,23 @@ export function Empty({ title, children }: { title: string; children?: ReactNode
   );
 }
 
-export function ErrorState({ error, retry }: { error: unknown; retry?: () => void }) {
+/** An error, with the hint that fits it: the server answered "not found" or refused the request
+ * (nothing to do with whether it runs), or it did not answer at all. */
+export function ErrorState({ error, retry, what }: { error: unknown; retry?: () => void; what?: string }) {
   const msg = error instanceof Error ? error.message : String(error);
+  if (error instanceof ApiError && error.status === 404) {
+    return (
+      <div className="state error" role="alert">
+        <strong>{what ? `No such ${what}.` : "Not found."}</strong> {msg}
+        <div className="muted">It may have been deleted, or the link is wrong. <Link to="/">All runs</Link></div>
+      </div>
+    );
+  }
+  const answered = error instanceof ApiError && error.status > 0 && error.status < 500;
   return (
     <div className="state error" role="alert">
       <strong>Something went wrong:</strong> {msg}
-      <div className="muted">Check that the server is running (<code>make run</code>) and try again.</div>
+      {answered ? null : <div className="muted">Check that the server is running (<code>make run</code>) and try again.</div>}
       {retry ? <button type="button" onClick={retry}>Retry</button> : null}
     </div>
   );

@@ -22,9 +22,17 @@ export interface ChartDef {
   band?: [low: MetricName, high: MetricName];
   /** Key whose latest value is drawn as a dashed reference line. */
   ref?: { key: MetricName; label: string };
+  /** Mark each measured step (evaluations come every few steps). */
+  points?: boolean;
 }
 
+/** Metrics measured at some steps only (each point is marked on the charts). */
+export const SPARSE_KEYS: ReadonlySet<MetricName> = new Set([M.EVAL_REWARD]);
+
+// The README's headline number first: the reward on held-out prompts, at each evaluation.
 export const STABILITY_CHARTS: ChartDef[] = [
+  { id: "eval_reward", title: "Held-out reward (eval, one point per evaluation)",
+    lines: [{ key: M.EVAL_REWARD, label: "eval" }], points: true },
   { id: "reward", title: "Reward (mean, min–max band)", lines: [{ key: M.REWARD_MEAN, label: "mean" }],
     band: [M.REWARD_MIN, M.REWARD_MAX] },
   { id: "kl", title: "KL to reference", lines: [{ key: M.KL_K1, label: "k1" }, { key: M.KL_K3, label: "k3" }],
@@ -100,6 +108,6 @@ export function chartsFor(traits: RunTraits, charts: ChartDef[] = STABILITY_CHAR
 }
 
 export const COMPARE_KEYS: MetricName[] = [
-  M.REWARD_MEAN, M.EVAL_REWARD, M.KL_K1, M.ENTROPY, M.POLICY_LOSS, M.VALUE_LOSS, M.POLICY_CLIPFRAC,
+  M.EVAL_REWARD, M.REWARD_MEAN, M.KL_K1, M.ENTROPY, M.POLICY_LOSS, M.VALUE_LOSS, M.POLICY_CLIPFRAC,
   M.GRAD_NORM, M.RESPONSE_LEN, M.TOKENS_PER_SEC,
 ];

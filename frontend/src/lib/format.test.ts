@@ -9,6 +9,13 @@ describe("fmtAxis", () => {
     expect(fmtAxis(0.25, 0.05)).toBe("0.25");
   });
 
+  it("keeps every digit of a tick spacing like 0.025 (no 0.03 / 0.07 for 0.025 / 0.075)", () => {
+    expect([0.025, 0.05, 0.075].map((v) => fmtAxis(v, 0.025))).toEqual(["0.025", "0.050", "0.075"]);
+    expect([2.325, 2.35, 2.375].map((v) => fmtAxis(v, 0.025))).toEqual(["2.325", "2.350", "2.375"]);
+    expect(fmtAxis(12.5, 2.5)).toBe("12.5");
+    expect([2.25e-4, 2.5e-4].map((v) => fmtAxis(v, 2.5e-5))).toEqual(["2.25e-4", "2.50e-4"]);
+  });
+
   it("switches to exponents for tiny and huge values", () => {
     expect(fmtAxis(3e-4, 1e-4)).toBe("3e-4");
     expect(fmtAxis(2.5e-4, 5e-5)).toBe("2.5e-4");

@@ -60,10 +60,22 @@ export function fmtAxis(v: number | null, incr: number): string {
   const a = Math.abs(v);
   if (a === 0) return "0";
   const step = Math.abs(incr) || a;
+  const mag = Math.floor(Math.log10(step) + 1e-9);
+  // digits of the spacing past its leading one: 0.025 has one more than 0.05 (2.325, 2.350, 2.375)
+  const extra = decimalsOf(step / 10 ** mag);
   if (a < 1e-3 || a >= 1e6) {
-    const digits = Math.max(0, Math.min(6, Math.floor(Math.log10(a) + 1e-9) - Math.floor(Math.log10(step) + 1e-9)));
+    const digits = Math.max(0, Math.min(6, Math.floor(Math.log10(a) + 1e-9) - mag + extra));
     return v.toExponential(digits);
   }
-  const decimals = Math.max(0, Math.min(10, -Math.floor(Math.log10(step) + 1e-9)));
+  const decimals = Math.max(0, Math.min(10, -mag + extra));
   return v.toFixed(decimals);
+}
+
+/** Decimals needed to write ``x`` (a tick spacing's mantissa, 1 ≤ x < 10) exactly, up to 4. */
+function decimalsOf(x: number): number {
+  for (let d = 0; d < 4; d++) {
+    const scaled = x * 10 ** d;
+    if (Math.abs(scaled - Math.round(scaled)) < 1e-6 * 10 ** d) return d;
+  }
+  return 4;
 }

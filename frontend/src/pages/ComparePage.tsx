@@ -5,7 +5,7 @@ import { Link, useSearchParams } from "react-router-dom";
 import { useCompare, useContract, useRuns } from "../api/queries";
 import { Chart, PALETTE } from "../components/Chart";
 import { Empty, ErrorState, Loading, StatusBadge } from "../components/common";
-import { COMPARE_KEYS } from "../lib/charts";
+import { COMPARE_KEYS, SPARSE_KEYS } from "../lib/charts";
 import { fmtNum } from "../lib/format";
 import { alignOnSteps, ema } from "../lib/series";
 import { configDiff } from "../lib/yaml";
@@ -68,7 +68,8 @@ export default function ComparePage() {
                   <Chart key={key} title={key} unit={contract.data?.metrics[key]?.unit ?? ""}
                          description={contract.data?.metrics[key]?.description}
                          data={[x, ...ys.map((y) => ema(y, smoothing))]} syncKey="compare"
-                         series={runs.map((r, i) => ({ label: r.run.name, color: PALETTE[i % PALETTE.length]! }))} />
+                         series={runs.map((r, i) => ({ label: r.run.name, color: PALETTE[i % PALETTE.length]!,
+                                                     points: SPARSE_KEYS.has(key) }))} />
                 );
               })}
             </div>

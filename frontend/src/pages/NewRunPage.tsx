@@ -3,6 +3,7 @@
 import { useEffect, useMemo, useRef, useState } from "react";
 import { useLocation, useNavigate, useSearchParams } from "react-router-dom";
 import { ApiError } from "../api/client";
+import type { components } from "../client/schema";
 import { useConfigSchema, useCreateRun, usePresets } from "../api/queries";
 import { ErrorState, Loading } from "../components/common";
 import { SchemaForm, type ConfigValue } from "../components/SchemaForm";
@@ -39,7 +40,8 @@ export default function NewRunPage() {
   const submit = (e: React.FormEvent) => {
     e.preventDefault();
     setErrors({});
-    create.mutate({ config: value }, {
+    // the form holds JSON values (SchemaForm builds them from the config's JSON Schema)
+    create.mutate({ config: value as components["schemas"]["JsonObject"] }, {
       onSuccess: (run) => navigate(`/runs/${run.id}`),
       onError: (err) => {
         const byField = err instanceof ApiError && err.problems.length ? errorsByField(err.problems) : { "": [err.message] };

@@ -2,13 +2,14 @@
  * page owns the run's WebSocket (useRunLive); tabs read the live store and their HTTP resources. */
 import { lazy, Suspense, useEffect, useState } from "react";
 import { Link, useNavigate, useParams, useSearchParams } from "react-router-dom";
-import type { RunPublic } from "../api/client";
-import { isActive, useCancelRun, useRerun, useRun } from "../api/queries";
+import { downloadWithAuth, type RunPublic } from "../api/client";
+import { isActive, useArtifacts, useCancelRun, useRerun, useRun } from "../api/queries";
 import { ErrorState, Loading, StatusBadge, Tabs } from "../components/common";
+import { RunDownloads } from "../components/RunDownloads";
 import { useLiveVersion, useRunLive } from "../hooks/useRunLive";
 import type { LiveStore } from "../lib/liveStore";
 import { algorithmLabel } from "../lib/charts";
-import { fmtDuration, parseTime } from "../lib/format";
+import { fmtBytes, fmtDuration, parseTime } from "../lib/format";
 import { toYaml } from "../lib/yaml";
 import { StabilityTab } from "./run/StabilityTab";
 import type { TabProps } from "./run/tabProps";
@@ -37,7 +38,7 @@ export default function RunPage() {
 
   if (run.isPending) return <Loading what="run" />;
   if (run.isError) {
-    return <ErrorState error={run.error} retry={() => void run.refetch()} />;
+    return <ErrorState error={run.error} what="run" retry={() => void run.refetch()} />;
   }
   const props: TabProps = { run: run.data, store: live.store, cursor: live.cursor };
   return (
@@ -74,12 +75,11 @@ function RunHeader({ run, store }: { run: RunPublic; store: LiveStore }) {
   const active = isActive(run);
   const now = useNow(active);
   useLiveVersion(store, ["@timings"]);
+  // steps_done counts completed training steps (docs/api.md); a live timings event at step index s means s + 1
   const liveStep = store.timings.length ? store.timings[store.timings.length - 1]!.step ?? null : null;
-  const lastStep = Math.max(run.last_step ?? -1, liveStep ?? -1);
+  const done = Math.max(run.steps_done, liveStep === null ? 0 : liveStep + 1);
   const started = parseTime(run.started_at);
   const elapsed = started === null ? null : (parseTime(run.finished_at) ?? now) - started;
-  // steps are 0-based; the final evaluation may report at step == total_steps, hence the cap
-  const done = run.total_steps ? Math.min(lastStep + 1, run.total_steps) : lastStep + 1;
   const eta = active && elapsed !== null && run.total_steps && done > 0
     ? (elapsed / done) * Math.max(0, run.total_steps - done) : null;
   const [copied, setCopied] = useState(false);
@@ -102,6 +102,7 @@ function RunHeader({ run, store }: { run: RunPublic; store: LiveStore }) {
           ) : null}
           <button type="button" onClick={() => navigate("/new", { state: { config: run.config } })}>Edit &amp; launch</button>
           <Link className="button" to={`/compare?ids=${run.id}`}>Compare…</Link>
+          <RunDownloads runId={run.id} />
         </div>
       </div>
       <dl className="facts">
@@ -125,6 +126,7 @@ function RunHeader({ run, store }: { run: RunPublic; store: LiveStore }) {
           }}>{copied ? "Copied" : "Copy YAML"}</button>
           <pre className="yaml">{yaml}</pre>
         </details>
+        <RunFiles runId={run.id} />
         <details>
           <summary>Versions ({versions.length})</summary>
           {versions.length ? (
@@ -133,5 +135,28 @@ function RunHeader({ run, store }: { run: RunPublic; store: LiveStore }) {
         </details>
       </div>
     </header>
+  );
+}
+
+/** Every file the run wrote (config, events, metrics and alerts CSV, profiles, checkpoints), each a download. */
+function RunFiles({ runId }: { runId: string }) {
+  const arts = useArtifacts(runId);
+  const files = arts.data ?? [];
+  return (
+    <details className="run-files">
+      <summary>Files ({arts.isPending ? "…" : files.length})</summary>
+      {arts.isError ? <p className="muted">Could not list the files.</p> : files.length === 0 ? (
+        <p className="muted">{arts.isPending ? "Loading…" : "No files yet."}</p>
+      ) : (
+        <ul>
+          {files.map((a) => (
+            <li key={a.name}>
+              <a href={a.url} download onClick={(e) => downloadWithAuth(e, a.url, a.name.split("/").pop() ?? a.name)}>{a.name}</a>{" "}
+              <span className="muted">({a.kind}, {fmtBytes(a.size_bytes)})</span>
+            </li>
+          ))}
+        </ul>
+      )}
+    </details>
   );
 }

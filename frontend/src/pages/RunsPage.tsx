@@ -149,7 +149,7 @@ export function RunsPage() {
                     <td>{r.tags.map((t) => <span key={t} className="tag">{t}</span>)}</td>
                     <td title={r.created_at}>{fmtAgo(r.created_at, now)}</td>
                     <td>{fmtDuration(duration(r, now))}</td>
-                    <td>{r.last_step ?? "—"}{r.total_steps ? ` / ${r.total_steps}` : ""}</td>
+                    <td data-testid="runs-step">{r.steps_done}{r.total_steps ? ` / ${r.total_steps}` : ""}</td>
                     <td className="num">{fmtNum(r.latest[M.REWARD_MEAN])}</td>
                     <td className="num">{fmtNum(r.latest[M.KL_K1])}</td>
                     <td className="row-actions">

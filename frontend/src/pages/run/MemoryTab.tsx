@@ -1,4 +1,5 @@
-/** Memory: per-stage memory over steps, weights per model, and GPU utilisation when NVML reports it.
+/** Memory: per-stage memory over steps, weights per model, GPU utilisation when NVML reports it, and
+ * the System panel (process CPU and memory, host memory, per-GPU NVML series sampled on a thread).
  * CUDA runs show max_memory_allocated during each stage; CPU runs the process RSS high-water. Below,
  * what the analytic memory model (rlhfkit.memopt) predicts for the run's config, per model and per
  * stage, beside the measured peaks where they measure the same thing (CUDA). */
@@ -9,6 +10,7 @@ import { Chart, PALETTE } from "../../components/Chart";
 import { Empty, ErrorState, Loading } from "../../components/common";
 import { useLiveVersion } from "../../hooks/useRunLive";
 import { fmtMB } from "../../lib/format";
+import SystemPanel from "./SystemPanel";
 import type { TabProps } from "./tabProps";
 import { mergeRows } from "../../lib/rows";
 
@@ -78,7 +80,7 @@ function Predicted({ est, measured }: { est: MemoryEstimatePublic; measured: Rec
   );
 }
 
-export default function MemoryTab({ run, store }: TabProps) {
+export default function MemoryTab({ run, store, cursor }: TabProps) {
   const q = useMemory(run.id);
   const v = useLiveVersion(store, ["@memory"]);
   const rows: Row[] = useMemo(
@@ -104,8 +106,12 @@ export default function MemoryTab({ run, store }: TabProps) {
   const models = rows.length ? rows[rows.length - 1]!.models : {};
   const maxModel = Math.max(1, ...Object.values(models));
   const maxPeak = Math.max(1, ...peakByStage.map((p) => p.peak));
+  // The whole process's RSS (CPU) is shared by every stage, so bars of it are all nearly full: draw
+  // what each stage holds above the lowest stage instead (the MiB figure stays the measured peak).
+  const base = cuda || peakByStage.length < 2 ? 0 : Math.min(...peakByStage.map((p) => p.peak));
+  const barWidth = (peak: number) => (maxPeak > base ? (100 * (peak - base)) / (maxPeak - base) : 0);
   const est = useMemoryEstimate(run.id); // on the run's device, which the server knows from the same snapshots
-  const predicted = est.data ? (
+  const predicted = est.isPending ? <Loading what="the memory model's prediction" /> : est.data ? (
     <Predicted est={est.data} measured={est.data.device === "cuda" && cuda ? Object.fromEntries(peakByStage.map((p) => [p.stage, p.peak])) : null} />
   ) : est.isError && !(est.error instanceof ApiError && est.error.status === 409) ? (
     <ErrorState error={est.error} retry={() => void est.refetch()} />
@@ -128,16 +134,18 @@ export default function MemoryTab({ run, store }: TabProps) {
         <Chart title={cuda ? "Peak allocated per stage" : "Peak RSS per stage"} unit="MiB" data={perStage.data} series={perStage.series} syncKey={`m-${run.id}`} />
         {util ? <Chart title="GPU utilisation (NVML)" unit="%" data={util} series={[{ label: "util", color: PALETTE[2]! }]} syncKey={`m-${run.id}`} /> : null}
       </div>
+      <SystemPanel runId={run.id} store={store} enabled={cursor !== null} />
       <div className="two-col">
         <section aria-labelledby="peak-h">
           <h2 id="peak-h">Peak per stage</h2>
-          <table className="bars">
+          <table className="bars memory-peaks">
             <tbody>
               {peakByStage.map((p) => (
-                <tr key={p.stage}><th scope="row">{p.stage}</th><td><span className="bar" style={{ width: `${(100 * p.peak) / maxPeak}%` }} />{fmtMB(p.peak)}</td></tr>
+                <tr key={p.stage}><th scope="row">{p.stage}</th><td><span className="bar" style={{ width: `${barWidth(p.peak)}%` }} />{fmtMB(p.peak)}{base > 0 ? <span className="muted"> (+{fmtMB(p.peak - base)})</span> : null}</td></tr>
               ))}
             </tbody>
           </table>
+          {base > 0 ? <p className="muted">Bars: MiB above the lowest stage ({fmtMB(base)}); the process's resident memory is shared by every stage.</p> : null}
         </section>
         <section aria-labelledby="models-h">
           <h2 id="models-h">Weights per model</h2>

@@ -58,10 +58,31 @@ export function ProfileSummary({ p }: { p: ProfilePublic }) {
           </tbody>
         </table>
         <p className="muted">
-          Stage times over all {p.steps} steps (device synchronised at stage boundaries; a step without an evaluation
-          counts it as 0 s, so the means add up to the step). Sub-stages (↳) come from the trace of the profiled steps.
-          Tokens/s: generated tokens per second of the stage. From <code>{p.artifact}</code>.
+          Every row of this table is a mean over all {p.steps} steps (device synchronised at stage boundaries; a step
+          without an evaluation counts it as 0 s, so the means add up to the step). Tokens/s: generated tokens per
+          second of the stage. From <code>{p.artifact}</code>.
         </p>
+        {p.traced.length ? (
+          <>
+            <h3 id="traced-h">Inside the stages: the {p.traced_steps} profiled step{p.traced_steps === 1 ? "" : "s"} only</h3>
+            <table className="bars profile-traced" aria-labelledby="traced-h">
+              <thead><tr><th scope="col">Stage</th><th scope="col">Mean</th><th scope="col">Share of the stage</th></tr></thead>
+              <tbody>
+                {p.traced.map((s) => (
+                  <tr key={s.stage} className={s.stage.includes("/") ? "sub" : undefined}>
+                    <th scope="row">{s.stage.includes("/") ? `↳ ${s.stage.split("/")[1]}` : s.stage}</th>
+                    <td className="num">{fmtSeconds(s.mean_s)}</td>
+                    <td>{s.stage.includes("/") ? <><span className="bar" style={{ width: `${Math.min(100, 100 * (s.share ?? 0))}%` }} />{pct(s.share)}</> : "100 %"}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+            <p className="muted">
+              From the torch.profiler trace, so every row covers the same profiled steps (which run slower than the
+              others: compare these shares with each other, not with the table above).
+            </p>
+          </>
+        ) : null}
       </section>
     </>
   );

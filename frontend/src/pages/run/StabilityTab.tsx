@@ -140,7 +140,7 @@ const MetricChart = memo(function MetricChart(props: MetricChartProps) {
       }
       const sm = ema(raw, smoothing);
       ys.push(logY ? forLogScale(sm) : sm);
-      cs.push({ label: smoothing > 0 ? `${l.label ?? l.key} (EMA)` : l.label ?? l.key, color, width: 2 });
+      cs.push({ label: smoothing > 0 ? `${l.label ?? l.key} (EMA)` : l.label ?? l.key, color, width: 2, points: def.points });
     });
     if (def.band) {
       const lo = aligned[def.lines.length + 1]!;

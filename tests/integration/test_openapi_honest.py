@@ -1,0 +1,84 @@
+"""The OpenAPI document says what the server does (what schemathesis's conformance checks found,
+each pinned here without running schemathesis): a 405 names every method served at the path,
+unknown runs / unreadable bodies / state conflicts are documented, /events bodies are typed, JSON
+integers are integers (3.0 yes, false and "3" no) within what JSON readers hold exactly, and
+typed query parameters refuse what the schema refuses — on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def client(request: pytest.FixtureRequest, make_client: Any) -> Any:
+    return make_client(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
+
+
+def test_405_names_every_method_of_the_path(client: Any) -> None:
+    run = client.post("/api/runs/external", json={"name": "allow"}).json()
+    for method, path, allowed in (("OPTIONS", "/api/runs", {"GET", "POST"}),
+                                  ("OPTIONS", f"/api/runs/{run['id']}", {"GET", "DELETE"}),
+                                  ("OPTIONS", "/api/runs/compare", {"GET"}),  # not a run id
+                                  ("OPTIONS", "/api/runs/external", {"POST"}),
+                                  ("PUT", f"/api/runs/{run['id']}/events", {"GET", "POST"}),
+                                  ("GET", f"/api/runs/{run['id']}/cancel", {"POST"})):
+        r = client.request(method, path)
+        assert r.status_code == 405, (method, path, r.status_code)
+        assert {m.strip() for m in r.headers["allow"].split(",")} - {"HEAD"} == allowed, (method, path)
+
+
+def test_refusals_are_documented() -> None:
+    from backend.core.config import Settings
+    from backend.main import create_app
+
+    schema = create_app(Settings(database_url="sqlite:///:memory:", migrate=False)).openapi()
+    paths = schema["paths"]
+    for path, ops in paths.items():
+        for method, op in ops.items():
+            if "{run_id}" in path or path == "/api/runs/compare":
+                assert "404" in op["responses"], (method, path)
+            if "requestBody" in op:
+                assert "400" in op["responses"], (method, path)
+    for method, path in (("delete", "/api/runs/{run_id}"), ("post", "/api/runs/{run_id}/cancel"),
+                         ("post", "/api/runs/{run_id}/rerun")):
+        assert "409" in paths[path][method]["responses"], (method, path)
+    events = schema["components"]["schemas"]["EventsIngest"]["properties"]["events"]["items"]
+    assert {b["$ref"].rsplit("/", 1)[1] for b in events["oneOf"]} >= {"MetricsEventInput", "RunStartedInput"}
+    assert schema["components"]["schemas"]["MetricsEventInput"]["required"][0] == "type"
+    text = str(schema)
+    assert "'ge':" not in text and "'le':" not in text, "bounds must be JSON Schema minimum/maximum"
+    media = paths["/api/runs/{run_id}/artifacts/{name}"]["get"]["responses"]["200"]["content"]
+    assert "application/octet-stream" in media
+
+
+def test_json_integers(client: Any) -> None:
+    r = client.post("/api/runs/external", json={"name": "ints", "total_steps": False})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "total_steps"]
+    assert client.post("/api/runs/external", json={"name": "ints", "total_steps": "3"}).status_code == 422
+    assert client.post("/api/runs/external", json={"name": "ints", "seed": 2**53}).status_code == 422
+    run = client.post("/api/runs/external", json={"name": "ints", "total_steps": 5.0, "seed": 2**53 - 1}).json()
+    assert (run["total_steps"], run["seed"]) == (5, 2**53 - 1)
+    r = client.post(f"/api/runs/{run['id']}/events", json={"events": [
+        {"type": "metrics", "seq": 0.0, "step": 1.0, "values": {"loss": 1.0, "kl": None}}]})
+    assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+    r = client.post(f"/api/runs/{run['id']}/events", json={"events": [{"seq": 1, "values": {}}]})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "events", 0]
+
+
+def test_typed_query_parameters(client: Any) -> None:
+    run = client.post("/api/runs/external", json={"name": "q"}).json()
+    assert client.get("/api/runs", params={"status": "queued,running"}).status_code == 200
+    for path, params, field in (("/api/runs", {"status": "bogus"}, "status"),
+                                ("/api/runs", {"cursor": "abc"}, "cursor"),
+                                (f"/api/runs/{run['id']}/events", {"types": "10000000.0"}, "types"),
+                                (f"/api/runs/{run['id']}/metrics", {"keys": "a\u0000b"}, "keys"),
+                                ("/api/runs/compare", {"ids": "\f"}, "ids"),
+                                ("/api/runs/compare", {"ids": ",".join(["a"] * 21)}, "ids")):
+        r = client.get(path, params=params)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["query", field], (path, params, r.text)
+    page = client.get("/api/runs", params={"limit": 1}).json()
+    assert page["next_cursor"] is None or isinstance(page["next_cursor"], int)
