@@ -173,7 +173,7 @@ def test_submit_smoke_from_form_watch_it_live_and_open_every_tab(page: Any, api:
         page.get_by_role("button", name="Update").click()
     shoot(page, "07-suggestions")
     expected = api.call("GET", f"/api/runs/{run_id}/suggestions?budget_gb=1")["candidates"][0]
-    rows.first.get_by_role("button", name="Launch with this config").click()
+    page.get_by_role("button", name="Launch with this config").first.click()  # row 0 is the run itself
     page.wait_for_url(re.compile(r"/new$"))
     page.wait_for_selector("[data-field='ppo.batch_size']")
     for key, value in {"name": expected["config"]["name"], **expected["overrides"]}.items():
@@ -373,3 +373,45 @@ def test_profile_tab_draws_an_attached_speedscope_file_and_suggestions_explain_e
     page.get_by_text(re.compile(r"not an rlhfkit RunConfig")).wait_for()
     assert page.get_by_role("button", name="Launch with this config").count() == 0
     shoot(page, "07b-suggestions-external-run")
+
+
+def test_launch_from_a_suggestion_names_its_source_and_marks_the_changed_fields(page: Any, api: Any, shoot: Any) -> None:
+    from rlhfkit.config import load_config
+
+    cfg = load_config("smoke").model_dump(mode="json")
+    run = api.call("POST", "/api/runs/external", {"name": "e2e-sugg-src", "config": {**cfg, "name": "e2e-sugg-src"}})
+    body = api.call("GET", f"/api/runs/{run['id']}/suggestions")
+    page.goto(f"/runs/{run['id']}?tab=suggestions")
+    current = page.locator(".suggestions-table tr.current-row")
+    current.wait_for(timeout=30_000)
+    text = current.inner_text()
+    assert "Current config" in text and "predicted" in text and "measured" in text, text
+    assert "Same math" in page.locator("tr.group-row[data-group='same_math']").inner_text()
+    assert "Changes the algorithm" in page.locator("tr.group-row[data-group='changes_algorithm']").inner_text()
+    notes = page.locator(".suggestion-notes").inner_text()
+    assert "growth above the process baseline" in notes
+    for n in body["notes"][:1]:  # a shared note appears once, above the table, not in each row
+        assert page.locator(".suggestions-table").get_by_text(n, exact=True).count() == 0
+    shoot(page, "07c-suggestions-groups")
+
+    # launch the first algorithm-changing candidate: its number in the table is its place in the response
+    n = next(i for i, c in enumerate(body["candidates"], 1) if c["group"] == "changes_algorithm")
+    chosen = body["candidates"][n - 1]
+    row = page.locator("tr[data-group='changes_algorithm']:not(.group-row)").first
+    assert row.locator("td").first.inner_text().strip() == str(n)
+    assert re.search(r"×\d\.\d\d", row.inner_text()) and re.search(r"[+−±]\d+%", row.inner_text()), row.inner_text()
+    row.get_by_role("button", name="Launch with this config").click()
+    page.wait_for_url(re.compile(r"/new$"))
+    page.get_by_test_id("launch-source").wait_for()
+    assert page.get_by_test_id("launch-source").inner_text() == f"From suggestion {n} of run e2e-sugg-src"
+    listed = page.locator(".changed-fields li[data-changed]")
+    keys = [listed.nth(i).get_attribute("data-changed") for i in range(listed.count())]
+    assert set(chosen["overrides"]) <= set(keys), (keys, chosen["overrides"])
+    for key in chosen["overrides"]:
+        assert "(changed)" in page.locator(f".changed-fields li[data-changed='{key}']").inner_text()
+        field = page.locator(f".field:has([data-field='{key}'])")
+        assert "(changed)" in field.locator("label").inner_text(), key
+    # the list sits above the form's fields: no scrolling 1,500 px to find what changed
+    top = page.locator(".changed-fields").bounding_box()["y"]
+    assert top < page.locator("[data-field='ppo.batch_size']").bounding_box()["y"]
+    shoot(page, "12-new-run-from-suggestion")
