@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -263,6 +264,9 @@ class ConfigError(ValueError):
         super().__init__("invalid config:\n" + "\n".join(f"  {e['field']}: {e['message']}" for e in errors))
 
 
+_NAMED_FIELD = re.compile(r"Value error, ([a-z_]+(?:\.[a-z_]+)+) ")
+
+
 def format_validation_error(exc: ValidationError) -> list[dict[str, Any]]:
     out = []
     for err in exc.errors():
@@ -274,6 +278,12 @@ def format_validation_error(exc: ValidationError) -> list[dict[str, Any]]:
             msg = f"unknown key; allowed keys here: {', '.join(allowed)}"
         elif err["type"] == "literal_error" and "expected" in (err.get("ctx") or {}):
             msg = f"{msg} (got {err.get('input')!r})"
+        elif err["type"] == "value_error":
+            # a section's cross-field check ("ppo.mini_batch_size (5) must divide ppo.batch_size (32)")
+            # belongs to the field its message names first, so a form can show it on that field
+            named = _NAMED_FIELD.match(msg)
+            if named and named[1].startswith(f"{loc}.") and named[1].count(".") == loc.count(".") + 1:
+                loc = named[1]
         out.append({"field": loc, "message": msg, "type": err["type"]})
     return out
 

@@ -42,7 +42,9 @@ def test_dotted_overrides_parse_like_yaml() -> None:
     (["ppo.batch_sise=8"], "ppo.batch_sise", "allowed keys here"),
     (["model.size=huge"], "model.size", "'tiny'"),
     (["ppo.learning_rate=-1"], "ppo.learning_rate", "greater than 0"),
-    (["ppo.batch_size=30"], "ppo", "must divide"),
+    # a cross-field error goes to the field its message names first, not to the whole section
+    (["ppo.batch_size=30"], "ppo.mini_batch_size", "must divide ppo.batch_size (30)"),
+    (["ppo.grad_accum_steps=3"], "ppo.grad_accum_steps", "must divide ppo.mini_batch_size"),
     (["generation.top_p=1.5"], "generation.top_p", "less than or equal"),
     (["generation.batch_size=12"], "generation.batch_size", "must divide ppo.batch_size (32)"),
     (["generation.batch_size=0"], "generation.batch_size", "greater than or equal to 1"),
