@@ -108,3 +108,14 @@ def test_json_schema_offers_the_algorithms() -> None:
     schema = config_json_schema()
     assert schema["properties"]["algorithm"]["enum"] == ["ppo", "grpo", "dr_grpo", "rloo", "reinforce_pp"]
     assert schema["$defs"]["GenerationConfig"]["properties"]["samples_per_prompt"]["description"]
+
+
+def test_json_schema_carries_the_cross_field_rules_the_validator_enforces() -> None:
+    from rlhfkit.config import PPO_DIVIDES, RunConfig
+
+    schema = RunConfig.model_json_schema()
+    assert schema["$defs"]["PPOConfig"]["x-divides"] == [list(r) for r in PPO_DIVIDES]
+    for a, b in PPO_DIVIDES:  # each rule is one the validator really enforces
+        with pytest.raises(ConfigError, match=f"ppo.{a} .* must divide ppo.{b}"):
+            load_config("smoke", [f"ppo.{a}=3", f"ppo.{b}=8"] if a != "grad_accum_steps"
+                        else [f"ppo.{a}=3", f"ppo.{b}=8", "ppo.batch_size=32"])

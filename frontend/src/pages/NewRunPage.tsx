@@ -1,7 +1,9 @@
 /** New run: a form generated from the config's JSON Schema, starting from a preset or from a
  * suggestion of another run (then the header names it, and the changed fields are listed at the top
- * and marked "(changed)" against that run's config). The server validates (422 names each bad
- * field, shown inline); on success we go straight to the run page. */
+ * and marked "(changed)" against that run's config). The browser checks each field against the
+ * config's JSON Schema (types, bounds, enums, the "x-divides" rules) as the user types and before
+ * submit; the server validates again (422 names each bad field, shown inline); on success we go
+ * straight to the run page. */
 import { useEffect, useMemo, useRef, useState } from "react";
 import { useLocation, useNavigate, useSearchParams } from "react-router-dom";
 import { ApiError } from "../api/client";
@@ -9,7 +11,7 @@ import type { components } from "../client/schema";
 import { useConfigSchema, useCreateRun, usePresets } from "../api/queries";
 import { ErrorState, Loading } from "../components/common";
 import { SchemaForm, type ConfigValue } from "../components/SchemaForm";
-import { buildForm, diffOverrides, errorsByField, getAt } from "../lib/schemaForm";
+import { buildForm, diffOverrides, errorsByField, getAt, validateForm } from "../lib/schemaForm";
 import { fmtValue, type LaunchSource } from "../lib/suggestions";
 import { toYaml } from "../lib/yaml";
 
@@ -28,7 +30,8 @@ export default function NewRunPage() {
   const source = state?.source && state.base && !presetName ? state.source : undefined;
   const base = (source ? state?.base : preset?.config ?? undefined) as ConfigValue | undefined;
   const [value, setValue] = useState<ConfigValue | null>(fromState ?? null);
-  const [errors, setErrors] = useState<Record<string, string[]>>({});
+  const [errors, setErrors] = useState<Record<string, string[]>>({}); // the server's, from the last submit
+  const [blocked, setBlocked] = useState(false); // a submit was stopped by the browser's own checks
   const summary = useRef<HTMLDivElement>(null);
 
   useEffect(() => {
@@ -36,6 +39,8 @@ export default function NewRunPage() {
   }, [presetName, preset]);
 
   const form = useMemo(() => (schema.data ? buildForm(schema.data) : null), [schema.data]);
+  const clientErrors = useMemo(() => (form && value ? validateForm(form, value) : {}), [form, value]);
+  const shown = mergeErrors(clientErrors, errors);
   const changedKeys = value && base ? Object.keys(diffOverrides(base, value)) : [];
   const changes = changedKeys.length;
 
@@ -44,19 +49,26 @@ export default function NewRunPage() {
   if (presets.isError) return <ErrorState error={presets.error} retry={() => void presets.refetch()} />;
   if (!form || !value) return <Loading what="preset" />;
 
+  const focusFirstInvalid = () => requestAnimationFrame(() => {
+    const first = document.querySelector<HTMLElement>("[aria-invalid=true]");
+    (first ?? summary.current)?.focus();
+  });
   const submit = (e: React.FormEvent) => {
     e.preventDefault();
     setErrors({});
+    if (Object.keys(clientErrors).length) { // nothing the server would accept: say so here, send nothing
+      setBlocked(true);
+      focusFirstInvalid();
+      return;
+    }
+    setBlocked(false);
     // the form holds JSON values (SchemaForm builds them from the config's JSON Schema)
     create.mutate({ config: value as components["schemas"]["JsonObject"] }, {
       onSuccess: (run) => navigate(`/runs/${run.id}`),
       onError: (err) => {
         const byField = err instanceof ApiError && err.problems.length ? errorsByField(err.problems) : { "": [err.message] };
         setErrors(byField);
-        requestAnimationFrame(() => {
-          const first = document.querySelector<HTMLElement>("[aria-invalid=true]");
-          (first ?? summary.current)?.focus();
-        });
+        focusFirstInvalid();
       },
     });
   };
@@ -100,6 +112,12 @@ export default function NewRunPage() {
             </ul>
           </div>
         ) : null}
+        {blocked && Object.keys(clientErrors).length ? (
+          <div className="state error" role="alert" data-testid="client-errors">
+            <strong>Fix {Object.keys(clientErrors).length} field(s) before starting the run:</strong>
+            <ul>{Object.entries(clientErrors).map(([k, msgs]) => <li key={k}><code>{k}</code>: {msgs.join("; ")}</li>)}</ul>
+          </div>
+        ) : null}
         {Object.keys(errors).length ? (
           <div className="state error" role="alert" tabIndex={-1} ref={summary}>
             <strong>The server refused this config.</strong>
@@ -109,7 +127,7 @@ export default function NewRunPage() {
             </ul>
           </div>
         ) : null}
-        <SchemaForm form={form} value={value} base={base} errors={errors} onChange={setValue} />
+        <SchemaForm form={form} value={value} base={base} errors={shown} onChange={setValue} />
         <details className="yaml-preview">
           <summary>Config as YAML</summary>
           <pre>{toYaml(value)}</pre>
@@ -123,4 +141,11 @@ export default function NewRunPage() {
       </form>
     </section>
   );
+}
+
+/** The browser's and the server's messages per field, each once. */
+function mergeErrors(a: Record<string, string[]>, b: Record<string, string[]>): Record<string, string[]> {
+  const out: Record<string, string[]> = { ...a };
+  for (const [k, msgs] of Object.entries(b)) out[k] = [...new Set([...(out[k] ?? []), ...msgs])];
+  return out;
 }
