@@ -218,7 +218,7 @@ def test_compare_two_runs_from_the_runs_table(page: Any, api: Any, shoot: Any) -
     shoot(page, "10-compare")
 
 
-def test_invalid_value_shows_the_servers_error_on_that_field(page: Any, shoot: Any) -> None:
+def test_invalid_value_shows_its_error_on_that_field(page: Any, shoot: Any) -> None:
     page.goto("/new")
     page.wait_for_selector("[data-field='ppo.batch_size']")
     fill(page, "ppo.batch_size", 0)
@@ -415,3 +415,42 @@ def test_launch_from_a_suggestion_names_its_source_and_marks_the_changed_fields(
     top = page.locator(".changed-fields").bounding_box()["y"]
     assert top < page.locator("[data-field='ppo.batch_size']").bounding_box()["y"]
     shoot(page, "12-new-run-from-suggestion")
+
+
+def _field_error(page: Any, key: str) -> str:
+    field = page.locator(f"[data-field='{key}']")
+    assert field.get_attribute("aria-invalid") == "true", key
+    error_id = field.get_attribute("aria-describedby").split()[-1]
+    return page.locator(f"[id='{error_id}']").inner_text()
+
+
+def test_invalid_batch_and_non_dividing_minibatch_show_on_their_fields_before_and_after_submit(
+    page: Any, api: Any, shoot: Any
+) -> None:
+    runs_before = len(api.call("GET", "/api/runs?limit=200")["data"])
+    page.goto("/new")
+    page.wait_for_selector("[data-field='ppo.batch_size']")
+    # before submit: the schema's bound, on the field, as it is typed
+    fill(page, "ppo.batch_size", 0)
+    page.wait_for_selector("[data-field='ppo.batch_size'][aria-invalid='true']")
+    assert "greater than or equal to 1" in _field_error(page, "ppo.batch_size")
+    # a valid batch with a minibatch that does not divide it: the cross-field rule, on the minibatch
+    fill(page, "ppo.batch_size", 32)
+    fill(page, "ppo.mini_batch_size", 5)
+    page.wait_for_selector("[data-field='ppo.mini_batch_size'][aria-invalid='true']")
+    assert page.locator("[data-field='ppo.batch_size']").get_attribute("aria-invalid") is None
+    assert "ppo.mini_batch_size (5) must divide ppo.batch_size (32)" in _field_error(page, "ppo.mini_batch_size")
+    fill(page, "ppo.batch_size", 0)
+    # after submit: nothing is sent, both fields keep their errors and a summary names them
+    page.get_by_role("button", name="Start run").click()
+    summary = page.get_by_test_id("client-errors")
+    summary.wait_for()
+    assert "ppo.batch_size" in summary.inner_text()
+    assert "greater than or equal to 1" in _field_error(page, "ppo.batch_size")
+    fill(page, "ppo.batch_size", 32)
+    page.get_by_role("button", name="Start run").click()
+    assert "ppo.mini_batch_size" in summary.inner_text() and "ppo.batch_size:" not in summary.inner_text()
+    assert "must divide ppo.batch_size (32)" in _field_error(page, "ppo.mini_batch_size")
+    shoot(page, "11b-new-run-client-validation")
+    assert "/new" in page.url
+    assert len(api.call("GET", "/api/runs?limit=200")["data"]) == runs_before  # no run was created
