@@ -160,10 +160,12 @@ def _suggest(config_json: str, budget_gb: float, device: Device, top: int,
 
 
 _MEASURED_AS = {
-    "cuda": "torch.cuda.max_memory_allocated during each stage (tensor bytes; the CUDA context and the "
-            "allocator's cached blocks are not counted, as in the model)",
-    "cpu": "process RSS high-water per stage; it also holds the interpreter and libraries (a few hundred MiB), "
-           "so compare the model with rlhfkit mem-report, which measures the growth",
+    "cuda": "torch.cuda.max_memory_allocated during each stage less the run's memory_allocated before its models "
+            "were built (tensor bytes; the CUDA context and the allocator's cached blocks are not counted, as in "
+            "the model)",
+    "cpu": "process RSS high-water per stage less the run's RSS before its models were built (its summary's "
+           "memory_baseline_mb): the growth the model predicts, as rlhfkit mem-report and the Suggestions tab "
+           "measure it; file-backed pages (libraries paged in) still count here, which mem-report subtracts",
 }
 
 

@@ -116,6 +116,9 @@ def test_submit_smoke_from_form_watch_it_live_and_open_every_tab(page: Any, api:
     assert page.locator("table.memory-stages tbody tr").count() == len(estimate["stages"])
     peak = f"{estimate['peak_mb']:.1f} MiB"
     assert peak in page.locator("#pred-h + .callout").inner_text()
+    # measured beside predicted on one footing: the RSS high-water less the run's process baseline
+    assert "growth above the process baseline" in page.locator("table.memory-stages caption").inner_text()
+    assert page.locator("table.memory-stages thead th").filter(has_text="Measured").count() == 1
     # the System panel: the sampler thread's series, GPU charts absent on this GPU-less machine
     cpu = api.call("GET", f"/api/runs/{run_id}/metrics?keys=system/cpu_percent")["series"]["system/cpu_percent"]
     assert len(cpu["steps"]) >= 2
@@ -167,6 +170,10 @@ def test_submit_smoke_from_form_watch_it_live_and_open_every_tab(page: Any, api:
     rows.first.wait_for(timeout=30_000)
     assert rows.count() >= 1
     assert re.search(r"\d[\d,.]* MiB", rows.first.inner_text()), rows.first.inner_text()
+    # row 0 is this finished run: predicted and measured, the measured peak as growth above its baseline
+    current = api.call("GET", f"/api/runs/{run_id}/suggestions")["current"]
+    assert current["measured_peak_mb"] is not None and current["measured_tokens_per_sec"] is not None, current
+    assert re.search(r"measured [\d,.]+ MiB", rows.first.inner_text()), rows.first.inner_text()
     assert page.get_by_label("Memory budget (GiB)").input_value() == "4"  # CPU runs default to 4 GiB
     with page.expect_response(re.compile(r"/suggestions\?.*budget_gb=1")):
         page.get_by_label("Memory budget (GiB)").fill("1")
