@@ -421,6 +421,9 @@ def test_launch_from_a_suggestion_names_its_source_and_marks_the_changed_fields(
     # the list sits above the form's fields: no scrolling 1,500 px to find what changed
     top = page.locator(".changed-fields").bounding_box()["y"]
     assert top < page.locator("[data-field='ppo.batch_size']").bounding_box()["y"]
+    # the Start button stays in view at the top of a long form (sticky at the viewport's bottom)
+    start = page.get_by_role("button", name="Start run").bounding_box()
+    assert start["y"] + start["height"] <= page.viewport_size["height"], start
     shoot(page, "12-new-run-from-suggestion")
 
 
