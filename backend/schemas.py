@@ -213,28 +213,57 @@ class ArtifactPublic(BaseModel):
 
 # ----------------------------------------------------------------------------- suggestions
 
+MEMORY_FOOTING = ("growth above the process baseline: the peak less the process's memory before the models were "
+                  "built (CPU: resident set size; CUDA: memory_allocated), MiB")
+
+
+class SuggestionCurrent(BaseModel):
+    """Row 0: the run's config as it is, predicted by the same models as the candidates and, when the
+    run has finished, measured."""
+
+    title: str = "Current config"
+    config: dict[str, Any]
+    predicted_peak_mb: float = Field(description="Predicted peak memory, MiB (growth above the process baseline)")
+    predicted_tokens_per_sec: float = Field(description="Predicted response tokens per second (ranking model)")
+    measured_peak_mb: float | None = Field(None, description="Measured peak memory of the run, MiB, on the same "
+                                                             "footing as the prediction (None: not measured)")
+    measured_tokens_per_sec: float | None = Field(None, description="Measured response tokens per second of the run "
+                                                                    "(its last step's perf/tokens_per_sec)")
+    measured_note: str = Field("", description="How the measured figures were taken, or why there are none")
+    fits: bool = Field(description="Predicted peak <= budget minus headroom")
+
+
 class SuggestionCandidate(BaseModel):
-    """One configuration ``suggest_config`` tried, with its predictions."""
+    """One configuration ``suggest_config`` tried, with its predictions and its change against row 0."""
 
     title: str = Field(description="The changes in words (e.g. 'rollout batch 64, bf16')")
+    group: Literal["same_math", "changes_algorithm"] = Field(
+        description="same_math: identical updates (how the step is computed changes); changes_algorithm: "
+                    "the learning algorithm changes (see changes)")
+    changes: list[str] = Field(description="What it changes in the algorithm, in words (empty for same_math)")
     overrides: dict[str, Any] = Field(description="Dotted keys whose value differs from the run's config")
     config: dict[str, Any] = Field(description="The full RunConfig with the overrides applied (POST /api/runs accepts it)")
-    predicted_peak_mb: float = Field(description="Predicted peak memory, MiB (analytic model: device memory on "
-                                                 "CUDA, RSS growth on CPU)")
+    predicted_peak_mb: float = Field(description="Predicted peak memory, MiB (growth above the process baseline)")
     predicted_tokens_per_sec: float = Field(description="Predicted response tokens per second (ranking model; "
                                                         "compare candidates, not absolute speed)")
+    tokens_per_sec_ratio: float = Field(description="Predicted tokens/s over row 0's predicted tokens/s")
+    peak_change_pct: float = Field(description="Predicted peak against row 0's predicted peak, percent (-30 = 30% less)")
     fits: bool = Field(description="Predicted peak <= budget minus headroom")
-    notes: list[str] = Field(description="Caveats (learning dynamics changed, ...)")
+    notes: list[str] = Field(description="Caveats that apply to this row only")
 
 
 class SuggestionsPublic(BaseModel):
-    """Config suggestions for a run, best first (fitting candidates ranked by predicted throughput)."""
+    """Config suggestions for a run: row 0 (the current config), then the best same-math candidates,
+    then the best algorithm-changing ones, each ranked by predicted throughput."""
 
     run_id: str
     budget_gb: float = Field(description="Memory budget, GiB")
     device: Literal["cpu", "cuda"]
     headroom: float = Field(description="Fraction of the budget kept free; a candidate fits below "
                                         "budget_gb * (1 - headroom)")
+    memory_footing: str = Field(MEMORY_FOOTING, description="What every memory figure of this response measures")
+    notes: list[str] = Field(description="Notes that apply to every row")
+    current: SuggestionCurrent
     candidates: list[SuggestionCandidate]
 
 

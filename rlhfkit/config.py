@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -86,7 +87,15 @@ class RewardConfig(_Strict):
         "cpu = host memory (frees its weights and activations on the GPU). No effect on CPU runs")
 
 
+# Cross-field rules of the ppo section, (a, b): a must divide b. The validator below enforces them and
+# the JSON Schema carries them as "x-divides", so the UI form checks the same rules before submit.
+PPO_DIVIDES: tuple[tuple[str, str], ...] = (("mini_batch_size", "batch_size"), ("grad_accum_steps", "mini_batch_size"))
+
+
 class PPOConfig(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True,
+                              json_schema_extra={"x-divides": [list(rule) for rule in PPO_DIVIDES]})
+
     batch_size: int = Field(32, ge=1, le=65536, description="Prompts per step (each brings generation.samples_per_prompt responses)")
     mini_batch_size: int = Field(8, ge=1, description="Prompts per optimizer minibatch (with their samples_per_prompt responses each); must divide batch_size")
     grad_accum_steps: int = Field(1, ge=1, description="Split each minibatch into this many micro-batches")
@@ -130,10 +139,10 @@ class PPOConfig(_Strict):
 
     @model_validator(mode="after")
     def _divides(self) -> PPOConfig:
-        if self.batch_size % self.mini_batch_size:
-            raise ValueError(f"ppo.mini_batch_size ({self.mini_batch_size}) must divide ppo.batch_size ({self.batch_size})")
-        if self.mini_batch_size % self.grad_accum_steps:
-            raise ValueError(f"ppo.grad_accum_steps ({self.grad_accum_steps}) must divide ppo.mini_batch_size ({self.mini_batch_size})")
+        for a, b in PPO_DIVIDES:
+            va, vb = getattr(self, a), getattr(self, b)
+            if vb % va:
+                raise ValueError(f"ppo.{a} ({va}) must divide ppo.{b} ({vb})")
         return self
 
 
@@ -274,6 +283,9 @@ class ConfigError(ValueError):
         super().__init__("invalid config:\n" + "\n".join(f"  {e['field']}: {e['message']}" for e in errors))
 
 
+_NAMED_FIELD = re.compile(r"Value error, ([a-z_]+(?:\.[a-z_]+)+) ")
+
+
 def format_validation_error(exc: ValidationError) -> list[dict[str, Any]]:
     out = []
     for err in exc.errors():
@@ -285,6 +297,12 @@ def format_validation_error(exc: ValidationError) -> list[dict[str, Any]]:
             msg = f"unknown key; allowed keys here: {', '.join(allowed)}"
         elif err["type"] == "literal_error" and "expected" in (err.get("ctx") or {}):
             msg = f"{msg} (got {err.get('input')!r})"
+        elif err["type"] == "value_error":
+            # a section's cross-field check ("ppo.mini_batch_size (5) must divide ppo.batch_size (32)")
+            # belongs to the field its message names first, so a form can show it on that field
+            named = _NAMED_FIELD.match(msg)
+            if named and named[1].startswith(f"{loc}.") and named[1].count(".") == loc.count(".") + 1:
+                loc = named[1]
         out.append({"field": loc, "message": msg, "type": err["type"]})
     return out
 

@@ -40,6 +40,7 @@ def run_training(config: RunConfig, *, run_id: str | None = None, sinks: Sequenc
         if write_events:
             all_sinks.append(JsonlSink(run_dir / "events.jsonl"))
     try:
+        baseline_mb = memory_baseline_mb(config)
         try:
             policy, reward = build_components(config)
         except Exception as exc:
@@ -47,6 +48,7 @@ def run_training(config: RunConfig, *, run_id: str | None = None, sinks: Sequenc
             raise
         trainer = PPOTrainer(policy, reward, config=config, run_id=run_id, sinks=all_sinks, run_dir=run_dir,
                              should_stop=should_stop)
+        trainer.memory_baseline_mb = baseline_mb
         trainer.add_hooks(SystemSampler(config.monitor.system_interval_s), *hooks)
         if config.profile.enabled:
             from rlhfkit.profiler import ProfilerHooks
@@ -63,6 +65,20 @@ def run_training(config: RunConfig, *, run_id: str | None = None, sinks: Sequenc
             if isinstance(s, JsonlSink):
                 s.close()
 
+
+
+def memory_baseline_mb(config: RunConfig) -> float:
+    """The process's memory before any model is built, MiB: resident set size on CPU,
+    ``memory_allocated`` on CUDA — what the run's measured peaks are taken above."""
+    import torch
+
+    from rlhfkit.instrument import rss_mb
+    from rlhfkit.trainer import resolve_device
+
+    device = resolve_device(config.train.device)
+    if device.type == "cuda":
+        return round(torch.cuda.memory_allocated(device) / 2**20, 2)
+    return round(rss_mb(), 2)
 
 
 def report_never_started(run_id: str, sinks: Sequence[Sink], exc: BaseException, *,

@@ -155,6 +155,9 @@ class PPOTrainer:
         self.global_step = 0
         self._eval_start = math.nan
         self._setup_done = False
+        # the process's memory before the models were built (run_training sets it): the run's measured
+        # peak less this is the growth the analytic memory model predicts (rlhfkit.memopt)
+        self.memory_baseline_mb: float | None = None
 
     # ------------------------------------------------------------------ public API
     def add_callbacks(self, *callbacks: Any) -> None:
@@ -673,6 +676,7 @@ class PPOTrainer:
             "gpu_total_mb": (torch.cuda.get_device_properties(self.device).total_memory / 2**20
                              if self.device.type == "cuda" else None),
             "run_dir": str(self.run_dir) if self.run_dir is not None else None,
+            "memory_baseline_mb": self.memory_baseline_mb,
         }
 
 

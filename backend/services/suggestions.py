@@ -14,6 +14,7 @@ external runs) raises :class:`~backend.services.runs.Conflict` (409).
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -22,14 +23,17 @@ from sqlalchemy import select
 from backend.core.db import Database
 from backend.models import MemorySnapshot, Run
 from backend.schemas import (
+    MEMORY_FOOTING,
     MemoryEstimatePublic,
     ModelMemory,
     StageMemory,
     SuggestionCandidate,
+    SuggestionCurrent,
     SuggestionsPublic,
 )
 from backend.services.runs import Conflict
 from rlhfkit.config import ConfigError, RunConfig, validate_config
+from rlhfkit.metrics import M
 
 Device = Literal["cpu", "cuda"]
 
@@ -88,39 +92,80 @@ def run_config(*, run: Run) -> RunConfig:
 
 def suggest_for_run(*, db: Database, run: Run, budget_gb: float | None = None, device: Device | None = None,
                     top: int = 5) -> SuggestionsPublic:
-    """Ranked config suggestions for ``run`` (defaults: the run's device and its default budget)."""
+    """Row 0 (the run's config, predicted and, once it ran, measured) and up to ``top`` candidates
+    of each group (same math, changes the algorithm); defaults: the run's device and budget."""
     cfg = run_config(run=run)
     dev = device or run_device(db=db, run=run)
     budget = budget_gb if budget_gb is not None else default_budget_gb(run=run, device=dev)
     try:
-        candidates = _suggest(cfg.model_dump_json(), budget, dev, top)
+        current, candidates, notes = _suggest(cfg.model_dump_json(), budget, dev, top)
     except OSError as exc:  # a pretrained model whose config is not on this machine
         raise Conflict(f"cannot size the model of run {run.id} here: {exc}") from None
-    return SuggestionsPublic(run_id=run.id, budget_gb=budget, device=dev, headroom=HEADROOM,
-                             candidates=[c.model_copy(deep=True) for c in candidates])
+    peak, tps, how = measured(db=db, run=run, device=dev)
+    current = current.model_copy(update={"measured_peak_mb": peak, "measured_tokens_per_sec": tps,
+                                         "measured_note": how}, deep=True)
+    return SuggestionsPublic(run_id=run.id, budget_gb=budget, device=dev, headroom=HEADROOM, notes=list(notes),
+                             current=current, candidates=[c.model_copy(deep=True) for c in candidates])
+
+
+def measured(*, db: Database, run: Run, device: Device) -> tuple[float | None, float | None, str]:
+    """The run's measured peak (growth above its process baseline, MiB), its tokens/s, and how they
+    were taken; None where the run has not measured them (still queued, external, or from before the
+    baseline was recorded)."""
+    summary = run.summary or {}
+    tps_raw = summary.get("tokens_per_sec", (run.latest or {}).get(M.TOKENS_PER_SEC))
+    tps = round(float(tps_raw), 1) if isinstance(tps_raw, (int, float)) and math.isfinite(tps_raw) else None
+    with db.session() as s:
+        snaps = list(s.scalars(select(MemorySnapshot.stages).where(MemorySnapshot.run_id == run.id)))
+    field = "peak_mb" if device == "cuda" else "rss_peak_mb"
+    highs = [float(v) for stages in snaps for stat in (stages or {}).values() if isinstance(stat, dict)
+             for v in (stat.get(field), stat.get("rss_mb") if device == "cpu" else None)
+             if isinstance(v, (int, float)) and math.isfinite(v)]
+    baseline = summary.get("memory_baseline_mb")
+    if not highs:
+        return None, tps, "no memory snapshots recorded for this run"
+    if not isinstance(baseline, (int, float)):
+        return None, tps, ("the run did not record its process baseline, so its absolute peak "
+                           f"({max(highs):.0f} MiB) cannot be put on the prediction's footing")
+    what = "max_memory_allocated" if device == "cuda" else "RSS high-water"
+    return (round(max(highs) - float(baseline), 1), tps,
+            f"{what} over the run's stages ({max(highs):.0f} MiB) less its process baseline ({baseline:.0f} MiB); "
+            "tokens/s: the last step's perf/tokens_per_sec")
 
 
 @lru_cache(maxsize=64)
-def _suggest(config_json: str, budget_gb: float, device: Device, top: int) -> tuple[SuggestionCandidate, ...]:
-    from rlhfkit.memopt.suggest import suggest_config
+def _suggest(config_json: str, budget_gb: float, device: Device, top: int,
+             ) -> tuple[SuggestionCurrent, tuple[SuggestionCandidate, ...], tuple[str, ...]]:
+    from rlhfkit.memopt.suggest import suggest_groups
 
     cfg = validate_config(json.loads(config_json))
     base = cfg.model_dump(mode="json")
+    sg = suggest_groups(cfg, budget_gb, device, headroom=HEADROOM, top_per_group=top)
+    cur = sg.current
+    current = SuggestionCurrent(config=base, predicted_peak_mb=round(cur.peak_mb, 1),
+                                predicted_tokens_per_sec=round(cur.tokens_per_sec, 1), fits=cur.fits)
     out = []
-    for c in suggest_config(cfg, budget_gb, device, headroom=HEADROOM, top=top):
+    for c in sg.candidates:
         changed = {k: v for k, v in c.overrides.items() if _get(base, k) != v}
         out.append(SuggestionCandidate(
-            title=describe_changes(changed), overrides=changed, config=c.config.model_dump(mode="json"),
+            title=describe_changes(changed), group=c.group,  # type: ignore[arg-type]
+            changes=list(c.algorithm_changes), overrides=changed, config=c.config.model_dump(mode="json"),
             predicted_peak_mb=round(c.peak_mb, 1), predicted_tokens_per_sec=round(c.tokens_per_sec, 1),
+            tokens_per_sec_ratio=round(c.tokens_per_sec / cur.tokens_per_sec, 3),
+            peak_change_pct=round((c.peak_bytes / cur.peak_bytes - 1) * 100, 1),
             fits=c.fits, notes=list(c.notes)))
-    return tuple(out)
+    notes = [*sg.notes, "tokens/s come from a ranking model: compare rows with each other, not with a stopwatch",
+             "memory: " + MEMORY_FOOTING]
+    return current, tuple(out), tuple(notes)
 
 
 _MEASURED_AS = {
-    "cuda": "torch.cuda.max_memory_allocated during each stage (tensor bytes; the CUDA context and the "
-            "allocator's cached blocks are not counted, as in the model)",
-    "cpu": "process RSS high-water per stage; it also holds the interpreter and libraries (a few hundred MiB), "
-           "so compare the model with rlhfkit mem-report, which measures the growth",
+    "cuda": "torch.cuda.max_memory_allocated during each stage less the run's memory_allocated before its models "
+            "were built (tensor bytes; the CUDA context and the allocator's cached blocks are not counted, as in "
+            "the model)",
+    "cpu": "process RSS high-water per stage less the run's RSS before its models were built (its summary's "
+           "memory_baseline_mb): the growth the model predicts, as rlhfkit mem-report and the Suggestions tab "
+           "measure it; file-backed pages (libraries paged in) still count here, which mem-report subtracts",
 }
 
 

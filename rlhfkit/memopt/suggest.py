@@ -45,6 +45,13 @@ class Candidate:
     fits: bool
     config: Any = None  # RunConfig
     notes: list[str] = field(default_factory=list)
+    # what it changes in the algorithm (empty: "same math", identical updates up to rounding)
+    algorithm_changes: list[str] = field(default_factory=list)
+
+    @property
+    def group(self) -> str:
+        """``same_math`` or ``changes_algorithm``."""
+        return "changes_algorithm" if self.algorithm_changes else "same_math"
 
     @property
     def peak_mb(self) -> float:
@@ -53,7 +60,8 @@ class Candidate:
     def to_dict(self) -> dict[str, Any]:
         return {"overrides": self.overrides, "peak_mb": round(self.peak_mb, 1),
                 "tokens_per_sec": round(self.tokens_per_sec, 1), "step_seconds": round(self.step_seconds, 4),
-                "fits": self.fits, "notes": self.notes}
+                "fits": self.fits, "group": self.group, "algorithm_changes": self.algorithm_changes,
+                "notes": self.notes}
 
 
 def predict_step_seconds(plan: Plan, ppo_epochs: int) -> float:
@@ -101,6 +109,88 @@ def bitsandbytes_available() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
 
 
+def algorithm_changes(config: Any, overrides: dict[str, Any]) -> list[str]:
+    """What a candidate changes in the learning algorithm itself, in words; empty when its updates
+    are the config's (gradient accumulation, generation batch, checkpointing, placement, optimizer
+    state format and, on a GPU, dtype only change how the same step is computed)."""
+    p = config.ppo
+    B0, mb0 = p.batch_size, p.mini_batch_size
+    B, mb = overrides.get("ppo.batch_size", B0), overrides.get("ppo.mini_batch_size", mb0)
+    out = []
+    if B != B0:
+        out.append(f"rollout batch {B0} -> {B} ({B / B0:g}x samples per PPO step; retune the learning rate / "
+                   "KL coefficient if learning dynamics matter)")
+    if B // mb != B0 // mb0:
+        out.append(f"minibatches per epoch {B0 // mb0} -> {B // mb} (optimizer steps per PPO step)")
+    shared = overrides.get("model.shared_value_trunk", config.model.shared_value_trunk)
+    if shared != config.model.shared_value_trunk:
+        out.append("value head " + ("on the shared trunk (was a separate critic)" if shared
+                                    else "on a separate critic (was the shared trunk)"))
+    return out
+
+
+@dataclass
+class Suggestions:
+    """Row 0 (the config as it is) and the best candidates of each group, with the notes they share."""
+
+    current: Candidate
+    same_math: list[Candidate]
+    changes_algorithm: list[Candidate]
+    notes: list[str]
+    budget_gb: float
+    headroom: float
+
+    @property
+    def candidates(self) -> list[Candidate]:
+        return [*self.same_math, *self.changes_algorithm]
+
+
+def current_candidate(config: Any, budget_gb: float, device: str | None = None, *, headroom: float = 0.1,
+                      prompt_len: int | None = None) -> Candidate:
+    """Row 0: the config as it is, with the same memory and throughput models as the candidates."""
+    plan = plan_from_config(config, device=device, prompt_len=prompt_len)  # type: ignore[arg-type]
+    peak = estimate_memory(plan).peak
+    secs = predict_step_seconds(plan, config.ppo.ppo_epochs)
+    return Candidate({}, plan, peak, plan.sequences * plan.response_len / secs, secs,
+                     peak <= int(budget_gb * GiB * (1.0 - headroom)), config=config)
+
+
+def suggest_groups(config: Any, budget_gb: float, device: str | None = None, *, headroom: float = 0.1,
+                   top_per_group: int = 5, prompt_len: int | None = None) -> Suggestions:
+    """Like :func:`suggest_config`, but split: the best ``top_per_group`` candidates that keep the
+    algorithm (same math) and, separately, those that change it, each saying what; row 0 is the
+    current config; notes common to every row are returned once."""
+    current = current_candidate(config, budget_gb, device, headroom=headroom, prompt_len=prompt_len)
+    ranked, notes = _search(config, budget_gb, device, headroom=headroom, prompt_len=prompt_len)
+    groups: dict[str, list[Candidate]] = {"same_math": [], "changes_algorithm": []}
+    base = config.model_dump(mode="json")
+    for c in ranked:
+        changed = {k: v for k, v in c.overrides.items() if _dotted(base, k) != v}
+        if not changed:
+            continue  # the current config: row 0
+        c.algorithm_changes = algorithm_changes(config, changed)
+        bucket = groups[c.group]
+        if len(bucket) < top_per_group:
+            bucket.append(c)
+        if all(len(b) >= top_per_group for b in groups.values()):
+            break
+    for c in groups["same_math"] + groups["changes_algorithm"]:
+        c.config = _apply(config, {**c.overrides, "name": f"{config.name}-suggested"})
+        if c.overrides["ppo.optimizer"] != config.ppo.optimizer:
+            c.notes.append(f"optimizer {config.ppo.optimizer} -> {c.overrides['ppo.optimizer']}: "
+                           "8-bit moments change the update's numerics")
+    return Suggestions(current, groups["same_math"], groups["changes_algorithm"], notes, budget_gb, headroom)
+
+
+def _dotted(data: dict[str, Any], key: str) -> Any:
+    cur: Any = data
+    for part in key.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
 def _apply(config: Any, overrides: dict[str, Any]) -> Any:
     from rlhfkit.config import apply_overrides, validate_config
 
@@ -123,6 +213,30 @@ def suggest_config(config: Any, budget_gb: float, device: str | None = None, *, 
 
     Returns the candidates, best first; ``[0].fits`` is False when nothing fits.
     """
+    cands, search_notes = _search(config, budget_gb, device, headroom=headroom,
+                                  max_batch_factor=max_batch_factor, prompt_len=prompt_len)
+    B0 = config.ppo.batch_size
+    chosen = cands[:top]
+    for c in chosen:
+        c.config = _apply(config, {**c.overrides, "name": f"{config.name}-suggested"})
+        if c.overrides["ppo.batch_size"] != B0:
+            c.notes.append(f"rollout batch {B0} -> {c.overrides['ppo.batch_size']}: changes samples per PPO step "
+                           "(retune the learning rate / KL coefficient if learning dynamics matter)")
+        if c.overrides["model.shared_value_trunk"] != config.model.shared_value_trunk:
+            c.notes.append("value head placement changed (shared trunk vs separate critic)")
+        if c.overrides["ppo.optimizer"] != config.ppo.optimizer:
+            c.notes.append(f"optimizer {config.ppo.optimizer} -> {c.overrides['ppo.optimizer']}: "
+                           "8-bit moments change the update's numerics")
+        c.notes.extend(search_notes)
+    if out_path is not None and chosen:
+        write_suggestion(chosen[0], out_path)
+    return chosen
+
+
+def _search(config: Any, budget_gb: float, device: str | None, *, headroom: float, max_batch_factor: int = 8,
+            prompt_len: int | None = None) -> tuple[list[Candidate], list[str]]:
+    """Every candidate of the grid, ranked (fitting first, then by predicted throughput), and the
+    notes on what the search left out."""
     base = plan_from_config(config, device=device, prompt_len=prompt_len)  # type: ignore[arg-type]
     dev = base.device
     limit = int(budget_gb * GiB * (1.0 - headroom))
@@ -179,21 +293,7 @@ def suggest_config(config: Any, budget_gb: float, device: str | None = None, *, 
         return (False, -round(c.tokens_per_sec), c.overrides["ppo.optimizer"] != config.ppo.optimizer, c.peak_bytes)
 
     cands.sort(key=key)
-    chosen = cands[:top]
-    for c in chosen:
-        c.config = _apply(config, {**c.overrides, "name": f"{config.name}-suggested"})
-        if c.overrides["ppo.batch_size"] != B0:
-            c.notes.append(f"rollout batch {B0} -> {c.overrides['ppo.batch_size']}: changes samples per PPO step "
-                           "(retune the learning rate / KL coefficient if learning dynamics matter)")
-        if c.overrides["model.shared_value_trunk"] != config.model.shared_value_trunk:
-            c.notes.append("value head placement changed (shared trunk vs separate critic)")
-        if c.overrides["ppo.optimizer"] != config.ppo.optimizer:
-            c.notes.append(f"optimizer {config.ppo.optimizer} -> {c.overrides['ppo.optimizer']}: "
-                           "8-bit moments change the update's numerics")
-        c.notes.extend(search_notes)
-    if out_path is not None and chosen:
-        write_suggestion(chosen[0], out_path)
-    return chosen
+    return cands, search_notes
 
 
 def write_suggestion(cand: Candidate, path: str | Path) -> Path:
@@ -206,6 +306,37 @@ def write_suggestion(cand: Candidate, path: str | Path) -> Path:
             f"({cand.plan.device}), predicted {cand.tokens_per_sec:.0f} tokens/s (ranking model).\n")
     p.write_text(head + to_yaml(cand.config))
     return p
+
+
+def format_suggestions(sg: Suggestions, measured: dict[str, float] | None = None) -> str:
+    """Row 0, then the two groups, each candidate against row 0 (x tokens/s, +-% peak); shared notes once."""
+    cur = sg.current
+    lines = [f"Budget {sg.budget_gb:g} GiB, {cur.plan.device}. Peak: predicted growth above the process baseline "
+             "(analytic model); tokens/s: ranking model (compare rows, not absolute speed)."]
+    lines += [f"note: {n}" for n in sg.notes]
+    m = measured or {}
+    meas = ""
+    if m:
+        meas = (f"  measured: {m.get('peak_mb', float('nan')):.0f} MiB, "
+                f"{m.get('tokens_per_sec', float('nan')):.0f} tokens/s")
+    lines.append(f" 0 current config: {cur.peak_mb:.0f} MiB, {cur.tokens_per_sec:.0f} tokens/s"
+                 f"{'' if cur.fits else ' (over the budget)'}{meas}")
+    i = 1
+    for title, rows in (("same math (identical updates)", sg.same_math),
+                        ("changes the algorithm", sg.changes_algorithm)):
+        lines.append(f"-- {title}:")
+        if not rows:
+            lines.append("   (none fits)")
+        for c in rows:
+            changed = ", ".join(f"{k}={v}" for k, v in c.overrides.items()
+                                if _dotted(cur.config.model_dump(mode="json"), k) != v)
+            lines.append(f"{i:>2} {'fits' if c.fits else 'OVER'} {c.peak_mb:>7.0f} MiB "
+                         f"({(c.peak_bytes / cur.peak_bytes - 1) * 100:+.0f}%) {c.tokens_per_sec:>7.0f} tok/s "
+                         f"(x{c.tokens_per_sec / cur.tokens_per_sec:.2f})  {changed}")
+            for what in c.algorithm_changes + c.notes:
+                lines.append(f"     changes: {what}" if what in c.algorithm_changes else f"     note: {what}")
+            i += 1
+    return "\n".join(lines)
 
 
 def format_candidates(cands: list[Candidate], budget_gb: float) -> str:
@@ -228,4 +359,5 @@ def format_candidates(cands: list[Candidate], budget_gb: float) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Candidate", "bitsandbytes_available", "format_candidates", "predict_step_seconds", "suggest_config", "write_suggestion"]
+__all__ = ["Candidate", "Suggestions", "algorithm_changes", "bitsandbytes_available", "current_candidate",
+           "format_candidates", "format_suggestions", "suggest_groups", "predict_step_seconds", "suggest_config", "write_suggestion"]

@@ -174,7 +174,7 @@ def _measure(cfg: Any, steps: int, snapshot: Path | None, device: str | None) ->
 
 
 def cmd_suggest(args: argparse.Namespace) -> int:
-    from rlhfkit.memopt.suggest import format_candidates, suggest_config
+    from rlhfkit.memopt.suggest import format_suggestions, suggest_config, suggest_groups
 
     if args.budget_gb <= 0:
         return usage_error("--budget-gb must be positive")
@@ -185,7 +185,9 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     yaml_path = out / "suggested_config.yaml"
     cands = suggest_config(cfg, args.budget_gb, device=args.device, headroom=args.headroom, top=args.top,
                            out_path=yaml_path)
-    print(format_candidates(cands, args.budget_gb))
+    # the grouped view: row 0 = the config as it is, then same-math and algorithm-changing candidates
+    print(format_suggestions(suggest_groups(cfg, args.budget_gb, device=args.device, headroom=args.headroom,
+                                            top_per_group=max(1, args.top // 2))))
     (out / "suggestions.json").write_text(json.dumps([c.to_dict() for c in cands], indent=1))
     result: dict[str, Any] = {"path": str(yaml_path), "fits": bool(cands and cands[0].fits),
                               "best": cands[0].to_dict() if cands else None}

@@ -119,6 +119,9 @@ def test_submit_smoke_from_form_watch_it_live_and_open_every_tab(page: Any, api:
     assert page.locator("table.memory-stages tbody tr").count() == len(estimate["stages"])
     peak = f"{estimate['peak_mb']:.1f} MiB"
     assert peak in page.locator("#pred-h + .callout").inner_text()
+    # measured beside predicted on one footing: the RSS high-water less the run's process baseline
+    assert "growth above the process baseline" in page.locator("table.memory-stages caption").inner_text()
+    assert page.locator("table.memory-stages thead th").filter(has_text="Measured").count() == 1
     # the System panel: the sampler thread's series, GPU charts absent on this GPU-less machine
     cpu = api.call("GET", f"/api/runs/{run_id}/metrics?keys=system/cpu_percent")["series"]["system/cpu_percent"]
     assert len(cpu["steps"]) >= 2
@@ -170,13 +173,17 @@ def test_submit_smoke_from_form_watch_it_live_and_open_every_tab(page: Any, api:
     rows.first.wait_for(timeout=30_000)
     assert rows.count() >= 1
     assert re.search(r"\d[\d,.]* MiB", rows.first.inner_text()), rows.first.inner_text()
+    # row 0 is this finished run: predicted and measured, the measured peak as growth above its baseline
+    current = api.call("GET", f"/api/runs/{run_id}/suggestions")["current"]
+    assert current["measured_peak_mb"] is not None and current["measured_tokens_per_sec"] is not None, current
+    assert re.search(r"measured [\d,.]+ MiB", rows.first.inner_text()), rows.first.inner_text()
     assert page.get_by_label("Memory budget (GiB)").input_value() == "4"  # CPU runs default to 4 GiB
     with page.expect_response(re.compile(r"/suggestions\?.*budget_gb=1")):
         page.get_by_label("Memory budget (GiB)").fill("1")
         page.get_by_role("button", name="Update").click()
     shoot(page, "07-suggestions")
     expected = api.call("GET", f"/api/runs/{run_id}/suggestions?budget_gb=1")["candidates"][0]
-    rows.first.get_by_role("button", name="Launch with this config").click()
+    page.get_by_role("button", name="Launch with this config").first.click()  # row 0 is the run itself
     page.wait_for_url(re.compile(r"/new$"))
     page.wait_for_selector("[data-field='ppo.batch_size']")
     for key, value in {"name": expected["config"]["name"], **expected["overrides"]}.items():
@@ -221,7 +228,7 @@ def test_compare_two_runs_from_the_runs_table(page: Any, api: Any, shoot: Any) -
     shoot(page, "10-compare")
 
 
-def test_invalid_value_shows_the_servers_error_on_that_field(page: Any, shoot: Any) -> None:
+def test_invalid_value_shows_its_error_on_that_field(page: Any, shoot: Any) -> None:
     page.goto("/new")
     page.wait_for_selector("[data-field='ppo.batch_size']")
     fill(page, "ppo.batch_size", 0)
@@ -376,3 +383,87 @@ def test_profile_tab_draws_an_attached_speedscope_file_and_suggestions_explain_e
     page.get_by_text(re.compile(r"not an rlhfkit RunConfig")).wait_for()
     assert page.get_by_role("button", name="Launch with this config").count() == 0
     shoot(page, "07b-suggestions-external-run")
+
+
+def test_launch_from_a_suggestion_names_its_source_and_marks_the_changed_fields(page: Any, api: Any, shoot: Any) -> None:
+    from rlhfkit.config import load_config
+
+    cfg = load_config("smoke").model_dump(mode="json")
+    run = api.call("POST", "/api/runs/external", {"name": "e2e-sugg-src", "config": {**cfg, "name": "e2e-sugg-src"}})
+    body = api.call("GET", f"/api/runs/{run['id']}/suggestions")
+    page.goto(f"/runs/{run['id']}?tab=suggestions")
+    current = page.locator(".suggestions-table tr.current-row")
+    current.wait_for(timeout=30_000)
+    text = current.inner_text()
+    assert "Current config" in text and "predicted" in text and "measured" in text, text
+    assert "Same math" in page.locator("tr.group-row[data-group='same_math']").inner_text()
+    assert "Changes the algorithm" in page.locator("tr.group-row[data-group='changes_algorithm']").inner_text()
+    notes = page.locator(".suggestion-notes").inner_text()
+    assert "growth above the process baseline" in notes
+    for n in body["notes"][:1]:  # a shared note appears once, above the table, not in each row
+        assert page.locator(".suggestions-table").get_by_text(n, exact=True).count() == 0
+    shoot(page, "07c-suggestions-groups")
+
+    # launch the first algorithm-changing candidate: its number in the table is its place in the response
+    n = next(i for i, c in enumerate(body["candidates"], 1) if c["group"] == "changes_algorithm")
+    chosen = body["candidates"][n - 1]
+    row = page.locator("tr[data-group='changes_algorithm']:not(.group-row)").first
+    assert row.locator("td").first.inner_text().strip() == str(n)
+    assert re.search(r"×\d\.\d\d", row.inner_text()) and re.search(r"[+−±]\d+%", row.inner_text()), row.inner_text()
+    row.get_by_role("button", name="Launch with this config").click()
+    page.wait_for_url(re.compile(r"/new$"))
+    page.get_by_test_id("launch-source").wait_for()
+    assert page.get_by_test_id("launch-source").inner_text() == f"From suggestion {n} of run e2e-sugg-src"
+    listed = page.locator(".changed-fields li[data-changed]")
+    keys = [listed.nth(i).get_attribute("data-changed") for i in range(listed.count())]
+    assert set(chosen["overrides"]) <= set(keys), (keys, chosen["overrides"])
+    for key in chosen["overrides"]:
+        assert "(changed)" in page.locator(f".changed-fields li[data-changed='{key}']").inner_text()
+        field = page.locator(f".field:has([data-field='{key}'])")
+        assert "(changed)" in field.locator("label").inner_text(), key
+    # the list sits above the form's fields: no scrolling 1,500 px to find what changed
+    top = page.locator(".changed-fields").bounding_box()["y"]
+    assert top < page.locator("[data-field='ppo.batch_size']").bounding_box()["y"]
+    # the Start button stays in view at the top of a long form (sticky at the viewport's bottom)
+    start = page.get_by_role("button", name="Start run").bounding_box()
+    assert start["y"] + start["height"] <= page.viewport_size["height"], start
+    shoot(page, "12-new-run-from-suggestion")
+
+
+def _field_error(page: Any, key: str) -> str:
+    field = page.locator(f"[data-field='{key}']")
+    assert field.get_attribute("aria-invalid") == "true", key
+    error_id = field.get_attribute("aria-describedby").split()[-1]
+    return page.locator(f"[id='{error_id}']").inner_text()
+
+
+def test_invalid_batch_and_non_dividing_minibatch_show_on_their_fields_before_and_after_submit(
+    page: Any, api: Any, shoot: Any
+) -> None:
+    runs_before = len(api.call("GET", "/api/runs?limit=200")["data"])
+    page.goto("/new")
+    page.wait_for_selector("[data-field='ppo.batch_size']")
+    # before submit: the schema's bound, on the field, as it is typed
+    fill(page, "ppo.batch_size", 0)
+    page.wait_for_selector("[data-field='ppo.batch_size'][aria-invalid='true']")
+    assert "greater than or equal to 1" in _field_error(page, "ppo.batch_size")
+    # a valid batch with a minibatch that does not divide it: the cross-field rule, on the minibatch
+    fill(page, "ppo.batch_size", 32)
+    fill(page, "ppo.mini_batch_size", 5)
+    page.wait_for_selector("[data-field='ppo.mini_batch_size'][aria-invalid='true']")
+    assert page.locator("[data-field='ppo.batch_size']").get_attribute("aria-invalid") is None
+    assert "ppo.mini_batch_size (5) must divide ppo.batch_size (32)" in _field_error(page, "ppo.mini_batch_size")
+    fill(page, "ppo.batch_size", 0)
+    # after submit: nothing is sent, both fields keep their errors and a summary names them
+    page.get_by_role("button", name="Start run").click()
+    summary = page.get_by_test_id("client-errors")
+    summary.wait_for()
+    assert "ppo.batch_size" in summary.inner_text()
+    assert "greater than or equal to 1" in _field_error(page, "ppo.batch_size")
+    fill(page, "ppo.batch_size", 32)
+    page.get_by_role("button", name="Start run").click()
+    assert "ppo.mini_batch_size" in summary.inner_text() and "ppo.batch_size:" not in summary.inner_text()
+    assert "must divide ppo.batch_size (32)" in _field_error(page, "ppo.mini_batch_size")
+    shoot(page, "11b-new-run-client-validation")
+    assert "/new" in page.url
+    assert len(api.call("GET", "/api/runs?limit=200")["data"]) == runs_before  # no run was created

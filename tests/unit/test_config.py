@@ -42,7 +42,9 @@ def test_dotted_overrides_parse_like_yaml() -> None:
     (["ppo.batch_sise=8"], "ppo.batch_sise", "allowed keys here"),
     (["model.size=huge"], "model.size", "'tiny'"),
     (["ppo.learning_rate=-1"], "ppo.learning_rate", "greater than 0"),
-    (["ppo.batch_size=30"], "ppo", "must divide"),
+    # a cross-field error goes to the field its message names first, not to the whole section
+    (["ppo.batch_size=30"], "ppo.mini_batch_size", "must divide ppo.batch_size (30)"),
+    (["ppo.grad_accum_steps=3"], "ppo.grad_accum_steps", "must divide ppo.mini_batch_size"),
     (["generation.top_p=1.5"], "generation.top_p", "less than or equal"),
     (["generation.batch_size=12"], "generation.batch_size", "must divide ppo.batch_size (32)"),
     (["generation.batch_size=0"], "generation.batch_size", "greater than or equal to 1"),
@@ -106,3 +108,14 @@ def test_json_schema_offers_the_algorithms() -> None:
     schema = config_json_schema()
     assert schema["properties"]["algorithm"]["enum"] == ["ppo", "grpo", "dr_grpo", "rloo", "reinforce_pp"]
     assert schema["$defs"]["GenerationConfig"]["properties"]["samples_per_prompt"]["description"]
+
+
+def test_json_schema_carries_the_cross_field_rules_the_validator_enforces() -> None:
+    from rlhfkit.config import PPO_DIVIDES, RunConfig
+
+    schema = RunConfig.model_json_schema()
+    assert schema["$defs"]["PPOConfig"]["x-divides"] == [list(r) for r in PPO_DIVIDES]
+    for a, b in PPO_DIVIDES:  # each rule is one the validator really enforces
+        with pytest.raises(ConfigError, match=f"ppo.{a} .* must divide ppo.{b}"):
+            load_config("smoke", [f"ppo.{a}=3", f"ppo.{b}=8"] if a != "grad_accum_steps"
+                        else [f"ppo.{a}=3", f"ppo.{b}=8", "ppo.batch_size=32"])

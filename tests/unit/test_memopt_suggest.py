@@ -146,3 +146,22 @@ def test_make_suggest_config_honours_config() -> None:
 
     assert "--config configs/smoke.yaml" in recipe("CONFIG=configs/smoke.yaml")
     assert "--config configs/default.yaml" in recipe()  # the default when CONFIG is not given
+
+
+def test_groups_split_same_math_from_algorithm_changes() -> None:
+    from rlhfkit.memopt.suggest import algorithm_changes, suggest_groups
+
+    cfg = load_config("smoke")
+    B, mb = cfg.ppo.batch_size, cfg.ppo.mini_batch_size
+    assert algorithm_changes(cfg, {"ppo.grad_accum_steps": 2, "generation.batch_size": 8}) == []
+    assert algorithm_changes(cfg, {"ppo.batch_size": 2 * B, "ppo.mini_batch_size": 2 * mb}) == [
+        f"rollout batch {B} -> {2 * B} (2x samples per PPO step; retune the learning rate / KL coefficient if "
+        "learning dynamics matter)"]  # same minibatch count: only the batch changes
+    assert "minibatches per epoch" in algorithm_changes(cfg, {"ppo.mini_batch_size": B})[0]
+    sg = suggest_groups(cfg, budget_gb=4, device="cpu", top_per_group=3)
+    assert sg.current.overrides == {} and sg.current.peak_bytes > 0
+    assert 1 <= len(sg.same_math) <= 3 and 1 <= len(sg.changes_algorithm) <= 3
+    for c in sg.same_math:
+        assert c.overrides["ppo.batch_size"] == B and c.overrides["ppo.mini_batch_size"] == mb
+    assert all(c.algorithm_changes for c in sg.changes_algorithm)
+    assert all(n not in c.notes for c in sg.candidates for n in sg.notes)

@@ -28,7 +28,7 @@ describe("SchemaForm", () => {
     const batch = screen.getByLabelText("Batch size") as HTMLInputElement;
     expect(batch.value).toBe("32");
     expect(batch.getAttribute("aria-describedby")).toBeTruthy();
-    expect(screen.getByText(/Prompts \(and responses\) per PPO step/)).toBeTruthy();
+    expect(screen.getByText(/Prompts per step \(each brings generation.samples_per_prompt responses\)/)).toBeTruthy();
     expect((screen.getByLabelText("Size") as HTMLSelectElement).value).toBe("tiny");
     expect((screen.getByLabelText("Warm start") as HTMLInputElement).checked).toBe(true);
     expect(screen.getByText("PPO")).toBeTruthy();

@@ -119,7 +119,7 @@ function Field({ f, value, base, errors, onChange }: {
     <div className={`field${errors ? " has-error" : ""}${changed ? " changed" : ""}`}>
       <label htmlFor={id}>
         {f.label}
-        {changed ? <span className="changed-mark" title={`preset: ${JSON.stringify(base)}`}> (changed)</span> : null}
+        {changed ? <span className="changed-mark" title={`was: ${JSON.stringify(base)}`}> (changed)</span> : null}
       </label>
       {input}
       <small id={helpId} className="help">

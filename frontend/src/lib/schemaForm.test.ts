@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import schema from "./__fixtures__/run_config_schema.json";
 import {
   allFields, buildForm, describeBounds, diffOverrides, errorsByField, formatValue, getAt, parseInput, setAt,
+  validateForm,
   type JsonSchema,
 } from "./schemaForm";
 
@@ -11,7 +12,7 @@ const field = (key: string) => allFields(form).find((f) => f.key === key)!;
 describe("buildForm from RunConfig's JSON Schema", () => {
   it("makes a section per nested model and a field per leaf", () => {
     expect(form.sections.map((s) => s.key)).toEqual(["model", "generation", "reward", "ppo", "train", "monitor", "profile"]);
-    expect(form.fields.map((f) => f.key)).toEqual(["name", "seed", "tags"]);
+    expect(form.fields.map((f) => f.key)).toEqual(["name", "seed", "tags", "algorithm"]);
   });
 
   it("classifies types, enums, nullables and bounds", () => {
@@ -67,5 +68,54 @@ describe("errorsByField", () => {
     expect(e["ppo.lam"]).toEqual(["bad"]);
     expect(e["ppo"]).toEqual(["mini_batch_size must divide batch_size"]);
     expect(e[""]).toEqual(["malformed"]);
+  });
+});
+
+describe("validateForm", () => {
+  const schema = {
+    type: "object",
+    properties: { ppo: { $ref: "#/$defs/PPO" }, name: { type: "string" } },
+    $defs: {
+      PPO: {
+        type: "object",
+        "x-divides": [["mini_batch_size", "batch_size"]],
+        properties: {
+          batch_size: { type: "integer", minimum: 1, maximum: 65536 },
+          mini_batch_size: { type: "integer", minimum: 1 },
+          lr: { type: "number", exclusiveMinimum: 0 },
+          optimizer: { enum: ["adamw", "adamw_8bit"] },
+        },
+      },
+    },
+  };
+  const form = buildForm(schema);
+  const ok = { name: "x", ppo: { batch_size: 32, mini_batch_size: 8, lr: 1e-4, optimizer: "adamw" } };
+
+  it("accepts a valid config", () => {
+    expect(validateForm(form, ok)).toEqual({});
+  });
+
+  it("checks types, bounds and enums from the schema, worded as the server words them", () => {
+    const bad = { ...ok, ppo: { batch_size: 0, mini_batch_size: "abc", lr: 0, optimizer: "sgd" } };
+    expect(validateForm(form, bad)).toEqual({
+      "ppo.batch_size": ["Input should be greater than or equal to 1"],
+      "ppo.mini_batch_size": ["Input should be a valid integer"],
+      "ppo.lr": ["Input should be greater than 0"],
+      "ppo.optimizer": ["Input should be 'adamw', 'adamw_8bit'"],
+    });
+  });
+
+  it("puts an x-divides rule on the dividing field, and only between valid values", () => {
+    expect(validateForm(form, { ...ok, ppo: { ...ok.ppo, mini_batch_size: 5 } })).toEqual({
+      "ppo.mini_batch_size": ["ppo.mini_batch_size (5) must divide ppo.batch_size (32)"],
+    });
+    expect(Object.keys(validateForm(form, { ...ok, ppo: { ...ok.ppo, batch_size: 0, mini_batch_size: 5 } })))
+      .toEqual(["ppo.batch_size"]);
+  });
+
+  it("maps the server's cross-field error, now located at the field, to that field", () => {
+    const e = errorsByField([{ loc: ["body", "config", "ppo", "mini_batch_size"],
+                               msg: "Value error, ppo.mini_batch_size (5) must divide ppo.batch_size (32)" }]);
+    expect(Object.keys(e)).toEqual(["ppo.mini_batch_size"]);
   });
 });

@@ -21,6 +21,8 @@ export interface JsonSchema {
   exclusiveMaximum?: number;
   minLength?: number;
   maxLength?: number;
+  /** cross-field rules of an object: each [a, b] means field a must divide field b (rlhfkit.config) */
+  "x-divides"?: string[][];
 }
 
 export type FieldKind = "integer" | "number" | "boolean" | "enum" | "string" | "string-list" | "number-map" | "json";
@@ -47,6 +49,7 @@ export interface SectionSpec {
   description: string;
   fields: FieldSpec[];
   sections: SectionSpec[];
+  divides: [string, string][]; // [a, b]: this section's field a must divide its field b
 }
 
 export function resolveRef(root: JsonSchema, s: JsonSchema): JsonSchema {
@@ -138,6 +141,7 @@ export function buildForm(root: JsonSchema, s: JsonSchema = root, path: string[]
     description: node.description ?? "",
     fields: [],
     sections: [],
+    divides: (node["x-divides"] ?? []).flatMap(([a, b]): [string, string][] => (a && b ? [[a, b]] : [])),
   };
   for (const [name, child] of Object.entries(node.properties ?? {})) {
     const resolved = resolveRef(root, child);
@@ -253,5 +257,50 @@ export function diffOverrides(base: unknown, values: unknown, prefix: string[] =
     return out;
   }
   if (JSON.stringify(base) !== JSON.stringify(values)) out[prefix.join(".")] = values;
+  return out;
+}
+
+/** Problems with one field's value, from its JSON Schema (type, enum, bounds), worded as the
+ * server words them; empty when the value is acceptable. */
+export function checkField(f: FieldSpec, v: unknown): string[] {
+  if (v === null || v === undefined) return v === null && !f.nullable && f.kind !== "json" ? ["Input should not be empty"] : [];
+  if (f.kind === "integer" && !(typeof v === "number" && Number.isInteger(v))) return ["Input should be a valid integer"];
+  if (f.kind === "number" && !(typeof v === "number" && Number.isFinite(v))) return ["Input should be a valid number"];
+  if (f.kind === "enum" && !f.options.includes(v as string | number)) {
+    return [`Input should be ${f.options.map((o) => `'${o}'`).join(", ")}`];
+  }
+  if (f.kind === "number-map" && (typeof v !== "object" || Array.isArray(v) ||
+      Object.values(v as object).some((x) => typeof x !== "number"))) {
+    return ["Input should be a JSON object of numbers"];
+  }
+  if (typeof v !== "number") return [];
+  const out: string[] = [];
+  if (f.min !== undefined && v < f.min) out.push(`Input should be greater than or equal to ${f.min}`);
+  if (f.exclusiveMin !== undefined && v <= f.exclusiveMin) out.push(`Input should be greater than ${f.exclusiveMin}`);
+  if (f.max !== undefined && v > f.max) out.push(`Input should be less than or equal to ${f.max}`);
+  if (f.exclusiveMax !== undefined && v >= f.exclusiveMax) out.push(`Input should be less than ${f.exclusiveMax}`);
+  return out;
+}
+
+/** Every problem the browser can find before submit, by dotted field key: each field against its
+ * schema, then each section's "x-divides" rules (only between values that are themselves valid). */
+export function validateForm(form: SectionSpec, value: unknown): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  const walk = (s: SectionSpec) => {
+    for (const f of s.fields) {
+      const problems = checkField(f, getAt(value, f.path));
+      if (problems.length) out[f.key] = problems;
+    }
+    for (const [a, b] of s.divides) {
+      const ka = [...s.path, a].join(".");
+      const kb = [...s.path, b].join(".");
+      const va = getAt(value, [...s.path, a]);
+      const vb = getAt(value, [...s.path, b]);
+      if (out[ka] || out[kb] || typeof va !== "number" || typeof vb !== "number" || va <= 0) continue;
+      if (vb % va !== 0) (out[ka] ??= []).push(`${ka} (${va}) must divide ${kb} (${vb})`);
+    }
+    s.sections.forEach(walk);
+  };
+  walk(form);
   return out;
 }

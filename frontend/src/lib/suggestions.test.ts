@@ -45,3 +45,15 @@ describe("parseBudget", () => {
     expect(parseBudget("5000")).toEqual({ error: "The budget must be at most 4096 GiB." });
   });
 });
+
+describe("deltas against row 0", () => {
+  it("shows throughput as a factor and memory as a signed percentage", async () => {
+    const { fmtPct, fmtRatio } = await import("./suggestions");
+    expect(fmtRatio(1.4)).toBe("×1.40");
+    expect(fmtRatio(0.913)).toBe("×0.91");
+    expect(fmtPct(-30.2)).toBe("−30%");
+    expect(fmtPct(410)).toBe("+410%");
+    expect(fmtPct(0.3)).toBe("±0%");
+    expect(fmtPct(Number.NaN)).toBe("—");
+  });
+});

@@ -39,3 +39,23 @@ export function parseBudget(text: string): { gb: number } | { error: string } {
   if (gb > MAX_BUDGET_GB) return { error: `The budget must be at most ${MAX_BUDGET_GB} GiB.` };
   return { gb };
 }
+
+/** A candidate's throughput against row 0: "×1.27" (two decimals, so a 2% tie reads as one). */
+export function fmtRatio(r: number): string {
+  return Number.isFinite(r) ? `×${r.toFixed(2)}` : "—";
+}
+
+/** A candidate's peak against row 0 in percent, signed with a real minus: "−30%", "+4%", "±0%". */
+export function fmtPct(pct: number): string {
+  if (!Number.isFinite(pct)) return "—";
+  const r = Math.round(pct);
+  return r === 0 ? "±0%" : `${r > 0 ? "+" : "−"}${Math.abs(r)}%`;
+}
+
+/** What the New run form receives when a user launches a suggestion: the full config and where it came from. */
+export interface LaunchSource {
+  runId: string;
+  runName: string;
+  index: number; // the suggestion's number in the table (1-based; row 0 is the current config)
+  changes: Change[];
+}

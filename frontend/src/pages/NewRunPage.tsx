@@ -1,5 +1,9 @@
-/** New run: a form generated from the config's JSON Schema, starting from a preset. The server
- * validates (422 names each bad field, shown inline); on success we go straight to the run page. */
+/** New run: a form generated from the config's JSON Schema, starting from a preset or from a
+ * suggestion of another run (then the header names it, and the changed fields are listed at the top
+ * and marked "(changed)" against that run's config). The browser checks each field against the
+ * config's JSON Schema (types, bounds, enums, the "x-divides" rules) as the user types and before
+ * submit; the server validates again (422 names each bad field, shown inline); on success we go
+ * straight to the run page. */
 import { useEffect, useMemo, useRef, useState } from "react";
 import { useLocation, useNavigate, useSearchParams } from "react-router-dom";
 import { ApiError } from "../api/client";
@@ -7,7 +11,8 @@ import type { components } from "../client/schema";
 import { useConfigSchema, useCreateRun, usePresets } from "../api/queries";
 import { ErrorState, Loading } from "../components/common";
 import { SchemaForm, type ConfigValue } from "../components/SchemaForm";
-import { buildForm, diffOverrides, errorsByField } from "../lib/schemaForm";
+import { buildForm, diffOverrides, errorsByField, getAt, validateForm } from "../lib/schemaForm";
+import { fmtValue, type LaunchSource } from "../lib/suggestions";
 import { toYaml } from "../lib/yaml";
 
 export default function NewRunPage() {
@@ -17,12 +22,16 @@ export default function NewRunPage() {
   const navigate = useNavigate();
   const location = useLocation();
   const [params, setParams] = useSearchParams();
-  const fromState = (location.state as { config?: ConfigValue } | null)?.config;
+  const state = location.state as { config?: ConfigValue; base?: ConfigValue; source?: LaunchSource } | null;
+  const fromState = state?.config;
   const presetName = params.get("preset") ?? (fromState ? "" : "smoke");
   const preset = presets.data?.find((p) => p.name === presetName);
-  const base = (preset?.config ?? undefined) as ConfigValue | undefined;
+  // launched from a suggestion (and no preset picked since): compare with the source run's config
+  const source = state?.source && state.base && !presetName ? state.source : undefined;
+  const base = (source ? state?.base : preset?.config ?? undefined) as ConfigValue | undefined;
   const [value, setValue] = useState<ConfigValue | null>(fromState ?? null);
-  const [errors, setErrors] = useState<Record<string, string[]>>({});
+  const [errors, setErrors] = useState<Record<string, string[]>>({}); // the server's, from the last submit
+  const [blocked, setBlocked] = useState(false); // a submit was stopped by the browser's own checks
   const summary = useRef<HTMLDivElement>(null);
 
   useEffect(() => {
@@ -30,26 +39,36 @@ export default function NewRunPage() {
   }, [presetName, preset]);
 
   const form = useMemo(() => (schema.data ? buildForm(schema.data) : null), [schema.data]);
-  const changes = value && base ? Object.keys(diffOverrides(base, value)).length : 0;
+  const clientErrors = useMemo(() => (form && value ? validateForm(form, value) : {}), [form, value]);
+  const shown = mergeErrors(clientErrors, errors);
+  const changedKeys = value && base ? Object.keys(diffOverrides(base, value)) : [];
+  const changes = changedKeys.length;
 
   if (schema.isPending || presets.isPending) return <Loading what="config schema and presets" />;
   if (schema.isError) return <ErrorState error={schema.error} retry={() => void schema.refetch()} />;
   if (presets.isError) return <ErrorState error={presets.error} retry={() => void presets.refetch()} />;
   if (!form || !value) return <Loading what="preset" />;
 
+  const focusFirstInvalid = () => requestAnimationFrame(() => {
+    const first = document.querySelector<HTMLElement>("[aria-invalid=true]");
+    (first ?? summary.current)?.focus();
+  });
   const submit = (e: React.FormEvent) => {
     e.preventDefault();
     setErrors({});
+    if (Object.keys(clientErrors).length) { // nothing the server would accept: say so here, send nothing
+      setBlocked(true);
+      focusFirstInvalid();
+      return;
+    }
+    setBlocked(false);
     // the form holds JSON values (SchemaForm builds them from the config's JSON Schema)
     create.mutate({ config: value as components["schemas"]["JsonObject"] }, {
       onSuccess: (run) => navigate(`/runs/${run.id}`),
       onError: (err) => {
         const byField = err instanceof ApiError && err.problems.length ? errorsByField(err.problems) : { "": [err.message] };
         setErrors(byField);
-        requestAnimationFrame(() => {
-          const first = document.querySelector<HTMLElement>("[aria-invalid=true]");
-          (first ?? summary.current)?.focus();
-        });
+        focusFirstInvalid();
       },
     });
   };
@@ -58,7 +77,14 @@ export default function NewRunPage() {
   return (
     <section aria-labelledby="new-h">
       <div className="page-head">
-        <h1 id="new-h">New run</h1>
+        <div>
+          <h1 id="new-h">New run</h1>
+          {source ? (
+            <p className="launch-source" data-testid="launch-source">
+              From suggestion {source.index} of run <a href={`/runs/${source.runId}`}>{source.runName}</a>
+            </p>
+          ) : null}
+        </div>
         <label>Start from preset{" "}
           <select value={presetName} onChange={(e) => { setErrors({}); setParams({ preset: e.target.value }, { replace: true }); }}>
             {fromState ? <option value="">(suggested config)</option> : null}
@@ -69,8 +95,29 @@ export default function NewRunPage() {
       <form onSubmit={submit} noValidate aria-describedby="new-help">
         <p id="new-help" className="muted">
           Every field comes from the run config's schema; its help text says what it does. The server checks the
-          whole config when you submit. {changes ? `${changes} field(s) changed from the preset.` : "Unchanged preset."}
+          whole config when you submit.{" "}
+          {changes ? `${changes} field(s) changed from ${source ? `run ${source.runName}` : "the preset"}.`
+            : source ? `Unchanged from run ${source.runName}.` : "Unchanged preset."}
         </p>
+        {changes && base ? (
+          <div className="changed-fields" aria-label="Changed fields">
+            <strong>Changed{source ? ` from run ${source.runName}` : " from the preset"}:</strong>
+            <ul>
+              {changedKeys.map((k) => (
+                <li key={k} data-changed={k}>
+                  <code>{k}</code>: {fmtValue(getAt(base, k.split(".")))} → {fmtValue(getAt(value, k.split(".")))}{" "}
+                  <span className="changed-mark">(changed)</span>
+                </li>
+              ))}
+            </ul>
+          </div>
+        ) : null}
+        {blocked && Object.keys(clientErrors).length ? (
+          <div className="state error" role="alert" data-testid="client-errors">
+            <strong>Fix {Object.keys(clientErrors).length} field(s) before starting the run:</strong>
+            <ul>{Object.entries(clientErrors).map(([k, msgs]) => <li key={k}><code>{k}</code>: {msgs.join("; ")}</li>)}</ul>
+          </div>
+        ) : null}
         {Object.keys(errors).length ? (
           <div className="state error" role="alert" tabIndex={-1} ref={summary}>
             <strong>The server refused this config.</strong>
@@ -80,7 +127,7 @@ export default function NewRunPage() {
             </ul>
           </div>
         ) : null}
-        <SchemaForm form={form} value={value} base={base} errors={errors} onChange={setValue} />
+        <SchemaForm form={form} value={value} base={base} errors={shown} onChange={setValue} />
         <details className="yaml-preview">
           <summary>Config as YAML</summary>
           <pre>{toYaml(value)}</pre>
@@ -94,4 +141,11 @@ export default function NewRunPage() {
       </form>
     </section>
   );
+}
+
+/** The browser's and the server's messages per field, each once. */
+function mergeErrors(a: Record<string, string[]>, b: Record<string, string[]>): Record<string, string[]> {
+  const out: Record<string, string[]> = { ...a };
+  for (const [k, msgs] of Object.entries(b)) out[k] = [...new Set([...(out[k] ?? []), ...msgs])];
+  return out;
 }

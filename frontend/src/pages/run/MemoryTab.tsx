@@ -2,7 +2,7 @@
  * the System panel (process CPU and memory, host memory, per-GPU NVML series sampled on a thread).
  * CUDA runs show max_memory_allocated during each stage; CPU runs the process RSS high-water. Below,
  * what the analytic memory model (rlhfkit.memopt) predicts for the run's config, per model and per
- * stage, beside the measured peaks where they measure the same thing (CUDA). */
+ * stage, beside the measured peaks less the run's process baseline: growth, what the model predicts. */
 import { useMemo } from "react";
 import { ApiError, type MemoryEstimatePublic, type MemoryPublic } from "../../api/client";
 import { useMemory, useMemoryEstimate } from "../../api/queries";
@@ -59,7 +59,7 @@ function Predicted({ est, measured }: { est: MemoryEstimatePublic; measured: Rec
           </tbody>
         </table>
         <table className="bars memory-stages">
-          <caption>Peak per stage{measured ? ", predicted and measured" : ""}</caption>
+          <caption>Peak per stage{measured ? ", predicted and measured (growth above the process baseline)" : ""}</caption>
           <thead><tr><th scope="col">Stage</th><th scope="col">Predicted</th>{measured ? <th scope="col">Measured</th> : null}<th scope="col">Largest transients</th></tr></thead>
           <tbody>
             {est.stages.map((s) => (
@@ -110,9 +110,14 @@ export default function MemoryTab({ run, store, cursor }: TabProps) {
   // what each stage holds above the lowest stage instead (the MiB figure stays the measured peak).
   const base = cuda || peakByStage.length < 2 ? 0 : Math.min(...peakByStage.map((p) => p.peak));
   const barWidth = (peak: number) => (maxPeak > base ? (100 * (peak - base)) / (maxPeak - base) : 0);
+  // the process's memory before the models were built: measured peaks less it are the growth the model
+  // predicts (one footing with the Suggestions tab and mem-report); runs that did not record it show no column
+  const rawBaseline = (run.summary ?? {})["memory_baseline_mb"];
+  const baseline = typeof rawBaseline === "number" ? rawBaseline : null;
   const est = useMemoryEstimate(run.id); // on the run's device, which the server knows from the same snapshots
   const predicted = est.isPending ? <Loading what="the memory model's prediction" /> : est.data ? (
-    <Predicted est={est.data} measured={est.data.device === "cuda" && cuda ? Object.fromEntries(peakByStage.map((p) => [p.stage, p.peak])) : null} />
+    <Predicted est={est.data} measured={est.data.device === (cuda ? "cuda" : "cpu") && baseline !== null
+      ? Object.fromEntries(peakByStage.map((p) => [p.stage, Math.max(0, p.peak - baseline)])) : null} />
   ) : est.isError && !(est.error instanceof ApiError && est.error.status === 409) ? (
     <ErrorState error={est.error} retry={() => void est.refetch()} />
   ) : null;

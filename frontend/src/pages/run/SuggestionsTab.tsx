@@ -1,13 +1,16 @@
-/** Suggestions: config changes ranked by the server's `suggest_config` (predicted peak memory and
- * throughput within a memory budget the user sets), and the stability alerts' suggested actions.
- * "Launch with this config" opens the New run form pre-filled with the candidate's full config. */
+/** Suggestions: row 0 (the run's config, predicted and measured), then the server's candidates in
+ * two groups — same math (identical updates) and changes the algorithm (saying what) — each with
+ * its change against row 0; notes common to all rows once above the table. "Launch with this
+ * config" opens the New run form with the candidate's full config and where it came from. */
 import { useState } from "react";
 import { useNavigate } from "react-router-dom";
 import { ApiError, type SuggestionCandidate, type SuggestionsPublic } from "../../api/client";
 import { useAlerts, useSuggestions, type SuggestionsQuery } from "../../api/queries";
 import { Empty, ErrorState, Loading } from "../../components/common";
 import { fmtNum } from "../../lib/format";
-import { changesFrom, fmtMiB, fmtValue, MAX_BUDGET_GB, parseBudget } from "../../lib/suggestions";
+import {
+  changesFrom, fmtMiB, fmtPct, fmtRatio, fmtValue, type LaunchSource, MAX_BUDGET_GB, parseBudget,
+} from "../../lib/suggestions";
 import type { TabProps } from "./tabProps";
 
 type DeviceChoice = "" | "cpu" | "cuda";
@@ -39,7 +42,10 @@ export default function SuggestionsTab({ run }: TabProps) {
     setBudgetError(null);
     setQuery({ budget_gb: parsed.gb, ...dev });
   };
-  const launch = (c: SuggestionCandidate) => navigate("/new", { state: { config: c.config } });
+  const launch = (c: SuggestionCandidate, index: number) => {
+    const source: LaunchSource = { runId: run.id, runName: run.name, index, changes: changesFrom(run.config, c.overrides) };
+    navigate("/new", { state: { config: c.config, base: run.config, source } });
+  };
   const conflict = sugg.error instanceof ApiError && sugg.error.status === 409 ? sugg.error.message : null;
 
   return (
@@ -94,59 +100,92 @@ export default function SuggestionsTab({ run }: TabProps) {
   );
 }
 
+const GROUPS = [
+  { group: "same_math", title: "Same math", blurb: "identical updates; only how the step is computed changes" },
+  { group: "changes_algorithm", title: "Changes the algorithm", blurb: "a different learning algorithm: read what each row changes" },
+] as const;
+
 function CandidatesTable({ data, runConfig, onLaunch }: {
   data: SuggestionsPublic;
   runConfig: Record<string, unknown>;
-  onLaunch: (c: SuggestionCandidate) => void;
+  onLaunch: (c: SuggestionCandidate, index: number) => void;
 }) {
   const limitMiB = data.budget_gb * 1024 * (1 - data.headroom);
-  const nothingFits = data.candidates.length > 0 && !data.candidates[0]!.fits;
+  const cur = data.current;
+  const nothingFits = data.candidates.length > 0 && data.candidates.every((c) => !c.fits);
+  const numbered = data.candidates.map((c, i) => ({ c, n: i + 1 }));
   return (
     <>
       <p className="muted">
         Budget {fmtNum(data.budget_gb)} GiB on {data.device}, {Math.round(data.headroom * 100)}% kept free: a candidate
-        fits when its predicted peak is under {fmtMiB(limitMiB)}. Peak memory comes from the analytic memory model
-        ({data.device === "cuda" ? "device memory" : "process RSS growth"}); throughput from a ranking model, good for
-        comparing candidates rather than as a speed promise. Best first.
+        fits when its predicted peak is under {fmtMiB(limitMiB)}. Each group is ranked by predicted throughput.
       </p>
+      <ul className="suggestion-notes" aria-label="Notes for every row">
+        <li>Memory: {data.memory_footing}.</li>
+        {data.notes.filter((n) => !n.startsWith("memory: ")).map((n) => <li key={n}>{n}</li>)}
+      </ul>
       {nothingFits ? (
         <div className="callout" role="note">Nothing fits this budget: the candidates below are the smallest the search found.</div>
       ) : null}
-      {data.candidates.length === 0 ? <Empty title="The search returned no candidates." /> : (
-        <div className="table-wrap">
-          <table className="suggestions-table">
-            <thead>
-              <tr>
-                <th scope="col">#</th>
-                <th scope="col">Changes (run → suggested)</th>
-                <th scope="col" className="num">Predicted peak memory</th>
-                <th scope="col" className="num">Predicted throughput</th>
-                <th scope="col">Fits budget</th>
-                <th scope="col">Notes</th>
-                <th scope="col"><span className="sr-only">Launch</span></th>
-              </tr>
-            </thead>
-            <tbody>
-              {data.candidates.map((c, i) => (
-                <tr key={i} data-fits={c.fits}>
-                  <td className="num">{i + 1}</td>
-                  <td>
-                    <div><strong>{c.title}</strong></div>
-                    {changesFrom(runConfig, c.overrides).map((ch) => (
-                      <div key={ch.key}><code>{ch.key}</code>: {fmtValue(ch.from)} → {fmtValue(ch.to)}</div>
-                    ))}
-                  </td>
-                  <td className="num">{fmtMiB(c.predicted_peak_mb)}</td>
-                  <td className="num">{fmtNum(c.predicted_tokens_per_sec)} tokens/s</td>
-                  <td className={c.fits ? "status-succeeded" : "status-failed"}>{c.fits ? "fits" : "over budget"}</td>
-                  <td>{c.notes.length ? c.notes.map((n) => <div key={n} className="muted">{n}</div>) : <span className="muted">—</span>}</td>
-                  <td><button type="button" onClick={() => onLaunch(c)}>Launch with this config</button></td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
-      )}
+      <div className="table-wrap">
+        <table className="suggestions-table">
+          <thead>
+            <tr>
+              <th scope="col">#</th>
+              <th scope="col">Changes (run → suggested)</th>
+              <th scope="col" className="num">Peak memory (growth, MiB)</th>
+              <th scope="col" className="num">Throughput (tokens/s)</th>
+              <th scope="col">Fits budget</th>
+              <th scope="col">Notes</th>
+              <th scope="col"><span className="sr-only">Launch</span></th>
+            </tr>
+          </thead>
+          <tbody>
+            <tr className="current-row" data-row="0">
+              <td className="num">0</td>
+              <td><strong>{cur.title}</strong></td>
+              <td className="num">
+                <div>predicted {fmtMiB(cur.predicted_peak_mb)}</div>
+                <div>measured {fmtMiB(cur.measured_peak_mb)}</div>
+              </td>
+              <td className="num">
+                <div>predicted {fmtNum(cur.predicted_tokens_per_sec)}</div>
+                <div>measured {cur.measured_tokens_per_sec == null ? "—" : fmtNum(cur.measured_tokens_per_sec)}</div>
+              </td>
+              <td className={cur.fits ? "status-succeeded" : "status-failed"}>{cur.fits ? "fits" : "over budget"}</td>
+              <td className="muted">{cur.measured_note}</td>
+              <td />
+            </tr>
+            {GROUPS.map(({ group, title, blurb }) => {
+              const rows = numbered.filter(({ c }) => c.group === group);
+              return [
+                <tr key={`h-${group}`} className="group-row" data-group={group}>
+                  <th scope="rowgroup" colSpan={7}>{title} <span className="muted">— {blurb}</span></th>
+                </tr>,
+                rows.length === 0 ? (
+                  <tr key={`e-${group}`}><td colSpan={7} className="muted">No candidate in this group.</td></tr>
+                ) : rows.map(({ c, n }) => (
+                  <tr key={n} data-fits={c.fits} data-group={group}>
+                    <td className="num">{n}</td>
+                    <td>
+                      <div><strong>{c.title}</strong></div>
+                      {changesFrom(runConfig, c.overrides).map((ch) => (
+                        <div key={ch.key}><code>{ch.key}</code>: {fmtValue(ch.from)} → {fmtValue(ch.to)}</div>
+                      ))}
+                      {c.changes.map((w) => <div key={w} className="changes-algorithm">Changes: {w}</div>)}
+                    </td>
+                    <td className="num">{fmtMiB(c.predicted_peak_mb)} <span className="delta">({fmtPct(c.peak_change_pct)})</span></td>
+                    <td className="num">{fmtNum(c.predicted_tokens_per_sec)} <span className="delta">({fmtRatio(c.tokens_per_sec_ratio)})</span></td>
+                    <td className={c.fits ? "status-succeeded" : "status-failed"}>{c.fits ? "fits" : "over budget"}</td>
+                    <td>{c.notes.length ? c.notes.map((x) => <div key={x} className="muted">{x}</div>) : <span className="muted">—</span>}</td>
+                    <td><button type="button" onClick={() => onLaunch(c, n)}>Launch with this config</button></td>
+                  </tr>
+                )),
+              ];
+            })}
+          </tbody>
+        </table>
+      </div>
     </>
   );
 }
