@@ -335,3 +335,22 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     yield server
     if server.proc is not None:
         server.stop()
+
+
+@pytest.fixture
+def server(sqlite_url: str, tmp_path: Path, start_backend: Callable[..., Proc]) -> str:
+    """The URL of a backend on SQLite without Redis (embedded mode): for the client and CLI tests."""
+    env = service_env(database_url=sqlite_url, redis_prefix="unused", queue="unused", artifacts=tmp_path / "a")
+    env.pop("REDIS_URL")
+    return str(start_backend(env).meta["url"])
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``rlhfkit <args>`` in a subprocess from the repository root, output captured as text."""
+    return subprocess.run([sys.executable, "-m", "rlhfkit.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def server_cli(server: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``rlhfkit <args> --server <server>``."""
+    return cli(*args, "--server", server)

@@ -4,30 +4,15 @@ through rlhfkit.client and analysed exactly as its own run folder is."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from rlhfkit.client import Client
-from tests.integration.conftest import ROOT, Proc, service_env
+from tests.integration.conftest import cli
 from tests.smoke_runs import profiled_smoke_run
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def server(sqlite_url: str, tmp_path: Path, start_backend: Callable[..., Proc]) -> str:
-    env = service_env(database_url=sqlite_url, redis_prefix="unused", queue="unused", artifacts=tmp_path / "a")
-    env.pop("REDIS_URL")
-    return str(start_backend(env).meta["url"])
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rlhfkit.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
 
 
 def test_a_run_on_the_server_reads_like_its_folder(server: str, tmp_path_factory: pytest.TempPathFactory,

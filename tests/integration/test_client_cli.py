@@ -5,28 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from rlhfkit.client import ApiError, Client, HttpSink
 from rlhfkit.events import EventEmitter, MetricsEvent, RunFinished, RunStarted
-from tests.integration.conftest import ROOT, Proc, service_env
+from tests.integration.conftest import ROOT, server_cli
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def server(sqlite_url: str, tmp_path: Path, start_backend: Callable[..., Proc]) -> str:
-    env = service_env(database_url=sqlite_url, redis_prefix="unused", queue="unused", artifacts=tmp_path / "a")
-    env.pop("REDIS_URL")
-    return str(start_backend(env).meta["url"])
-
-
-def cli(server: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rlhfkit.cli", *args, "--server", server], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
 
 
 def test_http_sink_uploads_a_run_and_the_cli_shows_it(server: str) -> None:
@@ -49,16 +35,16 @@ def test_http_sink_uploads_a_run_and_the_cli_shows_it(server: str) -> None:
             c.get_run("missing")
         assert err.value.status_code == 404
 
-    listed = cli(server, "runs", "--tag", "cli", "--json")
+    listed = server_cli(server, "runs", "--tag", "cli", "--json")
     assert listed.returncode == 0, listed.stderr
     assert [r["id"] for r in json.loads(listed.stdout)["data"]] == [run["id"]]
-    table = cli(server, "runs")
+    table = server_cli(server, "runs")
     assert run["id"] in table.stdout and "succeeded" in table.stdout
-    watched = cli(server, "watch", run["id"])
+    watched = server_cli(server, "watch", run["id"])
     assert watched.returncode == 0, watched.stderr
     assert "step 20/20" in watched.stdout and "finished" in watched.stdout
-    assert cli(server, "cancel", run["id"]).returncode == 2, "cancelling a finished run is refused"
-    bad = cli(server, "submit", "--preset", "smoke", "--set", "ppo.batch_size=0")
+    assert server_cli(server, "cancel", run["id"]).returncode == 2, "cancelling a finished run is refused"
+    bad = server_cli(server, "submit", "--preset", "smoke", "--set", "ppo.batch_size=0")
     assert bad.returncode == 2 and "ppo.batch_size" in bad.stderr
 
 
@@ -81,7 +67,7 @@ def test_watch_shows_a_diverged_run_whose_metrics_are_nan(server: str) -> None:
         # the client sends NaN as null too (a diverged run's metrics upload instead of crashing the sink)
         assert c.post_events(run["id"], [MetricsEvent(seq=5, step=1, values={"reward/mean": float("nan")})])[
             "accepted"] == 1
-    watched = cli(server, "watch", run["id"])
+    watched = server_cli(server, "watch", run["id"])
     assert watched.returncode == 0, watched.stderr
     assert "step 2/2  reward=nan  kl=nan" in watched.stdout, watched.stdout
     assert "eval @ step 1: reward nan" in watched.stdout and "finished" in watched.stdout

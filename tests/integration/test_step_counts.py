@@ -5,34 +5,19 @@ N+1); a cancelled one reads the steps it finished."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.integration.conftest import ROOT, Proc, service_env, tiny, wait_for
+from tests.integration.conftest import server_cli, tiny, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def server(sqlite_url: str, tmp_path: Path, start_backend: Callable[..., Proc]) -> str:
-    env = service_env(database_url=sqlite_url, redis_prefix="unused", queue="unused", artifacts=tmp_path / "a")
-    env.pop("REDIS_URL")
-    return str(start_backend(env).meta["url"])
-
-
-def cli(server: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rlhfkit.cli", *args, "--server", server], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-
-
 def runs_table_step(server: str, run_id: str) -> str:
     """The STEP column of ``rlhfkit runs`` for one run."""
-    out = cli(server, "runs")
+    out = server_cli(server, "runs")
     assert out.returncode == 0, out.stderr
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith(run_id))
     return line.split()[3]
@@ -59,7 +44,7 @@ def test_a_finished_run_reads_n_of_n_in_the_api_and_the_cli(server: str) -> None
         listed = c.get("/api/runs").json()["data"]
         assert [r["steps_done"] for r in listed if r["id"] == run["id"]] == [4]
     assert runs_table_step(server, run["id"]) == "4/4"
-    watched = cli(server, "watch", run["id"])
+    watched = server_cli(server, "watch", run["id"])
     assert watched.returncode == 0, watched.stderr
     assert "step 4/4" in watched.stdout and "step 5/4" not in watched.stdout, watched.stdout
 
@@ -100,7 +85,7 @@ def test_watch_prints_the_runs_own_duration_and_evaluations_in_step_order(server
         events.append(RunFinished(seq=len(events), ts=t0 + 7, step=3))
         assert c.post_events(run["id"], events)["accepted"] == len(events)
         assert c.get_run(run["id"])["steps_done"] == 3
-    watched = cli(server, "watch", run["id"])
+    watched = server_cli(server, "watch", run["id"])
     assert watched.returncode == 0, watched.stderr
     lines = [ln.split("  ")[0] for ln in watched.stdout.splitlines()]
     assert lines == ["started on cpu (3 steps)", "eval @ step 0: reward +0.100", "step 1/3", "step 2/3",
