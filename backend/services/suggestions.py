@@ -136,7 +136,7 @@ def measured(*, db: Database, run: Run, device: Device) -> tuple[float | None, f
 @lru_cache(maxsize=64)
 def _suggest(config_json: str, budget_gb: float, device: Device, top: int,
              ) -> tuple[SuggestionCurrent, tuple[SuggestionCandidate, ...], tuple[str, ...]]:
-    from rlhfkit.memopt.suggest import suggest_groups
+    from rlhfkit.memopt.suggest import dotted_get, suggest_groups
 
     cfg = validate_config(json.loads(config_json))
     base = cfg.model_dump(mode="json")
@@ -146,7 +146,7 @@ def _suggest(config_json: str, budget_gb: float, device: Device, top: int,
                                 predicted_tokens_per_sec=round(cur.tokens_per_sec, 1), fits=cur.fits)
     out = []
     for c in sg.candidates:
-        changed = {k: v for k, v in c.overrides.items() if _get(base, k) != v}
+        changed = {k: v for k, v in c.overrides.items() if dotted_get(base, k) != v}
         out.append(SuggestionCandidate(
             title=describe_changes(changed), group=c.group,  # type: ignore[arg-type]
             changes=list(c.algorithm_changes), overrides=changed, config=c.config.model_dump(mode="json"),
@@ -202,14 +202,6 @@ def _estimate(config_json: str, device: Device) -> MemoryEstimatePublic:
                                 overhead_mb=mb(est.overhead), update_phase=est.update_phase, models=models,
                                 stages=stages)
 
-
-def _get(data: dict[str, Any], dotted: str) -> Any:
-    cur: Any = data
-    for part in dotted.split("."):
-        if not isinstance(cur, dict) or part not in cur:
-            return None
-        cur = cur[part]
-    return cur
 
 
 def describe_changes(changed: dict[str, Any]) -> str:

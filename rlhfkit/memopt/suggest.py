@@ -165,7 +165,7 @@ def suggest_groups(config: Any, budget_gb: float, device: str | None = None, *, 
     groups: dict[str, list[Candidate]] = {"same_math": [], "changes_algorithm": []}
     base = config.model_dump(mode="json")
     for c in ranked:
-        changed = {k: v for k, v in c.overrides.items() if _dotted(base, k) != v}
+        changed = {k: v for k, v in c.overrides.items() if dotted_get(base, k) != v}
         if not changed:
             continue  # the current config: row 0
         c.algorithm_changes = algorithm_changes(config, changed)
@@ -182,7 +182,8 @@ def suggest_groups(config: Any, budget_gb: float, device: str | None = None, *, 
     return Suggestions(current, groups["same_math"], groups["changes_algorithm"], notes, budget_gb, headroom)
 
 
-def _dotted(data: dict[str, Any], key: str) -> Any:
+def dotted_get(data: dict[str, Any], key: str) -> Any:
+    """``data['a']['b']`` for ``key='a.b'``; None where a part is missing."""
     cur: Any = data
     for part in key.split("."):
         if not isinstance(cur, dict) or part not in cur:
@@ -329,7 +330,7 @@ def format_suggestions(sg: Suggestions, measured: dict[str, float] | None = None
             lines.append("   (none fits)")
         for c in rows:
             changed = ", ".join(f"{k}={v}" for k, v in c.overrides.items()
-                                if _dotted(cur.config.model_dump(mode="json"), k) != v)
+                                if dotted_get(cur.config.model_dump(mode="json"), k) != v)
             lines.append(f"{i:>2} {'fits' if c.fits else 'OVER'} {c.peak_mb:>7.0f} MiB "
                          f"({(c.peak_bytes / cur.peak_bytes - 1) * 100:+.0f}%) {c.tokens_per_sec:>7.0f} tok/s "
                          f"(x{c.tokens_per_sec / cur.tokens_per_sec:.2f})  {changed}")
