@@ -34,16 +34,21 @@ class ExportUnavailable(RuntimeError):
     """The format needs a package this server does not have (pyarrow for Parquet)."""
 
 
+NOT_EXPORTED = ("eval/", "system/")  # key prefixes metrics.csv does not hold
+
+
 def metrics_table(db: Database, run_id: str) -> tuple[list[str], list[list[float | None]]]:
-    """``(columns, rows)``: ``step`` and the sorted training metric keys; rows in step order."""
+    """``(columns, rows)``: ``step`` and the sorted training metric keys; rows in step order. Left out,
+    as in the run folder's metrics.csv: evaluations (``eval/*``) and the system sampler's series
+    (``system/*``, sampled on its own clock, several per step)."""
     ch = metric_chunks.c
     table: dict[int, dict[str, float]] = {}
     with db.session() as s:
-        series = s.execute(select(MetricSeries.id, MetricSeries.key).where(MetricSeries.run_id == run_id)).all()
-        keys = sorted(k for _, k in series if not k.startswith("eval/"))
+        series = [(sid, key) for sid, key in s.execute(select(MetricSeries.id, MetricSeries.key)
+                                                       .where(MetricSeries.run_id == run_id)).all()
+                  if not key.startswith(NOT_EXPORTED)]
+        keys = sorted(k for _, k in series)
         for sid, key in series:
-            if key.startswith("eval/"):
-                continue
             steps, vals = unpack(s.execute(select(ch.steps, ch.vals).where(ch.series_id == sid)
                                            .order_by(ch.first_step)).tuples())
             for step, val in zip(steps.tolist(), vals.tolist(), strict=True):
