@@ -429,6 +429,23 @@ def test_launch_from_a_suggestion_names_its_source_and_marks_the_changed_fields(
     assert start["y"] + start["height"] <= page.viewport_size["height"], start
     shoot(page, "12-new-run-from-suggestion")
 
+    # started, the run records its origin and its page sets the prediction against the measurement
+    page.get_by_role("button", name="Start run").click()
+    page.wait_for_url(re.compile(r"/runs/[^/?]+$"))
+    launched_id = page.url.rstrip("/").split("/")[-1]
+    try:
+        panel = page.get_by_test_id("origin-check")
+        panel.wait_for(timeout=15_000)
+        assert f"From suggestion {n} of run" in panel.inner_text()
+        stored = api.call("GET", f"/api/runs/{launched_id}")["origin"]
+        assert stored["run_id"] == run["id"] and stored["index"] == n
+        assert stored["predicted_tokens_per_sec"] == chosen["predicted_tokens_per_sec"]
+        peak_row = panel.locator("tr", has_text="Peak memory").inner_text()
+        assert f"{round(chosen['predicted_peak_mb']):,} MiB" in peak_row, peak_row
+        assert {"predicted", "measured", "error"} <= set(panel.locator("thead").inner_text().lower().split())
+    finally:  # the launched run is a full smoke run: do not let it load the other tests
+        api.call("POST", f"/api/runs/{launched_id}/cancel", {})
+
 
 def _field_error(page: Any, key: str) -> str:
     field = page.locator(f"[data-field='{key}']")
