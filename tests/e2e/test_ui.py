@@ -225,6 +225,19 @@ def test_compare_two_runs_from_the_runs_table(page: Any, api: Any, shoot: Any) -
     for key in ("seed", "ppo.kl_coef", "name"):
         assert diff.locator("tr.differs", has_text=key).count() >= 1
     page.wait_for_function("() => Number(document.querySelector('figure.chart').dataset.points) >= 3")
+    # titled and labelled as on the run page: contract units, readable titles, not raw metric keys
+    contract = api.call("GET", "/api/metrics/contract")["metrics"]
+    titles = [t.strip() for t in page.locator("figure.chart .chart-title").all_inner_texts()]
+    assert "KL to reference (k1)" in titles and "Throughput" in titles, titles
+    assert not {"kl/k1", "perf/tokens_per_sec", "reward/mean"} & set(titles), titles
+    tps = page.locator("figure.chart", has=page.locator(".chart-title", has_text=re.compile("^Throughput$")))
+    assert tps.locator(".unit").inner_text() == f"[{contract['perf/tokens_per_sec']['unit']}]"
+    captions = page.locator("figure.chart figcaption").all_inner_texts()
+    assert not any("[1]" in c for c in captions), captions  # unitless metrics show no unit
+    assert page.locator("figure.chart .info svg").count() == len(titles)  # the help mark is drawn, not a glyph
+    assert page.get_by_text("Drag on a chart to zoom into steps; double-click to reset.").is_visible()
+    page.get_by_label("Log scale (y)").check()
+    page.wait_for_function("() => Number(document.querySelector('figure.chart').dataset.points) >= 3")
     shoot(page, "10-compare")
 
 
