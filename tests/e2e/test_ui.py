@@ -456,6 +456,7 @@ def test_launch_from_a_suggestion_names_its_source_and_marks_the_changed_fields(
         peak_row = panel.locator("tr", has_text="Peak memory").inner_text()
         assert f"{round(chosen['predicted_peak_mb']):,} MiB" in peak_row, peak_row
         assert {"predicted", "measured", "error"} <= set(panel.locator("thead").inner_text().lower().split())
+        shoot(page, "12b-run-from-suggestion")
     finally:  # the launched run is a full smoke run: do not let it load the other tests
         api.call("POST", f"/api/runs/{launched_id}/cancel", {})
 
