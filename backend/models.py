@@ -87,6 +87,7 @@ class Run(Base):
     task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     parent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the run this one re-runs
+    origin: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)  # the suggestion it came from
 
 
 class EventRow(Base):

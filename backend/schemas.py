@@ -36,6 +36,18 @@ class _Request(BaseModel):
 
 # ----------------------------------------------------------------------------- runs
 
+class RunOrigin(_Request):
+    """The config suggestion a run was launched from, with what was predicted for it, so its run page can
+    set the prediction against what the run measured (memory as growth above the process baseline)."""
+
+    run_id: Str100 = Field(min_length=1, description="The run whose Suggestions tab proposed this config")
+    index: int = Field(ge=0, le=1000, description="The suggestion's number in that table (1-based; 0: the current config)")
+    group: Literal["same_math", "changes_algorithm"] | None = Field(default=None, description="The suggestion's group")
+    predicted_peak_mb: float | None = Field(default=None, ge=0, le=1e9,
+                                            description="Predicted peak, MiB above the process baseline")
+    predicted_tokens_per_sec: float | None = Field(default=None, ge=0, le=1e12, description="Predicted tokens/s")
+
+
 class RunCreate(_Request):
     """Start a run from a preset and/or a config, plus dotted-key overrides."""
 
@@ -46,6 +58,7 @@ class RunCreate(_Request):
     tags: Tags | None = Field(default=None, description="Tags (default: config.tags)")
     queue: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$",
                               description="Celery queue to route to (e.g. a GPU type); default: the server's queue")
+    origin: RunOrigin | None = Field(default=None, description="The config suggestion this run was launched from")
 
 
 class RunRerun(_Request):
@@ -90,6 +103,7 @@ class RunPublic(BaseModel):
     summary: dict[str, Any] | None = None
     queue: str | None = None
     parent_id: str | None = None
+    origin: RunOrigin | None = Field(default=None, description="The config suggestion this run was launched from")
     cancel_requested: bool = False
 
     @model_validator(mode="after")
@@ -215,6 +229,19 @@ class ArtifactPublic(BaseModel):
 
 MEMORY_FOOTING = ("growth above the process baseline: the peak less the process's memory before the models were "
                   "built (CPU: resident set size; CUDA: memory_allocated), MiB")
+
+
+class OriginCheckPublic(BaseModel):
+    """A run launched from a config suggestion: what was predicted for it against what it measured."""
+
+    run_id: str
+    origin: RunOrigin
+    measured_peak_mb: float | None = Field(description="Measured peak, MiB above the process baseline (the "
+                                           "prediction's footing); null until the run has measured it")
+    measured_tokens_per_sec: float | None = Field(description="The run's tokens/s (its last step's perf/tokens_per_sec)")
+    measured_note: str = Field(description="How the measured figures were taken, or why one is missing")
+    peak_error_pct: float | None = Field(description="(predicted − measured) / measured × 100; null if either is missing")
+    tokens_per_sec_error_pct: float | None = Field(description="(predicted − measured) / measured × 100")
 
 
 class SuggestionCurrent(BaseModel):

@@ -6,8 +6,12 @@
 2. ``suggest_config(default, budget_gb=2)``: the top candidates' real throughput (tokens/s over a
    few steps after the first, median of round-robin repeats), to check that the one ranked first
    is the fastest that was tried.
+3. Closing the loop, as the Suggestions tab and a run launched from it do: the top *same-math*
+   suggestion for the smoke preset on CPU (4 GiB budget), its predicted tokens/s and peak (growth
+   above the process baseline) against what a run of it measures; the error in percent of the
+   measurement (targets: 15% for tokens/s, 10% for memory).
 
-Usage: ``python benchmarks/bench_memopt.py [--quick] [--top 3] [--steps 4] [--repeats 3]``.
+Usage: ``python benchmarks/bench_memopt.py [--quick] [--only loop] [--top 3] [--steps 4] [--repeats 3]``.
 """
 
 from __future__ import annotations
@@ -105,16 +109,53 @@ def ranking(top: int, steps: int, repeats: int) -> list[dict]:
     return rows
 
 
+def closing_the_loop(steps: int, repeats: int, budget_gb: float = 4.0) -> dict[str, Any]:
+    from rlhfkit.config import load_config
+    from rlhfkit.memopt import measure
+    from rlhfkit.memopt.suggest import suggest_groups
+
+    cfg = load_config("smoke", {"train.device": "cpu"})
+    groups = suggest_groups(cfg, budget_gb, "cpu", top_per_group=1)
+    if not groups.same_math:
+        print("\nno same-math suggestion for the smoke preset: nothing to close the loop on")
+        return {}
+    top = groups.same_math[0]
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"  # RSS follows live bytes, as in the calibration
+    runs = [measure(top.config, steps=steps) for _ in range(repeats)]
+    del os.environ["MALLOC_MMAP_THRESHOLD_"]
+    tps = statistics.median(m.tokens_per_sec or 0.0 for m in runs)
+    mem = max(m.growth_mb for m in runs)
+    tps_err = 100 * (top.tokens_per_sec - tps) / tps if tps else float("nan")
+    mem_err = 100 * (top.peak_mb - mem) / mem if mem else float("nan")
+    base = cfg.model_dump(mode="json")
+    changes = ", ".join(f"{k}={v}" for k, v in top.overrides.items() if base[k.split(".")[0]].get(k.split(".")[1]) != v)
+    print(f"\nclosing the loop: top same-math suggestion for smoke on CPU ({budget_gb:g} GiB): {changes or '-'}")
+    print(f"{'':<26}{'predicted':>10}{'measured':>10}{'error':>9}{'target':>8}   ({repeats} x {steps} steps)")
+    print(f"{'tokens/s':<26}{top.tokens_per_sec:>10.0f}{tps:>10.0f}{tps_err:>+8.1f}%{'15%':>8}")
+    print(f"{'peak MiB (growth)':<26}{top.peak_mb:>10.0f}{mem:>10.0f}{mem_err:>+8.1f}%{'10%':>8}", flush=True)
+    return {"overrides": top.overrides, "pred_tokens_per_sec": top.tokens_per_sec, "meas_tokens_per_sec": tps,
+            "tokens_per_sec_error_pct": round(tps_err, 1), "pred_mb": top.peak_mb, "meas_mb": mem,
+            "memory_error_pct": round(mem_err, 1), "steps": steps, "repeats": repeats}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="three shapes, two candidates")
     ap.add_argument("--top", type=int, default=3)
     ap.add_argument("--steps", type=int, default=4, help="PPO steps per measurement (the first is not timed)")
     ap.add_argument("--repeats", type=int, default=3, help="measurements per candidate, round-robin")
+    ap.add_argument("--only", choices=["calibration", "ranking", "loop"], default=None,
+                    help="run one section (default: all three)")
     ap.add_argument("--out", default="profiles/bench_memopt.json")
     args = ap.parse_args()
-    result = {"calibration": calibration(3 if args.quick else len(SHAPES)),
-              "ranking": ranking(2 if args.quick else args.top, args.steps, 1 if args.quick else args.repeats)}
+    repeats = 1 if args.quick else args.repeats
+    result: dict[str, Any] = {}
+    if args.only in (None, "calibration"):
+        result["calibration"] = calibration(3 if args.quick else len(SHAPES))
+    if args.only in (None, "ranking"):
+        result["ranking"] = ranking(2 if args.quick else args.top, args.steps, repeats)
+    if args.only in (None, "loop"):
+        result["closing_the_loop"] = closing_the_loop(args.steps, repeats)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, default=str))
     print(f"\nwrote {args.out}")

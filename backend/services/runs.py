@@ -85,16 +85,16 @@ def create_run(*, db: Database, executor: Executor, hub: StatusPublisher, body: 
                default_queue: str, parent_id: str | None = None) -> Run:
     cfg = build_config(preset=body.preset, config=body.config, overrides=body.overrides, name=body.name, tags=body.tags)
     return _insert_native(db=db, executor=executor, hub=hub, cfg=cfg, queue=body.queue or default_queue,
-                          parent_id=parent_id)
+                          parent_id=parent_id, origin=body.origin.model_dump() if body.origin else None)
 
 
 def _insert_native(*, db: Database, executor: Executor, hub: StatusPublisher, cfg: RunConfig, queue: str,
-                   parent_id: str | None) -> Run:
+                   parent_id: str | None, origin: dict[str, Any] | None = None) -> Run:
     run_id = new_run_id()
     run = Run(id=run_id, name=cfg.name, status="queued", source="native", config=cfg.model_dump(mode="json"),
               seed=cfg.seed, tags=list(cfg.tags), total_steps=total_steps(cfg), queue=queue, task_id=run_id,
               versions={}, latest={}, last_seq=-1, cancel_requested=False, parent_id=parent_id,
-              created_at=datetime.now(timezone.utc))
+              origin=origin, created_at=datetime.now(timezone.utc))
     with db.session() as session:
         session.add(run)
         session.commit()

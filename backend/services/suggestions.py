@@ -26,6 +26,8 @@ from backend.schemas import (
     MEMORY_FOOTING,
     MemoryEstimatePublic,
     ModelMemory,
+    OriginCheckPublic,
+    RunOrigin,
     StageMemory,
     SuggestionCandidate,
     SuggestionCurrent,
@@ -106,6 +108,24 @@ def suggest_for_run(*, db: Database, run: Run, budget_gb: float | None = None, d
                                          "measured_note": how}, deep=True)
     return SuggestionsPublic(run_id=run.id, budget_gb=budget, device=dev, headroom=HEADROOM, notes=list(notes),
                              current=current, candidates=[c.model_copy(deep=True) for c in candidates])
+
+
+def error_pct(predicted: float | None, measured_value: float | None) -> float | None:
+    """Signed prediction error in percent of the measurement (positive: the prediction was too high)."""
+    if predicted is None or measured_value is None or measured_value <= 0:
+        return None
+    return round((predicted - measured_value) / measured_value * 100, 1)
+
+
+def origin_check(*, db: Database, run: Run) -> OriginCheckPublic | None:
+    """Predicted vs measured for a run launched from a suggestion; None if it was not."""
+    if not run.origin:
+        return None
+    origin = RunOrigin.model_validate(run.origin)
+    peak, tps, how = measured(db=db, run=run, device=run_device(db=db, run=run))
+    return OriginCheckPublic(run_id=run.id, origin=origin, measured_peak_mb=peak, measured_tokens_per_sec=tps,
+                             measured_note=how, peak_error_pct=error_pct(origin.predicted_peak_mb, peak),
+                             tokens_per_sec_error_pct=error_pct(origin.predicted_tokens_per_sec, tps))
 
 
 def measured(*, db: Database, run: Run, device: Device) -> tuple[float | None, float | None, str]:

@@ -225,6 +225,19 @@ def test_compare_two_runs_from_the_runs_table(page: Any, api: Any, shoot: Any) -
     for key in ("seed", "ppo.kl_coef", "name"):
         assert diff.locator("tr.differs", has_text=key).count() >= 1
     page.wait_for_function("() => Number(document.querySelector('figure.chart').dataset.points) >= 3")
+    # titled and labelled as on the run page: contract units, readable titles, not raw metric keys
+    contract = api.call("GET", "/api/metrics/contract")["metrics"]
+    titles = [t.strip() for t in page.locator("figure.chart .chart-title").all_inner_texts()]
+    assert "KL to reference (k1)" in titles and "Throughput" in titles, titles
+    assert not {"kl/k1", "perf/tokens_per_sec", "reward/mean"} & set(titles), titles
+    tps = page.locator("figure.chart", has=page.locator(".chart-title", has_text=re.compile("^Throughput$")))
+    assert tps.locator(".unit").inner_text() == f"[{contract['perf/tokens_per_sec']['unit']}]"
+    captions = page.locator("figure.chart figcaption").all_inner_texts()
+    assert not any("[1]" in c for c in captions), captions  # unitless metrics show no unit
+    assert page.locator("figure.chart .info svg").count() == len(titles)  # the help mark is drawn, not a glyph
+    assert page.get_by_text("Drag on a chart to zoom into steps; double-click to reset.").is_visible()
+    page.get_by_label("Log scale (y)").check()
+    page.wait_for_function("() => Number(document.querySelector('figure.chart').dataset.points) >= 3")
     shoot(page, "10-compare")
 
 
@@ -428,6 +441,24 @@ def test_launch_from_a_suggestion_names_its_source_and_marks_the_changed_fields(
     start = page.get_by_role("button", name="Start run").bounding_box()
     assert start["y"] + start["height"] <= page.viewport_size["height"], start
     shoot(page, "12-new-run-from-suggestion")
+
+    # started, the run records its origin and its page sets the prediction against the measurement
+    page.get_by_role("button", name="Start run").click()
+    page.wait_for_url(re.compile(r"/runs/[^/?]+$"))
+    launched_id = page.url.rstrip("/").split("/")[-1]
+    try:
+        panel = page.get_by_test_id("origin-check")
+        panel.wait_for(timeout=15_000)
+        assert f"From suggestion {n} of run" in panel.inner_text()
+        stored = api.call("GET", f"/api/runs/{launched_id}")["origin"]
+        assert stored["run_id"] == run["id"] and stored["index"] == n
+        assert stored["predicted_tokens_per_sec"] == chosen["predicted_tokens_per_sec"]
+        peak_row = panel.locator("tr", has_text="Peak memory").inner_text()
+        assert f"{round(chosen['predicted_peak_mb']):,} MiB" in peak_row, peak_row
+        assert {"predicted", "measured", "error"} <= set(panel.locator("thead").inner_text().lower().split())
+        shoot(page, "12b-run-from-suggestion")
+    finally:  # the launched run is a full smoke run: do not let it load the other tests
+        api.call("POST", f"/api/runs/{launched_id}/cancel", {})
 
 
 def _field_error(page: Any, key: str) -> str:

@@ -22,6 +22,7 @@ from backend.schemas import (
     MemoryEstimatePublic,
     MemoryPublic,
     MetricsPublic,
+    OriginCheckPublic,
     ProfilePublic,
     RunCreate,
     RunPublic,
@@ -214,6 +215,16 @@ def get_suggestions(
 ) -> SuggestionsPublic:
     # a sync route: FastAPI runs it in its threadpool, so the 1-4 s search does not block the event loop
     return suggestion_service.suggest_for_run(db=db, run=run, budget_gb=budget_gb, device=device, top=top)
+
+
+@router.get("/{run_id}/origin", response_model=OriginCheckPublic,
+            summary="For a run launched from a config suggestion: predicted vs measured peak memory and tokens/s",
+            responses={404: {"description": "The run was not launched from a suggestion"}})
+def get_origin(run: RunDep, db: DbDep) -> OriginCheckPublic:
+    check = suggestion_service.origin_check(db=db, run=run)
+    if check is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run.id} was not launched from a config suggestion")
+    return check
 
 
 @router.get("/{run_id}/artifacts", response_model=list[ArtifactPublic],

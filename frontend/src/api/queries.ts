@@ -149,6 +149,17 @@ export function useSuggestions(id: string, query: SuggestionsQuery) {
   });
 }
 
+/** Predicted vs measured for a run launched from a config suggestion; only asked for when the run has an origin.
+ * Refetched with the run's status, since the measured figures arrive as it finishes. */
+export function useOriginCheck(id: string, enabled: boolean, status: string) {
+  return useQuery({
+    queryKey: [...keys.run(id), "origin", status],
+    queryFn: ({ signal }) => unwrap(api.GET("/api/runs/{run_id}/origin", { params: { path: { run_id: id } }, signal })),
+    enabled,
+    retry: retryUnless4xx,
+  });
+}
+
 export function useCompare(ids: readonly string[], metricKeys: readonly string[]) {
   return useQuery({
     queryKey: ["compare", ids.join(","), metricKeys.join(",")],

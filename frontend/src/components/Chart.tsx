@@ -53,7 +53,8 @@ const STEP_INCRS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 250
   100_000, 200_000, 250_000, 500_000, 1_000_000, 2_000_000, 5_000_000, 10_000_000];
 
 function ChartImpl(props: ChartProps) {
-  const { title, unit, data, series, bands, logY, syncKey, height = 220, xLabel = "step" } = props;
+  const { title, data, series, bands, logY, syncKey, height = 220, xLabel = "step" } = props;
+  const unit = shownUnit(props.unit);
   const [theme] = useTheme();
   const host = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
@@ -79,7 +80,7 @@ function ChartImpl(props: ChartProps) {
       axes: [
         { stroke: axis, grid: { stroke: grid }, ticks: { stroke: grid }, label: xLabel, labelSize: 18,
           incrs: STEP_INCRS, values: (_u, splits, _a, _s, incr) => splits.map((v) => fmtAxis(v, incr)) },
-        { stroke: axis, grid: { stroke: grid }, ticks: { stroke: grid }, label: unit, labelSize: 18, size: 60,
+        { stroke: axis, grid: { stroke: grid }, ticks: { stroke: grid }, label: unit || undefined, labelSize: unit ? 18 : 0, size: 60,
           values: (_u, splits, _a, _s, incr) => splits.map((v) => fmtAxis(v, incr)) },
       ],
       series: [
@@ -170,10 +171,10 @@ function ChartImpl(props: ChartProps) {
 
   const points = data[0]?.length ?? 0;
   return (
-    <figure className="chart" aria-label={`${title} (${unit}) chart, ${points} points`} data-points={points}>
+    <figure className="chart" aria-label={`${title}${unit ? ` (${unit})` : ""} chart, ${points} points`} data-points={points}>
       <figcaption>
-        <span className="chart-title">{title}</span> <span className="unit">[{unit}]</span>
-        {props.description ? <span className="info" title={props.description} aria-label={props.description} tabIndex={0}> ⓘ</span> : null}
+        <span className="chart-title">{title}</span>{unit ? <> <span className="unit">[{unit}]</span></> : null}
+        {props.description ? <> <InfoIcon text={props.description} /></> : null}
       </figcaption>
       {points === 0 ? <div className="chart-empty">No points yet</div> : null}
       <div ref={host} className="chart-host" />
@@ -182,6 +183,24 @@ function ChartImpl(props: ChartProps) {
 }
 
 export const Chart = memo(ChartImpl);
+
+/** The unit as a chart shows it: none for dimensionless metrics (the contract's "1"), never "[1]". */
+export function shownUnit(unit: string | null | undefined): string {
+  return !unit || unit === "1" ? "" : unit;
+}
+
+/** The hover help mark, drawn as inline SVG: a font without the ⓘ glyph would show an empty box. */
+export function InfoIcon({ text }: { text: string }) {
+  return (
+    <span className="info" title={text} aria-label={text} role="img" tabIndex={0}>
+      <svg width="13" height="13" viewBox="0 0 16 16" aria-hidden="true" focusable="false">
+        <circle cx="8" cy="8" r="7" fill="none" stroke="currentColor" strokeWidth="1.5" />
+        <rect x="7.25" y="7" width="1.5" height="5" rx="0.5" fill="currentColor" />
+        <circle cx="8" cy="4.6" r="1" fill="currentColor" />
+      </svg>
+    </span>
+  );
+}
 
 /** A categorical palette that reads on both themes. */
 export const PALETTE = ["#4e9cff", "#ff8c42", "#3ecf8e", "#e05dd6", "#f2c94c", "#56ccf2", "#eb5757", "#9b8afb"];

@@ -1,7 +1,7 @@
 /** Interactive flame graph on a canvas: click a frame to zoom into it, Escape or "Reset zoom" to go
  * back, search highlights matching frames and reports their share, hover shows time and share. */
 import { useEffect, useMemo, useRef, useState } from "react";
-import { colorFor, hitTest, layout, maxDepth, search, type FlameNode, type FlameRect } from "../lib/flame";
+import { colorFor, fmtFrameValue, hitTest, layout, maxDepth, search, type FlameNode, type FlameRect } from "../lib/flame";
 import { cssVar, useTheme } from "../hooks/useTheme";
 import { fmtNum } from "../lib/format";
 
@@ -107,7 +107,7 @@ export function FlameGraph({ root, unit, title }: FlameGraphProps) {
         ) : null}
         <button type="button" onClick={() => setFocus(root)} disabled={focus === root}>Reset zoom</button>
         <span className="muted">
-          Focus: <strong>{focus.name}</strong> ({fmtNum(focus.value)} {unit}, {fmtNum(share(focus), 3)} %)
+          Focus: <strong>{focus.name}</strong> ({fmtFrameValue(focus.value, unit)}, {fmtNum(share(focus), 3)} %)
         </span>
       </div>
       <canvas
@@ -125,7 +125,7 @@ export function FlameGraph({ root, unit, title }: FlameGraphProps) {
       {hover ? (
         <div className="flame-tip" style={{ left: Math.min(hover.x + 12, width - 260), top: hover.y + 16 }} role="tooltip">
           <strong>{hover.rect.node.name}</strong>
-          <div>{fmtNum(hover.rect.node.value)} {unit} total, {fmtNum(hover.rect.node.self)} {unit} self</div>
+          <div>{fmtFrameValue(hover.rect.node.value, unit)} total, {fmtFrameValue(hover.rect.node.self, unit)} self</div>
           <div>{fmtNum(share(hover.rect.node), 3)} % of all{hover.rect.node.parent ? `, ${fmtNum((100 * hover.rect.node.value) / (hover.rect.node.parent.value || 1), 3)} % of ${hover.rect.node.parent.name}` : ""}</div>
         </div>
       ) : null}

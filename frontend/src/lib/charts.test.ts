@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { M } from "../api/client";
-import { algorithmLabel, chartKeys, chartsFor, runTraits, STABILITY_CHARTS } from "./charts";
+import { algorithmLabel, chartKeys, chartsFor, metricTitle, runTraits, STABILITY_CHARTS } from "./charts";
 
 const ppo = { algorithm: "ppo", ppo: {}, generation: { samples_per_prompt: 1 } };
 const grpo = { algorithm: "grpo", ppo: {}, generation: { samples_per_prompt: 4 } };
@@ -46,5 +46,17 @@ describe("algorithmLabel", () => {
     expect(algorithmLabel({ ...grpo, algorithm: "dr_grpo" })).toBe("Dr. GRPO (G = 4)");
     expect(algorithmLabel(ppo)).toBe("PPO");
     expect(algorithmLabel({ name: "trl" })).toBe("—");
+  });
+});
+
+describe("metricTitle", () => {
+  it("names a metric as the run page's charts do", () => {
+    expect(metricTitle(M.KL_K1)).toBe("KL to reference (k1)");
+    expect(metricTitle(M.TOKENS_PER_SEC)).toBe("Throughput");
+    expect(metricTitle(M.REWARD_MEAN)).toBe("Reward (mean)"); // no band on Compare
+  });
+  it("falls back to the contract description, then the key", () => {
+    expect(metricTitle("x/unknown", "tokens clipped at the cap. More text")).toBe("Tokens clipped at the cap");
+    expect(metricTitle("x/unknown")).toBe("x/unknown");
   });
 });

@@ -111,3 +111,16 @@ export const COMPARE_KEYS: MetricName[] = [
   M.EVAL_REWARD, M.REWARD_MEAN, M.KL_K1, M.ENTROPY, M.POLICY_LOSS, M.VALUE_LOSS, M.POLICY_CLIPFRAC,
   M.GRAD_NORM, M.RESPONSE_LEN, M.TOKENS_PER_SEC,
 ];
+
+/** A metric's title as the run page's charts name it ("KL to reference (k1)"); a metric no run chart
+ * draws falls back to its contract description (up to the first period or parenthesis), then its key. */
+export function metricTitle(key: string, description?: string, charts: ChartDef[] = STABILITY_CHARTS): string {
+  const def = charts.find((c) => c.lines.some((l) => l.key === key));
+  if (def) {
+    const line = def.lines.find((l) => l.key === key)!;
+    const title = def.band ? def.title.replace(", min–max band", "") : def.title; // a band is drawn on the run page only
+    return def.lines.length > 1 && line.label ? `${title} (${line.label})` : title;
+  }
+  const short = description?.split(/[.(;]/)[0]?.trim();
+  return short ? short[0]!.toUpperCase() + short.slice(1) : key;
+}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { fromCollapsed, fromSpeedscope, fromTimings, hitTest, layout, search } from "./flame";
+import { fmtFrameValue, fromCollapsed, fromSpeedscope, fromTimings, hitTest, layout, search } from "./flame";
 
 describe("flame trees", () => {
   it("merges collapsed stacks with shared prefixes", () => {
@@ -86,5 +86,17 @@ describe("layout, hit test and search", () => {
     expect([...r.matches].map((n) => n.name)).toEqual(["a"]);
     expect(r.value).toBe(4);
     expect(search(root, "").matches.size).toBe(0);
+  });
+});
+
+describe("fmtFrameValue", () => {
+  it("writes profile times in seconds, not raw microseconds", () => {
+    expect(fmtFrameValue(6.68e6, "microseconds")).toBe("6.68 s");
+    expect(fmtFrameValue(2500, "ms")).toBe("2.5 s");
+    expect(fmtFrameValue(0.004, "seconds")).toBe("4 ms");
+  });
+  it("keeps other units as they are", () => {
+    expect(fmtFrameValue(12, "samples")).toBe("12 samples");
+    expect(fmtFrameValue(12, "none")).toBe("12");
   });
 });

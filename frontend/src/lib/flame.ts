@@ -1,5 +1,6 @@
 /** Flame-graph data: build a call tree from a speedscope file, collapsed stacks or stage timings,
  * lay it out in [0, 1] units, and search it. The canvas component only draws what this computes. */
+import { fmtNum, fmtSeconds } from "./format";
 
 export interface FlameNode {
   name: string;
@@ -75,6 +76,20 @@ export function isSpeedscope(x: unknown): x is SpeedscopeFile {
 }
 
 /** Merge every profile of a speedscope file into one tree (identical stacks aggregate). */
+/** Seconds per one of a profile's time units (speedscope's names and the short forms); none for counts. */
+const SECONDS_PER: Record<string, number> = {
+  nanoseconds: 1e-9, ns: 1e-9, microseconds: 1e-6, us: 1e-6, "µs": 1e-6, milliseconds: 1e-3, ms: 1e-3,
+  seconds: 1, s: 1,
+};
+
+/** A frame's value as a reader wants it: times in a readable unit ("6.68 s", not "6.68e+6
+ * microseconds"); other units (samples, bytes) as the number and the unit. */
+export function fmtFrameValue(value: number, unit: string): string {
+  const per = SECONDS_PER[unit];
+  if (per === undefined) return `${fmtNum(value)}${unit && unit !== "none" ? ` ${unit}` : ""}`;
+  return fmtSeconds(value * per);
+}
+
 export function fromSpeedscope(file: SpeedscopeFile): { root: FlameNode; unit: string } {
   const root = node(file.name ?? "profile");
   const frames = file.shared.frames;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { changesFrom, fmtMiB, fmtValue, parseBudget } from "./suggestions";
+import { changesFrom, fmtError, fmtMiB, fmtValue, originOf, parseBudget } from "./suggestions";
 
 describe("changesFrom", () => {
   it("pairs each override with the run's current value", () => {
@@ -55,5 +55,21 @@ describe("deltas against row 0", () => {
     expect(fmtPct(410)).toBe("+410%");
     expect(fmtPct(0.3)).toBe("±0%");
     expect(fmtPct(Number.NaN)).toBe("—");
+  });
+});
+
+describe("origin of a launched suggestion", () => {
+  it("carries the source run, the number and the predictions the table showed", () => {
+    const o = originOf({ runId: "r1", runName: "n", index: 2, changes: [], group: "same_math",
+                         predictedPeakMb: 212.5, predictedTokensPerSec: 640 });
+    expect(o).toEqual({ run_id: "r1", index: 2, group: "same_math", predicted_peak_mb: 212.5,
+                        predicted_tokens_per_sec: 640 });
+    expect(originOf({ runId: "r1", runName: "n", index: 1, changes: [] }).predicted_peak_mb).toBeNull();
+  });
+  it("says which way a prediction erred", () => {
+    expect(fmtError(12.4)).toBe("+12% (predicted too high)");
+    expect(fmtError(-8)).toBe("−8% (predicted too low)");
+    expect(fmtError(0.2)).toBe("±0%");
+    expect(fmtError(null)).toBe("—");
   });
 });

@@ -58,4 +58,24 @@ export interface LaunchSource {
   runName: string;
   index: number; // the suggestion's number in the table (1-based; row 0 is the current config)
   changes: Change[];
+  group?: "same_math" | "changes_algorithm";
+  predictedPeakMb?: number; // MiB above the process baseline, as the table shows it
+  predictedTokensPerSec?: number;
+}
+
+/** What a run launched from a suggestion stores as its origin (POST /api/runs ``origin``). */
+export function originOf(source: LaunchSource) {
+  return {
+    run_id: source.runId,
+    index: source.index,
+    group: source.group ?? null,
+    predicted_peak_mb: source.predictedPeakMb ?? null,
+    predicted_tokens_per_sec: source.predictedTokensPerSec ?? null,
+  };
+}
+
+/** A prediction's signed error against the measurement: "+12% (predicted too high)", "−8% (too low)". */
+export function fmtError(pct: number | null | undefined): string {
+  if (pct === null || pct === undefined || !Number.isFinite(pct)) return "—";
+  return `${fmtPct(pct)}${Math.round(pct) === 0 ? "" : pct > 0 ? " (predicted too high)" : " (predicted too low)"}`;
 }

@@ -1,13 +1,15 @@
 /** Compare: the chosen runs' metrics overlaid (one colour per run, crosshair synced) and a config
- * diff. Pick runs here or from the Runs table; the selection lives in `?ids=`. */
-import { useMemo, useState } from "react";
+ * diff. Pick runs here or from the Runs table; the selection lives in `?ids=`. Charts are titled and
+ * labelled as on the run page (titles from its chart list, units from the metrics contract), with
+ * the same toolbar: EMA smoothing, log scale, drag to zoom into steps, double-click to reset. */
+import { useCallback, useMemo, useState } from "react";
 import { Link, useSearchParams } from "react-router-dom";
 import { useCompare, useContract, useRuns } from "../api/queries";
 import { Chart, PALETTE } from "../components/Chart";
 import { Empty, ErrorState, Loading, StatusBadge } from "../components/common";
-import { COMPARE_KEYS, SPARSE_KEYS } from "../lib/charts";
+import { COMPARE_KEYS, metricTitle, SPARSE_KEYS } from "../lib/charts";
 import { fmtNum } from "../lib/format";
-import { alignOnSteps, ema } from "../lib/series";
+import { alignOnSteps, ema, forLogScale } from "../lib/series";
 import { configDiff } from "../lib/yaml";
 
 export default function ComparePage() {
@@ -18,6 +20,11 @@ export default function ComparePage() {
   const recent = useRuns({ limit: 50, sort: "-created_at" });
   const [smoothing, setSmoothing] = useState(0);
   const [showAll, setShowAll] = useState(false);
+  const [logY, setLogY] = useState(false);
+  const [range, setRange] = useState<{ start?: number; end?: number }>({});
+  const onZoom = useCallback((start: number, end: number) => setRange({ start, end }), []);
+  const onReset = useCallback(() => setRange({}), []);
+  const zoomed = range.start !== undefined || range.end !== undefined;
 
   const setIds = (next: string[]) => setParams(next.length ? { ids: next.join(",") } : {}, { replace: true });
   const runs = cmp.data?.runs ?? [];
@@ -59,15 +66,21 @@ export default function ComparePage() {
               <label>Smoothing (EMA) <input type="range" min={0} max={0.99} step={0.01} value={smoothing}
                                             onChange={(e) => setSmoothing(Number(e.target.value))} /></label>
               <output>{smoothing.toFixed(2)}</output>
+              <label><input type="checkbox" checked={logY} onChange={(e) => setLogY(e.target.checked)} /> Log scale (y)</label>
+              {zoomed ? (
+                <button type="button" onClick={onReset}>Reset zoom (steps {range.start}–{range.end})</button>
+              ) : <span className="muted">Drag on a chart to zoom into steps; double-click to reset.</span>}
             </div>
             <div className="chart-grid">
               {COMPARE_KEYS.map((key) => {
-                const aligned = alignOnSteps(runs.map((r) => r.series[key] ?? { steps: [], values: [] }));
+                const aligned = alignOnSteps(runs.map((r) => inRange(r.series[key] ?? { steps: [], values: [] }, range)));
                 const [x, ...ys] = aligned;
+                const spec = contract.data?.metrics[key];
                 return (
-                  <Chart key={key} title={key} unit={contract.data?.metrics[key]?.unit ?? ""}
-                         description={contract.data?.metrics[key]?.description}
-                         data={[x, ...ys.map((y) => ema(y, smoothing))]} syncKey="compare"
+                  <Chart key={key} title={metricTitle(key, spec?.description)} unit={spec?.unit ?? ""}
+                         description={spec ? `${key}: ${spec.description}` : key}
+                         data={[x, ...ys.map((y) => (logY ? forLogScale(ema(y, smoothing)) : ema(y, smoothing)))]}
+                         syncKey="compare" logY={logY} onZoom={onZoom} onResetZoom={onReset}
                          series={runs.map((r, i) => ({ label: r.run.name, color: PALETTE[i % PALETTE.length]!,
                                                      points: SPARSE_KEYS.has(key) }))} />
                 );
@@ -96,4 +109,13 @@ export default function ComparePage() {
         )}
     </section>
   );
+}
+
+/** A series' points within the zoomed step range (all of them when not zoomed). */
+function inRange<T extends { steps: number[]; values: (number | null)[] }>(p: T, range: { start?: number; end?: number }): T {
+  if (range.start === undefined && range.end === undefined) return p;
+  const lo = range.start ?? -Infinity;
+  const hi = range.end ?? Infinity;
+  const keep = p.steps.map((s) => s >= lo && s <= hi);
+  return { ...p, steps: p.steps.filter((_, i) => keep[i]), values: p.values.filter((_, i) => keep[i]) };
 }

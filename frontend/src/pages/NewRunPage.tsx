@@ -12,7 +12,7 @@ import { useConfigSchema, useCreateRun, usePresets } from "../api/queries";
 import { ErrorState, Loading } from "../components/common";
 import { SchemaForm, type ConfigValue } from "../components/SchemaForm";
 import { buildForm, diffOverrides, errorsByField, getAt, validateForm } from "../lib/schemaForm";
-import { fmtValue, type LaunchSource } from "../lib/suggestions";
+import { fmtValue, type LaunchSource, originOf } from "../lib/suggestions";
 import { toYaml } from "../lib/yaml";
 
 export default function NewRunPage() {
@@ -63,7 +63,7 @@ export default function NewRunPage() {
     }
     setBlocked(false);
     // the form holds JSON values (SchemaForm builds them from the config's JSON Schema)
-    create.mutate({ config: value as components["schemas"]["JsonObject"] }, {
+    create.mutate({ config: value as components["schemas"]["JsonObject"], origin: source ? originOf(source) : null }, {
       onSuccess: (run) => navigate(`/runs/${run.id}`),
       onError: (err) => {
         const byField = err instanceof ApiError && err.problems.length ? errorsByField(err.problems) : { "": [err.message] };

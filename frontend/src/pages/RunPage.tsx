@@ -3,13 +3,14 @@
 import { lazy, Suspense, useEffect, useState } from "react";
 import { Link, useNavigate, useParams, useSearchParams } from "react-router-dom";
 import { downloadWithAuth, type RunPublic } from "../api/client";
-import { isActive, useArtifacts, useCancelRun, useRerun, useRun } from "../api/queries";
+import { isActive, useArtifacts, useCancelRun, useOriginCheck, useRerun, useRun } from "../api/queries";
 import { ErrorState, Loading, StatusBadge, Tabs } from "../components/common";
 import { RunDownloads } from "../components/RunDownloads";
 import { useLiveVersion, useRunLive } from "../hooks/useRunLive";
 import type { LiveStore } from "../lib/liveStore";
 import { algorithmLabel } from "../lib/charts";
-import { fmtBytes, fmtDuration, parseTime } from "../lib/format";
+import { fmtBytes, fmtDuration, fmtNum, parseTime } from "../lib/format";
+import { fmtError, fmtMiB } from "../lib/suggestions";
 import { toYaml } from "../lib/yaml";
 import { StabilityTab } from "./run/StabilityTab";
 import type { TabProps } from "./run/tabProps";
@@ -117,6 +118,7 @@ function RunHeader({ run, store }: { run: RunPublic; store: LiveStore }) {
         <div><dt>Git commit</dt><dd className="mono">{run.git_commit?.slice(0, 10) ?? "—"}</dd></div>
         {run.worker ? <div><dt>Worker</dt><dd>{run.worker}</dd></div> : null}
       </dl>
+      {run.origin ? <OriginPanel run={run} origin={run.origin} /> : null}
       {run.error ? <div className="state error" role="alert"><strong>Run failed:</strong> <pre>{run.error}</pre></div> : null}
       <div className="header-details">
         <details>
@@ -135,6 +137,40 @@ function RunHeader({ run, store }: { run: RunPublic; store: LiveStore }) {
         </details>
       </div>
     </header>
+  );
+}
+
+/** A run launched from a config suggestion: the suggestion it came from, and its predicted peak and
+ * tokens/s against what this run measured (memory as growth above the process baseline, the
+ * prediction's footing). */
+function OriginPanel({ run, origin }: { run: RunPublic; origin: NonNullable<RunPublic["origin"]> }) {
+  const check = useOriginCheck(run.id, true, run.status);
+  const c = check.data;
+  const rows: [string, string, string, string][] = [
+    ["Peak memory (MiB above the process baseline)", fmtMiB(origin.predicted_peak_mb), fmtMiB(c?.measured_peak_mb),
+     fmtError(c?.peak_error_pct)],
+    ["Throughput (tokens/s)", fmtNum(origin.predicted_tokens_per_sec ?? null), fmtNum(c?.measured_tokens_per_sec ?? null),
+     fmtError(c?.tokens_per_sec_error_pct)],
+  ];
+  const group = origin.group === "same_math" ? "same math" : origin.group === "changes_algorithm" ? "changes the algorithm" : null;
+  return (
+    <section className="origin-check" aria-labelledby="origin-h" data-testid="origin-check">
+      <h2 id="origin-h">
+        From suggestion {origin.index} of run <Link to={`/runs/${origin.run_id}`}>{origin.run_id}</Link>
+        {group ? <span className="muted"> ({group})</span> : null}
+      </h2>
+      <table className="origin-table">
+        <thead><tr><th scope="col"></th><th scope="col">Predicted</th><th scope="col">Measured</th><th scope="col">Error</th></tr></thead>
+        <tbody>
+          {rows.map(([what, p, m, e]) => (
+            <tr key={what}><th scope="row">{what}</th><td>{p}</td><td>{m}</td><td>{e}</td></tr>
+          ))}
+        </tbody>
+      </table>
+      <p className="muted small">
+        {check.isError ? "Could not load the measured figures." : c ? c.measured_note : "Loading the measured figures…"}
+      </p>
+    </section>
   );
 }
 

@@ -133,7 +133,7 @@ export function RunsPage() {
                   {header("created_at", "Created")}
                   {header("duration", "Duration")}
                   <th scope="col">Step</th>
-                  {header("reward", "Reward [reward]")}
+                  {header("reward", "Reward (mean)")}
                   {header("kl", "KL [nats]")}
                   <th scope="col"><span className="sr-only">Actions</span></th>
                 </tr>

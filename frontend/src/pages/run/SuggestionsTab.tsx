@@ -43,7 +43,10 @@ export default function SuggestionsTab({ run }: TabProps) {
     setQuery({ budget_gb: parsed.gb, ...dev });
   };
   const launch = (c: SuggestionCandidate, index: number) => {
-    const source: LaunchSource = { runId: run.id, runName: run.name, index, changes: changesFrom(run.config, c.overrides) };
+    const source: LaunchSource = {
+      runId: run.id, runName: run.name, index, changes: changesFrom(run.config, c.overrides), group: c.group,
+      predictedPeakMb: c.predicted_peak_mb, predictedTokensPerSec: c.predicted_tokens_per_sec,
+    };
     navigate("/new", { state: { config: c.config, base: run.config, source } });
   };
   const conflict = sugg.error instanceof ApiError && sugg.error.status === 409 ? sugg.error.message : null;

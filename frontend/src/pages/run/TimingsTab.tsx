@@ -48,7 +48,7 @@ export default function TimingsTab({ run, store, cursor }: TabProps) {
     // draw the tallest first so each band shows its own stage on top of the ones below
     const order = stages.map((_, i) => i).reverse();
     const series: ChartSeries[] = order.map((i) => ({
-      label: `≤ ${stages[i]}`, color: PALETTE[i % PALETTE.length]!, fill: `${PALETTE[i % PALETTE.length]}cc`, width: 1,
+      label: stages[i]!, color: PALETTE[i % PALETTE.length]!, fill: `${PALETTE[i % PALETTE.length]}cc`, width: 1,
     }));
     return { data: [steps, ...order.map((i) => cum[i]!)] as [number[], ...number[][]], series };
   }, [rows, stages]);
