@@ -40,8 +40,10 @@ def test_grpo_run_shows_its_own_charts_and_overlays_a_ppo_run(page: Any, api: An
 
     page.goto(f"/runs/{grpo['id']}")
     assert page.get_by_test_id("run-algorithm").inner_text() == "GRPO (G = 2)"
+    # every chart drawn from the 3 training steps; the held-out reward has the start and end evaluations
     page.wait_for_function("() => document.querySelectorAll('figure.chart').length > 0 && "
-                           "[...document.querySelectorAll('figure.chart')].every(f => Number(f.dataset.points) >= 3)")
+                           "[...document.querySelectorAll('figure.chart')].every(f => Number(f.dataset.points) >= "
+                           "(f.getAttribute('aria-label').startsWith('Held-out') ? 2 : 3))")
     titles = chart_titles(page)
     assert not any(t.startswith(("Value loss", "Explained variance")) for t in titles), titles
     for own in ("Groups with no signal", "Reward spread within a prompt's group", "Responses cut at the length cap",
@@ -49,7 +51,7 @@ def test_grpo_run_shows_its_own_charts_and_overlays_a_ppo_run(page: Any, api: An
         assert any(t.startswith(own) for t in titles), (own, titles)
     # no chart is empty, and the clip chart has its low/high lines but no value line
     points = [int(p or 0) for p in page.locator("figure.chart").evaluate_all("fs => fs.map(f => f.dataset.points)")]
-    assert min(points) >= 3, dict(zip(titles, points, strict=True))
+    assert min(points) >= 2, dict(zip(titles, points, strict=True))
     clip = page.locator("figure.chart", has_text="Clip fractions")
     legend = clip.inner_text()
     assert "low" in legend and "high" in legend and "value" not in legend
@@ -67,6 +69,7 @@ def test_grpo_run_shows_its_own_charts_and_overlays_a_ppo_run(page: Any, api: An
     diff = page.locator("table.diff")
     for key in ("algorithm", "generation.samples_per_prompt"):
         assert diff.locator("tr.differs", has_text=key).count() >= 1
-    page.wait_for_function("() => Number(document.querySelector('figure.chart').dataset.points) >= 3")
+    page.wait_for_function("() => Number(document.querySelector(\"figure.chart[aria-label^='Reward']\")"
+                           "?.dataset.points) >= 3")
     assert re.search(r"e2e-grpo", page.locator("ul.legend").inner_text())
     shoot(page, "21-compare-ppo-grpo")
