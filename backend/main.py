@@ -308,12 +308,28 @@ def _document_websockets(app: FastAPI) -> None:
 _ERROR = {"application/json": {"schema": {"type": "object", "required": ["detail"]}}}
 
 
+# MLflow's protocol: {"error_code", "message"}, 404 for RESOURCE_DOES_NOT_EXIST, 400 for
+# RESOURCE_ALREADY_EXISTS and INVALID_PARAMETER_VALUE (backend.services.mlflow_parts.MlflowError)
+_MLFLOW_ERROR = {"type": "object", "required": ["error_code", "message"],
+                 "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}}}
+_MLFLOW_400 = {"application/json": {"schema": {"anyOf": [_MLFLOW_ERROR, _ERROR["application/json"]["schema"]]}}}
+
+
 def _document_errors(schema: dict[str, Any]) -> None:
     """The refusals every operation of a kind shares: 404 for an unknown run (every operation with a
-    ``{run_id}``, and compare), 400 for a body that is not JSON text at all (not UTF-8, say)."""
+    ``{run_id}``, and compare), 400 for a body that is not JSON text at all (not UTF-8, say), 413
+    for a body over the size limit, and the MLflow door's own error answers."""
     for path, ops in schema.get("paths", {}).items():
         for op in ops.values():
             responses = op.setdefault("responses", {})
+            if path.startswith("/api/2.0/mlflow/"):
+                responses.setdefault("400", {"description": "MLflow INVALID_PARAMETER_VALUE or RESOURCE_ALREADY_EXISTS "
+                                                            "(or a body that is not JSON text)", "content": _MLFLOW_400})
+                responses.setdefault("404", {"description": "MLflow RESOURCE_DOES_NOT_EXIST",
+                                             "content": {"application/json": {"schema": _MLFLOW_ERROR}}})
+            if "requestBody" in op:
+                responses.setdefault("413", {"description": "The body is larger than the server takes "
+                                                            "(RLHFKIT_MAX_BODY_BYTES)", "content": _ERROR})
             if "{run_id}" in path or path == "/api/runs/compare":
                 responses.setdefault("404", {"description": "No run with this id", "content": _ERROR})
             if "requestBody" in op:
