@@ -128,3 +128,15 @@ def test_memory_estimator_is_warmed_at_start_up(make_client: Any, sqlite_url: st
     while suggestions._estimate.cache_info().currsize < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert suggestions._estimate.cache_info().currsize == 2
+
+
+def test_mlflow_integers(client: Any) -> None:
+    """MLflow's int64 fields take numbers or numeric strings, never true/false, and stay within
+    what a JSON reader holds exactly (the schema's maximum is then exact)."""
+    search = "/api/2.0/mlflow/experiments/search"
+    assert client.post(search, json={"max_results": "5"}).status_code == 200
+    r = client.post(search, json={"max_results": True})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "max_results"], r.text
+    r = client.post("/api/2.0/mlflow/runs/log-metric", json={"run_id": "x", "key": "k", "value": 1.0, "timestamp": 0,
+                                                             "step": 2**53})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "step"], r.text
