@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -155,6 +156,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            HeartbeatReaper(settings=settings, db=db, hub=hub, redis_client=redis_client)]
         for b in background:
             b.start()
+        if settings.warm_estimator:  # the first memory estimate would otherwise import torch + transformers
+            from backend.services.suggestions import warm_estimator
+
+            threading.Thread(target=warm_estimator, name="warm-estimator", daemon=True).start()
         try:
             yield
         finally:
@@ -303,12 +308,28 @@ def _document_websockets(app: FastAPI) -> None:
 _ERROR = {"application/json": {"schema": {"type": "object", "required": ["detail"]}}}
 
 
+# MLflow's protocol: {"error_code", "message"}, 404 for RESOURCE_DOES_NOT_EXIST, 400 for
+# RESOURCE_ALREADY_EXISTS and INVALID_PARAMETER_VALUE (backend.services.mlflow_parts.MlflowError)
+_MLFLOW_ERROR = {"type": "object", "required": ["error_code", "message"],
+                 "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}}}
+_MLFLOW_400 = {"application/json": {"schema": {"anyOf": [_MLFLOW_ERROR, _ERROR["application/json"]["schema"]]}}}
+
+
 def _document_errors(schema: dict[str, Any]) -> None:
     """The refusals every operation of a kind shares: 404 for an unknown run (every operation with a
-    ``{run_id}``, and compare), 400 for a body that is not JSON text at all (not UTF-8, say)."""
+    ``{run_id}``, and compare), 400 for a body that is not JSON text at all (not UTF-8, say), 413
+    for a body over the size limit, and the MLflow door's own error answers."""
     for path, ops in schema.get("paths", {}).items():
         for op in ops.values():
             responses = op.setdefault("responses", {})
+            if path.startswith("/api/2.0/mlflow/"):
+                responses.setdefault("400", {"description": "MLflow INVALID_PARAMETER_VALUE or RESOURCE_ALREADY_EXISTS "
+                                                            "(or a body that is not JSON text)", "content": _MLFLOW_400})
+                responses.setdefault("404", {"description": "MLflow RESOURCE_DOES_NOT_EXIST",
+                                             "content": {"application/json": {"schema": _MLFLOW_ERROR}}})
+            if "requestBody" in op:
+                responses.setdefault("413", {"description": "The body is larger than the server takes "
+                                                            "(RLHFKIT_MAX_BODY_BYTES)", "content": _ERROR})
             if "{run_id}" in path or path == "/api/runs/compare":
                 responses.setdefault("404", {"description": "No run with this id", "content": _ERROR})
             if "requestBody" in op:
@@ -340,17 +361,21 @@ def _describe_free_json(schema: dict[str, Any]) -> None:
     """Free-form JSON fields (``rlhfkit.events.JsonDict``: configs, summaries, artifact meta) become
     objects of ``JsonValue``: any JSON without NUL characters in keys or strings. Metric values may
     be null on the wire (NaN and inf: JSON has no such numbers)."""
-    from rlhfkit.events import NO_NUL_PATTERN
+    from rlhfkit.events import JSON_MAX_ARRAY_NESTING, NO_NUL_PATTERN
 
     comps = schema.setdefault("components", {}).setdefault("schemas", {})
     ref = {"$ref": "#/components/schemas/JsonValue"}
-    # recursion only through objects: TypeScript cannot name an array alias inside its own definition
-    # (arrays nested in arrays are described as plain arrays)
     scalars: list[dict[str, Any]] = [{"type": "null"}, {"type": "boolean"}, {"type": "number"},
                                      {"type": "string", "pattern": NO_NUL_PATTERN}]
     obj = {"$ref": "#/components/schemas/JsonObject"}
-    comps["JsonValue"] = {"description": "Any JSON value without NUL characters", "anyOf": [
-        *scalars, {"type": "array", "items": {"anyOf": [*scalars, obj, {"type": "array"}]}}, obj]}
+    # recursion only through objects: TypeScript cannot name an array type inside its own definition,
+    # so arrays in arrays are spelled out level by level, as deep as the server takes them
+    array: dict[str, Any] = {"type": "array", "items": {"anyOf": [*scalars, obj]}}
+    for _ in range(JSON_MAX_ARRAY_NESTING - 1):
+        array = {"type": "array", "items": {"anyOf": [*scalars, obj, array]}}
+    comps["JsonValue"] = {"description": "Any JSON value without NUL characters; arrays nest in arrays at "
+                                         f"most {JSON_MAX_ARRAY_NESTING} levels deep",
+                          "anyOf": [*scalars, array, obj]}
     comps["JsonObject"] = {"type": "object", "propertyNames": {"pattern": NO_NUL_PATTERN}, "additionalProperties": ref}
 
     def walk(node: Any) -> None:

@@ -75,6 +75,10 @@ def new_run_id() -> str:
 TS_MAX = 253402300799.0  # 9999-12-31T23:59:59Z, the last second a datetime holds
 JSON_MAX_DEPTH = 32  # nesting of free-form JSON (configs, summaries, artifact meta)
 JSON_MAX_NODES = 100_000  # values and keys in one free-form JSON object
+# arrays directly inside arrays, at most this many levels ([[[[1]]]] yes, [[[[[1]]]]] no; an object
+# in between starts again): the OpenAPI document spells each level out, because a TypeScript type
+# generated from it cannot name an array type inside its own definition
+JSON_MAX_ARRAY_NESTING = 4
 
 
 def _no_nul(v: str) -> str:
@@ -84,11 +88,12 @@ def _no_nul(v: str) -> str:
 
 
 def _json_value(value: Any) -> Any:
-    """Check free-form JSON (no NUL in keys or strings, bounded depth and size); non-finite floats
-    become null, as they do on the wire (JSON has no NaN)."""
+    """Check free-form JSON (no NUL in keys or strings, bounded depth and size, arrays in arrays at
+    most :data:`JSON_MAX_ARRAY_NESTING` levels); non-finite floats become null, as they do on the
+    wire (JSON has no NaN)."""
     nodes = 0
 
-    def walk(v: Any, depth: int) -> Any:
+    def walk(v: Any, depth: int, arrays: int = 0) -> Any:
         nonlocal nodes
         nodes += 1
         if nodes > JSON_MAX_NODES:
@@ -102,7 +107,9 @@ def _json_value(value: Any) -> Any:
         if isinstance(v, dict):
             return {_no_nul(str(k)): walk(x, depth + 1) for k, x in v.items()}
         if isinstance(v, (list, tuple)):
-            return [walk(x, depth + 1) for x in v]
+            if arrays >= JSON_MAX_ARRAY_NESTING:
+                raise ValueError(f"arrays nested in arrays deeper than {JSON_MAX_ARRAY_NESTING} levels")
+            return [walk(x, depth + 1, arrays + 1) for x in v]
         return v
 
     return walk(value, 0)

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     ws_heartbeat_s: float = Field(default=15.0, gt=0, description="Idle WebSocket heartbeat interval")
     reaper_interval_s: float = Field(default=2.0, gt=0, description="How often the backend checks worker heartbeats")
     migrate: bool = Field(default=True, description="Run Alembic migrations at start-up")
+    warm_estimator: bool = Field(
+        default=True,
+        description="Load the memory estimator's libraries (torch, transformers, the tiny tokenizer) in a background "
+                    "thread at start-up, so the first estimate or suggestions request does not wait for them")
 
     @field_validator("database_url")
     @classmethod

@@ -14,6 +14,7 @@ external runs) raises :class:`~backend.services.runs.Conflict` (409).
 from __future__ import annotations
 
 import json
+import logging
 import math
 from functools import lru_cache
 from typing import Any, Literal
@@ -38,6 +39,7 @@ from rlhfkit.config import ConfigError, RunConfig, validate_config
 from rlhfkit.metrics import M
 
 Device = Literal["cpu", "cuda"]
+_log = logging.getLogger(__name__)
 
 CPU_BUDGET_GB = 4.0  # default budget of CPU runs: RSS growth a laptop spares without swapping
 CUDA_BUDGET_GB = 16.0  # default budget of CUDA runs whose GPU memory was not recorded
@@ -198,6 +200,17 @@ def memory_estimate(*, db: Database, run: Run, device: Device | None = None) -> 
     except OSError as exc:
         raise Conflict(f"cannot size the model of run {run.id} here: {exc}") from None
     return est.model_copy(update={"run_id": run.id}, deep=True)
+
+
+def warm_estimator() -> None:
+    """Size the default config once, so the libraries the estimator needs (torch, transformers, the
+    tiny tokenizer and prompts) are imported before the first request asks for an estimate. Run in a
+    background thread at start-up; a failure here only means the first request pays the imports."""
+    try:
+        for device in ("cpu", "cuda"):
+            _estimate(RunConfig().model_dump_json(), device)
+    except Exception:  # noqa: BLE001 - warming is best effort; the request path reports errors
+        _log.debug("warming the memory estimator failed", exc_info=True)
 
 
 @lru_cache(maxsize=64)

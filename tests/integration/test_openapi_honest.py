@@ -42,7 +42,10 @@ def test_refusals_are_documented() -> None:
             if "{run_id}" in path or path == "/api/runs/compare":
                 assert "404" in op["responses"], (method, path)
             if "requestBody" in op:
-                assert "400" in op["responses"], (method, path)
+                assert {"400", "413"} <= set(op["responses"]), (method, path)
+            if path.startswith("/api/2.0/mlflow/"):  # MLflow's own error body: {error_code, message}
+                for code in ("400", "404"):
+                    assert "error_code" in str(op["responses"][code]["content"]), (method, path, code)
     for method, path in (("delete", "/api/runs/{run_id}"), ("post", "/api/runs/{run_id}/cancel"),
                          ("post", "/api/runs/{run_id}/rerun")):
         assert "409" in paths[path][method]["responses"], (method, path)
@@ -82,3 +85,58 @@ def test_typed_query_parameters(client: Any) -> None:
         assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["query", field], (path, params, r.text)
     page = client.get("/api/runs", params={"limit": 1}).json()
     assert page["next_cursor"] is None or isinstance(page["next_cursor"], int)
+
+
+def _array_depth(node: dict[str, Any]) -> int:
+    """How deep the JsonValue schema describes arrays in arrays; every level must say what its
+    items are (no bare ``{"type": "array"}`` that would let NUL strings through the schema)."""
+    arrays = [b for b in node["anyOf"] if b.get("type") == "array"]
+    assert all("items" in a for a in arrays), node
+    assert {"type": "string", "pattern": "^[^\\x00]*$"} in node["anyOf"], node
+    return max((1 + _array_depth(a["items"]) for a in arrays), default=0)
+
+
+def test_arrays_in_arrays_agree_with_the_schema(client: Any) -> None:
+    from rlhfkit.events import JSON_MAX_ARRAY_NESTING
+
+    schema = client.get("/openapi.json").json()
+    assert _array_depth(schema["components"]["schemas"]["JsonValue"]) == JSON_MAX_ARRAY_NESTING == 4
+    deepest: Any = "x"
+    for _ in range(JSON_MAX_ARRAY_NESTING):
+        deepest = [deepest]
+    r = client.post("/api/runs/external", json={"name": "arrays", "config": {"m": deepest, "o": [{"k": deepest}]}})
+    assert r.status_code == 201, r.text
+    assert client.get(f"/api/runs/{r.json()['id']}").json()["config"]["m"] == deepest
+    for config in ({"m": [deepest]}, {"m": [[["a\u0000"]]]}):
+        r = client.post("/api/runs/external", json={"name": "arrays", "config": config})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", "config"], r.text
+
+
+def test_memory_estimator_is_warmed_at_start_up(make_client: Any, sqlite_url: str) -> None:
+    """The first estimate must not wait for torch + transformers: start-up loads them in the
+    background (``warm_estimator``), which sizes the default config once."""
+    import time
+
+    from backend.services import suggestions
+
+    suggestions._estimate.cache_clear()
+    make_client(sqlite_url, warm_estimator=False)
+    time.sleep(0.5)
+    assert suggestions._estimate.cache_info().currsize == 0
+    make_client(sqlite_url)
+    deadline = time.monotonic() + 120  # a loaded machine; the point is that nobody asked for it
+    while suggestions._estimate.cache_info().currsize < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert suggestions._estimate.cache_info().currsize == 2
+
+
+def test_mlflow_integers(client: Any) -> None:
+    """MLflow's int64 fields take numbers or numeric strings, never true/false, and stay within
+    what a JSON reader holds exactly (the schema's maximum is then exact)."""
+    search = "/api/2.0/mlflow/experiments/search"
+    assert client.post(search, json={"max_results": "5"}).status_code == 200
+    r = client.post(search, json={"max_results": True})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "max_results"], r.text
+    r = client.post("/api/2.0/mlflow/runs/log-metric", json={"run_id": "x", "key": "k", "value": 1.0, "timestamp": 0,
+                                                             "step": 2**53})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "step"], r.text

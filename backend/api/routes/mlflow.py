@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from backend.api.deps import DbDep, HubDep
 from backend.services import mlflow as svc
@@ -21,8 +21,19 @@ from backend.services.mlflow import MetricIn, MlflowError
 router = APIRouter(prefix="/api/2.0/mlflow", tags=["mlflow"])
 
 # Bounds the registry can store; past them the request is a 400 naming the field, never a 500.
+# int64 fields are held to what a JSON reader holds exactly (2**53 - 1: 285,000 years of ms), and
+# true/false is not a number (pydantic would read it as 1/0).
+
+
+def _not_bool(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError("must be an integer, not a boolean")
+    return v
+
+
 Id = Annotated[str, Field(max_length=64)]
-Ms = Annotated[int, Field(ge=0, le=2**63 - 1)]
+NotBool = BeforeValidator(_not_bool)
+Ms = Annotated[int, Field(ge=0, le=2**53 - 1), NotBool]
 
 
 class _Body(BaseModel):
@@ -38,7 +49,7 @@ class MetricBody(_Body):
     key: Annotated[str, Field(max_length=250)]
     value: float
     timestamp: Ms = 0
-    step: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] = 0
+    step: Annotated[int, Field(ge=-(2**53 - 1), le=2**53 - 1), NotBool] = 0
 
 
 class CreateExperimentBody(_Body):
@@ -48,7 +59,7 @@ class CreateExperimentBody(_Body):
 
 
 class SearchExperimentsBody(_Body):
-    max_results: Annotated[int, Field(ge=1, le=50_000)] = 1000
+    max_results: Annotated[int, Field(ge=1, le=50_000), NotBool] = 1000
 
 
 class CreateRunBody(_Body):
@@ -97,7 +108,7 @@ class SetTagBody(RunRef, KeyValue):
 class SearchRunsBody(_Body):
     experiment_ids: list[Id] = Field(default_factory=list, max_length=100)
     filter: Annotated[str, Field(max_length=10_000)] = ""
-    max_results: Annotated[int, Field(ge=1, le=50_000)] = 1000
+    max_results: Annotated[int, Field(ge=1, le=50_000), NotBool] = 1000
     page_token: Annotated[str, Field(max_length=64)] | None = None
 
 
