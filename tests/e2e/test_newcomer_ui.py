@@ -105,7 +105,7 @@ def test_the_held_out_reward_is_the_first_chart_on_stability_and_compare(
     page.goto(f"/compare?ids={finished['id']},{cancelled['id']}")
     first = page.locator("figure.chart").first
     first.wait_for()
-    assert first.locator("figcaption").inner_text().startswith("eval/reward_mean")
+    assert first.locator("figcaption").inner_text().startswith("Held-out reward")  # Compare titles charts as the run page does
     page.wait_for_function("() => Number(document.querySelector('figure.chart').dataset.points) >= 3")
     shoot(page, "23-compare-eval-reward")
 
