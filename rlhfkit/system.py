@@ -1,7 +1,8 @@
 """System metrics of a training process, sampled on a thread of their own.
 
-Every ``monitor.system_interval_s`` seconds (10 by default, as W&B, MLflow and NeMo-RL poll) a
-daemon thread reads, and emits as one ``metrics`` event of ``system/*`` values:
+Every ``monitor.system_interval_s`` seconds (10 by default, as W&B, MLflow and NeMo-RL poll), and
+once more when training ends, a daemon thread reads, and emits as one ``metrics`` event of
+``system/*`` values:
 
 * ``system/cpu_percent`` — this process's CPU use since the previous sample (100 = one core busy;
   psutil's ``cpu_percent``), ``system/rss_mb`` — its resident memory;
@@ -150,18 +151,22 @@ class SystemSampler:
         proc = psutil.Process(os.getpid())
         proc.cpu_percent(None)  # the first call only primes the counter
         nvml = _Nvml()
+        def take() -> None:
+            t0 = time.perf_counter()
+            try:
+                values = sample_system(proc, nvml)
+                assert self._emit is not None and self._step is not None
+                self._emit(MetricsEvent(step=self._step(), values=values, ts=time.time()))
+                self.samples += 1
+                self.seconds += time.perf_counter() - t0
+            except Exception:  # a failed reading must never end the run
+                _log.exception("system sample failed; trying again next interval")
+
         try:
             next_at = time.monotonic() + self.interval_s
             while not self._stop.wait(max(0.0, next_at - time.monotonic())):
                 next_at += self.interval_s
-                t0 = time.perf_counter()
-                try:
-                    values = sample_system(proc, nvml)
-                    assert self._emit is not None and self._step is not None
-                    self._emit(MetricsEvent(step=self._step(), values=values, ts=time.time()))
-                    self.samples += 1
-                    self.seconds += time.perf_counter() - t0
-                except Exception:  # a failed reading must never end the run
-                    _log.exception("system sample failed; trying again next interval")
+                take()
+            take()  # one last sample at the end, so a run shorter than the interval has one too
         finally:
             nvml.close()

@@ -26,9 +26,9 @@ def test_samples_arrive_at_the_interval_on_their_own_thread() -> None:
     sampler.start()
     time.sleep(3.4)
     sampler.stop()
-    assert len(got) == 3
+    assert len(got) == 4  # at 1, 2 and 3 s, and one when it stops
     assert all(isinstance(e, MetricsEvent) and e.step == 7 for e in got)
-    gaps = [b.ts - a.ts for a, b in zip(got, got[1:], strict=False)]
+    gaps = [b.ts - a.ts for a, b in zip(got[:3], got[1:3], strict=False)]
     assert all(0.8 < g < 1.5 for g in gaps), gaps
     values = got[-1].values  # type: ignore[union-attr]
     for key in (M.SYS_CPU_PERCENT, M.SYS_RSS_MB, M.SYS_HOST_MEM_USED_MB, M.SYS_HOST_MEM_PERCENT):
@@ -64,7 +64,7 @@ def test_a_native_run_has_system_series_and_one_gap_free_sequence() -> None:
     assert [e.seq for e in events] == list(range(len(events)))  # two emitting threads, no duplicate seq
     system = [e for e in events if isinstance(e, MetricsEvent) and M.SYS_RSS_MB in e.values]
     run_s = events[-1].ts - events[0].ts
-    assert len(system) >= max(1, int(run_s) - 1), (len(system), run_s)
+    assert len(system) >= max(1, int(run_s) - 1), (len(system), run_s)  # the last one when training ends
     assert events[-1].type == "run_finished"
     last_system = max(i for i, e in enumerate(events) if e in system)
     assert last_system < len(events) - 1  # the sampler stopped before the terminal event
