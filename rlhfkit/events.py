@@ -282,6 +282,7 @@ def event_json_schema() -> dict[str, Any]:
 
 
 EVAL_PREFIX: Final = "eval/"  # metric keys of evaluation points (rlhfkit.metrics: eval/reward_mean)
+SYSTEM_PREFIX: Final = "system/"  # metric keys of the system sampler (rlhfkit.system)
 
 
 def steps_done_after(event_type: str, step: int | None, keys: Iterable[str] = ()) -> int | None:
@@ -291,7 +292,8 @@ def steps_done_after(event_type: str, step: int | None, keys: Iterable[str] = ()
     the UI). Training events carry the 0-based index of their step, so ``metrics`` or ``timings`` at
     step ``s`` mean ``s + 1`` steps done. Evaluations are taken *between* steps and carry the number
     of steps before them (0: before the first; N: after the last of N), so an ``eval`` event, or a
-    ``metrics`` event whose ``keys`` are all ``eval/...``, at step ``k`` means ``k`` steps done."""
+    ``metrics`` event whose ``keys`` are all ``eval/...``, at step ``k`` means ``k`` steps done; the
+    system sampler's ``system/...`` readings say nothing."""
     if step is None or step < 0:
         return None
     if event_type == "timings":
@@ -300,6 +302,8 @@ def steps_done_after(event_type: str, step: int | None, keys: Iterable[str] = ()
         return step
     if event_type == "metrics":
         names = list(keys)
+        if names and all(k.startswith(SYSTEM_PREFIX) for k in names):
+            return None  # the system sampler's readings come on their own clock, between and after steps
         return step if names and all(k.startswith(EVAL_PREFIX) for k in names) else step + 1
     return None
 

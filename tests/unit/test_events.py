@@ -60,6 +60,7 @@ def test_steps_done_after_counts_training_steps_and_reads_evaluations_as_between
     from rlhfkit.events import steps_done_after
 
     assert steps_done_after("metrics", 0, ["reward/mean"]) == 1  # step index 0 done
+    assert steps_done_after("metrics", 3, ["system/rss_mb", "system/cpu_percent"]) is None  # sampler readings
     assert steps_done_after("timings", 39, []) == 40
     assert steps_done_after("eval", 0) == 0  # before the first step
     assert steps_done_after("eval", 40) == 40  # after the last of 40: not a 41st
