@@ -208,7 +208,7 @@ class GPT2Policy(nn.Module):
                 from rlhfkit import tiny
 
                 if not tiny.cache_path(self.model, self.tokenizer, seed=seed).exists():
-                    print("rlhfkit: building the tiny model's warm-start (one-time, about a minute on a CPU; "
+                    print("rlhfkit: building the tiny model's warm-start (one-time, a few minutes on a CPU; "
                           f"cached in {tiny.warmstart.default_cache_dir()})", file=sys.stderr, flush=True)
                 self.warm_start_info = tiny.warm_start(self.model, self.tokenizer, seed=seed)
         disable_dropout(self.model)  # checkpoints ship with 0.1; see runtime.disable_dropout

@@ -36,7 +36,7 @@ TINY_SHAPE: dict[str, int] = {"n_layer": 4, "n_embd": 256, "n_head": 4, "n_posit
 """The ``tiny`` GPT-2 shape (about 3.6 M parameters with the shipped ~1,600-word vocabulary)."""
 
 DEFAULT_STEPS = 400
-"""Optimizer steps of the default warm-start: ≈ 42 s of CPU time on one thread (AVX-512 BF16 CPU)."""
+"""Optimizer steps of the default warm-start (a few minutes of one CPU thread; see benchmarks/NOTES_warmstart.md)."""
 
 # The recipe. Changing any of these changes the weights: bump RECIPE_VERSION (part of the cache key).
 RECIPE_VERSION = 1
@@ -47,7 +47,19 @@ WARMUP_STEPS = 15
 MIN_LR_FRACTION = 0.1  # cosine decay from LR to LR * MIN_LR_FRACTION
 WEIGHT_DECAY = 0.01
 GRAD_CLIP = 1.0
-AUTOCAST_BF16 = True  # ≈ 2.5x faster than float32 on CPUs with native bf16; master weights stay float32
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX). Without it oneDNN emulates
+    bf16 and a bf16 matmul runs tens of times slower than float32, so the warm-start trains in
+    float32 there (a different recipe: the choice is part of the cache key)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+AUTOCAST_BF16 = native_bf16()  # bf16 autocast where native (faster than float32); master weights stay float32
 
 
 def tiny_config(tokenizer: PreTrainedTokenizerBase) -> GPT2Config:
