@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -344,17 +344,23 @@ def _rename_components(schema: dict[str, Any], names: dict[str, str]) -> None:
         comps[new] = comps.pop(old)
     refs = {f"#/components/schemas/{old}": f"#/components/schemas/{new}" for old, new in names.items()}
 
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("$ref") in refs:
-                node["$ref"] = refs[node["$ref"]]
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
+    def rename(node: dict[str, Any]) -> None:
+        if node.get("$ref") in refs:
+            node["$ref"] = refs[node["$ref"]]
 
-    walk(schema)
+    _walk_json(schema, rename)
+
+
+def _walk_json(node: Any, visit: Callable[[dict[str, Any]], None]) -> None:
+    """Call ``visit`` on every object of a JSON document, parents before their children (``visit``
+    may change the object it is given; its children are walked as they are afterwards)."""
+    if isinstance(node, dict):
+        visit(node)
+        for v in node.values():
+            _walk_json(v, visit)
+    elif isinstance(node, list):
+        for v in node:
+            _walk_json(v, visit)
 
 
 def _describe_free_json(schema: dict[str, Any]) -> None:
@@ -378,22 +384,16 @@ def _describe_free_json(schema: dict[str, Any]) -> None:
                           "anyOf": [*scalars, array, obj]}
     comps["JsonObject"] = {"type": "object", "propertyNames": {"pattern": NO_NUL_PATTERN}, "additionalProperties": ref}
 
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.pop("x-free-json", False):
-                node["additionalProperties"] = ref
-            # pydantic writes a pattern on dict keys as patternProperties (values of keys that
-            # match); meant is: every key matches, every value is of that schema
-            if list(node.get("patternProperties", {})) == [NO_NUL_PATTERN]:
-                node["additionalProperties"] = node.pop("patternProperties")[NO_NUL_PATTERN]
-                node["propertyNames"] = {**node.get("propertyNames", {}), "pattern": NO_NUL_PATTERN}
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
+    def free_json(node: dict[str, Any]) -> None:
+        if node.pop("x-free-json", False):
+            node["additionalProperties"] = ref
+        # pydantic writes a pattern on dict keys as patternProperties (values of keys that
+        # match); meant is: every key matches, every value is of that schema
+        if list(node.get("patternProperties", {})) == [NO_NUL_PATTERN]:
+            node["additionalProperties"] = node.pop("patternProperties")[NO_NUL_PATTERN]
+            node["propertyNames"] = {**node.get("propertyNames", {}), "pattern": NO_NUL_PATTERN}
 
-    walk(schema)
+    _walk_json(schema, free_json)
     for name, comp in comps.items():
         values = comp.get("properties", {}).get("values") if name == "MetricsEventInput" else None
         if values is not None and isinstance(values.get("additionalProperties"), dict):

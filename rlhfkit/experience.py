@@ -57,6 +57,7 @@ class Experience:
     raw_scores: Tensor  # (B,) the reward model's score, as it scored
     scores: Tensor  # (B,) the score the advantages use (after EOS penalty, normalisation, clipping)
     has_eos: Tensor  # (B,) bool, the response ended on EOS
+    scored_while_sampling: bool = False  # logprobs (and values) came off the sampling pass: scoring ran no policy forward
 
     @property
     def batch_size(self) -> int:

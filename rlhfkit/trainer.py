@@ -301,7 +301,7 @@ class PPOTrainer:
         self.peak = getattr(self, "peak", None) or mfu.run_peak(self.device, dtype=cfg.model.dtype,
                                                                 threads=cfg.train.threads)  # train() probes first
         self.perf = mfu.PerfCounter(mfu.ModelShape.of(self.policy.model.config), p.ppo_epochs,
-                                    self.policy.critic is not None, self.peak,
+                                    self.critic and self.policy.critic is not None, self.peak,
                                     getattr(self.reward_model, "flops_per_token", 0.0))
         self.model_mb = {
             "policy": module_mb(self.policy.model),
@@ -385,7 +385,9 @@ class PPOTrainer:
         ids, attn, P = rollout.input_ids, rollout.attention_mask, rollout.prompt_len  # (B, T)
         with rec.substage("scoring/value"):
             values: torch.Tensor | None
-            if rollout.sampled_logprobs is not None and (rollout.sampled_values is not None or not self.critic):
+            from_sampling = rollout.sampled_logprobs is not None and (rollout.sampled_values is not None
+                                                                      or not self.critic)
+            if rollout.sampled_logprobs is not None and from_sampling:
                 logprobs, values = rollout.sampled_logprobs, rollout.sampled_values
             else:
                 logprobs, values, _ = self.policy.forward_scores(ids, attn, P, with_values=self.critic)  # (B, R)
@@ -406,7 +408,8 @@ class PPOTrainer:
                           response=rollout.response, mask=rollout.response_mask.float(),
                           logprobs=logprobs.float(), ref_logprobs=ref_logprobs.float(),
                           values=values.float() if values is not None else None,
-                          raw_scores=raw_scores, scores=scores, has_eos=has_eos)
+                          raw_scores=raw_scores, scores=scores, has_eos=has_eos,
+                          scored_while_sampling=from_sampling)
 
     def shape_scores(self, raw: torch.Tensor) -> torch.Tensor:
         """The reward model's scores (B,) as PPO uses them: ``reward.normalize`` (running mean/std,
@@ -557,9 +560,8 @@ class PPOTrainer:
             metrics[M.REWARD_GROUP_STD], metrics[M.FRAC_ZERO_STD] = cf.group_stats(exp.scores, G)
         if isinstance(self.kl_ctl, ops.AdaptiveKLController):
             metrics[M.KL_TARGET] = self.kl_ctl.target
-        from_sampling = self.config.ppo.rollout_scores == "sampling" and self.policy.scores_while_sampling
         metrics.update(self.perf.step(self.recorder.timings, exp.attention_mask[:, : exp.prompt_len], exp.mask,
-                                      from_sampling))
+                                      exp.scored_while_sampling))
         return metrics
 
     def _emit_step(self, step: int, metrics: dict[str, float], step_time: float, n_tokens: int) -> None:
