@@ -17,7 +17,7 @@ def _cpu_has_native_bf16() -> bool:
 
 def test_recipe_autocasts_only_where_bf16_is_native() -> None:
     assert warmstart.native_bf16() == _cpu_has_native_bf16()
-    assert warmstart.AUTOCAST_BF16 == _cpu_has_native_bf16()
+    assert _cpu_has_native_bf16() == warmstart.AUTOCAST_BF16
 
 
 def test_precision_is_part_of_the_cache_key(tmp_path: Path) -> None:
