@@ -293,14 +293,16 @@ def ensure_trl_venv() -> Path:
 
 
 def run_worker(python: Path | str, system: str, shape: str, steps: int, warmup: int, extra: list[str],
-               timeout: float, threads: int | None = None) -> dict[str, Any]:
-    cmd = [str(python), str(Path(__file__).resolve()), "--worker", system, "--shape", shape, "--steps", str(steps),
-           "--warmup", str(warmup), *extra]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error",
+               timeout: float, threads: int | None = None, root: Path = ROOT) -> dict[str, Any]:
+    """One worker process; ``root`` is the source tree it runs (another revision's checkout runs that
+    revision's own rlhfkit and its own worker code, timed as that revision timed itself)."""
+    cmd = [str(python), str(root / "benchmarks" / "ppo_vs_trl.py"), "--worker", system, "--shape", shape,
+           "--steps", str(steps), "--warmup", str(warmup), *extra]
+    env = dict(os.environ, PYTHONPATH=str(root), TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error",
                ACCELERATE_USE_CPU="true")
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=root)
     for line in proc.stdout.splitlines():
         if line.startswith(MARK):
             return dict(json.loads(line[len(MARK):]))
@@ -329,18 +331,22 @@ def print_table(shape: str, summary: dict[str, dict[str, float]], load: str) -> 
     counts = ", ".join(f"{k}: {int(v['n'])} steps, {int(v['threads'])} threads" for k, v in summary.items())
     print(f"\n{SHAPE_TITLES[shape]}  (medians of {counts}; load average before/after: {load})")
     cols = [*STAGES, "other", "step"]
-    print(f"{'s/step':<10}" + "".join(f"{c:>12}" for c in cols) + f"{'tokens/s':>12}")
+    print(f"{'s/step':<18}" + "".join(f"{c:>12}" for c in cols) + f"{'tokens/s':>12}")
     for name, row in summary.items():
-        print(f"{name:<10}" + "".join(f"{row[c]:>12.3f}" for c in cols) + f"{row['tokens_per_s']:>12.0f}")
+        print(f"{name:<18}" + "".join(f"{row[c]:>12.3f}" for c in cols) + f"{row['tokens_per_s']:>12.0f}")
     if trl and kit:
         ratio = kit["tokens_per_s"] / trl["tokens_per_s"]
-        print(f"{'TRL/kit':<10}" + "".join(f"{trl[c] / kit[c]:>11.2f}x" if kit[c] > 1e-9 else f"{'-':>12}" for c in cols)
+        print(f"{'TRL/kit':<18}" + "".join(f"{trl[c] / kit[c]:>11.2f}x" if kit[c] > 1e-9 else f"{'-':>12}" for c in cols)
               + f"{ratio:>11.2f}x")
         print(f"rlhfkit tokens/s = {ratio:.2f} x TRL 0.19.1's   (target >= 2x; TRL as measured in issue 2:"
               f" {CEO_TRL[shape]} s/step)")
         cpu_ratio = kit["tokens_per_cpu_s"] / trl["tokens_per_cpu_s"]
         print(f"per CPU-second (process CPU time per step: TRL {trl['cpu']:.3f} s, rlhfkit {kit['cpu']:.3f} s):"
               f" rlhfkit = {cpu_ratio:.2f} x TRL  (the load-robust figure when --threads 1)")
+        for name, row in summary.items():
+            if name.startswith("rlhfkit@"):
+                print(f"rlhfkit (this tree) tokens/s = {kit['tokens_per_s'] / row['tokens_per_s']:.2f} x {name}'s"
+                      f"   (> 1: faster than that revision; step {kit['step']:.3f} vs {row['step']:.3f} s)")
         kit_s = summary.get("rlhfkit-s")
         if kit_s:
             print(f"rlhfkit-s (ppo.rollout_scores=sampling) tokens/s = "
@@ -361,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--systems", default="trl,rlhfkit",
                     help="comma-separated from trl, rlhfkit, rlhfkit-s (rlhfkit with ppo.rollout_scores=sampling: "
                          "old log-probs and values read off the sampling pass, as TRL reads its old log-probs)")
+    ap.add_argument("--baseline", metavar="REV",
+                    help="also time rlhfkit at git revision REV (a temporary checkout, this venv) as system "
+                         "rlhfkit@REV, alternating with the others: before/after in one run")
     ap.add_argument("--threads", type=int, help="torch/OpenMP threads for both systems (default: torch's default)")
     ap.add_argument("--json", type=Path, help="also write every measured step here")
     # worker mode (internal)
@@ -386,6 +395,13 @@ def main(argv: list[str] | None = None) -> int:
               " every OpenMP barrier waits for a descheduled thread and both systems slow down 5-15x (TRL's"
               " many small kernels worst); --threads 1 measures the work, not the scheduler.", flush=True)
     trl_py = ensure_trl_venv() if "trl" in systems else None
+    roots: dict[str, Path] = {s: ROOT for s in systems}
+    if args.baseline:
+        base = Path(tempfile.mkdtemp(prefix="ppo_vs_trl-baseline-"))
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base), args.baseline], check=True)
+        name = f"rlhfkit@{args.baseline[:9]}"
+        systems.append(name)
+        roots[name] = base
     all_results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for shape in [s for s in args.shapes.split(",") if s]:
         load0 = _loadavg()
@@ -394,8 +410,8 @@ def main(argv: list[str] | None = None) -> int:
             for system in systems:
                 t0 = time.perf_counter()
                 py = trl_py if system == "trl" else sys.executable
-                res = run_worker(py, system, shape, args.steps, args.warmup, [], timeout=1800,  # type: ignore[arg-type]
-                                 threads=args.threads)
+                res = run_worker(py, system.split("@")[0], shape, args.steps, args.warmup, [],  # type: ignore[arg-type]
+                                 timeout=1800, threads=args.threads, root=roots[system])
                 results[system].append(res)
                 med = _median([s["step"] for s in res["steps"]])
                 med_cpu = _median([s["cpu"] for s in res["steps"]])
@@ -405,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         all_results[shape] = results
     if args.json:
         args.json.write_text(json.dumps(all_results, indent=1))
+    if args.baseline:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(roots[systems[-1]])], check=False)
     return 0
 
 

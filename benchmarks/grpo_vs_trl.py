@@ -1,0 +1,272 @@
+"""rlhfkit's GRPO vs TRL's GRPOTrainer on identical work, CPU fp32, seconds per step.
+
+Usage::
+
+    .venv/bin/python benchmarks/grpo_vs_trl.py                 # L=4/D=256, 3 alternating rounds
+    .venv/bin/python benchmarks/grpo_vs_trl.py --quick         # 1 round, 2 measured steps
+    .venv/bin/python benchmarks/grpo_vs_trl.py --threads 1     # on a busy machine (see NOTES_grpo_vs_trl.md)
+
+TRL is the release installed in this environment (the one the TRL adapter is tested against);
+both systems run as subprocesses of this script (``--worker trl`` / ``--worker rlhfkit``), build
+their models, run ``warmup`` unmeasured steps and then ``steps`` measured ones, and print one JSON
+line. Rounds alternate the systems so that load from other processes hits both alike; the table
+shows medians over every measured step, with the machine's load average before and after.
+
+Identical work, by construction (the vocabulary, prompts and GPT-2 shapes of ``ppo_vs_trl.py``):
+
+* ``batch`` prompts of 8 tokens, ``G`` responses each (``num_generations`` / ``samples_per_prompt``),
+  of exactly ``new_tokens`` tokens (TRL: ``min_new_tokens`` in its generation kwargs; rlhfkit:
+  ``generation.stop_at_eos=false``), temperature 1, no top-k/p;
+* a neural reward model of the policy's shape (TRL: ``GPT2ForSequenceClassification`` passed as a
+  reward function; rlhfkit: :class:`~rlhfkit.rewards.ModelReward`);
+* no activation checkpointing (TRL 1.x turns it on by default: off here, as in rlhfkit);
+* a frozen reference and a k3 KL term in the loss with β = 0.04 (TRL: ``beta``; rlhfkit:
+  ``ppo.kl_placement=loss``), one optimizer step per rollout on the whole batch (TRL:
+  ``num_iterations=1``, ``steps_per_generation=1``; rlhfkit: ``ppo_epochs=1``, one minibatch).
+
+What differs is each system's design: TRL with one iteration per generation reuses the sampled
+policy's log-probs as the old ones without a forward pass; rlhfkit recomputes them in its scoring pass
+unless ``ppo.rollout_scores=sampling`` (the ``rlhfkit-s`` system), which reads them off sampling.
+Stages: ``rollout`` (sampling, old and reference log-probs, reward) and ``update`` (forward,
+backward, optimizer). TRL's rollout is timed around ``_generate_and_score_completions`` (its one
+rollout method); its step through the public ``TrainerCallback`` hooks. rlhfkit's stages come from its
+own timings events and trainer hooks. ``tokens/s`` counts response tokens (batch x G x new tokens)
+per second of the whole step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ppo_vs_trl import (  # noqa: E402  (a sibling script, not a package)
+    MARK,
+    PROMPT_LEN,
+    CpuClock,
+    _emit,
+    _loadavg,
+    _median,
+    _version,
+    build_tokenizer,
+    gpt2_config,
+    make_prompts,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+BETA = 0.04
+SHAPES: dict[str, dict[str, int]] = {
+    "small": {"n_layer": 4, "n_embd": 256, "n_head": 4, "batch": 16, "G": 4, "new_tokens": 32},
+    "gpt2s": {"n_layer": 12, "n_embd": 768, "n_head": 12, "batch": 4, "G": 4, "new_tokens": 32},
+}
+SHAPE_TITLES = {"small": "L=4/D=256/H=4, 16 prompts x G=4, 32 new tokens",
+                "gpt2s": "GPT-2-small shape L=12/D=768/H=12, 4 prompts x G=4, 32 new tokens"}
+STAGES = ("rollout", "update")
+
+
+# ----------------------------------------------------------------------------- TRL worker
+def run_trl(shape: dict[str, int], steps: int, warmup: int, tmp: Path) -> dict[str, Any]:
+    import torch
+    from datasets import Dataset
+    from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    tok = build_tokenizer(tmp)
+    torch.manual_seed(0)
+    policy = GPT2LMHeadModel(gpt2_config(shape, tok))
+    policy.save_pretrained(tmp / "policy")  # TRL builds its reference from the policy's path
+    tok.save_pretrained(tmp / "policy")
+    cls_cfg = gpt2_config(shape, tok)
+    cls_cfg.num_labels = 1
+    reward = GPT2ForSequenceClassification(cls_cfg)
+    B, G, R = shape["batch"], shape["G"], shape["new_tokens"]
+    n_steps = warmup + steps
+    args = GRPOConfig(
+        output_dir=str(tmp / "trl_out"), per_device_train_batch_size=B * G, gradient_accumulation_steps=1,
+        num_generations=G, steps_per_generation=1, num_iterations=1, max_completion_length=R,
+        generation_kwargs={"min_new_tokens": R}, temperature=1.0, top_p=1.0, top_k=0, beta=BETA,
+        max_steps=n_steps, report_to=[], save_strategy="no", logging_steps=1_000_000, use_cpu=True,
+        bf16=False, fp16=False, disable_tqdm=True, seed=0, dataloader_num_workers=0, log_completions=False,
+        shuffle_dataset=False, model_init_kwargs={"dtype": torch.float32}, gradient_checkpointing=False,
+    )
+    prompts = make_prompts(B * n_steps, 1)
+    trainer = GRPOTrainer(model=str(tmp / "policy"), reward_funcs=[reward], args=args,
+                          train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tok,
+                          reward_processing_classes=[tok])
+
+    marks: dict[str, float] = {}
+    records: list[dict[str, float]] = []
+    lengths: list[int] = []
+    rollout = trainer._generate_and_score_completions
+
+    def timed_rollout(*a: Any, **kw: Any) -> Any:
+        t0 = time.perf_counter()
+        out = rollout(*a, **kw)
+        marks["rollout"] = time.perf_counter() - t0
+        lengths.append(int(out["completion_mask"].sum(1).min()))
+        return out
+
+    trainer._generate_and_score_completions = timed_rollout  # type: ignore[method-assign]
+
+    class StepTimer(TrainerCallback):  # type: ignore[misc]
+        def on_step_begin(self, *a: Any, **kw: Any) -> None:
+            marks["t0"], marks["c0"] = time.perf_counter(), time.process_time()
+
+        def on_step_end(self, *a: Any, **kw: Any) -> None:
+            step = time.perf_counter() - marks["t0"]
+            records.append({"rollout": marks["rollout"], "update": step - marks["rollout"], "other": 0.0,
+                            "step": step, "cpu": time.process_time() - marks["c0"]})
+
+    trainer.add_callback(StepTimer())
+    trainer.train()
+    assert len(records) == n_steps, len(records)
+    assert all(n == R for n in lengths), lengths  # every response has exactly R tokens
+    return {"system": "trl", "version": _version("trl"), "steps": records[warmup:], "tokens_per_step": B * G * R,
+            "threads": torch.get_num_threads()}
+
+
+# ----------------------------------------------------------------------------- rlhfkit worker
+def run_rlhfkit(shape: dict[str, int], steps: int, warmup: int, tmp: Path,
+                rollout_scores: str = "forward") -> dict[str, Any]:
+    import torch
+
+    from rlhfkit import GPT2Policy, PPOTrainer
+    from rlhfkit.config import validate_config
+    from rlhfkit.metrics import M
+    from rlhfkit.rewards import ModelReward
+    from rlhfkit.sinks import MemorySink
+
+    tok = build_tokenizer(tmp)
+    B, G, R = shape["batch"], shape["G"], shape["new_tokens"]
+    torch.manual_seed(0)
+    cfg = validate_config({
+        "name": "bench", "seed": 0, "algorithm": "grpo",
+        "model": {"size": "custom", "n_layer": shape["n_layer"], "n_embd": shape["n_embd"], "n_head": shape["n_head"],
+                  "max_length": PROMPT_LEN + R, "warm_start": False},
+        "generation": {"max_new_tokens": R, "stop_at_eos": False, "temperature": 1.0, "top_p": 1.0, "top_k": 0,
+                       "samples_per_prompt": G},
+        "reward": {"kind": "model"},
+        "ppo": {"batch_size": B, "mini_batch_size": B, "ppo_epochs": 1, "kl_coef": BETA, "kl_controller": "fixed",
+                "kl_placement": "loss", "rollout_scores": rollout_scores},
+        "train": {"num_epochs": 1, "steps_per_epoch": warmup + steps, "eval_every": 0, "eval_prompts": 1,
+                  "device": "cpu"},
+    })
+    policy = GPT2Policy(model_size="custom", max_length=PROMPT_LEN + R, temperature=1.0, top_p=1.0,
+                        config=gpt2_config(shape, tok), tokenizer=tok, warm_start=False, with_value_head=False,
+                        prompts=(make_prompts(4096, 1), make_prompts(B, 2)))
+    reward = ModelReward(tok, config=gpt2_config(shape, tok))
+    sink = MemorySink()
+    trainer = PPOTrainer(policy, reward, config=cfg, sinks=[sink])
+    clock = CpuClock()
+    trainer.add_hooks(clock)
+    trainer.train()
+    records = []
+    for ev, cpu in list(zip(sink.of_type("timings"), clock.times, strict=True))[warmup:]:
+        roll = sum(ev.stages.get(k, 0.0) for k in ("generation", "scoring", "advantages"))
+        upd = ev.stages.get("update", 0.0)
+        records.append({"rollout": roll, "update": upd, "other": ev.step_time - roll - upd, "step": ev.step_time,
+                        "cpu": cpu})
+    lengths = sink.metric(M.RESPONSE_LEN)
+    assert all(n == R for n in lengths), lengths
+    return {"system": "rlhfkit", "version": _version("rlhfkit"), "steps": records, "tokens_per_step": B * G * R,
+            "threads": torch.get_num_threads()}
+
+
+# ----------------------------------------------------------------------------- orchestration
+def run_worker(system: str, shape: str, steps: int, warmup: int, timeout: float,
+               threads: int | None) -> dict[str, Any]:
+    import os
+
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", system, "--shape", shape, "--steps", str(steps),
+           "--warmup", str(warmup)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error",
+               ACCELERATE_USE_CPU="true")
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    for line in proc.stdout.splitlines():
+        if line.startswith(MARK):
+            return dict(json.loads(line[len(MARK):]))
+    raise RuntimeError(f"{system} worker failed (rc={proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+
+
+def summarise(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for system, runs in results.items():
+        steps = [s for r in runs for s in r["steps"]]
+        row = {k: _median([s[k] for s in steps]) for k in (*STAGES, "other", "step", "cpu")}
+        row["tokens_per_s"] = runs[0]["tokens_per_step"] / row["step"]
+        row["tokens_per_cpu_s"] = runs[0]["tokens_per_step"] / row["cpu"]
+        row["n"], row["threads"] = len(steps), runs[0]["threads"]
+        out[system] = row
+    return out
+
+
+def print_table(shape: str, summary: dict[str, dict[str, float]], load: str, versions: dict[str, str]) -> None:
+    counts = ", ".join(f"{k}: {int(v['n'])} steps, {int(v['threads'])} threads" for k, v in summary.items())
+    print(f"\n{SHAPE_TITLES[shape]}  (medians of {counts}; load average before/after: {load})")
+    cols = [*STAGES, "other", "step", "cpu"]
+    print(f"{'s/step':<12}" + "".join(f"{c:>10}" for c in cols) + f"{'tokens/s':>10}")
+    for name, row in summary.items():
+        print(f"{name:<12}" + "".join(f"{row[c]:>10.3f}" for c in cols) + f"{row['tokens_per_s']:>10.0f}")
+    trl = summary.get("trl")
+    for name, row in summary.items():
+        if trl and name != "trl":
+            print(f"{name} tokens/s = {row['tokens_per_s'] / trl['tokens_per_s']:.2f} x TRL {versions.get('trl', '?')}'s"
+                  f" (per CPU-second: {row['tokens_per_cpu_s'] / trl['tokens_per_cpu_s']:.2f} x)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shapes", default="small", help="comma-separated: " + ", ".join(SHAPES))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=3, help="measured steps per worker run")
+    ap.add_argument("--warmup", type=int, default=1, help="unmeasured steps per worker run")
+    ap.add_argument("--quick", action="store_true", help="1 round, 2 measured steps")
+    ap.add_argument("--systems", default="trl,rlhfkit,rlhfkit-s",
+                    help="comma-separated from trl, rlhfkit, rlhfkit-s (ppo.rollout_scores=sampling)")
+    ap.add_argument("--threads", type=int, help="torch/OpenMP threads for every system")
+    ap.add_argument("--json", type=Path, help="also write every measured step here")
+    ap.add_argument("--worker", choices=["trl", "rlhfkit", "rlhfkit-s"], help=argparse.SUPPRESS)
+    ap.add_argument("--shape", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        with tempfile.TemporaryDirectory() as d:
+            if args.worker == "trl":
+                _emit(run_trl(SHAPES[args.shape], args.steps, args.warmup, Path(d)))
+            else:
+                _emit(run_rlhfkit(SHAPES[args.shape], args.steps, args.warmup, Path(d),
+                                  "sampling" if args.worker == "rlhfkit-s" else "forward"))
+        return 0
+    if args.quick:
+        args.rounds, args.steps = 1, 2
+    systems = [s for s in args.systems.split(",") if s]
+    all_results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for shape in [s for s in args.shapes.split(",") if s]:
+        load0 = _loadavg()
+        results: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
+        for rnd in range(args.rounds):
+            for system in systems:
+                t0 = time.perf_counter()
+                res = run_worker(system, shape, args.steps, args.warmup, 1800, args.threads)
+                results[system].append(res)
+                print(f"[{shape} round {rnd + 1}/{args.rounds}] {system:<10} "
+                      f"{statistics.median(s['step'] for s in res['steps']):.3f} s/step "
+                      f"({time.perf_counter() - t0:.0f} s with start-up; load {_loadavg()})", flush=True)
+        versions = {s: r[0]["version"] for s, r in results.items()}
+        print_table(shape, summarise(results), f"{load0} / {_loadavg()}", versions)
+        all_results[shape] = results
+    if args.json:
+        args.json.write_text(json.dumps(all_results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
