@@ -259,6 +259,16 @@ def generation_batch(cfg: RunConfig) -> int:
     return cfg.generation.batch_size or cfg.ppo.batch_size
 
 
+def field_bounds(model: type[BaseModel], name: str) -> tuple[float | None, float | None]:
+    """The inclusive ``(ge, le)`` bounds a field declares (None where it declares none), so code that
+    proposes values (``rlhfkit.memopt.suggest``) stays within what validation accepts."""
+    lo = hi = None
+    for m in model.model_fields[name].metadata:
+        lo = getattr(m, "ge", lo)
+        hi = getattr(m, "le", hi)
+    return lo, hi
+
+
 def check_runtime(cfg: RunConfig) -> None:
     """Raise :class:`ConfigError` for settings this process cannot run (an optional package missing).
 

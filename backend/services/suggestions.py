@@ -53,6 +53,7 @@ _LABELS: dict[str, str] = {
     "ppo.mini_batch_size": "minibatch {}",
     "ppo.grad_accum_steps": "grad accum {}",
     "generation.batch_size": "generation batch {}",
+    "generation.max_new_tokens": "response cap {} tokens",
     "model.dtype": "{}",
 }
 

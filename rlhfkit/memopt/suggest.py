@@ -3,7 +3,9 @@
 The search walks the memory knobs a RunConfig exposes — rollout batch size, minibatch size,
 gradient accumulation, generation batch, gradient checkpointing, dtype (bf16 only on CUDA), the
 shared value trunk (PPO only: the critic-free algorithms have no value head), and on CUDA the
-placement of the reference and reward models (GPU or host) — and 8-bit AdamW when bitsandbytes is importable. Each candidate gets a predicted peak
+placement of the reference and reward models (GPU or host) — and 8-bit AdamW when bitsandbytes is
+importable. :func:`suggest_groups` adds response-length candidates (``generation.max_new_tokens``
+halved and doubled within the config's limits), which change what the reward scores. Each candidate gets a predicted peak
 (:func:`rlhfkit.memopt.model.estimate_memory`) and a predicted throughput from a simple cost model,
 and the ones that fit ``budget * (1 - headroom)`` are ranked by throughput; within 2% the
 config's own optimizer wins (8-bit moments change the numerics, so they must buy speed, i.e. a
@@ -126,7 +128,40 @@ def algorithm_changes(config: Any, overrides: dict[str, Any]) -> list[str]:
     if shared != config.model.shared_value_trunk:
         out.append("value head " + ("on the shared trunk (was a separate critic)" if shared
                                     else "on a separate critic (was the shared trunk)"))
+    R0 = config.generation.max_new_tokens
+    R = overrides.get("generation.max_new_tokens", R0)
+    if R < R0:
+        out.append(f"response cap {R0} -> {R} tokens: responses may be cut shorter: the reward sees different "
+                   "text (and a step trains on fewer tokens)")
+    elif R > R0:
+        out.append(f"response cap {R0} -> {R} tokens: responses may run longer: the reward sees different text "
+                   "(and a step generates and trains on more tokens)")
     return out
+
+
+def response_lengths(config: Any, prompt_len: int) -> tuple[list[int], list[str]]:
+    """The response caps to offer besides the config's ``generation.max_new_tokens`` (R): R/2 and 2R,
+    each kept within the config's limits — the field's own bounds, and ``prompt_len + R`` within
+    ``model.max_length`` (prompt + response, the positions the policy is built for). Also returns a
+    note for each side that has no room."""
+    from rlhfkit.config import GenerationConfig, field_bounds
+
+    lo, hi = field_bounds(GenerationConfig, "max_new_tokens")
+    R0 = config.generation.max_new_tokens
+    room = config.model.max_length - prompt_len  # the longest response the prompts leave space for
+    shorter = max(R0 // 2, int(lo if lo is not None else 1))
+    longer = min(2 * R0, room, int(hi if hi is not None else 2 * R0))
+    out, notes = [], []
+    if shorter < R0:
+        out.append(shorter)
+    else:
+        notes.append(f"no shorter response cap was offered: generation.max_new_tokens is already {R0}")
+    if longer > R0:
+        out.append(longer)
+    else:
+        notes.append(f"no longer response cap was offered: the longest prompt ({prompt_len} tokens) and the "
+                     f"response cap ({R0}) already fill model.max_length ({config.model.max_length})")
+    return out, notes
 
 
 @dataclass
@@ -159,9 +194,16 @@ def suggest_groups(config: Any, budget_gb: float, device: str | None = None, *, 
                    top_per_group: int = 5, prompt_len: int | None = None) -> Suggestions:
     """Like :func:`suggest_config`, but split: the best ``top_per_group`` candidates that keep the
     algorithm (same math) and, separately, those that change it, each saying what; row 0 is the
-    current config; notes common to every row are returned once."""
+    current config; notes common to every row are returned once.
+
+    The second group always offers the response-length candidates that fit (the current config with
+    ``generation.max_new_tokens`` shorter and longer, :func:`response_lengths`): they take their
+    places among its ``top_per_group`` rows, which are then ranked together."""
     current = current_candidate(config, budget_gb, device, headroom=headroom, prompt_len=prompt_len)
     ranked, notes = _search(config, budget_gb, device, headroom=headroom, prompt_len=prompt_len)
+    lengths, length_notes = _length_candidates(config, current, budget_gb, headroom=headroom)
+    lengths = lengths[:top_per_group]
+    limits = {"same_math": top_per_group, "changes_algorithm": top_per_group - len(lengths)}
     groups: dict[str, list[Candidate]] = {"same_math": [], "changes_algorithm": []}
     base = config.model_dump(mode="json")
     for c in ranked:
@@ -170,16 +212,46 @@ def suggest_groups(config: Any, budget_gb: float, device: str | None = None, *, 
             continue  # the current config: row 0
         c.algorithm_changes = algorithm_changes(config, changed)
         bucket = groups[c.group]
-        if len(bucket) < top_per_group:
+        if len(bucket) < limits[c.group]:
             bucket.append(c)
-        if all(len(b) >= top_per_group for b in groups.values()):
+        if all(len(groups[g]) >= n for g, n in limits.items()):
             break
+    groups["changes_algorithm"] = sorted(groups["changes_algorithm"] + lengths, key=lambda c: _rank(config, c))
     for c in groups["same_math"] + groups["changes_algorithm"]:
         c.config = _apply(config, {**c.overrides, "name": f"{config.name}-suggested"})
         if c.overrides["ppo.optimizer"] != config.ppo.optimizer:
             c.notes.append(f"optimizer {config.ppo.optimizer} -> {c.overrides['ppo.optimizer']}: "
                            "8-bit moments change the update's numerics")
-    return Suggestions(current, groups["same_math"], groups["changes_algorithm"], notes, budget_gb, headroom)
+    return Suggestions(current, groups["same_math"], groups["changes_algorithm"], [*notes, *length_notes],
+                       budget_gb, headroom)
+
+
+def _length_candidates(config: Any, current: Candidate, budget_gb: float, *, headroom: float,
+                       ) -> tuple[list[Candidate], list[str]]:
+    """The current config with only ``generation.max_new_tokens`` changed, for each length of
+    :func:`response_lengths` whose predicted peak fits; notes say which lengths were not offered."""
+    lengths, notes = response_lengths(config, current.plan.prompt_len)
+    limit = int(budget_gb * GiB * (1.0 - headroom))
+    own = {"ppo.batch_size": config.ppo.batch_size, "ppo.mini_batch_size": config.ppo.mini_batch_size,
+           "ppo.grad_accum_steps": config.ppo.grad_accum_steps,
+           "model.gradient_checkpointing": config.model.gradient_checkpointing, "model.dtype": config.model.dtype,
+           "model.shared_value_trunk": config.model.shared_value_trunk,
+           "generation.batch_size": config.generation.batch_size,
+           "model.reference_device": config.model.reference_device, "reward.device": config.reward.device,
+           "ppo.optimizer": config.ppo.optimizer}
+    out = []
+    for R in lengths:
+        plan = current.plan.with_(response_len=R)
+        peak = estimate_memory(plan).peak
+        secs = predict_step_seconds(plan, config.ppo.ppo_epochs)
+        if peak > limit:
+            notes.append(f"a response cap of {R} tokens was not offered: its predicted peak "
+                         f"({peak / MiB:.0f} MiB) is over the budget")
+            continue
+        ov = {**own, "generation.max_new_tokens": R}
+        out.append(Candidate(ov, plan, peak, plan.sequences * R / secs, secs, True,
+                             algorithm_changes=algorithm_changes(config, {"generation.max_new_tokens": R})))
+    return out, notes
 
 
 def dotted_get(data: dict[str, Any], key: str) -> Any:
@@ -274,7 +346,8 @@ def _search(config: Any, budget_gb: float, device: str | None, *, headroom: floa
                                           "ppo.grad_accum_steps": ga, "model.gradient_checkpointing": ckpt,
                                           "model.dtype": dt, "model.shared_value_trunk": shared,
                                           "generation.batch_size": gb, "model.reference_device": ref,
-                                          "reward.device": rm, "ppo.optimizer": opt}
+                                          "reward.device": rm, "ppo.optimizer": opt,
+                                          "generation.max_new_tokens": config.generation.max_new_tokens}
                     plan = base.with_(batch_size=B, mini_batch_size=mb, grad_accum_steps=ga,
                                       gradient_checkpointing=ckpt, dtype=dt, shared_value_trunk=shared,
                                       generation_batch=gb, eval_batch=gb or max(B, 16),
@@ -285,16 +358,17 @@ def _search(config: Any, budget_gb: float, device: str | None, *, headroom: floa
                     cands.append(Candidate(ov, plan, peak, plan.sequences * plan.response_len / secs, secs,
                                            peak <= limit))
 
-    # Ranked by predicted throughput as printed (whole tokens/s), so the table reads top-down
-    # (README: "ranked by predicted throughput"); an equal figure is a tie: then the config's own
-    # optimizer, then the lower peak (more headroom) wins.
-    def key(c: Candidate) -> tuple[bool, float, bool, int]:
-        if not c.fits:
-            return (True, 0.0, False, c.peak_bytes)
-        return (False, -round(c.tokens_per_sec), c.overrides["ppo.optimizer"] != config.ppo.optimizer, c.peak_bytes)
-
-    cands.sort(key=key)
+    cands.sort(key=lambda c: _rank(config, c))
     return cands, search_notes
+
+
+def _rank(config: Any, c: Candidate) -> tuple[bool, float, bool, int]:
+    """Ranked by predicted throughput as printed (whole tokens/s), so the table reads top-down
+    (README: "ranked by predicted throughput"); an equal figure is a tie: then the config's own
+    optimizer, then the lower peak (more headroom) wins. Candidates over the budget come last."""
+    if not c.fits:
+        return (True, 0.0, False, c.peak_bytes)
+    return (False, -round(c.tokens_per_sec), c.overrides["ppo.optimizer"] != config.ppo.optimizer, c.peak_bytes)
 
 
 def write_suggestion(cand: Candidate, path: str | Path) -> Path:
@@ -361,4 +435,5 @@ def format_candidates(cands: list[Candidate], budget_gb: float) -> str:
 
 
 __all__ = ["Candidate", "Suggestions", "algorithm_changes", "bitsandbytes_available", "current_candidate",
-           "format_candidates", "format_suggestions", "suggest_groups", "predict_step_seconds", "suggest_config", "write_suggestion"]
+           "format_candidates", "format_suggestions", "suggest_groups", "predict_step_seconds", "response_lengths",
+           "suggest_config", "write_suggestion"]

@@ -167,3 +167,21 @@ def test_memory_tab_bars_differ_by_stage_and_the_prediction_shows_it_is_loading(
     # the estimate is computed on request: slow on a loaded 2-core box
     page.get_by_role("heading", name="Predicted by the memory model").wait_for(timeout=60_000)
     shoot(page, "26-memory-bars")
+
+
+
+def test_chart_legends_on_stability_have_no_underlines(page: Any, finished: dict[str, Any], shoot: Any) -> None:
+    """uPlot draws each legend as a <table class="u-legend">: the app's rules for its own data tables
+    (a bottom border on every cell) drew a line under every legend item. Neither a text decoration
+    nor a border may underline one."""
+    page.goto(f"/runs/{finished['id']}")
+    page.locator("figure.chart").first.wait_for()
+    page.wait_for_function("() => Number(document.querySelector('figure.chart').dataset.points) === 3")
+    lines = page.evaluate("""() => [...document.querySelectorAll('.stability figure.chart .u-legend .u-series')]
+        .flatMap(item => [item, ...item.querySelectorAll('th, td, .u-label, .u-value')])
+        .map(el => { const cs = getComputedStyle(el);
+                     return [el.tagName + '.' + el.className, cs.textDecorationLine, cs.borderBottomStyle]; })""")
+    assert len(lines) >= 3 * page.locator(".stability figure.chart").count(), lines  # the items were found
+    assert {deco for _, deco, _ in lines} == {"none"}, lines
+    assert {border for _, _, border in lines} == {"none"}, [ln for ln in lines if ln[2] != "none"]
+    shoot(page, "24-stability-legends")

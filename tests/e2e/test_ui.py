@@ -35,6 +35,8 @@ SHORT = {
 
 def fill(page: Any, key: str, value: object) -> None:
     field = page.locator(f"[data-field='{key}']")
+    if not field.is_visible():  # the New run form keeps all but the common knobs under a closed "Advanced"
+        page.locator("[data-testid='advanced'] > summary").click()
     if isinstance(value, bool):
         field.set_checked(value)
     elif field.evaluate("el => el.tagName") == "SELECT":
@@ -408,6 +410,14 @@ def test_launch_from_a_suggestion_names_its_source_and_marks_the_changed_fields(
     assert "Changes the algorithm" in page.locator("tr.group-row[data-group='changes_algorithm']").inner_text()
     notes = page.locator(".suggestion-notes").inner_text()
     assert "growth above the process baseline" in notes
+    # response-length candidates sit in the algorithm group, each saying in words what it changes
+    R0 = cfg["generation"]["max_new_tokens"]
+    for R, words in ((R0 // 2, "responses may be cut shorter: the reward sees different text"),
+                     (2 * R0, "responses may run longer: the reward sees different text")):
+        capped = page.locator("tr[data-group='changes_algorithm']:not(.group-row)",
+                              has_text=f"response cap {R} tokens")
+        assert capped.count() == 1, R
+        assert words in capped.inner_text(), capped.inner_text()
     for n in body["notes"][:1]:  # a shared note appears once, above the table, not in each row
         assert page.locator(".suggestions-table").get_by_text(n, exact=True).count() == 0
     shoot(page, "07c-suggestions-groups")
@@ -425,8 +435,12 @@ def test_launch_from_a_suggestion_names_its_source_and_marks_the_changed_fields(
     listed = page.locator(".changed-fields li[data-changed]")
     keys = [listed.nth(i).get_attribute("data-changed") for i in range(listed.count())]
     assert set(chosen["overrides"]) <= set(keys), (keys, chosen["overrides"])
+    if set(chosen["overrides"]) - {"ppo.batch_size", "ppo.learning_rate", "ppo.kl_coef"}:
+        # a changed field under "Advanced" opened it: no "(changed)" mark sits in a closed section
+        assert page.get_by_test_id("advanced").get_attribute("open") is not None
     for key in chosen["overrides"]:
         assert "(changed)" in page.locator(f".changed-fields li[data-changed='{key}']").inner_text()
+        assert page.locator(f"[data-field='{key}']").is_visible(), key
         field = page.locator(f".field:has([data-field='{key}'])")
         assert "(changed)" in field.locator("label").inner_text(), key
     # the list sits above the form's fields: no scrolling 1,500 px to find what changed
@@ -491,5 +505,54 @@ def test_invalid_batch_and_non_dividing_minibatch_show_on_their_fields_before_an
     assert "ppo.mini_batch_size" in summary.inner_text() and "ppo.batch_size:" not in summary.inner_text()
     assert "must divide ppo.batch_size (32)" in _field_error(page, "ppo.mini_batch_size")
     shoot(page, "11b-new-run-client-validation")
+    assert "/new" in page.url
+    assert len(api.call("GET", "/api/runs?limit=200")["data"]) == runs_before  # no run was created
+
+
+COMMON_KNOBS = ["name", "model.size", "reward.kind", "ppo.batch_size", "ppo.learning_rate", "ppo.kl_coef",
+                "train.steps_per_epoch"]
+
+
+def test_common_knobs_come_first_and_an_error_inside_advanced_opens_it(page: Any, api: Any, shoot: Any) -> None:
+    runs_before = len(api.call("GET", "/api/runs?limit=200")["data"])
+    page.goto("/new")
+    page.wait_for_selector("[data-field='ppo.batch_size']")
+    advanced = page.get_by_test_id("advanced")
+    assert advanced.get_attribute("open") is None, "a plain preset opens with Advanced closed"
+    shown = page.get_by_test_id("common-fields").locator("[data-field]").evaluate_all(
+        "els => els.map(e => e.dataset.field)")
+    assert shown == COMMON_KNOBS
+    for key in COMMON_KNOBS:
+        assert page.locator(f"[data-field='{key}']").is_visible(), key
+    for key in ("seed", "ppo.mini_batch_size", "generation.max_new_tokens"):
+        assert not page.locator(f"[data-field='{key}']").is_visible(), key
+    start = page.get_by_role("button", name="Start run").bounding_box()
+    assert start["y"] + start["height"] <= page.viewport_size["height"], start
+    shoot(page, "11c-new-run-common-knobs")
+
+    # a batch the preset's minibatch (16) does not divide: the browser's error lands on the minibatch,
+    # a field under Advanced, which opens to show it
+    fill(page, "ppo.batch_size", 24)
+    page.wait_for_selector("[data-field='ppo.mini_batch_size'][aria-invalid='true']")
+    assert advanced.get_attribute("open") is not None
+    assert page.locator("[data-field='ppo.mini_batch_size']").is_visible()
+    assert "ppo.mini_batch_size (16) must divide ppo.batch_size (24)" in _field_error(page, "ppo.mini_batch_size")
+    # closed by hand, a submit opens it again: the error it is refused for is never hidden
+    page.locator("[data-testid='advanced'] > summary").click()
+    assert not page.locator("[data-field='ppo.mini_batch_size']").is_visible()
+    page.get_by_role("button", name="Start run").click()
+    page.get_by_test_id("client-errors").wait_for()
+    page.locator("[data-field='ppo.mini_batch_size']").wait_for(state="visible")
+    shoot(page, "11d-new-run-advanced-error")
+
+    # the server's cross-field error (generation.batch_size must divide ppo.batch_size: no browser rule)
+    # also lands on its field under Advanced, shown open
+    fill(page, "ppo.batch_size", 32)
+    fill(page, "generation.batch_size", 5)
+    page.locator("[data-testid='advanced'] > summary").click()
+    page.get_by_role("button", name="Start run").click()
+    page.wait_for_selector("[data-field='generation.batch_size'][aria-invalid='true']")
+    assert page.locator("[data-field='generation.batch_size']").is_visible()
+    assert "must divide ppo.batch_size (32)" in _field_error(page, "generation.batch_size")
     assert "/new" in page.url
     assert len(api.call("GET", "/api/runs?limit=200")["data"]) == runs_before  # no run was created

@@ -108,6 +108,16 @@ def test_groups_come_with_row_zero_and_shared_notes(idle_client: Any) -> None:
         assert all(n not in c["notes"] for n in body["notes"]), "shared notes appear once, not per row"
     assert any("growth above the process baseline" in n for n in body["notes"])
     assert "growth above the process baseline" in body["memory_footing"]
+    # the algorithm group offers a shorter and a longer response cap, each saying what it changes
+    R0 = run["config"]["generation"]["max_new_tokens"]
+    lengths = {c["overrides"]["generation.max_new_tokens"]: c for c in body["candidates"]
+               if "generation.max_new_tokens" in c["overrides"]}
+    assert set(lengths) == {R0 // 2, 2 * R0}, lengths
+    for R, c in lengths.items():
+        assert c["group"] == "changes_algorithm" and list(c["overrides"]) == ["generation.max_new_tokens"]
+        assert c["title"] == f"response cap {R} tokens" and c["config"]["generation"]["max_new_tokens"] == R
+    assert "responses may be cut shorter: the reward sees different text" in lengths[R0 // 2]["changes"][0]
+    assert "responses may run longer: the reward sees different text" in lengths[2 * R0]["changes"][0]
 
 
 def test_finished_run_reports_measured_memory_on_the_predictions_footing(idle_client: Any) -> None:

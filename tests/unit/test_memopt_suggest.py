@@ -165,3 +165,51 @@ def test_groups_split_same_math_from_algorithm_changes() -> None:
         assert c.overrides["ppo.batch_size"] == B and c.overrides["ppo.mini_batch_size"] == mb
     assert all(c.algorithm_changes for c in sg.changes_algorithm)
     assert all(n not in c.notes for c in sg.candidates for n in sg.notes)
+
+
+def test_response_lengths_stay_within_the_configs_limits() -> None:
+    from rlhfkit.memopt.suggest import response_lengths
+
+    cfg = load_config("default", {"generation.max_new_tokens": 24, "model.max_length": 128})
+    assert response_lengths(cfg, prompt_len=48) == ([12, 48], [])
+    # the prompts leave room for 30 response tokens: the longer cap stops there
+    assert response_lengths(cfg, prompt_len=98)[0] == [12, 30]
+    # no room at all, or nothing shorter than one token: that side is left out, and a note says why
+    full, notes = response_lengths(cfg, prompt_len=104)
+    assert full == [12] and "model.max_length (128)" in notes[0]
+    one = load_config("default", {"generation.max_new_tokens": 1})
+    assert response_lengths(one, prompt_len=48) == ([2], ["no shorter response cap was offered: "
+                                                          "generation.max_new_tokens is already 1"])
+    # the field's own bound (le=2048) holds however long model.max_length is
+    big = load_config("default", {"generation.max_new_tokens": 1500, "model.max_length": 4096})
+    assert response_lengths(big, prompt_len=48)[0] == [750, 2048]
+
+
+def test_algorithm_group_offers_shorter_and_longer_responses_and_says_what_they_change() -> None:
+    from rlhfkit.memopt.suggest import suggest_groups
+
+    cfg = load_config("default")
+    R0 = cfg.generation.max_new_tokens
+    sg = suggest_groups(cfg, budget_gb=4, device="cpu", top_per_group=3, prompt_len=48)
+    assert len(sg.changes_algorithm) <= 3
+    by_len = {c.overrides["generation.max_new_tokens"]: c for c in sg.changes_algorithm
+              if c.overrides["generation.max_new_tokens"] != R0}
+    assert set(by_len) == {R0 // 2, 2 * R0}
+    shorter, longer = by_len[R0 // 2], by_len[2 * R0]
+    assert shorter.algorithm_changes == [f"response cap {R0} -> {R0 // 2} tokens: responses may be cut shorter: "
+                                         "the reward sees different text (and a step trains on fewer tokens)"]
+    assert "responses may run longer: the reward sees different text" in longer.algorithm_changes[0]
+    for c in (shorter, longer):  # only the response cap moves; the config they launch says so
+        assert c.group == "changes_algorithm" and c.fits
+        assert c.config.generation.max_new_tokens == c.overrides["generation.max_new_tokens"]
+        assert c.config.ppo == cfg.ppo and c.config.model == cfg.model
+    assert shorter.peak_bytes < sg.current.peak_bytes < longer.peak_bytes
+    assert shorter.step_seconds < sg.current.step_seconds < longer.step_seconds
+    # the group stays ranked: fitting rows by predicted throughput
+    rates = [round(c.tokens_per_sec) for c in sg.changes_algorithm]
+    assert rates == sorted(rates, reverse=True)
+    # a budget the longer cap does not fit: it is left out and a shared note says so
+    tight = (sg.current.peak_bytes + longer.peak_bytes) / 2 / 2**30
+    sg2 = suggest_groups(cfg, budget_gb=tight, device="cpu", headroom=0.0, top_per_group=3, prompt_len=48)
+    assert 2 * R0 not in {c.overrides["generation.max_new_tokens"] for c in sg2.changes_algorithm}
+    assert any(f"response cap of {2 * R0} tokens was not offered" in n for n in sg2.notes)

@@ -39,7 +39,7 @@ function Section({ s, value, base, errors, onChange }: Omit<Props, "form"> & { s
     if (anyError) setOpen(true);
   }, [anyError]);
   return (
-    <details className="section" open={open} onToggle={(e) => setOpen(e.currentTarget.open)} data-section={s.key}>
+    <details className="section" open={open} onToggle={(e) => { if (e.target === e.currentTarget) setOpen(e.currentTarget.open); }} data-section={s.key}>
       <summary>
         {s.label}
         {anyError ? <span className="error-dot" aria-label="has errors"> ●</span> : null}

@@ -3,7 +3,8 @@
  * and marked "(changed)" against that run's config). The browser checks each field against the
  * config's JSON Schema (types, bounds, enums, the "x-divides" rules) as the user types and before
  * submit; the server validates again (422 names each bad field, shown inline); on success we go
- * straight to the run page. */
+ * straight to the run page. The common knobs come first; every other field sits under "Advanced",
+ * which opens by itself when a field inside has an error or is marked "(changed)". */
 import { useEffect, useMemo, useRef, useState } from "react";
 import { useLocation, useNavigate, useSearchParams } from "react-router-dom";
 import { ApiError } from "../api/client";
@@ -11,6 +12,7 @@ import type { components } from "../client/schema";
 import { useConfigSchema, useCreateRun, usePresets } from "../api/queries";
 import { ErrorState, Loading } from "../components/common";
 import { SchemaForm, type ConfigValue } from "../components/SchemaForm";
+import { advancedReasons, splitForm } from "../lib/formLayout";
 import { buildForm, diffOverrides, errorsByField, getAt, validateForm } from "../lib/schemaForm";
 import { fmtValue, type LaunchSource, originOf } from "../lib/suggestions";
 import { toYaml } from "../lib/yaml";
@@ -32,6 +34,9 @@ export default function NewRunPage() {
   const [value, setValue] = useState<ConfigValue | null>(fromState ?? null);
   const [errors, setErrors] = useState<Record<string, string[]>>({}); // the server's, from the last submit
   const [blocked, setBlocked] = useState(false); // a submit was stopped by the browser's own checks
+  // React passes a nested <details>' toggle on to its ancestors' onToggle: each handler checks its target
+  const [advancedOpen, setAdvancedOpen] = useState(false);
+  const [attempts, setAttempts] = useState(0); // submits tried: each one shows again what Advanced holds
   const summary = useRef<HTMLDivElement>(null);
 
   useEffect(() => {
@@ -43,11 +48,18 @@ export default function NewRunPage() {
   const shown = mergeErrors(clientErrors, errors);
   const changedKeys = value && base ? Object.keys(diffOverrides(base, value)) : [];
   const changes = changedKeys.length;
+  const layout = useMemo(() => (form ? splitForm(form) : null), [form]);
+  // what Advanced holds that must not stay hidden: an error, or a field marked "(changed)"
+  const reasons = layout ? advancedReasons(layout.advanced, shown, changedKeys) : [];
+  const reasonsKey = reasons.join(" ");
+  useEffect(() => {
+    if (reasonsKey) setAdvancedOpen(true);
+  }, [reasonsKey, attempts]);
 
   if (schema.isPending || presets.isPending) return <Loading what="config schema and presets" />;
   if (schema.isError) return <ErrorState error={schema.error} retry={() => void schema.refetch()} />;
   if (presets.isError) return <ErrorState error={presets.error} retry={() => void presets.refetch()} />;
-  if (!form || !value) return <Loading what="preset" />;
+  if (!form || !layout || !value) return <Loading what="preset" />;
 
   const focusFirstInvalid = () => requestAnimationFrame(() => {
     const first = document.querySelector<HTMLElement>("[aria-invalid=true]");
@@ -56,6 +68,7 @@ export default function NewRunPage() {
   const submit = (e: React.FormEvent) => {
     e.preventDefault();
     setErrors({});
+    setAttempts((n) => n + 1);
     if (Object.keys(clientErrors).length) { // nothing the server would accept: say so here, send nothing
       setBlocked(true);
       focusFirstInvalid();
@@ -127,7 +140,17 @@ export default function NewRunPage() {
             </ul>
           </div>
         ) : null}
-        <SchemaForm form={form} value={value} base={base} errors={shown} onChange={setValue} />
+        <div className="common-fields" data-testid="common-fields">
+          <SchemaForm form={layout.common} value={value} base={base} errors={shown} onChange={setValue} />
+        </div>
+        <details className="advanced" data-testid="advanced" open={advancedOpen}
+                 onToggle={(e) => { if (e.target === e.currentTarget) setAdvancedOpen(e.currentTarget.open); }}>
+          <summary>
+            Advanced <span className="muted">(every other field of the config)</span>
+            {reasons.some((k) => shown[k]?.length) ? <span className="error-dot" aria-label="has errors"> ●</span> : null}
+          </summary>
+          <SchemaForm form={layout.advanced} value={value} base={base} errors={shown} onChange={setValue} />
+        </details>
         <details className="yaml-preview">
           <summary>Config as YAML</summary>
           <pre>{toYaml(value)}</pre>
