@@ -26,12 +26,13 @@ from rlhfkit.metrics import M
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "kl_high_factor": 2.0,  # warning when KL > factor * target (critical at 2x this)
     "kl_max": 25.0,  # nats per sequence, used when no target is known
-    "kl_per_token_max": 0.5,  # nats per token (GRPO/RLOO/OpenRLHF report KL per token)
+    "kl_per_token_max": 0.5,  # nats per token: for runs that report KL only per token (TRL's GRPO, OpenRLHF)
     "mismatch_kl_max": 0.01,  # nats per token between the sampler's and the trainer's log-probs
     "mismatch_token_prob_error_max": 1.1,  # NeMo-RL's token_mult_prob_error (1 = identical)
     "kl_rise_window": 10,  # steps
     "kl_rise_factor": 3.0,  # KL grew by this factor across the window
     "kl_rise_min": 1.0,  # ... and by at least this many nats
+    "kl_rise_horizon": 50,  # ... and at that rate would cross the kl_high limit within this many steps
     "entropy_min": 0.3,  # nats/token
     "entropy_drop_ratio": 0.2,  # entropy below 20% of its first value
     "reward_std_min": 1e-3,
@@ -154,14 +155,24 @@ class StabilityMonitor:
                 k = max(1, min(3, len(self._kl) // 3))
                 first = statistics.fmean(list(self._kl)[:k])
                 late = statistics.fmean(list(self._kl)[-k:])
-                if late - first > th["kl_rise_min"] and late > th["kl_rise_factor"] * max(first, 1e-3):
+                # a rise matters when it heads for the limit: KL settling a few nats above the
+                # reference is what a KL penalty allows; a climb that would cross kl_high's limit
+                # within the horizon at its current rate is the drift worth acting on early
+                slope = (late - first) / (len(self._kl) - k)  # nats per step, between the two means
+                to_limit = (limit - late) / slope if slope > 0 else math.inf  # steps
+                if (late - first > th["kl_rise_min"] and late > th["kl_rise_factor"] * max(first, 1e-3)
+                        and to_limit <= th["kl_rise_horizon"]):
                     yield _Alert("kl_rising", "warning", M.KL_K1, late, th["kl_rise_factor"] * max(first, 1e-3),
                                  f"KL rose from {first:.2f} to {late:.2f} nats (means of {k} steps) in "
-                                 f"{len(self._kl) - 1} steps",
+                                 f"{len(self._kl) - 1} steps; at this rate it crosses the limit of {limit:.1f} "
+                                 f"in about {max(0.0, to_limit):.0f} steps",
                                  "The policy is drifting fast: lower the learning rate or ppo_epochs, or raise kl_coef.")
 
+        # KL per token only where the run reports no sequence KL: one KL rule per run, on the
+        # measure the penalty controls (a per-token limit reads short responses as drift: 2 nats
+        # over 4 tokens is 0.5 per token)
         klt = m.get(M.KL_PER_TOKEN)
-        if klt is not None and klt > th["kl_per_token_max"]:
+        if kl is None and klt is not None and klt > th["kl_per_token_max"]:
             yield _Alert("kl_high", "critical" if klt > 2 * th["kl_per_token_max"] else "warning", M.KL_PER_TOKEN, klt,
                          th["kl_per_token_max"], f"KL to the reference is {klt:.3f} nats per token",
                          "Raise the KL coefficient (beta) or lower the learning rate.")

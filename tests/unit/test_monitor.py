@@ -169,3 +169,28 @@ def test_an_evaluation_is_not_a_training_step_of_the_history() -> None:
     mon.check(0, {M.EVAL_REWARD: 0.1, M.EVAL_RESPONSE_LEN: 7.0})
     mon.check(0, healthy(0))
     assert [s for s, _ in mon.history] == [0] and M.EVAL_REWARD not in mon.history[0][1]
+
+
+def test_kl_per_token_rule_only_for_runs_without_sequence_kl() -> None:
+    """rlhfkit reports both: 2.4 nats per sequence over ~5-token responses is 0.5 per token, and
+    the sequence rule (the measure the penalty controls) decides. A run that reports only per-token
+    KL (TRL's GRPO through the adapter) is held to the per-token limit."""
+    both = StabilityMonitor()
+    fired = [a.rule for s in range(20) for a in both.check(s, {M.KL_K1: 2.4, M.KL_PER_TOKEN: 0.6})]
+    assert "kl_high" not in fired
+    only_token = StabilityMonitor()
+    assert "kl_high" in [a.rule for a in only_token.check(5, {M.KL_PER_TOKEN: 0.6})]
+    assert "kl_high" in [a.rule for a in both.check(40, {M.KL_K1: 30.0, M.KL_PER_TOKEN: 0.6})]
+
+
+def test_kl_rising_ignores_a_climb_that_settles_far_below_the_limit() -> None:
+    """A KL penalty lets KL climb a few nats and settle (smoke seed 1: 0.94 -> 3.06 nats in 10
+    steps, limit 25): not a drift toward trouble. A climb from 1 to 13 nats in 10 steps would cross
+    the limit within the horizon and fires."""
+    def rules(rate: float, cap: float) -> list[str]:
+        mon = StabilityMonitor()
+        kl = [0.0, *[min(cap, 0.94 + rate * max(0, s - 12)) for s in range(1, 40)]]  # flat, climb, settle
+        return [a.rule for s, k in enumerate(kl) for a in mon.check(s, {M.KL_K1: k})]
+
+    assert "kl_rising" not in rules(0.4, 3.3)
+    assert "kl_rising" in rules(1.2, 13.0)
