@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,16 +47,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ppo_vs_trl import (  # noqa: E402  (a sibling script, not a package)
-    MARK,
     PROMPT_LEN,
     CpuClock,
     _emit,
     _loadavg,
-    _median,
     _version,
     build_tokenizer,
     gpt2_config,
     make_prompts,
+    run_worker,
+    summarise,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,35 +179,6 @@ def run_rlhfkit(shape: dict[str, int], steps: int, warmup: int, tmp: Path,
 
 
 # ----------------------------------------------------------------------------- orchestration
-def run_worker(system: str, shape: str, steps: int, warmup: int, timeout: float,
-               threads: int | None) -> dict[str, Any]:
-    import os
-
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", system, "--shape", shape, "--steps", str(steps),
-           "--warmup", str(warmup)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error",
-               ACCELERATE_USE_CPU="true")
-    if threads:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
-    for line in proc.stdout.splitlines():
-        if line.startswith(MARK):
-            return dict(json.loads(line[len(MARK):]))
-    raise RuntimeError(f"{system} worker failed (rc={proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-
-
-def summarise(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for system, runs in results.items():
-        steps = [s for r in runs for s in r["steps"]]
-        row = {k: _median([s[k] for s in steps]) for k in (*STAGES, "other", "step", "cpu")}
-        row["tokens_per_s"] = runs[0]["tokens_per_step"] / row["step"]
-        row["tokens_per_cpu_s"] = runs[0]["tokens_per_step"] / row["cpu"]
-        row["n"], row["threads"] = len(steps), runs[0]["threads"]
-        out[system] = row
-    return out
-
-
 def print_table(shape: str, summary: dict[str, dict[str, float]], load: str, versions: dict[str, str]) -> None:
     counts = ", ".join(f"{k}: {int(v['n'])} steps, {int(v['threads'])} threads" for k, v in summary.items())
     print(f"\n{SHAPE_TITLES[shape]}  (medians of {counts}; load average before/after: {load})")
@@ -255,13 +225,14 @@ def main(argv: list[str] | None = None) -> int:
         for rnd in range(args.rounds):
             for system in systems:
                 t0 = time.perf_counter()
-                res = run_worker(system, shape, args.steps, args.warmup, 1800, args.threads)
+                res = run_worker(sys.executable, system, shape, args.steps, args.warmup, [], timeout=1800,
+                                 threads=args.threads, script="grpo_vs_trl.py")
                 results[system].append(res)
                 print(f"[{shape} round {rnd + 1}/{args.rounds}] {system:<10} "
                       f"{statistics.median(s['step'] for s in res['steps']):.3f} s/step "
                       f"({time.perf_counter() - t0:.0f} s with start-up; load {_loadavg()})", flush=True)
         versions = {s: r[0]["version"] for s, r in results.items()}
-        print_table(shape, summarise(results), f"{load0} / {_loadavg()}", versions)
+        print_table(shape, summarise(results, STAGES), f"{load0} / {_loadavg()}", versions)
         all_results[shape] = results
     if args.json:
         args.json.write_text(json.dumps(all_results, indent=1))

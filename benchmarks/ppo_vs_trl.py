@@ -293,10 +293,12 @@ def ensure_trl_venv() -> Path:
 
 
 def run_worker(python: Path | str, system: str, shape: str, steps: int, warmup: int, extra: list[str],
-               timeout: float, threads: int | None = None, root: Path = ROOT) -> dict[str, Any]:
-    """One worker process; ``root`` is the source tree it runs (another revision's checkout runs that
-    revision's own rlhfkit and its own worker code, timed as that revision timed itself)."""
-    cmd = [str(python), str(root / "benchmarks" / "ppo_vs_trl.py"), "--worker", system, "--shape", shape,
+               timeout: float, threads: int | None = None, root: Path = ROOT,
+               script: str = "ppo_vs_trl.py") -> dict[str, Any]:
+    """One worker process of ``benchmarks/<script>``; ``root`` is the source tree it runs (another
+    revision's checkout runs that revision's own rlhfkit and its own worker code, timed as that
+    revision timed itself)."""
+    cmd = [str(python), str(root / "benchmarks" / script), "--worker", system, "--shape", shape,
            "--steps", str(steps), "--warmup", str(warmup), *extra]
     env = dict(os.environ, PYTHONPATH=str(root), TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error",
                ACCELERATE_USE_CPU="true")
@@ -313,11 +315,13 @@ def _median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
-def summarise(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
+def summarise(results: dict[str, list[dict[str, Any]]],
+              stages: tuple[str, ...] = STAGES) -> dict[str, dict[str, float]]:
+    """Medians over every measured step of each system, and tokens per second of wall and CPU time."""
     out: dict[str, dict[str, float]] = {}
     for system, runs in results.items():
         steps = [s for r in runs for s in r["steps"]]
-        row = {k: _median([s[k] for s in steps]) for k in (*STAGES, "other", "step", "cpu")}
+        row = {k: _median([s[k] for s in steps]) for k in (*stages, "other", "step", "cpu")}
         row["tokens_per_s"] = runs[0]["tokens_per_step"] / row["step"] if steps else float("nan")
         row["tokens_per_cpu_s"] = runs[0]["tokens_per_step"] / row["cpu"] if steps else float("nan")
         row["n"] = len(steps)
