@@ -36,7 +36,6 @@ per second of the whole step.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -52,6 +51,7 @@ from ppo_vs_trl import (  # noqa: E402  (a sibling script, not a package)
     _emit,
     _loadavg,
     _version,
+    bench_parser,
     build_tokenizer,
     gpt2_config,
     make_prompts,
@@ -194,18 +194,8 @@ def print_table(shape: str, summary: dict[str, dict[str, float]], load: str, ver
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--shapes", default="small", help="comma-separated: " + ", ".join(SHAPES))
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=3, help="measured steps per worker run")
-    ap.add_argument("--warmup", type=int, default=1, help="unmeasured steps per worker run")
-    ap.add_argument("--quick", action="store_true", help="1 round, 2 measured steps")
-    ap.add_argument("--systems", default="trl,rlhfkit,rlhfkit-s",
-                    help="comma-separated from trl, rlhfkit, rlhfkit-s (ppo.rollout_scores=sampling)")
-    ap.add_argument("--threads", type=int, help="torch/OpenMP threads for every system")
-    ap.add_argument("--json", type=Path, help="also write every measured step here")
-    ap.add_argument("--worker", choices=["trl", "rlhfkit", "rlhfkit-s"], help=argparse.SUPPRESS)
-    ap.add_argument("--shape", help=argparse.SUPPRESS)
+    ap = bench_parser(__doc__, SHAPES, "small", "trl,rlhfkit,rlhfkit-s",
+                      "comma-separated from trl, rlhfkit, rlhfkit-s (ppo.rollout_scores=sampling)")
     args = ap.parse_args(argv)
     if args.worker:
         with tempfile.TemporaryDirectory() as d:

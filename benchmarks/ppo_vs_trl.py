@@ -361,24 +361,31 @@ def _loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--shapes", default="small,gpt2s", help="comma-separated: " + ", ".join(SHAPES))
-    ap.add_argument("--rounds", type=int, default=3, help="alternating TRL/rlhfkit rounds per shape")
+def bench_parser(doc: str, shapes: dict[str, Any], default_shapes: str, systems: str,
+                 systems_help: str) -> argparse.ArgumentParser:
+    """The options both peer benchmarks take (and their internal worker mode)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--shapes", default=default_shapes, help="comma-separated: " + ", ".join(shapes))
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of the systems per shape")
     ap.add_argument("--steps", type=int, default=3, help="measured steps per worker run")
     ap.add_argument("--warmup", type=int, default=1, help="unmeasured steps per worker run")
-    ap.add_argument("--quick", action="store_true", help="1 round, 2 measured steps (about 1-2 minutes quiet)")
-    ap.add_argument("--systems", default="trl,rlhfkit",
-                    help="comma-separated from trl, rlhfkit, rlhfkit-s (rlhfkit with ppo.rollout_scores=sampling: "
-                         "old log-probs and values read off the sampling pass, as TRL reads its old log-probs)")
-    ap.add_argument("--baseline", metavar="REV",
-                    help="also time rlhfkit at git revision REV (a temporary checkout, this venv) as system "
-                         "rlhfkit@REV, alternating with the others: before/after in one run")
-    ap.add_argument("--threads", type=int, help="torch/OpenMP threads for both systems (default: torch's default)")
+    ap.add_argument("--quick", action="store_true", help="1 round, 2 measured steps")
+    ap.add_argument("--systems", default=systems, help=systems_help)
+    ap.add_argument("--threads", type=int, help="torch/OpenMP threads for every system (default: torch's default)")
     ap.add_argument("--json", type=Path, help="also write every measured step here")
     # worker mode (internal)
     ap.add_argument("--worker", choices=["trl", "rlhfkit", "rlhfkit-s"], help=argparse.SUPPRESS)
     ap.add_argument("--shape", help=argparse.SUPPRESS)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = bench_parser(__doc__, SHAPES, "small,gpt2s", "trl,rlhfkit",
+                      "comma-separated from trl, rlhfkit, rlhfkit-s (rlhfkit with ppo.rollout_scores=sampling: "
+                      "old log-probs and values read off the sampling pass, as TRL reads its old log-probs)")
+    ap.add_argument("--baseline", metavar="REV",
+                    help="also time rlhfkit at git revision REV (a temporary checkout, this venv) as system "
+                         "rlhfkit@REV, alternating with the others: before/after in one run")
     args = ap.parse_args(argv)
 
     if args.worker:
