@@ -88,6 +88,8 @@ class Run(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     parent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the run this one re-runs
     origin: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)  # the suggestion it came from
+    # other runs executed beside it and over which of its steps (backend.services.embedded)
+    shared_device: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)
 
 
 class EventRow(Base):

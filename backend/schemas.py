@@ -78,6 +78,15 @@ class ExternalRunCreate(_Request):
     total_steps: Count32 | None = None
 
 
+class SharedDevice(BaseModel):
+    """Runs that executed on the same machine at the same time as this one (embedded mode)."""
+
+    device: str = Field(description="The run's configured device (train.device): cpu, cuda or auto")
+    run_ids: list[str] = Field(description="The other runs that executed beside this one")
+    from_step: int = Field(description="First step of this run that another run shared the device with")
+    to_step: int | None = Field(default=None, description="Last such step; null while the sharing goes on")
+
+
 class RunPublic(BaseModel):
     id: str
     name: str
@@ -104,6 +113,9 @@ class RunPublic(BaseModel):
     queue: str | None = None
     parent_id: str | None = None
     origin: RunOrigin | None = Field(default=None, description="The config suggestion this run was launched from")
+    shared_device: SharedDevice | None = Field(
+        default=None, description="Other runs this server executed beside this one (embedded mode), and during which "
+                                  "of its steps: its timings are not comparable with a run that had the device alone")
     cancel_requested: bool = False
 
     @model_validator(mode="after")

@@ -21,7 +21,7 @@ from typing import Any
 
 from backend.core.config import Settings
 from backend.core.db import Database
-from backend.core.registry import set_status
+from backend.core.registry import run_lock, set_status
 from backend.models import Run
 from backend.services.ingest import ingest_and_publish
 from backend.services.live import LiveHub
@@ -71,6 +71,8 @@ class EmbeddedExecutor:
         self._stops: dict[str, MpEvent] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._live: set[str] = set()  # runs whose process runs: launched, exit not yet handled by the pump
+        self._live_lock = threading.Lock()
 
     # ---- lifecycle
     def start(self) -> None:
@@ -138,6 +140,7 @@ class EmbeddedExecutor:
         proc.start()
         self._procs[run_id] = proc
         self._stops[run_id] = stop
+        self._note_sharing(started=run_id)
         with self.db.session() as s:  # a cancel that raced the launch
             r = s.get(Run, run_id)
             if r is not None and r.cancel_requested:
@@ -185,6 +188,7 @@ class EmbeddedExecutor:
             except Exception:
                 _log.exception("ingest failed for run %s", run_id)
         for run_id, code in exits:
+            self._note_sharing(exited=run_id)  # after its last events: its last step is ingested
             with self.db.session() as s:
                 run = s.get(Run, run_id)
                 status = None if run is None else run.status
@@ -193,3 +197,45 @@ class EmbeddedExecutor:
                                      "before reporting a result", only_from=("running", "queued"))
                 if changed is not None:
                     self.hub.publish_status(public_dict(changed))
+
+    def _note_sharing(self, *, started: str | None = None, exited: str | None = None) -> None:
+        """Update ``shared_device`` of every run whose company changed: the one that started or exited
+        and those that ran beside it."""
+        with self._live_lock:
+            before = set(self._live)
+            if started is not None:
+                self._live.add(started)
+            if exited is not None:
+                self._live.discard(exited)
+            touched = before | self._live
+            if len(touched) < 2:
+                return
+            for run_id in sorted(touched):
+                others = self._live - {run_id} if run_id in self._live else set()
+                with run_lock(run_id), self.db.session() as s:
+                    run = s.get(Run, run_id)
+                    if run is None:
+                        continue
+                    device = str((run.config or {}).get("train", {}).get("device", "cpu"))
+                    rec = update_sharing(run.shared_device, others, run.last_step, device)
+                    if rec != run.shared_device:
+                        run.shared_device = rec
+                        s.commit()
+                        self.hub.publish_status(public_dict(run))
+
+
+def update_sharing(rec: dict[str, Any] | None, others: set[str], last_step: int | None,
+                   device: str) -> dict[str, Any] | None:
+    """A run's ``shared_device`` record after its company changed to ``others`` (its last completed
+    step is ``last_step``): opened at its next step when others arrive, the others added while they
+    come and go, closed at its last completed step when none is left. One span: a run that shared
+    twice reports from the first shared step to the last."""
+    next_step = 0 if last_step is None else last_step + 1
+    if others:
+        if rec is None:
+            return {"device": device, "run_ids": sorted(others), "from_step": next_step, "to_step": None}
+        return {**rec, "run_ids": sorted(set(rec["run_ids"]) | others), "to_step": None}
+    if rec is not None and rec.get("to_step") is None:
+        return {**rec, "to_step": max(int(rec["from_step"]), last_step if last_step is not None else 0)}
+    return rec
+

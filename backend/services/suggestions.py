@@ -17,7 +17,7 @@ import json
 import logging
 import math
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import select
 
@@ -34,9 +34,13 @@ from backend.schemas import (
     SuggestionCurrent,
     SuggestionsPublic,
 )
+from backend.services.metrics import query_series
 from backend.services.runs import Conflict
 from rlhfkit.config import ConfigError, RunConfig, validate_config
 from rlhfkit.metrics import M
+
+if TYPE_CHECKING:
+    from rlhfkit.memopt.suggest import MeasuredLengths
 
 Device = Literal["cpu", "cuda"]
 _log = logging.getLogger(__name__)
@@ -102,8 +106,9 @@ def suggest_for_run(*, db: Database, run: Run, budget_gb: float | None = None, d
     cfg = run_config(run=run)
     dev = device or run_device(db=db, run=run)
     budget = budget_gb if budget_gb is not None else default_budget_gb(run=run, device=dev)
+    lengths = measured_lengths(db=db, run=run)
     try:
-        current, candidates, notes = _suggest(cfg.model_dump_json(), budget, dev, top)
+        current, candidates, notes = _suggest(cfg.model_dump_json(), budget, dev, top, lengths)
     except OSError as exc:  # a pretrained model whose config is not on this machine
         raise Conflict(f"cannot size the model of run {run.id} here: {exc}") from None
     peak, tps, how = measured(db=db, run=run, device=dev)
@@ -156,14 +161,29 @@ def measured(*, db: Database, run: Run, device: Device) -> tuple[float | None, f
             "tokens/s: the last step's perf/tokens_per_sec")
 
 
+def measured_lengths(*, db: Database, run: Run) -> MeasuredLengths | None:
+    """The run's response lengths (mean over its steps of response/length and response/length_max),
+    so the throughput model counts what it generated, not max_new_tokens per response; None before
+    its first step."""
+    from rlhfkit.memopt.suggest import MeasuredLengths
+
+    series = query_series(db, run.id, [M.RESPONSE_LEN, M.RESPONSE_LEN_MAX], max_points=1)
+    mean, longest = series[M.RESPONSE_LEN], series[M.RESPONSE_LEN_MAX]
+    if not mean.values or not math.isfinite(mean.values[0]):
+        return None
+    top = longest.values[0] if longest.values and math.isfinite(longest.values[0]) else mean.values[0]
+    return MeasuredLengths(mean=round(mean.values[0], 2), longest=round(top, 2),
+                           source=f"run {run.name} ({mean.total_points} steps)")
+
+
 @lru_cache(maxsize=64)
-def _suggest(config_json: str, budget_gb: float, device: Device, top: int,
+def _suggest(config_json: str, budget_gb: float, device: Device, top: int, lengths: MeasuredLengths | None = None,
              ) -> tuple[SuggestionCurrent, tuple[SuggestionCandidate, ...], tuple[str, ...]]:
     from rlhfkit.memopt.suggest import dotted_get, suggest_groups
 
     cfg = validate_config(json.loads(config_json))
     base = cfg.model_dump(mode="json")
-    sg = suggest_groups(cfg, budget_gb, device, headroom=HEADROOM, top_per_group=top)
+    sg = suggest_groups(cfg, budget_gb, device, headroom=HEADROOM, top_per_group=top, lengths=lengths)
     cur = sg.current
     current = SuggestionCurrent(config=base, predicted_peak_mb=round(cur.peak_mb, 1),
                                 predicted_tokens_per_sec=round(cur.tokens_per_sec, 1), fits=cur.fits)

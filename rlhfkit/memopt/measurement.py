@@ -50,6 +50,10 @@ class Measurement:
     reserved_mb: float | None = None  # CUDA: max_memory_reserved over the run
     tokens_per_sec: float | None = None  # over the steps after the first (all of them when only one)
     step_time_s: float | None = None  # mean over the same steps
+    # mean over the same steps of response/length and response/length_max (tokens): what a run that
+    # stops at EOS generates (rlhfkit.memopt.suggest.MeasuredLengths)
+    response_mean: float | None = None
+    response_longest: float | None = None
     snapshot: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,6 +102,7 @@ def measure_in_process(config: Any, *, steps: int = 2, snapshot_path: str | Path
     import torch
 
     from rlhfkit.instrument import rss_mb
+    from rlhfkit.metrics import M
     from rlhfkit.runner import run_training
     from rlhfkit.sinks import MemorySink
     from rlhfkit.trainer import resolve_device
@@ -138,6 +143,10 @@ def measure_in_process(config: Any, *, steps: int = 2, snapshot_path: str | Path
     timed = timed[1:] if len(timed) > 1 else timed
     busy = sum(e.step_time for e in timed)
     peak = max(per_stage.values()) if per_stage else 0.0
+    timed_steps = {e.step for e in timed}
+    lens = [e.values for e in sink.of_type("metrics") if e.step in timed_steps and M.RESPONSE_LEN in e.values]
+    mean_len = sum(v[M.RESPONSE_LEN] for v in lens) / len(lens) if lens else None
+    longest = sum(v.get(M.RESPONSE_LEN_MAX, v[M.RESPONSE_LEN]) for v in lens) / len(lens) if lens else None
     file_growth = None if cuda or file_base is None or (end := _rss_file_mb()) is None else max(0.0, end - file_base)
     return Measurement(
         device=device.type, steps=steps, baseline_mb=round(baseline, 2),
@@ -147,6 +156,8 @@ def measure_in_process(config: Any, *, steps: int = 2, snapshot_path: str | Path
         reserved_mb=round(torch.cuda.max_memory_reserved(device) / MiB, 2) if cuda else None,
         tokens_per_sec=sum(e.tokens for e in timed) / busy if busy > 0 else None,
         step_time_s=busy / len(timed) if timed else None, snapshot=snap,
+        response_mean=None if mean_len is None else round(mean_len, 3),
+        response_longest=None if longest is None else round(longest, 3),
     )
 
 

@@ -124,6 +124,11 @@ class Plan:
     scores_from_sampling: bool = False  # ppo.rollout_scores = sampling: no policy forward in scoring
     samples_per_prompt: int = 1  # G: responses sampled per prompt (the group of grpo / rloo)
     critic: bool = True  # a value head (and, unshared, a critic trunk): PPO; False for the critic-free family
+    # Measured on a run of this config (None: not measured, every response counted at R). Runs stop at
+    # EOS: the tokens a step yields are sequences x the mean response, and generation and the padded
+    # scoring/update run as long as the step's longest response. Memory still plans for R.
+    response_mean: float | None = None  # mean generated tokens per response (metric response/length)
+    response_longest: float | None = None  # mean over steps of the longest response (response/length_max)
 
     @property
     def fast_path(self) -> bool:
@@ -148,6 +153,16 @@ class Plan:
     @property
     def seq_len(self) -> int:
         return self.prompt_len + self.response_len
+
+    @property
+    def generated_len(self) -> float:
+        """Tokens each generation pass runs for: the measured longest response, else R."""
+        return min(float(self.response_len), self.response_longest or float(self.response_len))
+
+    @property
+    def tokens_per_step(self) -> float:
+        """Generated tokens a step yields: sequences x the measured mean response, else x R."""
+        return self.sequences * min(float(self.response_len), self.response_mean or float(self.response_len))
 
     @property
     def gen_batch(self) -> int:

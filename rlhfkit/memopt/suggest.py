@@ -35,6 +35,30 @@ _RATE = {("cpu", "fp32"): 60e9, ("cpu", "bf16"): 60e9, ("cuda", "fp32"): 120e12,
 _LAYER_OVERHEAD = {"cpu": 2e-3, "cuda": 8e-5}
 
 
+@dataclass(frozen=True)
+class MeasuredLengths:
+    """Response lengths a run of the config measured (tokens): the throughput model counts what a
+    run that stops at EOS generates instead of ``max_new_tokens`` for every response."""
+
+    mean: float  # mean generated tokens per response (response/length, mean over steps)
+    longest: float  # the step's longest response (response/length_max, mean over steps)
+    source: str = "a measured run"  # where they come from, for the note
+
+    def apply(self, plan: Plan) -> Plan:
+        return plan.with_(response_mean=self.mean, response_longest=max(self.longest, self.mean))
+
+
+def lengths_note(config: Any, lengths: MeasuredLengths | None) -> str:
+    """What the tokens/s figures count, in words (one note shared by every row)."""
+    r = config.generation.max_new_tokens
+    if lengths is None:
+        return (f"tokens/s count every response at generation.max_new_tokens ({r} tokens) because no run of "
+                "this config was measured; runs that stop at EOS generate fewer, so the figures are upper bounds")
+    return (f"tokens/s count the mean response length measured on {lengths.source} ({lengths.mean:.1f} of "
+            f"{r} tokens; generation runs for the longest, {min(lengths.longest, r):.1f}); memory still plans "
+            f"for {r}")
+
+
 @dataclass
 class Candidate:
     """One configuration the search tried: its overrides, predicted peak and throughput."""
@@ -74,7 +98,9 @@ def predict_step_seconds(plan: Plan, ppo_epochs: int) -> float:
     over = _LAYER_OVERHEAD[dev] * s.n_layer
     n = 12 * s.n_layer * s.n_embd**2  # non-embedding matmul parameters
     head = s.vocab_size * s.n_embd
-    B, _P, R, T = plan.sequences, plan.prompt_len, plan.response_len, plan.seq_len
+    # the tokens the step actually runs for: generation stops when a pass's longest response ends
+    B, R = plan.sequences, plan.generated_len
+    T = plan.prompt_len + R
     g = plan.gen_batch  # sequences per generation pass
     passes = -(-B // g)
     gen = passes * (R * over + (2 * n * g * T + 2 * head * g * R) / rate)
@@ -181,29 +207,33 @@ class Suggestions:
 
 
 def current_candidate(config: Any, budget_gb: float, device: str | None = None, *, headroom: float = 0.1,
-                      prompt_len: int | None = None) -> Candidate:
+                      prompt_len: int | None = None, lengths: MeasuredLengths | None = None) -> Candidate:
     """Row 0: the config as it is, with the same memory and throughput models as the candidates."""
     plan = plan_from_config(config, device=device, prompt_len=prompt_len)  # type: ignore[arg-type]
+    plan = lengths.apply(plan) if lengths else plan
     peak = estimate_memory(plan).peak
     secs = predict_step_seconds(plan, config.ppo.ppo_epochs)
-    return Candidate({}, plan, peak, plan.sequences * plan.response_len / secs, secs,
+    return Candidate({}, plan, peak, plan.tokens_per_step / secs, secs,
                      peak <= int(budget_gb * GiB * (1.0 - headroom)), config=config)
 
 
 def suggest_groups(config: Any, budget_gb: float, device: str | None = None, *, headroom: float = 0.1,
-                   top_per_group: int = 5, prompt_len: int | None = None) -> Suggestions:
+                   top_per_group: int = 5, prompt_len: int | None = None,
+                   lengths: MeasuredLengths | None = None) -> Suggestions:
     """Like :func:`suggest_config`, but split: the best ``top_per_group`` candidates that keep the
     algorithm (same math) and, separately, those that change it, each saying what; row 0 is the
-    current config; notes common to every row are returned once.
+    current config; notes common to every row are returned once. ``lengths``: response lengths a run
+    of the config measured (else every response counts ``max_new_tokens``, and a note says so).
 
     The second group always offers the response-length candidates that fit (the current config with
     ``generation.max_new_tokens`` shorter and longer, :func:`response_lengths`): they take their
     places among its ``top_per_group`` rows, which are then ranked together."""
-    current = current_candidate(config, budget_gb, device, headroom=headroom, prompt_len=prompt_len)
-    ranked, notes = _search(config, budget_gb, device, headroom=headroom, prompt_len=prompt_len)
-    lengths, length_notes = _length_candidates(config, current, budget_gb, headroom=headroom)
-    lengths = lengths[:top_per_group]
-    limits = {"same_math": top_per_group, "changes_algorithm": top_per_group - len(lengths)}
+    current = current_candidate(config, budget_gb, device, headroom=headroom, prompt_len=prompt_len, lengths=lengths)
+    ranked, notes = _search(config, budget_gb, device, headroom=headroom, prompt_len=prompt_len, lengths=lengths)
+    notes = [lengths_note(config, lengths), *notes]
+    caps, cap_notes = _length_candidates(config, current, budget_gb, headroom=headroom)
+    caps = caps[:top_per_group]
+    limits = {"same_math": top_per_group, "changes_algorithm": top_per_group - len(caps)}
     groups: dict[str, list[Candidate]] = {"same_math": [], "changes_algorithm": []}
     base = config.model_dump(mode="json")
     for c in ranked:
@@ -216,13 +246,13 @@ def suggest_groups(config: Any, budget_gb: float, device: str | None = None, *, 
             bucket.append(c)
         if all(len(groups[g]) >= n for g, n in limits.items()):
             break
-    groups["changes_algorithm"] = sorted(groups["changes_algorithm"] + lengths, key=lambda c: _rank(config, c))
+    groups["changes_algorithm"] = sorted(groups["changes_algorithm"] + caps, key=lambda c: _rank(config, c))
     for c in groups["same_math"] + groups["changes_algorithm"]:
         c.config = _apply(config, {**c.overrides, "name": f"{config.name}-suggested"})
         if c.overrides["ppo.optimizer"] != config.ppo.optimizer:
             c.notes.append(f"optimizer {config.ppo.optimizer} -> {c.overrides['ppo.optimizer']}: "
                            "8-bit moments change the update's numerics")
-    return Suggestions(current, groups["same_math"], groups["changes_algorithm"], [*notes, *length_notes],
+    return Suggestions(current, groups["same_math"], groups["changes_algorithm"], [*notes, *cap_notes],
                        budget_gb, headroom)
 
 
@@ -249,7 +279,7 @@ def _length_candidates(config: Any, current: Candidate, budget_gb: float, *, hea
                          f"({peak / MiB:.0f} MiB) is over the budget")
             continue
         ov = {**own, "generation.max_new_tokens": R}
-        out.append(Candidate(ov, plan, peak, plan.sequences * R / secs, secs, True,
+        out.append(Candidate(ov, plan, peak, plan.tokens_per_step / secs, secs, True,
                              algorithm_changes=algorithm_changes(config, {"generation.max_new_tokens": R})))
     return out, notes
 
@@ -272,7 +302,7 @@ def _apply(config: Any, overrides: dict[str, Any]) -> Any:
 
 def suggest_config(config: Any, budget_gb: float, device: str | None = None, *, headroom: float = 0.1,
                    max_batch_factor: int = 8, top: int = 10, out_path: str | Path | None = None,
-                   prompt_len: int | None = None) -> list[Candidate]:
+                   prompt_len: int | None = None, lengths: MeasuredLengths | None = None) -> list[Candidate]:
     """Search memory knobs for the fastest configurations whose predicted peak fits ``budget_gb``.
 
     Args:
@@ -283,11 +313,14 @@ def suggest_config(config: Any, budget_gb: float, device: str | None = None, *, 
         max_batch_factor: largest rollout batch tried, as a multiple of the config's.
         top: how many ranked candidates to return (fitting ones first).
         out_path: where to write the best candidate as YAML (``suggested_config.yaml``); None: don't.
+        lengths: response lengths a run of the config measured; None: every response counts
+            ``max_new_tokens`` (each candidate's notes say so).
 
     Returns the candidates, best first; ``[0].fits`` is False when nothing fits.
     """
     cands, search_notes = _search(config, budget_gb, device, headroom=headroom,
-                                  max_batch_factor=max_batch_factor, prompt_len=prompt_len)
+                                  max_batch_factor=max_batch_factor, prompt_len=prompt_len, lengths=lengths)
+    search_notes = [lengths_note(config, lengths), *search_notes]
     B0 = config.ppo.batch_size
     chosen = cands[:top]
     for c in chosen:
@@ -307,10 +340,11 @@ def suggest_config(config: Any, budget_gb: float, device: str | None = None, *, 
 
 
 def _search(config: Any, budget_gb: float, device: str | None, *, headroom: float, max_batch_factor: int = 8,
-            prompt_len: int | None = None) -> tuple[list[Candidate], list[str]]:
+            prompt_len: int | None = None, lengths: MeasuredLengths | None = None) -> tuple[list[Candidate], list[str]]:
     """Every candidate of the grid, ranked (fitting first, then by predicted throughput), and the
     notes on what the search left out."""
     base = plan_from_config(config, device=device, prompt_len=prompt_len)  # type: ignore[arg-type]
+    base = lengths.apply(base) if lengths else base
     dev = base.device
     limit = int(budget_gb * GiB * (1.0 - headroom))
     B0 = config.ppo.batch_size
@@ -355,7 +389,7 @@ def _search(config: Any, budget_gb: float, device: str | None, *, headroom: floa
                                       reward_on_device=dev == "cpu" or rm == "same", optimizer=opt)
                     peak = estimate_memory(plan).peak
                     secs = predict_step_seconds(plan, config.ppo.ppo_epochs)
-                    cands.append(Candidate(ov, plan, peak, plan.sequences * plan.response_len / secs, secs,
+                    cands.append(Candidate(ov, plan, peak, plan.tokens_per_step / secs, secs,
                                            peak <= limit))
 
     cands.sort(key=lambda c: _rank(config, c))

@@ -90,6 +90,7 @@ class ProfilerHooks:
         self._prof: torch.profiler.profile | None = None
         self._cur: dict[str, float] | None = None
         self._step = -1
+        self._first_step: int | None = None  # our step at torch.profiler's ProfilerStep#0
         self.profile_seconds = 0.0  # wall time spent exporting and analysing traces
 
     # ------------------------------------------------------------------ trainer hooks
@@ -97,12 +98,17 @@ class ProfilerHooks:
         self.trainer = trainer
         self.run_dir = self.output_dir / str(getattr(trainer, "run_id", "run"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if not self.enabled:
-            return
+
+    def _start(self, first_step: int) -> None:
+        """Start torch.profiler at the first trained step, not at ``on_train_begin``: torch opens
+        ``ProfilerStep#0`` at ``start()``, so starting earlier put the evaluation before the first
+        step inside step 0's range. Its step ``k`` is our step ``first_step + k`` (a resumed run);
+        the exports renumber them."""
         activities = [torch.profiler.ProfilerActivity.CPU]
-        if self.profile_gpu and getattr(getattr(trainer, "device", None), "type", "cpu") == "cuda":
+        if self.profile_gpu and getattr(getattr(self.trainer, "device", None), "type", "cpu") == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
         skip_first, wait, warmup, active, repeat = self.schedule
+        self._first_step = first_step
         self._prof = torch.profiler.profile(
             activities=activities,
             schedule=torch.profiler.schedule(skip_first=skip_first, wait=wait, warmup=warmup, active=active,
@@ -114,6 +120,8 @@ class ProfilerHooks:
     def on_step_begin(self, step: int) -> None:
         self._cur = {}
         self._step = step
+        if self.enabled and self._prof is None and self._first_step is None:
+            self._start(step)
 
     def on_stage_end(self, stage: str, step: int, seconds: float) -> None:
         if self._cur is not None:  # evaluation before the first / after the last step is not a step
@@ -148,15 +156,20 @@ class ProfilerHooks:
         raw = self.run_dir / f"trace_step{step}.json"
         prof.export_chrome_trace(str(raw))
         trace = tr.load_trace(raw)
-        if self.stages is not None:
-            trace = tr.filter_trace(trace, self.stages, ALL_RANGES)
+        if self.stages is not None or self._first_step:
+            trace = tr.renumber_steps(trace, self._first_step or 0)
+            if self.stages is not None:
+                trace = tr.filter_trace(trace, self.stages, ALL_RANGES)
             raw.write_text(json.dumps(trace))
         events = tr.complete_events(trace)
         roots = tr.build_trees(events)
+        # the flame graphs: one "rlhfkit step N" frame per profiled step (an active window of two
+        # steps used to appear as one frame named after its last step holding both)
+        by_step = tr.label_steps(roots)
         stacks = self.run_dir / f"stacks_step{step}.txt"
-        stacks.write_text("\n".join(tr.collapsed_stacks(roots)) + "\n")
+        stacks.write_text("\n".join(tr.collapsed_stacks(by_step)) + "\n")
         ss = self.run_dir / f"speedscope_step{step}.json"
-        ss.write_text(json.dumps(tr.speedscope(roots, name=f"rlhfkit step {step}")))
+        ss.write_text(json.dumps(tr.speedscope(by_step, name=tr.window_name(roots))))
         self.top_ops = tr.top_ops_per_stage(trace, ALL_RANGES, self.top_k, roots=roots)
         self.op_evidence = {st: tr.op_stats(trace, st, ALL_RANGES, roots=roots) for st in STAGES}
         self.substages = _substage_times(events)

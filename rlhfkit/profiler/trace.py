@@ -24,6 +24,8 @@ from typing import Any
 
 SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
 _GPU_CATS = {"kernel", "gpu_memcpy", "gpu_memset"}
+STEP_PREFIX = "ProfilerStep#"  # torch.profiler's range around each step() interval
+STEP_FRAME = "rlhfkit step "  # our frame around one step's events in the flame graph exports
 
 
 @dataclass
@@ -113,6 +115,62 @@ def filter_trace(trace: dict[str, Any], keep: tuple[str, ...], stages: tuple[str
         if any(a <= ts <= b for _, a, b in ranges):
             out.append(e)
     return {**trace, "traceEvents": out}
+
+
+def renumber_steps(trace: dict[str, Any], first_step: int) -> dict[str, Any]:
+    """The trace with ``ProfilerStep#k`` renamed ``ProfilerStep#<first_step + k>``: torch counts the
+    steps it has seen since ``start()``, so a run resumed at step ``first_step`` would otherwise name
+    its step 100 ``ProfilerStep#0``."""
+    if not first_step:
+        return trace
+    out = []
+    for e in trace.get("traceEvents", []):
+        name = str(e.get("name", ""))
+        if name.startswith(STEP_PREFIX) and name[len(STEP_PREFIX):].isdigit():
+            e = {**e, "name": f"{STEP_PREFIX}{first_step + int(name[len(STEP_PREFIX):])}"}
+        out.append(e)
+    return {**trace, "traceEvents": out}
+
+
+def step_of(name: str) -> int | None:
+    """N of a ``ProfilerStep#N`` range, else None."""
+    tail = name[len(STEP_PREFIX):] if name.startswith(STEP_PREFIX) else ""
+    return int(tail) if tail.isdigit() else None
+
+
+def label_steps(roots: dict[tuple[Any, Any], list[Node]]) -> dict[tuple[Any, Any], list[Node]]:
+    """Each thread's top-level events grouped under one ``rlhfkit step N`` frame per ``ProfilerStep#N``
+    window, so a trace whose active window holds several steps shows them side by side (not merged
+    under the window's last step). Windows are half-open ``[start, end)``: the next step starts
+    where the previous one ends. Threads without step ranges (GPU streams) are grouped by the time
+    their events start; events outside every window stay at the top."""
+    windows = sorted((n.ts, n.end, s) for top in roots.values() for n in top
+                     if (s := step_of(n.name)) is not None)
+    out: dict[tuple[Any, Any], list[Node]] = {}
+    for key, top in roots.items():
+        new: list[Node] = []
+        groups: dict[int, Node] = {}
+        for n in top:
+            step = next((s for a, b, s in windows if a <= n.ts < b), None)
+            if step is None:
+                new.append(n)
+                continue
+            g = groups.get(step)
+            if g is None:
+                g = groups[step] = Node(f"{STEP_FRAME}{step}", "user_annotation", n.ts, 0.0)
+                new.append(g)
+            g.children.append(n)
+            g.dur = max(g.end, n.end) - g.ts
+        out[key] = new
+    return out
+
+
+def window_name(roots: dict[tuple[Any, Any], list[Node]]) -> str:
+    """``rlhfkit step 4`` for a one-step window, ``rlhfkit steps 3–4`` for several."""
+    steps = sorted({s for top in roots.values() for n in top if (s := step_of(n.name)) is not None})
+    if not steps:
+        return "rlhfkit profile"
+    return f"{STEP_FRAME}{steps[0]}" if len(steps) == 1 else f"rlhfkit steps {steps[0]}–{steps[-1]}"
 
 
 def collapsed_stacks(roots: dict[tuple[Any, Any], list[Node]]) -> list[str]:
@@ -249,6 +307,7 @@ def op_stats(trace: dict[str, Any], stage: str, stages: tuple[str, ...],
 
 
 __all__ = [
-    "Node", "SPEEDSCOPE_SCHEMA", "build_trees", "collapsed_stacks", "complete_events", "filter_trace",
-    "load_trace", "op_stats", "speedscope", "stage_ranges", "top_ops_per_stage",
+    "Node", "SPEEDSCOPE_SCHEMA", "STEP_FRAME", "STEP_PREFIX", "build_trees", "collapsed_stacks", "complete_events",
+    "filter_trace", "label_steps", "load_trace", "op_stats", "renumber_steps", "speedscope", "stage_ranges",
+    "step_of", "top_ops_per_stage", "window_name",
 ]

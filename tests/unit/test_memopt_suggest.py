@@ -213,3 +213,32 @@ def test_algorithm_group_offers_shorter_and_longer_responses_and_says_what_they_
     sg2 = suggest_groups(cfg, budget_gb=tight, device="cpu", headroom=0.0, top_per_group=3, prompt_len=48)
     assert 2 * R0 not in {c.overrides["generation.max_new_tokens"] for c in sg2.changes_algorithm}
     assert any(f"response cap of {2 * R0} tokens was not offered" in n for n in sg2.notes)
+
+
+def test_throughput_counts_the_measured_response_length_not_max_new_tokens() -> None:
+    """Runs stop at EOS (the smoke preset generates ~7 of 16 tokens per response): with a measured run's
+    lengths the tokens/s figure counts what it generated; without one it counts max_new_tokens and the
+    shared notes say so."""
+    from rlhfkit.memopt.suggest import MeasuredLengths, suggest_groups
+
+    cfg = load_config("smoke")
+    R = cfg.generation.max_new_tokens
+    plain = suggest_groups(cfg, budget_gb=4, device="cpu", top_per_group=1)
+    assert plain.current.tokens_per_sec == pytest.approx(
+        plain.current.plan.sequences * R / plain.current.step_seconds)
+    assert any(f"generation.max_new_tokens ({R} tokens)" in n for n in plain.notes)
+
+    # every step had a response of full length: the same step time, 7.1 of R tokens counted
+    full = suggest_groups(cfg, budget_gb=4, device="cpu", top_per_group=1,
+                          lengths=MeasuredLengths(mean=7.1, longest=R, source="run smoke-1"))
+    assert full.current.step_seconds == pytest.approx(plain.current.step_seconds)
+    assert full.current.tokens_per_sec == pytest.approx(plain.current.tokens_per_sec * 7.1 / R)
+    assert full.same_math[0].tokens_per_sec == pytest.approx(
+        full.same_math[0].plan.sequences * 7.1 / full.same_math[0].step_seconds)
+    assert any("7.1 of 16 tokens" in n and "run smoke-1" in n for n in full.notes)
+    assert full.current.peak_bytes == plain.current.peak_bytes  # memory still plans for max_new_tokens
+
+    # generation stops when the longest response ends: shorter steps than at max_new_tokens
+    short = suggest_groups(cfg, budget_gb=4, device="cpu", top_per_group=1,
+                           lengths=MeasuredLengths(mean=7.1, longest=12.0))
+    assert short.current.step_seconds < full.current.step_seconds

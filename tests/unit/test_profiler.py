@@ -224,3 +224,69 @@ def test_profile_gpu_false_from_the_environment(monkeypatch) -> None:
     assert ProfilerHooks(output_dir="unused").profile_gpu is True
     monkeypatch.delenv("PROFILE_GPU")
     assert ProfilerHooks(output_dir="unused").profile_gpu is True
+
+
+def _speedscope_tree(doc: dict) -> dict:
+    """The tree the UI's flame graph draws (frontend/src/lib/flame.ts fromSpeedscope): the file's name
+    at the root, each evented profile's open frames as a path below it."""
+    names = [f["name"] for f in doc["shared"]["frames"]]
+    root: dict = {"name": doc.get("name", "profile"), "children": {}}
+    for prof in doc["profiles"]:
+        path: list[dict] = [root]
+        for ev in prof["events"]:
+            if ev["type"] == "O":
+                kids = path[-1]["children"]
+                name = names[ev["frame"]]
+                path.append(kids.setdefault(name, {"name": name, "children": {}}))
+            else:
+                path.pop()
+    return root
+
+
+def _step_frames(node: dict) -> list[dict]:
+    found = [node] if node["name"].startswith("rlhfkit step ") else []
+    for c in node["children"].values():
+        found += _step_frames(c)
+    return found
+
+
+def test_each_step_frame_holds_its_own_profiler_step(tmp_path: Path) -> None:
+    """A real profiled run whose active window is two steps (schedule 0,0,0,2): the flame graph has one
+    "rlhfkit step N" frame per step holding exactly ProfilerStep#N (it used to be one frame named after
+    the window's last step, holding both), and ProfilerStep#0 starts with step 0's generation (not with
+    the evaluation that runs before the first step)."""
+    cfg = load_config("smoke", fast_overrides(**{"train.steps_per_epoch": 3, "train.eval_every": 0}))
+    hooks = ProfilerHooks(output_dir=tmp_path, schedule=(0, 0, 0, 2, 1))
+    run_training(cfg, out_dir=None, hooks=[hooks])
+    assert [p.name for p in hooks.traces] == ["trace_step1.json"]
+    doc = json.loads((hooks.run_dir / "speedscope_step1.json").read_text())
+    check_speedscope(doc)
+    tree = _speedscope_tree(doc)
+    assert tree["name"] == "rlhfkit steps 0–1"  # the window, not one step
+    frames = _step_frames(tree)
+    assert sorted(f["name"] for f in frames) == ["rlhfkit step 0", "rlhfkit step 1"]
+    for f in frames:
+        n = f["name"].removeprefix("rlhfkit step ")
+        steps = [c for c in f["children"] if c.startswith("ProfilerStep#")]
+        assert steps == [f"ProfilerStep#{n}"], f"{f['name']} holds {steps}"
+        assert {"generation", "update"} <= set(f["children"][f"ProfilerStep#{n}"]["children"])
+        assert not _step_frames({"name": "", "children": f["children"]}), "no step frame inside another"
+    stacks = (hooks.run_dir / "stacks_step1.txt").read_text()
+    assert ";rlhfkit step 1;ProfilerStep#1;generation" in stacks
+    assert ";rlhfkit step 0;ProfilerStep#1" not in stacks and ";rlhfkit step 1;ProfilerStep#0" not in stacks
+    # the evaluation before step 0 is outside the profiled steps
+    events = json.loads(hooks.traces[0].read_text())["traceEvents"]
+    step0 = next(e for e in events if e.get("name") == "ProfilerStep#0")
+    inside = [e["name"] for e in events if e.get("ph") == "X" and e.get("cat") == "user_annotation"
+              and step0["ts"] <= e["ts"] < step0["ts"] + step0["dur"]]
+    assert "evaluation" not in inside and "generation" in inside
+
+
+def test_steps_are_renumbered_for_a_resumed_run() -> None:
+    trace = {"traceEvents": [{"ph": "X", "name": "ProfilerStep#0", "ts": 0, "dur": 5},
+                             {"ph": "X", "name": "ProfilerStep#1", "ts": 5, "dur": 5},
+                             {"ph": "X", "name": "generation", "ts": 5, "dur": 2}]}
+    from rlhfkit.profiler.trace import renumber_steps
+
+    assert [e["name"] for e in renumber_steps(trace, 100)["traceEvents"]] == [
+        "ProfilerStep#100", "ProfilerStep#101", "generation"]

@@ -10,6 +10,7 @@ import { useLiveVersion, useRunLive } from "../hooks/useRunLive";
 import type { LiveStore } from "../lib/liveStore";
 import { algorithmLabel } from "../lib/charts";
 import { fmtBytes, fmtDuration, fmtNum, parseTime } from "../lib/format";
+import { sharedDeviceNote } from "../lib/sharing";
 import { fmtError, fmtMiB } from "../lib/suggestions";
 import { toYaml } from "../lib/yaml";
 import { StabilityTab } from "./run/StabilityTab";
@@ -118,6 +119,9 @@ function RunHeader({ run, store }: { run: RunPublic; store: LiveStore }) {
         <div><dt>Git commit</dt><dd className="mono">{run.git_commit?.slice(0, 10) ?? "—"}</dd></div>
         {run.worker ? <div><dt>Worker</dt><dd>{run.worker}</dd></div> : null}
       </dl>
+      {run.shared_device ? (
+        <p className="callout" role="note" data-testid="shared-device">{sharedDeviceNote(run.shared_device, run.last_step ?? null, isActive(run))}</p>
+      ) : null}
       {run.origin ? <OriginPanel run={run} origin={run.origin} /> : null}
       {run.error ? <div className="state error" role="alert"><strong>Run failed:</strong> <pre>{run.error}</pre></div> : null}
       <div className="header-details">
