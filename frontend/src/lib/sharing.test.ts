@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { sharedDeviceNote } from "./sharing";
 
 describe("sharedDeviceNote", () => {
-  it("names the other runs, the device and the closed step range", () => {
+  it("counts the other runs (the run page names them), names the device and the closed step range", () => {
     expect(sharedDeviceNote({ device: "cpu", run_ids: ["a", "b"], from_step: 3, to_step: 40 }, 59))
       .toBe("2 other runs shared this CPU during steps 3–40; timings are not comparable with a run that had it alone.");
   });

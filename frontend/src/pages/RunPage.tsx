@@ -70,6 +70,13 @@ function useNow(active: boolean): number {
   return now;
 }
 
+/** A link to another run, by its name once fetched (its id's first 8 characters until then, or if
+ * it was deleted). */
+function RunName({ id }: { id: string }) {
+  const other = useRun(id);
+  return <Link to={`/runs/${id}`}>{other.data?.name ?? id.slice(0, 8)}</Link>;
+}
+
 function RunHeader({ run, store }: { run: RunPublic; store: LiveStore }) {
   const navigate = useNavigate();
   const cancel = useCancelRun();
@@ -120,7 +127,12 @@ function RunHeader({ run, store }: { run: RunPublic; store: LiveStore }) {
         {run.worker ? <div><dt>Worker</dt><dd>{run.worker}</dd></div> : null}
       </dl>
       {run.shared_device ? (
-        <p className="callout" role="note" data-testid="shared-device">{sharedDeviceNote(run.shared_device, run.last_step ?? null, isActive(run))}</p>
+        <p className="callout" role="note" data-testid="shared-device">
+          {sharedDeviceNote(run.shared_device, run.last_step ?? null, isActive(run))}{" "}
+          Beside it: {run.shared_device.run_ids.map((other, i) => (
+            <span key={other}>{i ? ", " : ""}<RunName id={other} /></span>
+          ))}.
+        </p>
       ) : null}
       {run.origin ? <OriginPanel run={run} origin={run.origin} /> : null}
       {run.error ? <div className="state error" role="alert"><strong>Run failed:</strong> <pre>{run.error}</pre></div> : null}
