@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/grpo_vs_trl.py                 # L=4/D=256, 3 alternating rounds
+    .venv/bin/python benchmarks/grpo_vs_trl.py                 # both shapes, 3 alternating rounds
     .venv/bin/python benchmarks/grpo_vs_trl.py --quick         # 1 round, 2 measured steps
     .venv/bin/python benchmarks/grpo_vs_trl.py --threads 1     # on a busy machine (see NOTES_grpo_vs_trl.md)
 
@@ -62,10 +62,10 @@ from ppo_vs_trl import (  # noqa: E402  (a sibling script, not a package)
 ROOT = Path(__file__).resolve().parent.parent
 BETA = 0.04
 SHAPES: dict[str, dict[str, int]] = {
-    "small": {"n_layer": 4, "n_embd": 256, "n_head": 4, "batch": 16, "G": 4, "new_tokens": 32},
+    "small": {"n_layer": 4, "n_embd": 256, "n_head": 4, "batch": 16, "G": 4, "new_tokens": 64},
     "gpt2s": {"n_layer": 12, "n_embd": 768, "n_head": 12, "batch": 4, "G": 4, "new_tokens": 32},
 }
-SHAPE_TITLES = {"small": "L=4/D=256/H=4, 16 prompts x G=4, 32 new tokens",
+SHAPE_TITLES = {"small": "L=4/D=256/H=4, 16 prompts x G=4, 64 new tokens",
                 "gpt2s": "GPT-2-small shape L=12/D=768/H=12, 4 prompts x G=4, 32 new tokens"}
 STAGES = ("rollout", "update")
 
@@ -194,7 +194,7 @@ def print_table(shape: str, summary: dict[str, dict[str, float]], load: str, ver
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = bench_parser(__doc__, SHAPES, "small", "trl,rlhfkit,rlhfkit-s",
+    ap = bench_parser(__doc__, SHAPES, "small,gpt2s", "trl,rlhfkit,rlhfkit-s",
                       "comma-separated from trl, rlhfkit, rlhfkit-s (ppo.rollout_scores=sampling)")
     args = ap.parse_args(argv)
     if args.worker:
