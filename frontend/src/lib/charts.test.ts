@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { M } from "../api/client";
-import { algorithmLabel, chartKeys, chartsFor, metricTitle, runTraits, STABILITY_CHARTS } from "./charts";
+import { alertChartId, algorithmLabel, chartKeys, chartsFor, metricTitle, runTraits, STABILITY_CHARTS } from "./charts";
 
 const ppo = { algorithm: "ppo", ppo: {}, generation: { samples_per_prompt: 1 } };
 const grpo = { algorithm: "grpo", ppo: {}, generation: { samples_per_prompt: 4 } };
@@ -58,5 +58,20 @@ describe("metricTitle", () => {
   it("falls back to the contract description, then the key", () => {
     expect(metricTitle("x/unknown", "tokens clipped at the cap. More text")).toBe("Tokens clipped at the cap");
     expect(metricTitle("x/unknown")).toBe("x/unknown");
+  });
+});
+
+describe("alertChartId", () => {
+  const charts = chartsFor(runTraits({ algorithm: "ppo" }));
+  it("puts an alert on the chart that plots its metric", () => {
+    const id = alertChartId(M.KL_K1, charts);
+    expect(id).toBeDefined();
+    expect(chartKeys(charts.find((d) => d.id === id)!)).toContain(M.KL_K1);
+  });
+  it("puts an alert whose metric no chart plots (or none) on the reward chart: every alert gets a marker", () => {
+    const plotted = new Set<string>(charts.flatMap(chartKeys));
+    expect(plotted.has("policy/ratio_max")).toBe(false);
+    expect(alertChartId("policy/ratio_max", charts)).toBe("reward");
+    expect(alertChartId(null, charts)).toBe("reward");
   });
 });

@@ -63,6 +63,13 @@ export function chartKeys(def: ChartDef): MetricName[] {
   return out;
 }
 
+/** The chart an alert's marker goes on: the one that plots the alert's metric, else the reward
+ * chart (then the first), so that every alert with a step has a marker somewhere on the page. */
+export function alertChartId(metric: string | null | undefined, charts: readonly ChartDef[]): string | undefined {
+  const hit = metric ? charts.find((d) => (chartKeys(d) as string[]).includes(metric)) : undefined;
+  return (hit ?? charts.find((d) => d.id === "reward") ?? charts[0])?.id;
+}
+
 
 /** A run's traits from its stored config. Runs without an rlhfkit config (TRL, OpenRLHF, external)
  * keep every chart: we cannot tell, and an empty chart is better than a hidden one there. */

@@ -7,12 +7,13 @@ import { Chart, PALETTE, type ChartSeries, type Marker } from "../../components/
 import { ErrorState } from "../../components/common";
 import { useLiveVersion } from "../../hooks/useRunLive";
 import { countRender } from "../../lib/bench";
-import { chartKeys, chartsFor, runTraits, type ChartDef } from "../../lib/charts";
+import { alertChartId, chartKeys, chartsFor, runTraits, type ChartDef } from "../../lib/charts";
 import type { LiveStore } from "../../lib/liveStore";
 import { fmtNum } from "../../lib/format";
 import { alignOnSteps, ema, forLogScale, mergeLive, type Points } from "../../lib/series";
 import type { TabProps } from "./tabProps";
 
+const NO_ALERTS: AlertLike[] = [];
 type AlertLike = Pick<AlertPublic, "step" | "rule" | "severity" | "metric" | "value" | "threshold" | "message" | "suggestion">;
 
 export function StabilityTab({ run, store, cursor }: TabProps) {
@@ -26,6 +27,14 @@ export function StabilityTab({ run, store, cursor }: TabProps) {
   const alertsQ = useAlerts(run.id);
   useLiveVersion(store, ["@alerts"]);
   const alerts = useMemo(() => dedupeAlerts(alertsQ.data ?? [], store.alerts), [alertsQ.data, store.alerts.length]);
+  const alertsByChart = useMemo(() => {
+    const out: Record<string, AlertLike[]> = {};
+    for (const a of alerts) {
+      const id = a.step !== null ? alertChartId(a.metric, charts) : undefined;
+      if (id !== undefined) (out[id] ??= []).push(a);
+    }
+    return out;
+  }, [alerts, charts]);
   const zoomed = range.start !== undefined;
   const onZoom = useCallback((start: number, end: number) => setRange({ start, end }), []);
   const onReset = useCallback(() => setRange({}), []);
@@ -48,7 +57,7 @@ export function StabilityTab({ run, store, cursor }: TabProps) {
       <div className="chart-grid">
         {charts.map((def) => (
           <MetricChart key={def.id} def={def} series={metrics.data?.series} store={store} smoothing={smoothing}
-                       logY={logY} range={range} contract={contract.data} alerts={alerts}
+                       logY={logY} range={range} contract={contract.data} alerts={alertsByChart[def.id] ?? NO_ALERTS}
                        onZoom={onZoom} onReset={onReset} syncKey={`run-${run.id}`} />
         ))}
       </div>
@@ -158,12 +167,8 @@ const MetricChart = memo(function MetricChart(props: MetricChartProps) {
     };
   }, [def, series, store, version, smoothing, logY, range]);
 
-  const markers: Marker[] = useMemo(() => {
-    const mine = new Set<string>(keysHere);
-    return alerts
-      .filter((a) => a.step !== null && (a.metric ? mine.has(a.metric) : def.id === "reward"))
-      .map((a) => ({ step: a.step!, label: a.rule, severity: a.severity }));
-  }, [alerts, keysHere, def.id]);
+  const markers: Marker[] = useMemo(  // this chart's alerts (StabilityTab places each on one chart)
+    () => alerts.map((a) => ({ step: a.step ?? 0, label: a.rule, severity: a.severity })), [alerts]);
   const refLine = useMemo(() => (refValue !== undefined && def.ref ? { value: refValue, label: def.ref.label } : undefined),
     [refValue, def.ref]);
 
