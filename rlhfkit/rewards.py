@@ -233,7 +233,7 @@ def train_reward_model(model: ModelReward, pairs: list[tuple[str, str]], *, epoc
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             opt.step()
-            loss_val = float(loss)
+            loss_val = loss.item()
             step += 1
             if on_progress is not None:
                 on_progress({"step": step, "loss": loss_val})
