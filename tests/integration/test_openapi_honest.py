@@ -186,3 +186,36 @@ def test_mlflow_strings_refuse_nul(client: Any) -> None:
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", next(iter(params))], r.text
     schema = client.get("/openapi.json").json()["components"]["schemas"]
     assert schema["KeyValue"]["properties"]["value"]["pattern"] == "^[^\\x00]*$"
+
+
+def test_links_lead_where_a_new_run_exists(client: Any) -> None:
+    """The document's links (what schemathesis's stateful phase follows) send a run's id only where
+    any run answers: every linked GET finds a just-registered run; /profile and /origin, which
+    exist only for a profiled / suggested run (404 otherwise), are not linked."""
+    schema = client.get("/openapi.json").json()
+    run = client.post("/api/runs/external", json={"name": "links"}).json()
+    links = schema["paths"]["/api/runs/external"]["post"]["responses"]["201"]["links"]
+    targets = set()
+    for link in links.values():
+        assert link["parameters"] == {"path.run_id": "$response.body#/id"}, link
+        path, method = link["operationRef"].removeprefix("#/paths/").rsplit("/", 1)
+        path = path.replace("~1", "/").replace("~0", "~")
+        assert method in schema["paths"][path], link  # no dangling link
+        targets.add(f"{method} {path}")
+        if method == "get":
+            r = client.get(path.replace("{run_id}", run["id"]))
+            assert r.status_code != 404 and r.status_code < 500, (path, r.status_code, r.text)
+    assert "get /api/runs/{run_id}/events" in targets and "delete /api/runs/{run_id}" in targets
+    for path in ("/api/runs/{run_id}/profile", "/api/runs/{run_id}/origin"):
+        assert f"get {path}" not in targets
+        assert client.get(path.replace("{run_id}", run["id"])).status_code == 404
+    # an external run cannot be re-run here (409): only a native run's id is linked to /rerun
+    assert "post /api/runs/{run_id}/rerun" not in targets
+    native = schema["paths"]["/api/runs"]["post"]["responses"]["201"]["links"]
+    assert "#/paths/~1api~1runs~1{run_id}~1rerun/post" in {v["operationRef"] for v in native.values()}
+    mlflow_run = schema["paths"]["/api/2.0/mlflow/runs/create"]["post"]["responses"]["200"]["links"]
+    assert [v["parameters"] for v in mlflow_run.values()] == [{"query.run_id": "$response.body#/run/info/run_id"}]
+    created = client.post("/api/2.0/mlflow/runs/create", json={"experiment_id": "0"}).json()
+    assert client.get("/api/2.0/mlflow/runs/get", params={"run_id": created["run"]["info"]["run_id"]}).status_code == 200
+    exp = client.post("/api/2.0/mlflow/experiments/create", json={"name": "links"}).json()
+    assert client.get("/api/2.0/mlflow/experiments/get", params={"experiment_id": exp["experiment_id"]}).status_code == 200
