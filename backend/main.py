@@ -352,31 +352,41 @@ _ANY_RUN = ("get /api/runs/{run_id}", "delete /api/runs/{run_id}", "post /api/ru
             "get /api/runs/{run_id}/artifacts", "get /api/runs/{run_id}/memory/estimate",
             "get /api/runs/{run_id}/export", "get /api/runs/{run_id}/report")
 _NATIVE_RUN = (*_ANY_RUN, "post /api/runs/{run_id}/rerun")
-# producer "method path status" -> (where its id is, the operations it is good for, the parameter)
-_LINKS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "post /api/runs 201": ("$response.body#/id", _NATIVE_RUN, "path.run_id"),
-    "post /api/runs/{run_id}/rerun 201": ("$response.body#/id", _NATIVE_RUN, "path.run_id"),
-    "post /api/runs/external 201": ("$response.body#/id", _ANY_RUN, "path.run_id"),
-    "get /api/runs/{run_id} 200": ("$response.body#/id", _ANY_RUN, "path.run_id"),
+_MLFLOW_RUN = ("get /api/2.0/mlflow/runs/get query.run_id", "post /api/2.0/mlflow/runs/update body.run_id",
+               "post /api/2.0/mlflow/runs/log-metric body.run_id", "post /api/2.0/mlflow/runs/log-batch body.run_id",
+               "post /api/2.0/mlflow/runs/log-parameter body.run_id", "post /api/2.0/mlflow/runs/set-tag body.run_id")
+# producer "method path status" -> (where its id is, "method path parameter" it is good for)
+_LINKS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "post /api/runs 201": ("$response.body#/id", tuple(f"{t} path.run_id" for t in _NATIVE_RUN)),
+    "post /api/runs/{run_id}/rerun 201": ("$response.body#/id", tuple(f"{t} path.run_id" for t in _NATIVE_RUN)),
+    "post /api/runs/external 201": ("$response.body#/id", tuple(f"{t} path.run_id" for t in _ANY_RUN)),
+    "get /api/runs/{run_id} 200": ("$response.body#/id", tuple(f"{t} path.run_id" for t in _ANY_RUN)),
     "post /api/2.0/mlflow/experiments/create 200": ("$response.body#/experiment_id",
-                                                    ("get /api/2.0/mlflow/experiments/get",), "query.experiment_id"),
-    "post /api/2.0/mlflow/runs/create 200": ("$response.body#/run/info/run_id",
-                                             ("get /api/2.0/mlflow/runs/get",), "query.run_id"),
+                                                    ("get /api/2.0/mlflow/experiments/get query.experiment_id",
+                                                     "post /api/2.0/mlflow/runs/create body.experiment_id")),
+    "post /api/2.0/mlflow/runs/create 200": ("$response.body#/run/info/run_id", _MLFLOW_RUN),
 }
 
 
 def _document_links(schema: dict[str, Any]) -> None:
-    """Write :data:`_LINKS` into the document (``responses.<status>.links``)."""
+    """Write :data:`_LINKS` into the document (``responses.<status>.links``); a body field is set by
+    the link's ``requestBody`` (the rest of the body is the client's)."""
     paths = schema.get("paths", {})
-    for producer, (value, targets, param) in _LINKS.items():
+    for producer, (value, targets) in _LINKS.items():
         method, path, status = producer.split()
         links = paths[path][method]["responses"][status].setdefault("links", {})
         for target in targets:
-            t_method, t_path = target.split()
+            t_method, t_path, param = target.split()
             assert t_method in paths[t_path], target  # a renamed route must not leave a dangling link
             pointer = t_path.replace("~", "~0").replace("/", "~1")
             name = f"{t_method}{''.join(w.title() for w in re.split(r'[^A-Za-z0-9]+', t_path.removeprefix('/api')))}"
-            links[name] = {"operationRef": f"#/paths/{pointer}/{t_method}", "parameters": {param: value}}
+            link: dict[str, Any] = {"operationRef": f"#/paths/{pointer}/{t_method}"}
+            where, field = param.split(".")
+            if where == "body":
+                link["requestBody"] = {field: value}
+            else:
+                link["parameters"] = {param: value}
+            links[name] = link
 
 
 def _rename_components(schema: dict[str, Any], names: dict[str, str]) -> None:

@@ -214,8 +214,13 @@ def test_links_lead_where_a_new_run_exists(client: Any) -> None:
     native = schema["paths"]["/api/runs"]["post"]["responses"]["201"]["links"]
     assert "#/paths/~1api~1runs~1{run_id}~1rerun/post" in {v["operationRef"] for v in native.values()}
     mlflow_run = schema["paths"]["/api/2.0/mlflow/runs/create"]["post"]["responses"]["200"]["links"]
-    assert [v["parameters"] for v in mlflow_run.values()] == [{"query.run_id": "$response.body#/run/info/run_id"}]
-    created = client.post("/api/2.0/mlflow/runs/create", json={"experiment_id": "0"}).json()
-    assert client.get("/api/2.0/mlflow/runs/get", params={"run_id": created["run"]["info"]["run_id"]}).status_code == 200
+    run_id = "$response.body#/run/info/run_id"  # an MLflow run's id goes to MLflow operations, in their field
+    assert all(v.get("parameters", v.get("requestBody")) in ({"query.run_id": run_id}, {"run_id": run_id})
+               for v in mlflow_run.values())
+    assert {v["operationRef"].rsplit("~1", 1)[1] for v in mlflow_run.values()} >= {"get/get", "log-metric/post"}
+    created = client.post("/api/2.0/mlflow/runs/create", json={"experiment_id": "0"}).json()["run"]["info"]["run_id"]
+    assert client.get("/api/2.0/mlflow/runs/get", params={"run_id": created}).status_code == 200
+    r = client.post("/api/2.0/mlflow/runs/log-metric", json={"run_id": created, "key": "k", "value": 1.0})
+    assert r.status_code == 200, r.text
     exp = client.post("/api/2.0/mlflow/experiments/create", json={"name": "links"}).json()
     assert client.get("/api/2.0/mlflow/experiments/get", params={"experiment_id": exp["experiment_id"]}).status_code == 200
