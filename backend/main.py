@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -278,6 +279,7 @@ def _document_websockets(app: FastAPI) -> None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         document_guards(schema)
         _document_errors(schema)
+        _document_links(schema)
         comps = schema.setdefault("components", {}).setdefault("schemas", {})
         ref = "#/components/schemas/{model}"
         event_schema = TypeAdapter(Event).json_schema(ref_template=ref, mode="serialization")
@@ -335,6 +337,56 @@ def _document_errors(schema: dict[str, Any]) -> None:
             if "requestBody" in op:
                 responses.setdefault("400", {"description": "The body could not be read as JSON text",
                                              "content": _ERROR})
+
+
+# OpenAPI links: which operations a response's id is good for, whatever the resource's state (a
+# client, or schemathesis's stateful phase, may follow them). A run's id is good for every
+# /api/runs/{run_id} operation except /profile and /origin (a run has those only when it was
+# profiled / launched from a suggestion: 404 otherwise), artifacts/{name} (the name comes from the
+# list) and, for a run that is not native, /rerun (409). Ids are not interchangeable between the
+# registry and the MLflow door: an MLflow run id is linked to MLflow operations only.
+_ANY_RUN = ("get /api/runs/{run_id}", "delete /api/runs/{run_id}", "post /api/runs/{run_id}/cancel",
+            "post /api/runs/{run_id}/events", "get /api/runs/{run_id}/events", "get /api/runs/{run_id}/metrics",
+            "get /api/runs/{run_id}/timings", "get /api/runs/{run_id}/memory", "get /api/runs/{run_id}/alerts",
+            "get /api/runs/{run_id}/samples", "get /api/runs/{run_id}/suggestions",
+            "get /api/runs/{run_id}/artifacts", "get /api/runs/{run_id}/memory/estimate",
+            "get /api/runs/{run_id}/export", "get /api/runs/{run_id}/report")
+_NATIVE_RUN = (*_ANY_RUN, "post /api/runs/{run_id}/rerun")
+_MLFLOW_RUN = ("get /api/2.0/mlflow/runs/get query.run_id", "post /api/2.0/mlflow/runs/update body.run_id",
+               "post /api/2.0/mlflow/runs/log-metric body.run_id", "post /api/2.0/mlflow/runs/log-batch body.run_id",
+               "post /api/2.0/mlflow/runs/log-parameter body.run_id", "post /api/2.0/mlflow/runs/set-tag body.run_id")
+# producer "method path status" -> (where its id is, "method path parameter" it is good for)
+_LINKS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "post /api/runs 201": ("$response.body#/id", tuple(f"{t} path.run_id" for t in _NATIVE_RUN)),
+    "post /api/runs/{run_id}/rerun 201": ("$response.body#/id", tuple(f"{t} path.run_id" for t in _NATIVE_RUN)),
+    "post /api/runs/external 201": ("$response.body#/id", tuple(f"{t} path.run_id" for t in _ANY_RUN)),
+    "get /api/runs/{run_id} 200": ("$response.body#/id", tuple(f"{t} path.run_id" for t in _ANY_RUN)),
+    "post /api/2.0/mlflow/experiments/create 200": ("$response.body#/experiment_id",
+                                                    ("get /api/2.0/mlflow/experiments/get query.experiment_id",
+                                                     "post /api/2.0/mlflow/runs/create body.experiment_id")),
+    "post /api/2.0/mlflow/runs/create 200": ("$response.body#/run/info/run_id", _MLFLOW_RUN),
+}
+
+
+def _document_links(schema: dict[str, Any]) -> None:
+    """Write :data:`_LINKS` into the document (``responses.<status>.links``); a body field is set by
+    the link's ``requestBody`` (the rest of the body is the client's)."""
+    paths = schema.get("paths", {})
+    for producer, (value, targets) in _LINKS.items():
+        method, path, status = producer.split()
+        links = paths[path][method]["responses"][status].setdefault("links", {})
+        for target in targets:
+            t_method, t_path, param = target.split()
+            assert t_method in paths[t_path], target  # a renamed route must not leave a dangling link
+            pointer = t_path.replace("~", "~0").replace("/", "~1")
+            name = f"{t_method}{''.join(w.title() for w in re.split(r'[^A-Za-z0-9]+', t_path.removeprefix('/api')))}"
+            link: dict[str, Any] = {"operationRef": f"#/paths/{pointer}/{t_method}"}
+            where, field = param.split(".")
+            if where == "body":
+                link["requestBody"] = {field: value}
+            else:
+                link["parameters"] = {param: value}
+            links[name] = link
 
 
 def _rename_components(schema: dict[str, Any], names: dict[str, str]) -> None:

@@ -16,8 +16,10 @@ from rlhfkit.events import (
     Count32,
     Event,
     ExternalSource,
+    Float,
     Int64,
     JsonDict,
+    JsonInt,
     RunSource,
     RunStatus,
     Str100,
@@ -41,11 +43,11 @@ class RunOrigin(_Request):
     set the prediction against what the run measured (memory as growth above the process baseline)."""
 
     run_id: Str100 = Field(min_length=1, description="The run whose Suggestions tab proposed this config")
-    index: int = Field(ge=0, le=1000, description="The suggestion's number in that table (1-based; 0: the current config)")
+    index: JsonInt = Field(ge=0, le=1000, description="The suggestion's number in that table (1-based; 0: the current config)")
     group: Literal["same_math", "changes_algorithm"] | None = Field(default=None, description="The suggestion's group")
-    predicted_peak_mb: float | None = Field(default=None, ge=0, le=1e9,
+    predicted_peak_mb: Float | None = Field(default=None, ge=0, le=1e9,
                                             description="Predicted peak, MiB above the process baseline")
-    predicted_tokens_per_sec: float | None = Field(default=None, ge=0, le=1e12, description="Predicted tokens/s")
+    predicted_tokens_per_sec: Float | None = Field(default=None, ge=0, le=1e12, description="Predicted tokens/s")
 
 
 class RunCreate(_Request):

@@ -132,11 +132,95 @@ def test_memory_estimator_is_warmed_at_start_up(make_client: Any, sqlite_url: st
 
 def test_mlflow_integers(client: Any) -> None:
     """MLflow's int64 fields take numbers or numeric strings, never true/false, and stay within
-    what a JSON reader holds exactly (the schema's maximum is then exact)."""
+    what a JSON reader holds exactly (the schema's maximum is then exact); a string is accepted
+    exactly when it matches the pattern the document gives it (every match in range)."""
     search = "/api/2.0/mlflow/experiments/search"
     assert client.post(search, json={"max_results": "5"}).status_code == 200
-    r = client.post(search, json={"max_results": True})
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "max_results"], r.text
-    r = client.post("/api/2.0/mlflow/runs/log-metric", json={"run_id": "x", "key": "k", "value": 1.0, "timestamp": 0,
-                                                             "step": 2**53})
+    for bad in (True, "10000", "0", "5.0"):
+        r = client.post(search, json={"max_results": bad})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "max_results"], (bad, r.text)
+    log_metric = "/api/2.0/mlflow/runs/log-metric"
+    r = client.post(log_metric, json={"run_id": "x", "key": "k", "value": 1.0, "timestamp": 0, "step": 2**53})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "step"], r.text
+    for field, bad in (("timestamp", "1" * 16), ("step", "1" * 16), ("timestamp", "-1"), ("step", False)):
+        r = client.post(log_metric, json={"run_id": "x", "key": "k", "value": 1.0, field: bad})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", field], (field, bad, r.text)
+    # valid: past validation to the run lookup (an unknown run is MLflow's 404)
+    r = client.post(log_metric, json={"run_id": "x", "key": "k", "value": 1.0, "timestamp": "1" * 15, "step": "-12"})
+    assert r.status_code == 404, r.text
+
+
+def test_mlflow_metric_values(client: Any) -> None:
+    """A metric value is a number, or "NaN" / "Infinity" / "-Infinity" as protobuf's JSON writes
+    them; true/false and other strings are refused naming the field (they were read as 1/0 and
+    parsed)."""
+    log_metric = "/api/2.0/mlflow/runs/log-metric"
+    for bad in (True, "1.5", "nan", ""):
+        r = client.post(log_metric, json={"run_id": "x", "key": "k", "value": bad})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "value"], (bad, r.text)
+    for good in (2, -0.5, "NaN", "Infinity", "-Infinity"):
+        assert client.post(log_metric, json={"run_id": "x", "key": "k", "value": good}).status_code == 404, good
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    value = schema["MetricBody"]["properties"]["value"]
+    assert {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]} in value["anyOf"]
+
+
+def test_mlflow_strings_refuse_nul(client: Any) -> None:
+    """No string of the MLflow door holds NUL (PostgreSQL's text cannot: these were 500s there), and
+    the document says so: a 422 naming the field, before any lookup."""
+    m = "/api/2.0/mlflow"
+    run = client.post(f"{m}/runs/create", json={"experiment_id": "0"}).json()["run"]["info"]["run_id"]
+    for path, body, loc in ((f"{m}/experiments/create", {"name": "a\u0000"}, ["body", "name"]),
+                            (f"{m}/experiments/create", {"name": "a", "artifact_location": "\u0000"},
+                             ["body", "artifact_location"]),
+                            (f"{m}/experiments/create", {"name": "a", "tags": [{"key": "k", "value": "\u0000"}]},
+                             ["body", "tags", 0, "value"]),
+                            (f"{m}/runs/create", {"experiment_id": "0", "user_id": "\u0000"}, ["body", "user_id"]),
+                            (f"{m}/runs/update", {"run_id": run, "run_name": "x\u0000"}, ["body", "run_name"]),
+                            (f"{m}/runs/update", {"run_id": "a\u0000"}, ["body", "run_id"])):
+        r = client.post(path, json=body)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == loc, (path, body, r.text)
+    for path, params in ((f"{m}/experiments/get-by-name", {"experiment_name": "a\u0000"}),
+                         (f"{m}/runs/get", {"run_id": "a\u0000"})):
+        r = client.get(path, params=params)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", next(iter(params))], r.text
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schema["KeyValue"]["properties"]["value"]["pattern"] == "^[^\\x00]*$"
+
+
+def test_links_lead_where_a_new_run_exists(client: Any) -> None:
+    """The document's links (what schemathesis's stateful phase follows) send a run's id only where
+    any run answers: every linked GET finds a just-registered run; /profile and /origin, which
+    exist only for a profiled / suggested run (404 otherwise), are not linked."""
+    schema = client.get("/openapi.json").json()
+    run = client.post("/api/runs/external", json={"name": "links"}).json()
+    links = schema["paths"]["/api/runs/external"]["post"]["responses"]["201"]["links"]
+    targets = set()
+    for link in links.values():
+        assert link["parameters"] == {"path.run_id": "$response.body#/id"}, link
+        path, method = link["operationRef"].removeprefix("#/paths/").rsplit("/", 1)
+        path = path.replace("~1", "/").replace("~0", "~")
+        assert method in schema["paths"][path], link  # no dangling link
+        targets.add(f"{method} {path}")
+        if method == "get":
+            r = client.get(path.replace("{run_id}", run["id"]))
+            assert r.status_code != 404 and r.status_code < 500, (path, r.status_code, r.text)
+    assert "get /api/runs/{run_id}/events" in targets and "delete /api/runs/{run_id}" in targets
+    for path in ("/api/runs/{run_id}/profile", "/api/runs/{run_id}/origin"):
+        assert f"get {path}" not in targets
+        assert client.get(path.replace("{run_id}", run["id"])).status_code == 404
+    # an external run cannot be re-run here (409): only a native run's id is linked to /rerun
+    assert "post /api/runs/{run_id}/rerun" not in targets
+    native = schema["paths"]["/api/runs"]["post"]["responses"]["201"]["links"]
+    assert "#/paths/~1api~1runs~1{run_id}~1rerun/post" in {v["operationRef"] for v in native.values()}
+    mlflow_run = schema["paths"]["/api/2.0/mlflow/runs/create"]["post"]["responses"]["200"]["links"]
+    run_id = "$response.body#/run/info/run_id"  # an MLflow run's id goes to MLflow operations, in their field
+    assert all(v.get("parameters", v.get("requestBody")) in ({"query.run_id": run_id}, {"run_id": run_id})
+               for v in mlflow_run.values())
+    assert {v["operationRef"].rsplit("~1", 1)[1] for v in mlflow_run.values()} >= {"get/get", "log-metric/post"}
+    created = client.post("/api/2.0/mlflow/runs/create", json={"experiment_id": "0"}).json()["run"]["info"]["run_id"]
+    assert client.get("/api/2.0/mlflow/runs/get", params={"run_id": created}).status_code == 200
+    r = client.post("/api/2.0/mlflow/runs/log-metric", json={"run_id": created, "key": "k", "value": 1.0})
+    assert r.status_code == 200, r.text
+    exp = client.post("/api/2.0/mlflow/experiments/create", json={"name": "links"}).json()
+    assert client.get("/api/2.0/mlflow/experiments/get", params={"experiment_id": exp["experiment_id"]}).status_code == 200

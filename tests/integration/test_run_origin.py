@@ -50,7 +50,10 @@ def test_a_run_not_launched_from_a_suggestion_has_no_origin(client: Any) -> None
 
 
 @pytest.mark.parametrize(("field", "value"), [("index", -1), ("predicted_peak_mb", -5), ("run_id", ""),
-                                              ("group", "faster")])
+                                              ("group", "faster"),
+                                              # JSON's true/false and "12" are not numbers (schemathesis)
+                                              ("index", True), ("index", "1"), ("predicted_tokens_per_sec", False),
+                                              ("predicted_peak_mb", "12")])
 def test_a_bad_origin_is_422_naming_the_field(client: Any, field: str, value: Any) -> None:
     origin: dict[str, Any] = {"run_id": "abc", "index": 1, field: value}
     res = client.post("/api/runs", json={"preset": "smoke", "overrides": tiny(steps=2), "origin": origin})
