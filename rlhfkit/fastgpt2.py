@@ -30,6 +30,7 @@ Shapes in comments: B batch, T sequence, H heads, hs head size, D width, V vocab
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -90,7 +91,7 @@ def _scaling(attn: Module, layer_idx: int) -> float:
 # ----------------------------------------------------------------------------- oneDNN no-grad matmuls
 # Why: a decode step multiplies a handful of rows (the batch) by every weight matrix, so generation
 # is bound by how fast the weights stream from memory. For (8 x 768) @ (768 x 2304) MKL's sgemm
-# (what ``addmm`` calls) streams them at ~8 GB/s on this class of CPU; oneDNN's matmul, handed the
+# (what ``addmm`` calls) streams them at ~8 GB/s on an AMD EPYC; oneDNN's matmul, handed the
 # same weight as a transposed view (no copy, no repacking), runs the matmuls of a GPT-2-small decode
 # step in 21 ms instead of 43 ms with 2 threads, and full-sequence no-grad forwards (scoring) ~15%
 # faster (benchmarks/NOTES_ppo_vs_trl.md). Same fp32 math, sums accumulated in a different order
@@ -104,8 +105,46 @@ def _scaling(attn: Module, layer_idx: int) -> float:
 # 0.6 MiB ~ 85 MiB (rlhfkit.memopt.model.ONEDNN_PER_SHAPE counts one step's share). Which kernel a matmul gets thus depends on the row counts
 # the process saw first: two identical runs in one process stay bit-identical, while a run resumed
 # in a fresh process may take the other kernel for some shapes and agree to fp32 rounding only.
-_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-_onednn_linear: Callable[..., Tensor] | None = torch.ops.mkldnn._linear_pointwise if _ONEDNN else None
+#
+# Which library is faster depends on the CPU more than on the shape: MKL (behind ``addmm``) takes its
+# fast AVX-512 code only on Intel processors, where it beats oneDNN at nearly every shape here; on AMD
+# EPYC it is the slower of the two (benchmarks/NOTES_ppo_vs_trl.md, "Which matmul"). So by default oneDNN serves
+# these matmuls except on Intel; ``RLHFKIT_CPU_MATMUL=onednn`` or ``=blas`` overrides the choice. The
+# choice is made once per process, from the CPU's vendor (no timing), so it cannot differ between
+# two runs on one machine.
+ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def cpu_vendor() -> str:
+    """The CPU vendor string from ``/proc/cpuinfo`` (``GenuineIntel``, ``AuthenticAMD``, ...), or ``""``."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def prefer_onednn(setting: str | None = None, vendor: str | None = None) -> bool:
+    """Whether no-grad fp32 matmuls go to oneDNN: ``RLHFKIT_CPU_MATMUL`` (``onednn``, ``blas`` or
+    ``auto``, the default), and under ``auto`` every CPU but an Intel one."""
+    setting = (os.environ.get("RLHFKIT_CPU_MATMUL", "auto") if setting is None else setting).strip().lower()
+    if setting not in ("auto", "onednn", "blas"):
+        raise ValueError(f"RLHFKIT_CPU_MATMUL must be auto, onednn or blas, not {setting!r}")
+    if setting != "auto":
+        return setting == "onednn"
+    return (cpu_vendor() if vendor is None else vendor) != "GenuineIntel"
+
+
+_ONEDNN = ONEDNN_AVAILABLE and prefer_onednn()
+
+
+def onednn_in_use() -> bool:
+    """Whether this process sends no-grad fp32 matmuls to oneDNN (the memory model counts its code cache)."""
+    return _ONEDNN
+_onednn_linear: Callable[..., Tensor] | None = torch.ops.mkldnn._linear_pointwise if ONEDNN_AVAILABLE else None
 ONEDNN_ROW_COUNTS = 16
 _onednn_rows: set[int] = set()
 

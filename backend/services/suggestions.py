@@ -40,7 +40,7 @@ from rlhfkit.config import ConfigError, RunConfig, validate_config
 from rlhfkit.metrics import M
 
 if TYPE_CHECKING:
-    from rlhfkit.memopt.suggest import MeasuredLengths
+    from rlhfkit.memopt.suggest import MeasuredRun
 
 Device = Literal["cpu", "cuda"]
 _log = logging.getLogger(__name__)
@@ -106,12 +106,14 @@ def suggest_for_run(*, db: Database, run: Run, budget_gb: float | None = None, d
     cfg = run_config(run=run)
     dev = device or run_device(db=db, run=run)
     budget = budget_gb if budget_gb is not None else default_budget_gb(run=run, device=dev)
-    lengths = measured_lengths(db=db, run=run)
+    peak, tps, how = measured(db=db, run=run, device=dev)
+    # the run's own tokens/s anchor the model to this machine, when the run ran on the device asked about
+    same_device = dev == run_device(db=db, run=run)
+    found = measured_run(db=db, run=run, tokens_per_sec=tps if same_device else None)
     try:
-        current, candidates, notes = _suggest(cfg.model_dump_json(), budget, dev, top, lengths)
+        current, candidates, notes = _suggest(cfg.model_dump_json(), budget, dev, top, found)
     except OSError as exc:  # a pretrained model whose config is not on this machine
         raise Conflict(f"cannot size the model of run {run.id} here: {exc}") from None
-    peak, tps, how = measured(db=db, run=run, device=dev)
     current = current.model_copy(update={"measured_peak_mb": peak, "measured_tokens_per_sec": tps,
                                          "measured_note": how}, deep=True)
     return SuggestionsPublic(run_id=run.id, budget_gb=budget, device=dev, headroom=HEADROOM, notes=list(notes),
@@ -161,29 +163,29 @@ def measured(*, db: Database, run: Run, device: Device) -> tuple[float | None, f
             "tokens/s: the last step's perf/tokens_per_sec")
 
 
-def measured_lengths(*, db: Database, run: Run) -> MeasuredLengths | None:
+def measured_run(*, db: Database, run: Run, tokens_per_sec: float | None = None) -> MeasuredRun | None:
     """The run's response lengths (mean over its steps of response/length and response/length_max),
-    so the throughput model counts what it generated, not max_new_tokens per response; None before
-    its first step."""
-    from rlhfkit.memopt.suggest import MeasuredLengths
+    so the throughput model counts what it generated, not max_new_tokens per response, with
+    ``tokens_per_sec`` (its measured figure, to anchor the model to); None before its first step."""
+    from rlhfkit.memopt.suggest import MeasuredRun
 
     series = query_series(db, run.id, [M.RESPONSE_LEN, M.RESPONSE_LEN_MAX], max_points=1)
     mean, longest = series[M.RESPONSE_LEN], series[M.RESPONSE_LEN_MAX]
     if not mean.values or not math.isfinite(mean.values[0]):
         return None
     top = longest.values[0] if longest.values and math.isfinite(longest.values[0]) else mean.values[0]
-    return MeasuredLengths(mean=round(mean.values[0], 2), longest=round(top, 2),
-                           source=f"run {run.name} ({mean.total_points} steps)")
+    return MeasuredRun(mean=round(mean.values[0], 2), longest=round(top, 2),
+                       source=f"run {run.name} ({mean.total_points} steps)", tokens_per_sec=tokens_per_sec)
 
 
 @lru_cache(maxsize=64)
-def _suggest(config_json: str, budget_gb: float, device: Device, top: int, lengths: MeasuredLengths | None = None,
+def _suggest(config_json: str, budget_gb: float, device: Device, top: int, found: MeasuredRun | None = None,
              ) -> tuple[SuggestionCurrent, tuple[SuggestionCandidate, ...], tuple[str, ...]]:
     from rlhfkit.memopt.suggest import dotted_get, suggest_groups
 
     cfg = validate_config(json.loads(config_json))
     base = cfg.model_dump(mode="json")
-    sg = suggest_groups(cfg, budget_gb, device, headroom=HEADROOM, top_per_group=top, lengths=lengths)
+    sg = suggest_groups(cfg, budget_gb, device, headroom=HEADROOM, top_per_group=top, measured=found)
     cur = sg.current
     current = SuggestionCurrent(config=base, predicted_peak_mb=round(cur.peak_mb, 1),
                                 predicted_tokens_per_sec=round(cur.tokens_per_sec, 1), fits=cur.fits)
@@ -197,8 +199,10 @@ def _suggest(config_json: str, budget_gb: float, device: Device, top: int, lengt
             tokens_per_sec_ratio=round(c.tokens_per_sec / cur.tokens_per_sec, 3),
             peak_change_pct=round((c.peak_bytes / cur.peak_bytes - 1) * 100, 1),
             fits=c.fits, notes=list(c.notes)))
-    notes = [*sg.notes, "tokens/s come from a ranking model: compare rows with each other, not with a stopwatch",
-             "memory: " + MEMORY_FOOTING]
+    anchored = found is not None and found.tokens_per_sec is not None
+    ranking = [] if anchored else ["tokens/s come from a ranking model: compare rows with each other, not with a "
+                                   "stopwatch (no measured run of this config on this device to anchor them to)"]
+    notes = [*sg.notes, *ranking, "memory: " + MEMORY_FOOTING]
     return current, tuple(out), tuple(notes)
 
 

@@ -51,7 +51,7 @@ class Measurement:
     tokens_per_sec: float | None = None  # over the steps after the first (all of them when only one)
     step_time_s: float | None = None  # mean over the same steps
     # mean over the same steps of response/length and response/length_max (tokens): what a run that
-    # stops at EOS generates (rlhfkit.memopt.suggest.MeasuredLengths)
+    # stops at EOS generates (rlhfkit.memopt.suggest.MeasuredRun)
     response_mean: float | None = None
     response_longest: float | None = None
     snapshot: str | None = None

@@ -266,7 +266,8 @@ def nograd_forward_bytes(plan: Plan, B: int, T: int, R: int, shape: ModelShape, 
     """Peak transient of a no-grad forward of the whole batch.
 
     In the trunk: the residual stream and one MLP block's intermediates (the c_fc output and its
-    activation on the lean path, plus a third temporary for transformers' ``gelu_new``). On the lean
+    activation where oneDNN fuses the two on the lean path, plus a third temporary for transformers'
+    ``gelu_new`` or for the lean path on the CPU's BLAS, where the activation is a separate kernel). On the lean
     path (``rlhfkit.fastgpt2``) the LM head's moment comes after the trunk's is gone, so the peak is
     the larger of the two (traced with ``torch.profiler`` on CPU, ``tests/unit/test_memopt_model.py``):
     the final hidden state, the response rows' copy, the logits and their log-softmax. On
@@ -276,7 +277,7 @@ def nograd_forward_bytes(plan: Plan, B: int, T: int, R: int, shape: ModelShape, 
     a = _act_bytes(plan)
     btd = B * T * shape.n_embd
     lean = plan.lean_forward and not plan.dropout
-    trunk = 3 * btd * 4 + (2 if lean else 3) * 4 * btd * a
+    trunk = 3 * btd * 4 + (2 if lean and _fused_mlp_activation(plan) else 3) * 4 * btd * a
     if plan.attention == "eager":
         trunk += 2 * B * shape.n_head * T * T * a
     if not logits:
@@ -285,6 +286,15 @@ def nograd_forward_bytes(plan: Plan, B: int, T: int, R: int, shape: ModelShape, 
         return trunk + 2 * B * R * shape.vocab_size * 4
     head = btd * 4 + B * R * shape.n_embd * 4 + B * R * shape.vocab_size * (a + 4)
     return max(trunk, head)
+
+
+def _fused_mlp_activation(plan: Plan) -> bool:
+    """The lean path's no-grad c_fc matmul carries its activation (oneDNN, on a CPU that prefers it)."""
+    if plan.device != "cpu":
+        return False
+    from rlhfkit.fastgpt2 import onednn_in_use
+
+    return onednn_in_use()
 
 
 def _optimizer_state_bytes(plan: Plan, n_trainable: int) -> int:
@@ -380,7 +390,10 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
     est.persistent = sum(sum(c.values()) for c in est.models.values())
     est.overhead = FRAMEWORK_OVERHEAD[plan.device]
     if plan.device == "cpu" and plan.lean_forward:
-        est.overhead += ONEDNN_PER_SHAPE * 5 * 5
+        from rlhfkit.fastgpt2 import onednn_in_use  # torch: imported only once a plan is sized
+
+        if onednn_in_use():  # its generated code per matmul shape (this CPU may prefer its BLAS)
+            est.overhead += ONEDNN_PER_SHAPE * 5 * 5
 
     # generation: KV cache for the whole response, growing by torch.cat (one layer's copy extra)
     g = plan.gen_batch

@@ -36,19 +36,22 @@ _LAYER_OVERHEAD = {"cpu": 2e-3, "cuda": 8e-5}
 
 
 @dataclass(frozen=True)
-class MeasuredLengths:
-    """Response lengths a run of the config measured (tokens): the throughput model counts what a
-    run that stops at EOS generates instead of ``max_new_tokens`` for every response."""
+class MeasuredRun:
+    """What a finished run of the config measured. Its response lengths (tokens) make the throughput
+    model count what a run that stops at EOS generates instead of ``max_new_tokens`` for every
+    response; its tokens/s, when it ran on the device the suggestions are for, anchor the model to
+    this machine: every row's tokens/s is the model's ratio to row 0 times row 0's measured figure."""
 
     mean: float  # mean generated tokens per response (response/length, mean over steps)
     longest: float  # the step's longest response (response/length_max, mean over steps)
     source: str = "a measured run"  # where they come from, for the note
+    tokens_per_sec: float | None = None  # the run's measured tokens/s on this device (None: not anchored)
 
     def apply(self, plan: Plan) -> Plan:
         return plan.with_(response_mean=self.mean, response_longest=max(self.longest, self.mean))
 
 
-def lengths_note(config: Any, lengths: MeasuredLengths | None) -> str:
+def lengths_note(config: Any, lengths: MeasuredRun | None) -> str:
     """What the tokens/s figures count, in words (one note shared by every row)."""
     r = config.generation.max_new_tokens
     if lengths is None:
@@ -207,10 +210,10 @@ class Suggestions:
 
 
 def current_candidate(config: Any, budget_gb: float, device: str | None = None, *, headroom: float = 0.1,
-                      prompt_len: int | None = None, lengths: MeasuredLengths | None = None) -> Candidate:
+                      prompt_len: int | None = None, measured: MeasuredRun | None = None) -> Candidate:
     """Row 0: the config as it is, with the same memory and throughput models as the candidates."""
     plan = plan_from_config(config, device=device, prompt_len=prompt_len)  # type: ignore[arg-type]
-    plan = lengths.apply(plan) if lengths else plan
+    plan = measured.apply(plan) if measured else plan
     peak = estimate_memory(plan).peak
     secs = predict_step_seconds(plan, config.ppo.ppo_epochs)
     return Candidate({}, plan, peak, plan.tokens_per_step / secs, secs,
@@ -219,18 +222,20 @@ def current_candidate(config: Any, budget_gb: float, device: str | None = None, 
 
 def suggest_groups(config: Any, budget_gb: float, device: str | None = None, *, headroom: float = 0.1,
                    top_per_group: int = 5, prompt_len: int | None = None,
-                   lengths: MeasuredLengths | None = None) -> Suggestions:
+                   measured: MeasuredRun | None = None) -> Suggestions:
     """Like :func:`suggest_config`, but split: the best ``top_per_group`` candidates that keep the
     algorithm (same math) and, separately, those that change it, each saying what; row 0 is the
-    current config; notes common to every row are returned once. ``lengths``: response lengths a run
-    of the config measured (else every response counts ``max_new_tokens``, and a note says so).
+    current config; notes common to every row are returned once. ``measured``: what a run of the
+    config measured (:class:`MeasuredRun`): its response lengths (else every response counts
+    ``max_new_tokens``, and a note says so) and, when given, its tokens/s, which every row's figure
+    is anchored to.
 
     The second group always offers the response-length candidates that fit (the current config with
     ``generation.max_new_tokens`` shorter and longer, :func:`response_lengths`): they take their
     places among its ``top_per_group`` rows, which are then ranked together."""
-    current = current_candidate(config, budget_gb, device, headroom=headroom, prompt_len=prompt_len, lengths=lengths)
-    ranked, notes = _search(config, budget_gb, device, headroom=headroom, prompt_len=prompt_len, lengths=lengths)
-    notes = [lengths_note(config, lengths), *notes]
+    current = current_candidate(config, budget_gb, device, headroom=headroom, prompt_len=prompt_len, measured=measured)
+    ranked, notes = _search(config, budget_gb, device, headroom=headroom, prompt_len=prompt_len, measured=measured)
+    notes = [lengths_note(config, measured), *notes]
     caps, cap_notes = _length_candidates(config, current, budget_gb, headroom=headroom)
     caps = caps[:top_per_group]
     limits = {"same_math": top_per_group, "changes_algorithm": top_per_group - len(caps)}
@@ -247,6 +252,13 @@ def suggest_groups(config: Any, budget_gb: float, device: str | None = None, *, 
         if all(len(groups[g]) >= n for g, n in limits.items()):
             break
     groups["changes_algorithm"] = sorted(groups["changes_algorithm"] + caps, key=lambda c: _rank(config, c))
+    anchor = _anchor(current, measured)
+    if anchor is not None:
+        scale, note = anchor
+        for c in [current, *groups["same_math"], *groups["changes_algorithm"]]:
+            c.tokens_per_sec *= scale
+            c.step_seconds /= scale
+        notes.append(note)
     for c in groups["same_math"] + groups["changes_algorithm"]:
         c.config = _apply(config, {**c.overrides, "name": f"{config.name}-suggested"})
         if c.overrides["ppo.optimizer"] != config.ppo.optimizer:
@@ -254,6 +266,17 @@ def suggest_groups(config: Any, budget_gb: float, device: str | None = None, *, 
                            "8-bit moments change the update's numerics")
     return Suggestions(current, groups["same_math"], groups["changes_algorithm"], [*notes, *cap_notes],
                        budget_gb, headroom)
+
+
+def _anchor(current: Candidate, measured: MeasuredRun | None) -> tuple[float, str] | None:
+    """The factor that brings row 0's modelled tokens/s to the measured run's, and a note saying so;
+    None without a measurement. A uniform factor: the ranking is unchanged."""
+    if measured is None or not measured.tokens_per_sec or measured.tokens_per_sec <= 0 or current.tokens_per_sec <= 0:
+        return None
+    scale = measured.tokens_per_sec / current.tokens_per_sec
+    return scale, (f"tokens/s are anchored to {measured.source}: it measured {measured.tokens_per_sec:.0f} tokens/s "
+                   f"where the ranking model says {current.tokens_per_sec:.0f}, so every row shows the model's "
+                   f"ratio to row 0 times the measured figure (x{scale:.2f})")
 
 
 def _length_candidates(config: Any, current: Candidate, budget_gb: float, *, headroom: float,
@@ -302,7 +325,7 @@ def _apply(config: Any, overrides: dict[str, Any]) -> Any:
 
 def suggest_config(config: Any, budget_gb: float, device: str | None = None, *, headroom: float = 0.1,
                    max_batch_factor: int = 8, top: int = 10, out_path: str | Path | None = None,
-                   prompt_len: int | None = None, lengths: MeasuredLengths | None = None) -> list[Candidate]:
+                   prompt_len: int | None = None, measured: MeasuredRun | None = None) -> list[Candidate]:
     """Search memory knobs for the fastest configurations whose predicted peak fits ``budget_gb``.
 
     Args:
@@ -313,14 +336,15 @@ def suggest_config(config: Any, budget_gb: float, device: str | None = None, *, 
         max_batch_factor: largest rollout batch tried, as a multiple of the config's.
         top: how many ranked candidates to return (fitting ones first).
         out_path: where to write the best candidate as YAML (``suggested_config.yaml``); None: don't.
-        lengths: response lengths a run of the config measured; None: every response counts
-            ``max_new_tokens`` (each candidate's notes say so).
+        measured: response lengths a run of the config measured; None: every response counts
+            ``max_new_tokens`` (each candidate's notes say so). Not anchored: the tokens/s here
+            are the ranking model's own.
 
     Returns the candidates, best first; ``[0].fits`` is False when nothing fits.
     """
     cands, search_notes = _search(config, budget_gb, device, headroom=headroom,
-                                  max_batch_factor=max_batch_factor, prompt_len=prompt_len, lengths=lengths)
-    search_notes = [lengths_note(config, lengths), *search_notes]
+                                  max_batch_factor=max_batch_factor, prompt_len=prompt_len, measured=measured)
+    search_notes = [lengths_note(config, measured), *search_notes]
     B0 = config.ppo.batch_size
     chosen = cands[:top]
     for c in chosen:
@@ -340,11 +364,11 @@ def suggest_config(config: Any, budget_gb: float, device: str | None = None, *, 
 
 
 def _search(config: Any, budget_gb: float, device: str | None, *, headroom: float, max_batch_factor: int = 8,
-            prompt_len: int | None = None, lengths: MeasuredLengths | None = None) -> tuple[list[Candidate], list[str]]:
+            prompt_len: int | None = None, measured: MeasuredRun | None = None) -> tuple[list[Candidate], list[str]]:
     """Every candidate of the grid, ranked (fitting first, then by predicted throughput), and the
     notes on what the search left out."""
     base = plan_from_config(config, device=device, prompt_len=prompt_len)  # type: ignore[arg-type]
-    base = lengths.apply(base) if lengths else base
+    base = measured.apply(base) if measured else base
     dev = base.device
     limit = int(budget_gb * GiB * (1.0 - headroom))
     B0 = config.ppo.batch_size
@@ -468,6 +492,6 @@ def format_candidates(cands: list[Candidate], budget_gb: float) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Candidate", "Suggestions", "algorithm_changes", "bitsandbytes_available", "current_candidate",
+__all__ = ["Candidate", "MeasuredRun", "Suggestions", "algorithm_changes", "bitsandbytes_available", "current_candidate",
            "format_candidates", "format_suggestions", "suggest_groups", "predict_step_seconds", "response_lengths",
            "suggest_config", "write_suggestion"]

@@ -166,21 +166,40 @@ def test_inverse_cdf_draw_follows_the_probabilities_and_skips_zeros() -> None:
 
 
 # ----------------------------------------------------------------------------- oneDNN no-grad matmuls
-needs_onednn = pytest.mark.skipif(not fastgpt2._ONEDNN, reason="oneDNN unavailable")
+needs_onednn = pytest.mark.skipif(not fastgpt2.ONEDNN_AVAILABLE, reason="oneDNN unavailable")
 
 
+@pytest.mark.parametrize(("setting", "vendor", "expected"), [
+    ("auto", "GenuineIntel", False), ("auto", "AuthenticAMD", True), ("auto", "", True),
+    ("onednn", "GenuineIntel", True), ("blas", "AuthenticAMD", False), (" BLAS ", "", False),
+])
+def test_the_matmul_library_follows_the_setting_then_the_cpu_vendor(setting: str, vendor: str, expected: bool) -> None:
+    assert fastgpt2.prefer_onednn(setting, vendor) is expected
+
+
+def test_an_unknown_matmul_setting_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="RLHFKIT_CPU_MATMUL"):
+        fastgpt2.prefer_onednn("mkl", "GenuineIntel")
+
+
+@needs_onednn
 def test_onednn_only_where_nothing_needs_a_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fastgpt2, "_ONEDNN", True)  # whichever library this CPU prefers
     monkeypatch.setattr(fastgpt2, "_onednn_rows", set())
     x, w = torch.randn(3, 8), torch.randn(8, 4, requires_grad=True)
     assert not fastgpt2._use_onednn(x, w)  # the op has no backward
     with torch.no_grad():
-        assert fastgpt2._use_onednn(x, w) == fastgpt2._ONEDNN
+        assert fastgpt2._use_onednn(x, w)
         assert not fastgpt2._use_onednn(x.double(), w.double())  # fp32 only
-    assert fastgpt2._use_onednn(x, w.detach()) == fastgpt2._ONEDNN  # a frozen weight under grad mode
+    assert fastgpt2._use_onednn(x, w.detach())  # a frozen weight under grad mode
+    monkeypatch.setattr(fastgpt2, "_ONEDNN", False)  # the CPU's BLAS preferred: addmm serves everything
+    with torch.no_grad():
+        assert not fastgpt2._use_onednn(x, w)
 
 
 @needs_onednn
 def test_onednn_serves_a_bounded_set_of_row_counts_with_the_same_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fastgpt2, "_ONEDNN", True)
     monkeypatch.setattr(fastgpt2, "_onednn_rows", set())
     monkeypatch.setattr(fastgpt2, "ONEDNN_ROW_COUNTS", 2)
     real = fastgpt2._onednn_linear

@@ -224,9 +224,11 @@ def test_scores_from_sampling_move_the_policy_pass_out_of_scoring() -> None:
     assert plan_from_config(load_config("smoke", {"ppo.rollout_scores": "sampling"})).scores_from_sampling
 
 
-def test_nograd_forward_peak_matches_the_traced_allocations(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "blas"])
+def test_nograd_forward_peak_matches_the_traced_allocations(monkeypatch: pytest.MonkeyPatch, onednn: bool) -> None:
     """A scoring forward on the lean path peaks at the LM head (hidden state, the response rows,
-    logits and log-softmax), not at trunk + head: the model takes the larger of the two.
+    logits and log-softmax), not at trunk + head: the model takes the larger of the two. On either
+    matmul library (oneDNN fuses the MLP's activation into its matmul; the BLAS path does not).
 
     The process's oneDNN row-count budget starts empty here, as in a run's own process: in a test
     session earlier tests have used it up and these matmuls would go to addmm (other allocations)."""
@@ -234,6 +236,9 @@ def test_nograd_forward_peak_matches_the_traced_allocations(monkeypatch: pytest.
 
     from rlhfkit import fastgpt2
 
+    if onednn and not fastgpt2.ONEDNN_AVAILABLE:
+        pytest.skip("oneDNN unavailable")
+    monkeypatch.setattr(fastgpt2, "_ONEDNN", onednn)
     monkeypatch.setattr(fastgpt2, "_onednn_rows", set())
     from rlhfkit.memopt.model import nograd_forward_bytes
     from rlhfkit.policy import GPT2Policy

@@ -219,7 +219,7 @@ def test_throughput_counts_the_measured_response_length_not_max_new_tokens() -> 
     """Runs stop at EOS (the smoke preset generates ~7 of 16 tokens per response): with a measured run's
     lengths the tokens/s figure counts what it generated; without one it counts max_new_tokens and the
     shared notes say so."""
-    from rlhfkit.memopt.suggest import MeasuredLengths, suggest_groups
+    from rlhfkit.memopt.suggest import MeasuredRun, suggest_groups
 
     cfg = load_config("smoke")
     R = cfg.generation.max_new_tokens
@@ -230,7 +230,7 @@ def test_throughput_counts_the_measured_response_length_not_max_new_tokens() -> 
 
     # every step had a response of full length: the same step time, 7.1 of R tokens counted
     full = suggest_groups(cfg, budget_gb=4, device="cpu", top_per_group=1,
-                          lengths=MeasuredLengths(mean=7.1, longest=R, source="run smoke-1"))
+                          measured=MeasuredRun(mean=7.1, longest=R, source="run smoke-1"))
     assert full.current.step_seconds == pytest.approx(plain.current.step_seconds)
     assert full.current.tokens_per_sec == pytest.approx(plain.current.tokens_per_sec * 7.1 / R)
     assert full.same_math[0].tokens_per_sec == pytest.approx(
@@ -240,5 +240,25 @@ def test_throughput_counts_the_measured_response_length_not_max_new_tokens() -> 
 
     # generation stops when the longest response ends: shorter steps than at max_new_tokens
     short = suggest_groups(cfg, budget_gb=4, device="cpu", top_per_group=1,
-                           lengths=MeasuredLengths(mean=7.1, longest=12.0))
+                           measured=MeasuredRun(mean=7.1, longest=12.0))
     assert short.current.step_seconds < full.current.step_seconds
+
+
+def test_a_measured_tokens_per_sec_anchors_every_row_without_changing_the_ranking() -> None:
+    """With the run's measured tokens/s, row 0 shows it and every candidate keeps the model's ratio to
+    row 0 (the model's absolute rate is one CPU's; the ratio is what it predicts); a note says so."""
+    from rlhfkit.memopt.suggest import MeasuredRun, suggest_groups
+
+    cfg = load_config("smoke")
+    found = MeasuredRun(mean=7.1, longest=12.0, source="run smoke-1")
+    model = suggest_groups(cfg, budget_gb=4, device="cpu", top_per_group=3, measured=found)
+    anchored = suggest_groups(cfg, budget_gb=4, device="cpu", top_per_group=3,
+                              measured=MeasuredRun(mean=7.1, longest=12.0, source="run smoke-1", tokens_per_sec=123.0))
+    assert anchored.current.tokens_per_sec == pytest.approx(123.0)
+    assert [c.overrides for c in anchored.candidates] == [c.overrides for c in model.candidates]
+    for a, m in zip(anchored.candidates, model.candidates, strict=True):
+        assert a.tokens_per_sec / anchored.current.tokens_per_sec == pytest.approx(
+            m.tokens_per_sec / model.current.tokens_per_sec)
+        assert a.peak_bytes == m.peak_bytes
+    assert any("anchored to run smoke-1" in n and "123 tokens/s" in n for n in anchored.notes)
+    assert not any("anchored" in n for n in model.notes)
