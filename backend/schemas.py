@@ -265,7 +265,8 @@ class SuggestionCurrent(BaseModel):
     title: str = "Current config"
     config: dict[str, Any]
     predicted_peak_mb: float = Field(description="Predicted peak memory, MiB (growth above the process baseline)")
-    predicted_tokens_per_sec: float = Field(description="Predicted response tokens per second (ranking model)")
+    predicted_tokens_per_sec: float = Field(description="Predicted response tokens per second (ranking model; once "
+                                                        "the run measured its tokens/s on this device, that figure)")
     measured_peak_mb: float | None = Field(None, description="Measured peak memory of the run, MiB, on the same "
                                                              "footing as the prediction (None: not measured)")
     measured_tokens_per_sec: float | None = Field(None, description="Measured response tokens per second of the run "
@@ -285,8 +286,9 @@ class SuggestionCandidate(BaseModel):
     overrides: dict[str, Any] = Field(description="Dotted keys whose value differs from the run's config")
     config: dict[str, Any] = Field(description="The full RunConfig with the overrides applied (POST /api/runs accepts it)")
     predicted_peak_mb: float = Field(description="Predicted peak memory, MiB (growth above the process baseline)")
-    predicted_tokens_per_sec: float = Field(description="Predicted response tokens per second (ranking model; "
-                                                        "compare candidates, not absolute speed)")
+    predicted_tokens_per_sec: float = Field(description="Predicted response tokens per second: the ranking model's "
+                                                        "ratio to row 0, times row 0's measured tokens/s once the run "
+                                                        "measured them on this device (see notes)")
     tokens_per_sec_ratio: float = Field(description="Predicted tokens/s over row 0's predicted tokens/s")
     peak_change_pct: float = Field(description="Predicted peak against row 0's predicted peak, percent (-30 = 30% less)")
     fits: bool = Field(description="Predicted peak <= budget minus headroom")

@@ -24,9 +24,10 @@ Identical work, by construction (the vocabulary, prompts and GPT-2 shapes of ``p
   ``ppo.kl_placement=loss``), one optimizer step per rollout on the whole batch (TRL:
   ``num_iterations=1``, ``steps_per_generation=1``; rlhfkit: ``ppo_epochs=1``, one minibatch).
 
-What differs is each system's design: TRL with one iteration per generation reuses the sampled
-policy's log-probs as the old ones without a forward pass; rlhfkit recomputes them in its scoring pass
-unless ``ppo.rollout_scores=sampling`` (the ``rlhfkit-s`` system), which reads them off sampling.
+Neither system runs a policy forward for the old log-probs: with one iteration per generation both
+take them from the update's own forward, detached (TRL: ``num_iterations=1``; rlhfkit: one epoch,
+one minibatch, the KL in the loss). ``rlhfkit-s`` (``ppo.rollout_scores=sampling``) reads them off
+the sampling pass instead.
 Stages: ``rollout`` (sampling, old and reference log-probs, reward) and ``update`` (forward,
 backward, optimizer). TRL's rollout is timed around ``_generate_and_score_completions`` (its one
 rollout method); its step through the public ``TrainerCallback`` hooks. rlhfkit's stages come from its
@@ -53,8 +54,10 @@ from ppo_vs_trl import (  # noqa: E402  (a sibling script, not a package)
     _version,
     bench_parser,
     build_tokenizer,
+    engine_flops,
     gpt2_config,
     make_prompts,
+    print_peak_fractions,
     run_worker,
     summarise,
 )
@@ -167,15 +170,18 @@ def run_rlhfkit(shape: dict[str, int], steps: int, warmup: int, tmp: Path,
     trainer.add_hooks(clock)
     trainer.train()
     records = []
-    for ev, cpu in list(zip(sink.of_type("timings"), clock.times, strict=True))[warmup:]:
-        roll = sum(ev.stages.get(k, 0.0) for k in ("generation", "scoring", "advantages"))
+    rollout_stages = ("generation", "scoring", "advantages")
+    timed = list(zip(sink.of_type("timings"), clock.times, engine_flops(sink, warmup + steps), strict=True))
+    for ev, cpu, flops in timed[warmup:]:
+        roll = sum(ev.stages.get(k, 0.0) for k in rollout_stages)
         upd = ev.stages.get("update", 0.0)
         records.append({"rollout": roll, "update": upd, "other": ev.step_time - roll - upd, "step": ev.step_time,
-                        "cpu": cpu})
+                        "cpu": cpu, "flops": {"rollout": sum(flops.get(k, 0.0) for k in rollout_stages),
+                                              "update": flops.get("update", 0.0)}})
     lengths = sink.metric(M.RESPONSE_LEN)
     assert all(n == R for n in lengths), lengths
     return {"system": "rlhfkit", "version": _version("rlhfkit"), "steps": records, "tokens_per_step": B * G * R,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "peak": trainer.peak.to_dict()}
 
 
 # ----------------------------------------------------------------------------- orchestration
@@ -191,6 +197,7 @@ def print_table(shape: str, summary: dict[str, dict[str, float]], load: str, ver
         if trl and name != "trl":
             print(f"{name} tokens/s = {row['tokens_per_s'] / trl['tokens_per_s']:.2f} x TRL {versions.get('trl', '?')}'s"
                   f" (per CPU-second: {row['tokens_per_cpu_s'] / trl['tokens_per_cpu_s']:.2f} x)")
+    print_peak_fractions(summary, STAGES)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -241,15 +241,28 @@ def run_rlhfkit(shape: dict[str, int], steps: int, warmup: int, tmp: Path,
     trainer.add_hooks(clock)
     trainer.train()
     records = []
-    for ev, cpu in list(zip(sink.of_type("timings"), clock.times, strict=True))[warmup:]:
-        rec = {k: ev.stages.get(k, 0.0) for k in STAGES}
+    timed = list(zip(sink.of_type("timings"), clock.times, engine_flops(sink, warmup + steps), strict=True))
+    for ev, cpu, flops in timed[warmup:]:
+        rec: dict[str, Any] = {k: ev.stages.get(k, 0.0) for k in STAGES}
         rec["other"] = ev.step_time - sum(rec.values())
         rec["step"] = ev.step_time
         rec["cpu"] = cpu
+        rec["flops"] = {k: flops.get(k, 0.0) for k in STAGES}
         records.append(rec)
     lengths = sink.metric(M.RESPONSE_LEN)
     return {"system": "rlhfkit", "version": _version("rlhfkit"), "steps": records, "tokens_per_step": B * R,
-            "threads": torch.get_num_threads(), "response_len": lengths[-1] if lengths else None}
+            "threads": torch.get_num_threads(), "response_len": lengths[-1] if lengths else None,
+            "peak": trainer.peak.to_dict()}
+
+
+def engine_flops(sink: Any, steps: int) -> list[dict[str, float]]:
+    """Each step's model FLOPs by engine stage, as the trainer counts them (``perf/flops/<stage>``):
+    the same work for every system of a table, so each system's fraction of peak divides these."""
+    from rlhfkit.metrics import perf_name
+    from rlhfkit.mfu import PERF_STAGES
+
+    per = {st: sink.metric(perf_name("flops", st)) for st in PERF_STAGES}
+    return [{st: v[i] if i < len(v) else 0.0 for st, v in per.items()} for i in range(steps)]
 
 
 class CpuClock:
@@ -326,11 +339,43 @@ def summarise(results: dict[str, list[dict[str, Any]]],
         row["tokens_per_cpu_s"] = runs[0]["tokens_per_step"] / row["cpu"] if steps else float("nan")
         row["n"] = len(steps)
         row["threads"] = runs[0]["threads"]
+        for k in stages:
+            found = [s["flops"][k] for s in steps if "flops" in s]
+            if found:
+                row[f"flops/{k}"] = _median(found)
+        peaks = [r["peak"]["flops"] for r in runs if (r.get("peak") or {}).get("flops")]
+        if peaks:
+            row["peak"] = max(peaks)  # each run probed its own; the highest is the fairest denominator
         out[system] = row
     return out
 
 
+def print_peak_fractions(summary: dict[str, dict[str, float]], stages: tuple[str, ...]) -> None:
+    """Each system's share of the CPU's measured fp32 matmul peak, stage by stage: the engine's FLOP
+    count of the stage / (the system's seconds x the peak the rlhfkit workers probed at run start
+    through the engine's own kernels, rlhfkit.mfu). A system without its own count (TRL, another
+    revision) is credited with the default rlhfkit configuration's: the model work both must do
+    (TRL's separate value model in PPO is extra work it is not credited for)."""
+    ref = next((r for r in summary.values() if "peak" in r and all(f"flops/{k}" in r for k in stages)), None)
+    if ref is None:
+        return
+    peak = ref["peak"]
+    print(f"fraction of the measured fp32 matmul peak ({peak / 1e9:.0f} GFLOP/s, same threads; model FLOPs "
+          f"per step: " + ", ".join(f"{k} {ref[f'flops/{k}'] / 1e9:.1f} G" for k in stages) + ")")
+    for name, row in summary.items():
+        # a system that reports its own count (rlhfkit-s skips a forward) uses it; the others the reference's
+        flops = {k: row.get(f"flops/{k}", ref[f"flops/{k}"]) for k in stages}
+        cells = [f"{k} {flops[k] / (row[k] * peak):.0%}" if row[k] > 1e-9 else f"{k} -" for k in stages]
+        total = sum(flops.values()) / (row["step"] * peak)
+        print(f"  {name:<16}" + ", ".join(cells) + f"; whole step {total:.0%}")
+
+
 def print_table(shape: str, summary: dict[str, dict[str, float]], load: str) -> None:
+    _print_times(shape, summary, load)
+    print_peak_fractions(summary, STAGES)
+
+
+def _print_times(shape: str, summary: dict[str, dict[str, float]], load: str) -> None:
     trl, kit = summary.get("trl"), summary.get("rlhfkit")
     counts = ", ".join(f"{k}: {int(v['n'])} steps, {int(v['threads'])} threads" for k, v in summary.items())
     print(f"\n{SHAPE_TITLES[shape]}  (medians of {counts}; load average before/after: {load})")

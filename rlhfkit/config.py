@@ -135,7 +135,9 @@ class PPOConfig(_Strict):
         "forward", description="Where the old log-probs and values come from: forward = a scoring pass of the "
         "policy over the finished sequences (as OpenRLHF); sampling = read off the sampling pass's logits and "
         "hidden states (TRL takes its old log-probs this way): one policy forward fewer per step, same numbers "
-        "to fp32 rounding. A separate critic, or a model the lean sampler does not support, still gets the forward")
+        "to fp32 rounding. A separate critic, or a model the lean sampler does not support, still gets the forward. "
+        "A critic-free run with one optimizer step per rollout and the KL in the loss needs neither: the update "
+        "reads them off its own forward")
 
     @model_validator(mode="after")
     def _divides(self) -> PPOConfig:

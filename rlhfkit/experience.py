@@ -51,13 +51,21 @@ class Experience:
     prompt_len: int  # P: response token r sits at input_ids[:, P + r]
     response: Tensor  # (B, R) sampled ids
     mask: Tensor  # (B, R) float, 1 on real response tokens
-    logprobs: Tensor  # (B, R) log π_old(a|s), the policy that sampled
+    # (B, R) log π_old(a|s), the policy that sampled; None until update() reads them off its own
+    # forward (logprobs_from_update: scoring ran no policy forward for them)
+    logprobs: Tensor | None
     ref_logprobs: Tensor  # (B, R) log π_ref(a|s), the frozen KL anchor
     values: Tensor | None  # (B, R) V_old(s) before the update; None for critic-free runs
     raw_scores: Tensor  # (B,) the reward model's score, as it scored
     scores: Tensor  # (B,) the score the advantages use (after EOS penalty, normalisation, clipping)
     has_eos: Tensor  # (B,) bool, the response ended on EOS
     scored_while_sampling: bool = False  # logprobs (and values) came off the sampling pass: scoring ran no policy forward
+    logprobs_from_update: bool = False  # one on-policy optimizer step: π_old is the update's own forward, detached
+
+    @property
+    def policy_forward_in_scoring(self) -> bool:
+        """Whether scoring ran the policy over the batch (for its log-probs and values)."""
+        return not (self.scored_while_sampling or self.logprobs_from_update)
 
     @property
     def batch_size(self) -> int:
@@ -96,6 +104,7 @@ class UpdateStats:
     ratio_max: float
     grad_norm: float  # before clipping, mean over optimizer steps
     learning_rate: float  # the rate this step's updates used
+    old_logprobs: Tensor | None = None  # (B, R) π_old read off the update's forward (Experience.logprobs_from_update)
 
 
 __all__ = ["Advantages", "Experience", "Rollout", "UpdateStats"]

@@ -18,7 +18,8 @@ activations and weights): the "6·N·T" rule plus attention. Stages:
 
 * ``generation``: one causal forward over prompt and response of each sequence, head on each
   sampled token;
-* ``scoring``: policy forward (skipped when old log-probs came from the sampling pass), a separate
+* ``scoring``: policy forward (skipped when old log-probs came from the sampling pass or come from
+  the update's own forward, ``Experience.policy_forward_in_scoring``), a separate
   critic trunk when there is one, the reference forward. A reward model is counted when it says its
   cost (``flops_per_token``); lexicon rewards cost no model FLOPs;
 * ``advantages``: elementwise work, ~:data:`ADVANTAGE_FLOPS_PER_TOKEN` per response token;

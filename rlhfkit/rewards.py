@@ -162,6 +162,18 @@ class ModelReward(BaseRewardModel):
     def modules_for_memory(self) -> list[nn.Module]:
         return [self.net]
 
+    @property
+    def flops_per_token(self) -> float:
+        """Model FLOPs of scoring one token (block matmuls, as :mod:`rlhfkit.mfu` counts them): the
+        lean forward runs only q/k/v of its last layer at positions it does not read (3/4 of that
+        layer skipped), transformers' forward every layer in full."""
+        from rlhfkit import fastgpt2
+        from rlhfkit.mfu import ModelShape
+
+        shape = ModelShape.of(self.net.config)
+        skipped = 0.75 / shape.n_layer if fastgpt2.supports(self.net.transformer) else 0.0
+        return 2.0 * shape.block_params * (1.0 - skipped)
+
     @torch.no_grad()
     def compute_reward(self, responses: list[str], prompts: list[str] | None = None) -> torch.Tensor:
         texts = responses if prompts is None else [f"{p} {r}" for p, r in zip(prompts, responses, strict=True)]

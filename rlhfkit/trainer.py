@@ -34,6 +34,7 @@ whatever sinks it was given.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import time
@@ -330,6 +331,8 @@ class PPOTrainer:
             adv = self.advantages(exp)
         with rec.stage("update"):
             stats = self.update(exp, adv)
+        if exp.logprobs_from_update:  # π_old came off the update's forward: the KL figures follow it
+            exp, adv = self.with_update_logprobs(exp, adv, stats)
         self.kl_ctl.update(float(adv.seq_kl_k1.mean()), exp.batch_size)
         every = self.config.train.eval_every
         if every and (step + 1) % every == 0 and step + 1 < total_steps(self.config):
@@ -387,8 +390,12 @@ class PPOTrainer:
             values: torch.Tensor | None
             from_sampling = rollout.sampled_logprobs is not None and (rollout.sampled_values is not None
                                                                       or not self.critic)
+            from_update = not from_sampling and self.logprobs_from_update
+            logprobs: torch.Tensor | None
             if rollout.sampled_logprobs is not None and from_sampling:
                 logprobs, values = rollout.sampled_logprobs, rollout.sampled_values
+            elif from_update:
+                logprobs, values = None, None  # update() reads them off its own forward
             else:
                 logprobs, values, _ = self.policy.forward_scores(ids, attn, P, with_values=self.critic)  # (B, R)
                 assert (values is not None) == self.critic
@@ -406,10 +413,38 @@ class PPOTrainer:
             scores = torch.where(has_eos, scores, scores - g.missing_eos_penalty)
         return Experience(prompts=rollout.prompts, input_ids=ids, attention_mask=attn, prompt_len=P,
                           response=rollout.response, mask=rollout.response_mask.float(),
-                          logprobs=logprobs.float(), ref_logprobs=ref_logprobs.float(),
+                          logprobs=logprobs.float() if logprobs is not None else None,
+                          ref_logprobs=ref_logprobs.float(),
                           values=values.float() if values is not None else None,
                           raw_scores=raw_scores, scores=scores, has_eos=has_eos,
-                          scored_while_sampling=from_sampling)
+                          scored_while_sampling=from_sampling, logprobs_from_update=from_update)
+
+    @property
+    def logprobs_from_update(self) -> bool:
+        """Whether π_old is exactly the policy the update's forward runs, with nothing before the
+        update needing its log-probs: one optimizer step per rollout (one epoch, one minibatch), no
+        critic, the KL outside the rewards. Then scoring runs no policy forward and update() takes
+        π_old from its own forward, detached (the ratio is exactly 1 and the gradient is the policy
+        gradient, as in TRL's GRPOTrainer with ``num_iterations=1``); the KL metrics follow the update.
+        ``ppo.rollout_scores=sampling`` still reads them off the sampling pass instead."""
+        cfg, p = self.config, self.config.ppo
+        return (not uses_critic(cfg) and kl_in_loss(cfg) and p.ppo_epochs == 1 and p.mini_batch_size == p.batch_size
+                and p.rollout_scores == "forward")
+
+    def with_update_logprobs(self, exp: Experience, adv: Advantages, stats: UpdateStats,
+                             ) -> tuple[Experience, Advantages]:
+        """``exp`` with the log-probs the update read off its forward, and ``adv`` with the KL to the
+        reference measured on them (logprobs_from_update)."""
+        assert stats.old_logprobs is not None
+        exp = dataclasses.replace(exp, logprobs=stats.old_logprobs)
+        seq_k1, seq_k3 = self.sequence_kl(exp)
+        return exp, dataclasses.replace(adv, seq_kl_k1=seq_k1, seq_kl_k3=seq_k3)
+
+    def sequence_kl(self, exp: Experience) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) Σ_t k1 and Σ_t k3 of log π_old/π_ref over each response."""
+        assert exp.logprobs is not None
+        k1, k3 = ops.kl_estimators(exp.logprobs, exp.ref_logprobs)
+        return (k1 * exp.mask).sum(1), (k3 * exp.mask).sum(1)
 
     def shape_scores(self, raw: torch.Tensor) -> torch.Tensor:
         """The reward model's scores (B,) as PPO uses them: ``reward.normalize`` (running mean/std,
@@ -436,7 +471,10 @@ class PPOTrainer:
         critic-free family: the estimator ``algorithm`` names (:mod:`rlhfkit.advantages`) on the same
         rewards, no value baseline. With ``kl_in_loss`` the KL leaves the rewards for update(). No grad."""
         cfg, p = self.config, self.config.ppo
-        k1, k3 = ops.kl_estimators(exp.logprobs, exp.ref_logprobs)  # (B, R) per-token estimates
+        if exp.logprobs is not None:
+            k1, k3 = ops.kl_estimators(exp.logprobs, exp.ref_logprobs)  # (B, R) per-token estimates
+        else:  # logprobs_from_update: the KL is a loss term, so the rewards hold none; measured after update()
+            k1 = k3 = torch.zeros_like(exp.mask)
         kl_tok = k1 if p.kl_estimator == "k1" else k3
         kl_coef = self.kl_ctl.value
         in_loss = kl_in_loss(cfg)
@@ -469,6 +507,7 @@ class PPOTrainer:
         clip_low, clip_high = clip_bounds(p)
         agg = cf.loss_aggregation(cfg.algorithm)
         norm_len = cfg.generation.max_new_tokens  # Dr. GRPO's constant
+        old_lp = torch.zeros_like(exp.mask) if exp.logprobs is None else None  # (B, R) logprobs_from_update
         for _epoch in range(p.ppo_epochs):
             perm = torch.randperm(B, generator=self.gen).to(self.device)
             for start in range(0, B, mb_size):
@@ -482,7 +521,13 @@ class PPOTrainer:
                             exp.input_ids[i], exp.attention_mask[i], P, with_values=self.critic, with_entropy=True)
                         assert mb_entropy is not None
                         mb_mask, mb_lp = exp.mask[i], mb_logprobs.float()
-                        pl = cf.clipped_policy_loss(mb_lp, exp.logprobs[i], adv.advantages[i], mb_mask,
+                        if old_lp is not None:  # the policy that sampled is the one this forward runs
+                            mb_old = mb_lp.detach()
+                            old_lp[i] = mb_old
+                        else:
+                            assert exp.logprobs is not None
+                            mb_old = exp.logprobs[i]
+                        pl = cf.clipped_policy_loss(mb_lp, mb_old, adv.advantages[i], mb_mask,
                                                     clip_low, clip_high, agg, norm_len)
                         ent = ops.masked_mean(mb_entropy.float(), mb_mask)
                         loss = pl.loss
@@ -508,7 +553,7 @@ class PPOTrainer:
                 acc.add_optimizer_step(gn)
         lr = float(self.scheduler.get_last_lr()[0])
         self.scheduler.step()
-        return acc.finish(lr)
+        return dataclasses.replace(acc.finish(lr), old_logprobs=old_lp)
 
     def step_metrics(self, exp: Experience, adv: Advantages, stats: UpdateStats, step_time: float) -> dict[str, float]:
         """The step's metrics under their contract names (:mod:`rlhfkit.metrics`). A metric the run
@@ -561,7 +606,7 @@ class PPOTrainer:
         if isinstance(self.kl_ctl, ops.AdaptiveKLController):
             metrics[M.KL_TARGET] = self.kl_ctl.target
         metrics.update(self.perf.step(self.recorder.timings, exp.attention_mask[:, : exp.prompt_len], exp.mask,
-                                      exp.scored_while_sampling))
+                                      not exp.policy_forward_in_scoring))
         return metrics
 
     def _emit_step(self, step: int, metrics: dict[str, float], step_time: float, n_tokens: int) -> None:

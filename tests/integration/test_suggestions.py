@@ -145,4 +145,10 @@ def test_finished_run_reports_measured_memory_on_the_predictions_footing(idle_cl
     assert cur["measured_peak_mb"] < absolute, "the absolute RSS is not the prediction's footing"
     assert cur["measured_tokens_per_sec"] == pytest.approx(finished["summary"]["tokens_per_sec"], rel=1e-2)
     assert "process baseline" in cur["measured_note"]
+    # its tokens/s anchor the ranking model to this machine: row 0 shows them, the ratios stay the model's
+    assert cur["predicted_tokens_per_sec"] == pytest.approx(cur["measured_tokens_per_sec"], rel=1e-2)
+    assert any(f"anchored to run {ext['name']}" in n for n in body["notes"]), body["notes"]
+    assert not any("ranking model: compare rows" in n for n in body["notes"])
+    cuda = idle_client.get(f"/api/runs/{ext['id']}/suggestions", params={"device": "cuda", "budget_gb": 16}).json()
+    assert not any("anchored" in n for n in cuda["notes"]), "a CPU run's speed says nothing about a GPU"
     print("predicted", cur["predicted_peak_mb"], "measured growth", cur["measured_peak_mb"], "absolute", absolute)

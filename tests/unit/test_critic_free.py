@@ -7,9 +7,10 @@ import math
 from typing import Any
 
 import pytest
+import torch
 
 from rlhfkit.config import ConfigError, load_config
-from rlhfkit.metrics import METRICS, M
+from rlhfkit.metrics import METRICS, M, perf_name
 from rlhfkit.runner import build_components, run_training
 from rlhfkit.sinks import MemorySink
 from rlhfkit.trainer import PPOTrainer
@@ -92,3 +93,66 @@ def test_the_python_api_takes_the_algorithm_and_group_size_as_keywords() -> None
     assert trainer.config.algorithm == "rloo" and trainer.config.generation.samples_per_prompt == 2
     with pytest.raises(ConfigError, match="samples_per_prompt"):
         PPOTrainer(policy, reward, batch_size=4, algorithm="grpo")
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "dr_grpo"])
+def test_one_on_policy_step_reads_old_logprobs_off_the_update_and_learns_the_same(
+        algorithm: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One epoch, one minibatch, the KL in the loss: π_old is the policy the update runs, so scoring
+    skips the policy forward and the update takes π_old from its own forward (TRL's GRPOTrainer with
+    num_iterations=1). The run must learn what the run with a scoring forward learns, up to fp32
+    rounding of the two forwards, and report the same KL."""
+    overrides = _overrides(algorithm, **{"ppo.mini_batch_size": 4, "ppo.grad_accum_steps": 2, "ppo.kl_coef": 0.1,
+                                         "train.steps_per_epoch": 3})
+
+    def run(from_update: bool) -> tuple[list[dict[str, float]], dict[str, Any], int, list[float]]:
+        cfg = load_config("smoke", overrides)
+        policy, reward = build_components(cfg)
+        calls = 0
+        real = policy.forward_scores
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            return real(*args, **kwargs)
+
+        policy.forward_scores = counting  # type: ignore[method-assign]
+        mem = MemorySink()
+        trainer = PPOTrainer(policy, reward, config=cfg, sinks=[mem])
+        assert trainer.logprobs_from_update
+        if not from_update:
+            monkeypatch.setattr(PPOTrainer, "logprobs_from_update", property(lambda self: False))
+        trainer.train()
+        monkeypatch.undo()
+        return (_step_metrics(mem), {k: v.detach().clone() for k, v in policy.state_dict().items()}, calls,
+                mem.metric(perf_name("flops", "scoring")))
+
+    deferred, w_deferred, calls_deferred, flops_deferred = run(True)
+    scored, w_scored, calls_scored, flops_scored = run(False)
+    # the FLOP counter (MFU) knows scoring ran no policy forward: reference only (a lexicon reward)
+    assert all(0 < d < s for d, s in zip(flops_deferred, flops_scored, strict=True))
+    steps, micro = 3, 2
+    assert calls_deferred == steps * micro and calls_scored == steps * (micro + 1)  # no scoring forward
+    for a, b in zip(deferred, scored, strict=True):
+        assert a[M.RATIO_MEAN] == 1.0 and a[M.POLICY_CLIPFRAC] == 0.0  # exactly the policy that sampled
+        for key in (M.KL_K1, M.KL_K3, M.REWARD_MEAN, M.POLICY_LOSS, M.ENTROPY, M.GRAD_NORM):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+    for name, w in w_deferred.items():
+        torch.testing.assert_close(w, w_scored[name], rtol=1e-4, atol=1e-6)
+
+
+def test_old_logprobs_come_from_a_scoring_forward_when_anything_needs_them_first() -> None:
+    """Two minibatches (the second sees an updated policy), several epochs, a critic, or the KL in the
+    rewards: π_old must be measured before the update."""
+    def from_update(algorithm: str, **extra: Any) -> bool:
+        cfg = load_config("smoke", _overrides(algorithm, **{"ppo.mini_batch_size": 4, **extra}))
+        policy, reward = build_components(cfg)
+        return PPOTrainer(policy, reward, config=cfg).logprobs_from_update
+
+    assert from_update("grpo")
+    assert not from_update("grpo", **{"ppo.mini_batch_size": 2})
+    assert not from_update("grpo", **{"ppo.ppo_epochs": 2})
+    assert not from_update("grpo", **{"ppo.kl_placement": "reward"})
+    assert not from_update("reinforce_pp")  # its KL sits in the rewards
+    assert not from_update("ppo", **{"generation.samples_per_prompt": 1})  # the critic reads the same forward
+    assert not from_update("grpo", **{"ppo.rollout_scores": "sampling"})  # read off sampling instead

@@ -89,3 +89,22 @@ def test_cpu_probe_measures_a_positive_peak_through_the_engine_kernels() -> None
     peak = mfu.cpu_peak_probe(rows=64, width=128, repeats=2)
     assert peak.flops is not None and peak.flops > 0
     assert "measured" in peak.source and peak.dtype == "fp32"
+
+
+def test_a_learned_reward_counts_the_matmuls_its_scoring_forward_runs() -> None:
+    """ModelReward.flops_per_token x tokens is what the lean forward multiplies: every layer's
+    matmuls at every position, except the last layer's projection and MLP, which run at the one
+    position it reads (added back here, with the scalar head). Attention is not counted (rlhfkit.mfu)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from rlhfkit import tiny
+    from rlhfkit.rewards import ModelReward
+
+    rm = ModelReward(tiny.get_tokenizer(), n_layer=2, n_embd=32, n_head=4)
+    query, response = torch.randint(5, 60, (1, 6)), torch.randint(5, 60, (1, 10))
+    with FlopCounterMode(display=False) as counter:
+        rm.score(prompts=["a"], responses=["b"], query_ids=query, response_ids=response,
+                 response_mask=torch.ones_like(response))
+    d = 32
+    assert counter.get_total_flops() == rm.flops_per_token * 16 + 2 * 9 * d * d + 2 * d
+    assert rm.flops_per_token == 2 * mfu.ModelShape.of(rm.net.config).block_params * (1 - 0.75 / 2)
