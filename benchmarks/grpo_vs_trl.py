@@ -40,7 +40,6 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ppo_vs_trl import (  # noqa: E402  (a sibling script, not a package)
     PROMPT_LEN,
     CpuClock,
-    _emit,
     _loadavg,
     _version,
     bench_parser,
@@ -58,6 +56,7 @@ from ppo_vs_trl import (  # noqa: E402  (a sibling script, not a package)
     gpt2_config,
     make_prompts,
     print_peak_fractions,
+    run_as_worker,
     run_worker,
     summarise,
 )
@@ -205,12 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                       "comma-separated from trl, rlhfkit, rlhfkit-s (ppo.rollout_scores=sampling)")
     args = ap.parse_args(argv)
     if args.worker:
-        with tempfile.TemporaryDirectory() as d:
-            if args.worker == "trl":
-                _emit(run_trl(SHAPES[args.shape], args.steps, args.warmup, Path(d)))
-            else:
-                _emit(run_rlhfkit(SHAPES[args.shape], args.steps, args.warmup, Path(d),
-                                  "sampling" if args.worker == "rlhfkit-s" else "forward"))
+        run_as_worker(args, SHAPES, run_trl, run_rlhfkit)
         return 0
     if args.quick:
         args.rounds, args.steps = 1, 2

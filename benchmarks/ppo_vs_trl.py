@@ -290,6 +290,18 @@ def _version(dist: str) -> str:
 
 
 # ----------------------------------------------------------------------------- orchestration
+def run_as_worker(args: argparse.Namespace, shapes: dict[str, dict[str, int]],
+                  trl: Callable[..., dict[str, Any]], rlhfkit: Callable[..., dict[str, Any]]) -> None:
+    """The ``--worker`` side of a benchmark script: one system (``trl``, ``rlhfkit`` or ``rlhfkit-s``,
+    rlhfkit with ``ppo.rollout_scores=sampling``) on one shape in a scratch folder, its JSON line printed."""
+    with tempfile.TemporaryDirectory() as d:
+        if args.worker == "trl":
+            _emit(trl(shapes[args.shape], args.steps, args.warmup, Path(d)))
+        else:
+            _emit(rlhfkit(shapes[args.shape], args.steps, args.warmup, Path(d),
+                          "sampling" if args.worker == "rlhfkit-s" else "forward"))
+
+
 def ensure_trl_venv() -> Path:
     py = TRL_VENV / "bin" / "python"
     stamp = TRL_VENV / ".installed-trl019"
@@ -434,12 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args.worker:
-        with tempfile.TemporaryDirectory() as d:
-            if args.worker == "trl":
-                _emit(run_trl(SHAPES[args.shape], args.steps, args.warmup, Path(d)))
-            else:
-                _emit(run_rlhfkit(SHAPES[args.shape], args.steps, args.warmup, Path(d),
-                                  "sampling" if args.worker == "rlhfkit-s" else "forward"))
+        run_as_worker(args, SHAPES, run_trl, run_rlhfkit)
         return 0
 
     if args.quick:
