@@ -10,6 +10,7 @@ test sessions, share one Redis. Per run (Celery mode):
 
 Shared: ``<prefix>:streams`` (the set of event streams to consume), ``<prefix>:streams:new`` (a
 stream announcing each new event stream at once) and ``<prefix>:celery:`` (Celery's own keys).
+The backend reads every event stream as the consumer group :data:`CONSUMER_GROUP`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 _RUN = "run"
 _EVENTS = "events"
+CONSUMER_GROUP = "rlhfkit-backend"  # the backend's Redis consumer group on every event stream
 
 
 @dataclass(frozen=True)

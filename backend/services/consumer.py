@@ -36,6 +36,7 @@ import redis
 
 from backend.core.config import Settings
 from backend.core.db import Database
+from backend.core.keys import CONSUMER_GROUP
 from backend.models import Run
 from backend.services.event_validation import parse_each
 from backend.services.live import LiveHub
@@ -43,7 +44,7 @@ from backend.services.stream_writer import StreamWriter
 from rlhfkit.events import TERMINAL_STATUSES, TERMINAL_TYPES
 
 _log = logging.getLogger(__name__)
-GROUP = "rlhfkit-backend"
+GROUP = CONSUMER_GROUP
 READ_COUNT = 10_000
 CLAIM_IDLE_MS = 30_000
 RETIRE_EXPIRE_S = 3600

@@ -30,6 +30,7 @@ from sqlalchemy import func, select
 
 from backend.core.config import Settings
 from backend.core.db import Database
+from backend.core.keys import CONSUMER_GROUP
 from backend.models import Run
 from rlhfkit.events import ACTIVE_STATUSES, RUN_STATUSES
 from rlhfkit.metrics import M
@@ -156,15 +157,13 @@ class ServiceCollector(Collector):
     def _unacknowledged(self, stream: str) -> int | None:
         import redis
 
-        from backend.services.consumer import GROUP  # (the consumer imports ingest, which imports this)
-
         try:
             groups = self.redis.xinfo_groups(stream)
         except redis.ResponseError:  # the stream is gone (retired and expired)
             return None
         for g in groups:
             name = g.get("name")
-            if (name.decode() if isinstance(name, bytes) else name) == GROUP:
+            if (name.decode() if isinstance(name, bytes) else name) == CONSUMER_GROUP:
                 undelivered = g.get("lag")
                 if undelivered is None:  # Redis cannot tell (entries deleted mid-stream): count from the ids
                     undelivered = 0
