@@ -108,10 +108,10 @@ def _scaling(attn: Module, layer_idx: int) -> float:
 #
 # Which library is faster depends on the CPU more than on the shape: MKL (behind ``addmm``) takes its
 # fast AVX-512 code only on Intel processors, where it beats oneDNN at nearly every shape here; on AMD
-# EPYC it is the slower of the two (benchmarks/NOTES_ppo_vs_trl.md, "Which matmul"). So by default oneDNN serves
-# these matmuls except on Intel; ``RLHFKIT_CPU_MATMUL=onednn`` or ``=blas`` overrides the choice. The
-# choice is made once per process, from the CPU's vendor (no timing), so it cannot differ between
-# two runs on one machine.
+# EPYC it is the slower of the two (benchmarks/NOTES_ppo_vs_trl.md, "Which matmul"). So by default
+# oneDNN serves these matmuls except on Intel; ``RLHFKIT_CPU_MATMUL=onednn`` or ``=blas`` overrides
+# the choice. The choice is made once per process, from the CPU's vendor (no timing), so it cannot
+# differ between two runs on one machine.
 ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
@@ -139,14 +139,14 @@ def prefer_onednn(setting: str | None = None, vendor: str | None = None) -> bool
 
 
 _ONEDNN = ONEDNN_AVAILABLE and prefer_onednn()
+_onednn_linear: Callable[..., Tensor] | None = torch.ops.mkldnn._linear_pointwise if ONEDNN_AVAILABLE else None
+ONEDNN_ROW_COUNTS = 16
+_onednn_rows: set[int] = set()
 
 
 def onednn_in_use() -> bool:
     """Whether this process sends no-grad fp32 matmuls to oneDNN (the memory model counts its code cache)."""
     return _ONEDNN
-_onednn_linear: Callable[..., Tensor] | None = torch.ops.mkldnn._linear_pointwise if ONEDNN_AVAILABLE else None
-ONEDNN_ROW_COUNTS = 16
-_onednn_rows: set[int] = set()
 
 
 def _use_onednn(x: Tensor, weight: Tensor) -> bool:
