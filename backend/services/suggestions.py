@@ -104,12 +104,12 @@ def suggest_for_run(*, db: Database, run: Run, budget_gb: float | None = None, d
     """Row 0 (the run's config, predicted and, once it ran, measured) and up to ``top`` candidates
     of each group (same math, changes the algorithm); defaults: the run's device and budget."""
     cfg = run_config(run=run)
-    dev = device or run_device(db=db, run=run)
+    ran_on = run_device(db=db, run=run)
+    dev = device or ran_on
     budget = budget_gb if budget_gb is not None else default_budget_gb(run=run, device=dev)
     peak, tps, how = measured(db=db, run=run, device=dev)
     # the run's own tokens/s anchor the model to this machine, when the run ran on the device asked about
-    same_device = dev == run_device(db=db, run=run)
-    found = measured_run(db=db, run=run, tokens_per_sec=tps if same_device else None)
+    found = measured_run(db=db, run=run, tokens_per_sec=tps if dev == ran_on else None)
     try:
         current, candidates, notes = _suggest(cfg.model_dump_json(), budget, dev, top, found)
     except OSError as exc:  # a pretrained model whose config is not on this machine
@@ -199,8 +199,7 @@ def _suggest(config_json: str, budget_gb: float, device: Device, top: int, found
             tokens_per_sec_ratio=round(c.tokens_per_sec / cur.tokens_per_sec, 3),
             peak_change_pct=round((c.peak_bytes / cur.peak_bytes - 1) * 100, 1),
             fits=c.fits, notes=list(c.notes)))
-    anchored = found is not None and found.tokens_per_sec is not None
-    ranking = [] if anchored else ["tokens/s come from a ranking model: compare rows with each other, not with a "
+    ranking = [] if sg.anchored else ["tokens/s come from a ranking model: compare rows with each other, not with a "
                                    "stopwatch (no measured run of this config on this device to anchor them to)"]
     notes = [*sg.notes, *ranking, "memory: " + MEMORY_FOOTING]
     return current, tuple(out), tuple(notes)

@@ -203,6 +203,7 @@ class Suggestions:
     notes: list[str]
     budget_gb: float
     headroom: float
+    anchored: bool = False  # tokens/s scaled to a measured run's (MeasuredRun.tokens_per_sec); else the model's own
 
     @property
     def candidates(self) -> list[Candidate]:
@@ -265,7 +266,7 @@ def suggest_groups(config: Any, budget_gb: float, device: str | None = None, *, 
             c.notes.append(f"optimizer {config.ppo.optimizer} -> {c.overrides['ppo.optimizer']}: "
                            "8-bit moments change the update's numerics")
     return Suggestions(current, groups["same_math"], groups["changes_algorithm"], [*notes, *cap_notes],
-                       budget_gb, headroom)
+                       budget_gb, headroom, anchored=anchor is not None)
 
 
 def _anchor(current: Candidate, measured: MeasuredRun | None) -> tuple[float, str] | None:

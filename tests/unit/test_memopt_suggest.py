@@ -262,3 +262,7 @@ def test_a_measured_tokens_per_sec_anchors_every_row_without_changing_the_rankin
         assert a.peak_bytes == m.peak_bytes
     assert any("anchored to run smoke-1" in n and "123 tokens/s" in n for n in anchored.notes)
     assert not any("anchored" in n for n in model.notes)
+    assert anchored.anchored and not model.anchored
+    zero = suggest_groups(cfg, budget_gb=4, device="cpu", top_per_group=1,
+                          measured=MeasuredRun(mean=7.1, longest=12.0, tokens_per_sec=0.0))
+    assert not zero.anchored  # a run that measured nothing anchors nothing
