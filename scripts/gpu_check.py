@@ -31,6 +31,13 @@ CASES: list[tuple[str, dict[str, Any]]] = [
                                                 "model.dtype": "bf16", "model.shared_value_trunk": False,
                                                 "ppo.batch_size": 32, "ppo.mini_batch_size": 8,
                                                 "ppo.grad_accum_steps": 2, "generation.max_new_tokens": 32}),
+    # critic-free (no value head, no value pass), first measured on CUDA 2026-12-04
+    ("tiny fp32 grpo B16 G4", {"algorithm": "grpo", "generation.samples_per_prompt": 4, "ppo.batch_size": 16,
+                               "ppo.mini_batch_size": 8}),
+    ("gpt2-small bf16 grpo B16 G4 mb8", {"model.size": "small", "model.vocab_size": 50257, "model.dtype": "bf16",
+                                         "algorithm": "grpo", "generation.samples_per_prompt": 4,
+                                         "ppo.batch_size": 16, "ppo.mini_batch_size": 8,
+                                         "generation.max_new_tokens": 32}),
 ]
 # reward.kind=length: a lexicon/length reward holds no device memory either way, and needs no VADER.
 COMMON = {"reward.kind": "length", "model.warm_start": False, "model.max_length": 96, "generation.stop_at_eos": False, "ppo.ppo_epochs": 1,
@@ -96,29 +103,32 @@ def main() -> int:
     return 0
 
 
-# What the engine ran when benchmarks/results/gpu_check.json was recorded (before rlhfkit.fastgpt2 and the
-# fused AdamW): transformers' GPT-2 forward and KV cache, torch's foreach AdamW.
-RECORDED_ENGINE = {"lean_forward": False, "fused_optimizer": False}
-
-
-def recompute(path: Path) -> int:
-    """Predict the recorded cases with today's model, for the engine as it ran then and as it runs now."""
+def recompute_rows(recorded: dict[str, Any]) -> list[tuple[str, float, float, str]]:
+    """(case, predicted MiB by today's model, measured MiB, peak stage) for each measured case of a
+    recorded run (``gpu_check.json``). The recording in ``benchmarks/results`` was made with today's
+    engine (rlhfkit.fastgpt2, fused AdamW); the H100 recording before it (git history) was not."""
     from rlhfkit.config import load_config
     from rlhfkit.memopt import estimate_memory, plan_from_config
     from rlhfkit.memopt.model import MiB
 
+    rows = []
+    for row in recorded["cases"]:
+        if "measured_mb" not in row:
+            continue
+        cfg = load_config("smoke", {**COMMON, **row["overrides"], "train.device": "cuda"})
+        est = estimate_memory(plan_from_config(cfg, device="cuda"))
+        rows.append((row["case"], est.peak / MiB, float(row["measured_mb"]), f"{est.peak_stage}, {est.update_phase}"))
+    return rows
+
+
+def recompute(path: Path) -> int:
+    """Predict the recorded cases with today's model (no GPU) and print them beside the measurements."""
     recorded = json.loads(path.read_text())
     print(f"recorded on {recorded['device']} (torch {recorded['torch']}); predictions recomputed here, no GPU")
-    for label, engine in (("engine as recorded", RECORDED_ENGINE), ("engine now", {})):
-        print(f"\n{label} {engine}\n{'case':<40}{'then':>9}{'now':>9}{'measured':>10}{'error':>8}  peak stage, update phase")
-        for row in recorded["cases"]:
-            if "measured_mb" not in row:
-                continue
-            cfg = load_config("smoke", {**COMMON, **row["overrides"], "train.device": "cuda"})
-            est = estimate_memory(plan_from_config(cfg, device="cuda", **engine))
-            pred, meas = est.peak / MiB, row["measured_mb"]
-            print(f"{row['case']:<40}{row['predicted_mb']:>9.0f}{pred:>9.0f}{meas:>10.0f}{100 * (pred - meas) / meas:>+7.1f}%"
-                  f"  {est.peak_stage}, {est.update_phase}")
+    print(f"{'case':<40}{'then':>9}{'now':>9}{'measured':>10}{'error':>8}  peak stage, update phase")
+    then = {r["case"]: r.get("predicted_mb", float("nan")) for r in recorded["cases"]}
+    for case, pred, meas, stage in recompute_rows(recorded):
+        print(f"{case:<40}{then[case]:>9.0f}{pred:>9.0f}{meas:>10.0f}{100 * (pred - meas) / meas:>+7.1f}%  {stage}")
     return 0
 
 

@@ -19,4 +19,5 @@ if missing:
     sys.exit(1)
 PYEOF
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
+timeout 60 "$PY" scripts/cuda_overhead_probe.py || true  # what the model's CUDA overhead constant is made of
 exec timeout 290 "$PY" scripts/gpu_check.py --out "$OUT" "$@"

@@ -5,7 +5,10 @@ What it checks and prints:
 2. per-stage wall time and CUDA memory (allocated / reserved / peak, reset per stage) and NVML
    utilisation, as the engine reports them in its events;
 3. bf16 autocast on the GPT-2-small shape (gpu_optimized preset, shortened): the run finishes
-   and per-stage peak memory is reported.
+   and per-stage peak memory is reported;
+4. the critic-free family on CUDA: the smoke preset with ``algorithm=grpo`` (G = 4, fp32) and the
+   GPT-2-small bf16 shape with ``algorithm=grpo`` (64 prompts x G = 4): the runs finish, no value
+   head is built, per-stage time and memory as in 2.
 Writes ${OUT:-profiles}/gpu_engine.json.
 """
 
@@ -67,6 +70,26 @@ def main() -> int:
     s = run_training(cfg, sinks=[mem], out_dir=None)
     report["gpt2_small_bf16"] = {"wall_s": round(time.perf_counter() - t0, 1), "status": s["status"], **summarize(mem)}
     print(json.dumps(report["gpt2_small_bf16"], indent=1), flush=True)
+
+    mem = MemorySink()
+    t0 = time.perf_counter()
+    s = run_training(load_config("smoke", {"train.device": "cuda", "train.steps_per_epoch": 12, "model.warm_start": False,
+                                           "algorithm": "grpo", "generation.samples_per_prompt": 4}),
+                     sinks=[mem], out_dir=None)
+    report["smoke_grpo_fp32"] = {"wall_s": round(time.perf_counter() - t0, 1), "status": s["status"],
+                                 "eval_reward_start": s["eval_reward_start"], "eval_reward_end": s["eval_reward_end"],
+                                 **summarize(mem)}
+    print(json.dumps(report["smoke_grpo_fp32"], indent=1), flush=True)
+
+    mem = MemorySink()
+    cfg = load_config("gpu_optimized", {"train.steps_per_epoch": 4, "train.eval_every": 0, "train.eval_prompts": 64,
+                                        "ppo.batch_size": 64, "ppo.mini_batch_size": 64, "ppo.ppo_epochs": 1,
+                                        "train.checkpoint_every": 0, "algorithm": "grpo",
+                                        "generation.samples_per_prompt": 4})
+    t0 = time.perf_counter()
+    s = run_training(cfg, sinks=[mem], out_dir=None)
+    report["gpt2_small_bf16_grpo"] = {"wall_s": round(time.perf_counter() - t0, 1), "status": s["status"], **summarize(mem)}
+    print(json.dumps(report["gpt2_small_bf16_grpo"], indent=1), flush=True)
 
     (out / "gpu_engine.json").write_text(json.dumps(report, indent=2))
     return 0

@@ -59,14 +59,16 @@ Optimizer = Literal["adamw", "adamw_8bit"]
 Attention = Literal["sdpa", "eager"]
 Activation = Literal["gelu_new", "gelu_fused"]
 
-# Allocations outside the tensors counted here. On CUDA: cuBLAS/cuBLASLt workspaces, which PyTorch
-# takes from its caching allocator (so they show in max_memory_allocated), ~32 MiB on Hopper with
-# the default CUBLAS_WORKSPACE_CONFIG, plus allocator rounding. On CPU: anonymous memory outside
+# Allocations outside the tensors counted here. On CUDA: cuBLAS workspaces, which PyTorch takes from
+# its caching allocator (so they show in max_memory_allocated), one per (thread, stream): ~33 MiB
+# for the training thread's first matmul and another ~33 MiB once the autograd engine's own thread
+# runs a backward matmul (scripts/cuda_overhead_probe.py on an H200, torch 2.11: 32.8 then 68.8 MiB),
+# with the default CUBLAS_WORKSPACE_CONFIG; cuBLASLt, autocast and SDPA add ~3 MiB. On CPU: anonymous memory outside
 # the tensors (OpenMP scratch space, allocator slack, the modules' Python objects), per process and
 # independent of batch size: 12 MiB, fitted to the anonymous RSS growth of the three calibration
 # shapes of tests/unit/test_memopt_model.py (2026-11-27). Library code paged in during a run is
 # file-backed and excluded from the measurement (rlhfkit.memopt.measurement), so it is not here.
-FRAMEWORK_OVERHEAD: dict[str, int] = {"cuda": 40 * MiB, "cpu": 12 * MiB}
+FRAMEWORK_OVERHEAD: dict[str, int] = {"cuda": 65 * MiB, "cpu": 12 * MiB}
 # oneDNN, which runs the engine's no-grad matmuls on the CPU (rlhfkit.fastgpt2): ~0.58 MiB of
 # anonymous memory (generated code) per matmul shape, kept for the process's life — 5 weight
 # shapes (qkv, attention out, MLP in, MLP out, LM head) per row count, and one step sees ~5 row
@@ -270,7 +272,8 @@ def nograd_forward_bytes(plan: Plan, B: int, T: int, R: int, shape: ModelShape, 
     ``gelu_new`` or for the lean path on the CPU's BLAS, where the activation is a separate kernel). On the lean
     path (``rlhfkit.fastgpt2``) the LM head's moment comes after the trunk's is gone, so the peak is
     the larger of the two (traced with ``torch.profiler`` on CPU, ``tests/unit/test_memopt_model.py``):
-    the final hidden state, the response rows' copy, the logits and their log-softmax. On
+    the final hidden state, the response rows' copy, the logits and their log-softmax (and, under
+    CUDA autocast, the logits' fp32 copy that ``log_softmax`` makes first: 10 bytes per logit). On
     transformers' forward the logits and log-softmax are counted on top of the trunk's moment, as
     calibrated on the H100 (``benchmarks/results/gpu_check.json``).
     """
@@ -284,7 +287,10 @@ def nograd_forward_bytes(plan: Plan, B: int, T: int, R: int, shape: ModelShape, 
         return trunk
     if not lean:
         return trunk + 2 * B * R * shape.vocab_size * 4
-    head = btd * 4 + B * R * shape.n_embd * 4 + B * R * shape.vocab_size * (a + 4)
+    # the logits in the matmul's dtype and their log-softmax in fp32; under CUDA autocast
+    # log_softmax first casts the bf16 logits to an fp32 copy, live beside both
+    upcast = 4 if a == 2 else 0
+    head = btd * 4 + B * R * shape.n_embd * 4 + B * R * shape.vocab_size * (a + 4 + upcast)
     return max(trunk, head)
 
 
