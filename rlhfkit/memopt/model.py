@@ -275,7 +275,8 @@ def nograd_forward_bytes(plan: Plan, B: int, T: int, R: int, shape: ModelShape, 
     the final hidden state, the response rows' copy, the logits and their log-softmax (and, under
     CUDA autocast, the logits' fp32 copy that ``log_softmax`` makes first: 10 bytes per logit). On
     transformers' forward the logits and log-softmax are counted on top of the trunk's moment, as
-    calibrated on the H100 (``benchmarks/results/gpu_check.json``).
+    calibrated on an H100 in November 2026 (that engine ran transformers' forward; the recording is
+    in the git history of ``benchmarks/results/gpu_check.json``, which now holds a lean-path run).
     """
     a = _act_bytes(plan)
     btd = B * T * shape.n_embd
