@@ -49,48 +49,33 @@ def summarize(mem: MemorySink) -> dict[str, Any]:
     }
 
 
+SUMMARY_KEYS = ("status", "eval_reward_start", "eval_reward_end", "final_kl")
+SMOKE = {"train.device": "cuda", "train.steps_per_epoch": 12, "model.warm_start": False}
+GPT2_SMALL_BF16 = {"train.steps_per_epoch": 4, "train.eval_every": 0, "train.eval_prompts": 64, "ppo.batch_size": 64,
+                   "ppo.mini_batch_size": 32, "train.checkpoint_every": 0}
+GRPO = {"algorithm": "grpo", "generation.samples_per_prompt": 4}
+RUNS: dict[str, tuple[str, dict[str, Any]]] = {
+    "smoke_fp32": ("smoke", SMOKE),
+    "gpt2_small_bf16": ("gpu_optimized", GPT2_SMALL_BF16),
+    "smoke_grpo_fp32": ("smoke", {**SMOKE, **GRPO}),
+    # one optimizer step on the whole rollout (64 prompts x G 4), as TRL's GRPOTrainer with num_iterations=1
+    "gpt2_small_bf16_grpo": ("gpu_optimized", {**GPT2_SMALL_BF16, **GRPO, "ppo.mini_batch_size": 64,
+                                               "ppo.ppo_epochs": 1}),
+}
+
+
 def main() -> int:
     out = Path(os.environ.get("OUT") or "profiles")
     out.mkdir(parents=True, exist_ok=True)
     assert torch.cuda.is_available(), "no CUDA device"
     report: dict[str, Any] = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
-
-    mem = MemorySink()
-    t0 = time.perf_counter()
-    s = run_training(load_config("smoke", {"train.device": "cuda", "train.steps_per_epoch": 12, "model.warm_start": False}),
-                     sinks=[mem], out_dir=None)
-    report["smoke_fp32"] = {"wall_s": round(time.perf_counter() - t0, 1), "eval_reward_start": s["eval_reward_start"],
-                            "eval_reward_end": s["eval_reward_end"], "final_kl": s["final_kl"], **summarize(mem)}
-    print(json.dumps(report["smoke_fp32"], indent=1), flush=True)
-
-    mem = MemorySink()
-    cfg = load_config("gpu_optimized", {"train.steps_per_epoch": 4, "train.eval_every": 0, "train.eval_prompts": 64,
-                                        "ppo.batch_size": 64, "ppo.mini_batch_size": 32, "train.checkpoint_every": 0})
-    t0 = time.perf_counter()
-    s = run_training(cfg, sinks=[mem], out_dir=None)
-    report["gpt2_small_bf16"] = {"wall_s": round(time.perf_counter() - t0, 1), "status": s["status"], **summarize(mem)}
-    print(json.dumps(report["gpt2_small_bf16"], indent=1), flush=True)
-
-    mem = MemorySink()
-    t0 = time.perf_counter()
-    s = run_training(load_config("smoke", {"train.device": "cuda", "train.steps_per_epoch": 12, "model.warm_start": False,
-                                           "algorithm": "grpo", "generation.samples_per_prompt": 4}),
-                     sinks=[mem], out_dir=None)
-    report["smoke_grpo_fp32"] = {"wall_s": round(time.perf_counter() - t0, 1), "status": s["status"],
-                                 "eval_reward_start": s["eval_reward_start"], "eval_reward_end": s["eval_reward_end"],
-                                 **summarize(mem)}
-    print(json.dumps(report["smoke_grpo_fp32"], indent=1), flush=True)
-
-    mem = MemorySink()
-    cfg = load_config("gpu_optimized", {"train.steps_per_epoch": 4, "train.eval_every": 0, "train.eval_prompts": 64,
-                                        "ppo.batch_size": 64, "ppo.mini_batch_size": 64, "ppo.ppo_epochs": 1,
-                                        "train.checkpoint_every": 0, "algorithm": "grpo",
-                                        "generation.samples_per_prompt": 4})
-    t0 = time.perf_counter()
-    s = run_training(cfg, sinks=[mem], out_dir=None)
-    report["gpt2_small_bf16_grpo"] = {"wall_s": round(time.perf_counter() - t0, 1), "status": s["status"], **summarize(mem)}
-    print(json.dumps(report["gpt2_small_bf16_grpo"], indent=1), flush=True)
-
+    for name, (preset, overrides) in RUNS.items():
+        mem = MemorySink()
+        t0 = time.perf_counter()
+        s = run_training(load_config(preset, overrides), sinks=[mem], out_dir=None)
+        report[name] = {"wall_s": round(time.perf_counter() - t0, 1),
+                        **{k: s[k] for k in SUMMARY_KEYS if k in s}, **summarize(mem)}
+        print(name, json.dumps(report[name], indent=1), flush=True)
     (out / "gpu_engine.json").write_text(json.dumps(report, indent=2))
     return 0
 
