@@ -105,7 +105,7 @@ def main() -> int:
 
 def recompute_rows(recorded: dict[str, Any]) -> list[tuple[str, float, float, str]]:
     """(case, predicted MiB by today's model, measured MiB, peak stage) for each measured case of a
-    recorded run (``gpu_check.json``). The recording in ``benchmarks/results`` was made with today's
+    recorded run (``gpu_check.json``). The recording in ``benchmarks/results`` (H200, 2026-12-04) was made with today's
     engine (rlhfkit.fastgpt2, fused AdamW); the H100 recording before it (git history) was not."""
     from rlhfkit.config import load_config
     from rlhfkit.memopt import estimate_memory, plan_from_config
