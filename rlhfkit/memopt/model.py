@@ -133,6 +133,12 @@ class Plan:
     response_longest: float | None = None  # mean over steps of the longest response (response/length_max)
 
     @property
+    def cuda_autocast(self) -> bool:
+        """bf16 under CUDA autocast: bf16 matmul activations and bf16 copies of trainable weights
+        (CPU runs stay fp32)."""
+        return self.dtype == "bf16" and self.device == "cuda"
+
+    @property
     def fast_path(self) -> bool:
         """True when the engine runs its lean GPT-2 forward (``rlhfkit.fastgpt2.supports``)."""
         return self.lean_forward and not self.gradient_checkpointing and not self.dropout
@@ -219,7 +225,7 @@ def _plan_dict(plan: Plan) -> dict[str, Any]:
 
 def _act_bytes(plan: Plan) -> int:
     """Bytes of a matmul activation: bf16 under CUDA autocast, fp32 otherwise (CPU runs stay fp32)."""
-    return 2 if plan.dtype == "bf16" and plan.device == "cuda" else 4
+    return 2 if plan.cuda_autocast else 4
 
 
 def layer_saved_bytes(plan: Plan, b: int, T: int, shape: ModelShape | None = None, *,
@@ -290,7 +296,7 @@ def nograd_forward_bytes(plan: Plan, B: int, T: int, R: int, shape: ModelShape, 
         return trunk + 2 * B * R * shape.vocab_size * 4
     # the logits in the matmul's dtype and their log-softmax in fp32; under CUDA autocast
     # log_softmax first casts the bf16 logits to an fp32 copy, live beside both
-    upcast = 4 if a == 2 else 0
+    upcast = 4 if plan.cuda_autocast else 0
     head = btd * 4 + B * R * shape.n_embd * 4 + B * R * shape.vocab_size * (a + 4 + upcast)
     return max(trunk, head)
 
@@ -350,7 +356,7 @@ def _update_peak(plan: Plan, n_trainable: int) -> tuple[dict[str, int], str]:
     trunks = plan.value_trunks  # 2 with the critic's own trunk
     grads = 4 * n_trainable
     absent = -grads if plan.grad_accum_steps == 1 else 0  # later micro-batches accumulate into them
-    autocast = 2 * n_trainable if plan.dtype == "bf16" and plan.device == "cuda" else 0  # bf16 weight copies
+    autocast = 2 * n_trainable if plan.cuda_autocast else 0  # bf16 weight copies
     mlp_grads = 2 * 4 * b * T * D * _act_bytes(plan)  # one MLP block's (b, T, 4D) input gradients
     if plan.gradient_checkpointing:  # non-reentrant checkpoint: only each block's input is kept
         acts = trunks * s.n_layer * b * T * D * 4
@@ -425,7 +431,7 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
     ref_pass = per_pass if plan.reference_on_device else 0
     reward_pass = nograd_forward_bytes(plan, B, T, 0, rs, logits=False) if rs and plan.reward_on_device else 0
     est.stages["scoring"] = {"forward": max(per_pass, critic, ref_pass, reward_pass), "rollout": 6 * B * R * 4}
-    if plan.dtype == "bf16" and plan.device == "cuda":
+    if plan.cuda_autocast:
         # autocast caches bf16 copies of leaf weights that require grad (the policy's, not the frozen
         # reference's) until its context exits: generation and scoring each run inside one
         est.stages["generation"]["autocast_weights"] = 2 * n_trainable
