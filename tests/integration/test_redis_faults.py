@@ -77,14 +77,20 @@ def test_redis_restarted_empty_mid_run_resumes_consuming_without_a_restart(
     client, prefix = _setup(pg_url, tmp_path, own_redis, make_client, start_worker)
     run = client.post("/api/runs", json={"preset": "smoke", "overrides": tiny(60)}).json()
     wait_for(lambda: (client.get(f"/api/runs/{run['id']}").json()["last_step"] or -1) >= 1, 120, 0.2, "two steps")
+    import redis
+
+    r = redis.Redis.from_url(own_redis.url)
+    # A key nobody else writes proves the restart was empty. (The run's stream key cannot: the worker
+    # retries its XADDs and may re-create the stream before this test's first command after start().)
+    sentinel = f"{prefix}:test-sentinel"
+    r.set(sentinel, "before the restart")
+    r.close()
     own_redis.stop(empty=True)
     stored_before = client.get(f"/api/runs/{run['id']}").json()["last_seq"]
     own_redis.start()
     t_back = time.monotonic()
-    import redis
-
     r = redis.Redis.from_url(own_redis.url)
-    assert not r.exists(f"{prefix}:run:{run['id']}:events"), "Redis came back empty"
+    assert not r.exists(sentinel), "Redis came back empty"
     # a new entry in the stream (the worker re-created it) must be stored within 10 s
     wait_for(lambda: r.xlen(f"{prefix}:run:{run['id']}:events") > 0, 60, 0.05, "the worker to write again")
     t_first = time.monotonic()
