@@ -127,15 +127,19 @@ def test_short_warm_start_is_deterministic_cached_and_rng_neutral(tok, tmp_path:
 
 
 @pytest.mark.slow
-def test_default_warm_start_reads_like_english(tok, tmp_path: Path,  # type: ignore[no-untyped-def]
+def test_default_warm_start_reads_like_english(tok,  # type: ignore[no-untyped-def]
                                                vader: SentimentIntensityAnalyzer) -> None:
+    """The default warm-start, from the default cache: the one every smoke run loads. Under ``make
+    test`` the browser and engine tests have computed it by now (about 100 s of one thread), so this
+    test reads it instead of paying for a second copy; run alone, it computes it. Either way the
+    losses are those the computing call recorded (the fresh-training path itself is covered by
+    the short warm-start test above)."""
     model = GPT2LMHeadModel(tiny.tiny_config(tok))
-    info = tiny.warm_start(model, tok, cache_dir=tmp_path)
-    assert not info["cached"]
+    info = tiny.warm_start(model, tok)
     assert info["initial_loss"] > 7.0  # ≈ ln(vocab): random init
     assert info["final_loss"] < 2.6  # measured 2.31 nats per token with the default 400 steps
-    again = tiny.warm_start(GPT2LMHeadModel(tiny.tiny_config(tok)), tok, cache_dir=tmp_path)
-    assert again["cached"] and again["seconds"] < 1.0
+    again = tiny.warm_start(GPT2LMHeadModel(tiny.tiny_config(tok)), tok)
+    assert again["cached"] and again["seconds"] < 1.0 and again["final_loss"] == info["final_loss"]
 
     model.eval()
     torch.manual_seed(0)
