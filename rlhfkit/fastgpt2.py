@@ -88,21 +88,24 @@ def _scaling(attn: Module, layer_idx: int) -> float:
     return s / (layer_idx + 1) if cfg.scale_attn_by_inverse_layer_idx else s
 
 
-# ----------------------------------------------------------------------------- oneDNN no-grad matmuls
+# ----------------------------------------------------------------------------- oneDNN matmuls
 # Why: a decode step multiplies a handful of rows (the batch) by every weight matrix, so generation
 # is bound by how fast the weights stream from memory. For (8 x 768) @ (768 x 2304) MKL's sgemm
 # (what ``addmm`` calls) streams them at ~8 GB/s on an AMD EPYC; oneDNN's matmul, handed the
 # same weight as a transposed view (no copy, no repacking), runs the matmuls of a GPT-2-small decode
 # step in 21 ms instead of 43 ms with 2 threads, and full-sequence no-grad forwards (scoring) ~15%
 # faster (benchmarks/NOTES_ppo_vs_trl.md). Same fp32 math, sums accumulated in a different order
-# (tests/unit/test_fastgpt2.py). The op has no autograd formula: training forwards stay on addmm.
+# (tests/unit/test_fastgpt2.py). The op has no autograd formula; training forwards get one from
+# _OnednnLinear (the input's gradient on oneDNN too, the weight's on ``mm``, which measured no
+# faster on oneDNN), so the update runs on the faster library as well (benchmarks/NOTES_grpo_vs_trl.md).
 #
 # Bounded: oneDNN (through ideep) keeps ~0.6 MiB of generated code per distinct matmul shape for
 # the life of the process, even past its primitive-cache capacity, and a full-sequence forward has
 # a new row count (batch x padded length) whenever the length changes. So oneDNN serves at most
 # ONEDNN_ROW_COUNTS distinct row counts per process (the first ones seen: a run's decode batch,
-# its usual lengths); other row counts go to addmm. Worst case 16 row counts x ~9 weight shapes x
-# 0.6 MiB ~ 85 MiB (rlhfkit.memopt.model.ONEDNN_PER_SHAPE counts one step's share). Which kernel a matmul gets thus depends on the row counts
+# its usual lengths); other row counts go to addmm. Worst case 16 row counts x ~14 weight shapes
+# (5 forward, 5 input-gradient, a few of the reward model's) x 0.6 MiB ~ 135 MiB
+# (rlhfkit.memopt.model.ONEDNN_PER_SHAPE counts one step's share). Which kernel a matmul gets thus depends on the row counts
 # the process saw first: two identical runs in one process stay bit-identical, while a run resumed
 # in a fresh process may take the other kernel for some shapes and agree to fp32 rounding only.
 #
@@ -150,11 +153,10 @@ def onednn_in_use() -> bool:
 
 
 def _use_onednn(x: Tensor, weight: Tensor) -> bool:
-    """oneDNN computes ``x @ W`` here: fp32 on the CPU, nothing needs a gradient (the op has no
-    autograd formula), and the row count is one of the process's first ONEDNN_ROW_COUNTS."""
+    """oneDNN computes ``x @ W`` here: fp32 on the CPU and the row count is one of the process's
+    first ONEDNN_ROW_COUNTS. (With a gradient to compute, :class:`_OnednnLinear` supplies the
+    backward the op lacks.)"""
     if not (_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32):
-        return False
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return False
     rows = x.shape[0]
     if rows not in _onednn_rows:
@@ -171,6 +173,10 @@ def _linear(x2: Tensor, weight: Tensor, bias: Tensor | None, conv1d: bool, act: 
     ``conv1d``: the weight is stored (in, out) as in transformers' Conv1D, else (out, in).
     """
     if _onednn_linear is not None and _use_onednn(x2, weight):
+        if torch.is_grad_enabled() and (x2.requires_grad or weight.requires_grad
+                                        or (bias is not None and bias.requires_grad)):
+            out = _OnednnLinear.apply(x2, weight, bias, conv1d)
+            return _ACTIVATIONS[act](out) if act is not None else out
         attr, algo = _FUSED_ACT[act] if act is not None else ("none", "")
         return _onednn_linear(x2, weight.t() if conv1d else weight, bias, attr, [], algo)
     if conv1d:
@@ -178,6 +184,39 @@ def _linear(x2: Tensor, weight: Tensor, bias: Tensor | None, conv1d: bool, act: 
     else:
         out = F.linear(x2, weight, bias)
     return _ACTIVATIONS[act](out) if act is not None else out
+
+
+class _OnednnLinear(torch.autograd.Function):
+    """``x @ W + b`` on oneDNN with its backward, for training forwards where oneDNN is the faster
+    library (:func:`prefer_onednn`): the oneDNN op has no autograd formula of its own.
+
+    ``W`` as in :func:`_linear` (``conv1d``: stored (in, out), else (out, in)). Backward: the input's
+    gradient ``g @ W^T`` is a oneDNN matmul too (its weight argument is then ``W`` as stored, no
+    copy), the weight's ``x^T @ g`` (or ``g^T @ x``) a plain ``mm``, the bias's a column sum. The
+    activation, if any, stays outside (autograd needs its input); only the bias is fused.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, conv1d: bool) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        ctx.conv1d = conv1d
+        assert _onednn_linear is not None
+        return _onednn_linear(x, weight.t() if conv1d else weight, bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b, _ = ctx.needs_input_grad
+        g = g.contiguous()
+        gx = gw = gb = None
+        if need_x:
+            assert _onednn_linear is not None
+            gx = _onednn_linear(g, weight if ctx.conv1d else weight.t(), None, "none", [], "")
+        if need_w:
+            gw = x.t().mm(g) if ctx.conv1d else g.t().mm(x)
+        if need_b:
+            gb = g.sum(0)
+        return gx, gw, gb, None
 
 
 def _conv1d(x: Tensor, mod: Module, act: str | None = None) -> Tensor:

@@ -28,8 +28,8 @@ activations and weights): the "6·N·T" rule plus attention. Stages:
 **MFU** = stage FLOPs / (stage seconds x peak FLOP/s). The peak is, on CUDA, the vendor's dense
 figure for the device and dtype (:data:`CUDA_PEAKS`, e.g. "H100 SXM bf16 dense 989 TFLOP/s"); on the
 CPU it is measured at run start (:func:`cpu_peak_probe`) by timing matmuls through the engine's own
-kernels (:func:`rlhfkit.fastgpt2._linear`: MKL ``addmm`` as in training forwards, and the oneDNN
-matmul that no-grad forwards use except on Intel CPUs; the faster one counts), so "100%" means "as fast as this machine
+kernels (:func:`rlhfkit.fastgpt2._linear`: MKL ``addmm`` on Intel CPUs, the oneDNN matmul
+elsewhere; the faster one counts), so "100%" means "as fast as this machine
 multiplies matrices of that size", not a datasheet number. The run records which peak it used in
 ``run_started.perf``.
 
@@ -164,9 +164,8 @@ def cuda_peak(device_name: str, dtype: str) -> Peak:
 
 def cpu_peak_probe(*, rows: int = 512, width: int = 1024, repeats: int = 5) -> Peak:
     """Best FLOP/s of ``(rows x width) @ (width x width)`` fp32 matmuls through the engine's kernels
-    (``fastgpt2._linear``: MKL addmm, the training path and on Intel CPUs the no-grad one too, and the
-    oneDNN matmul, the no-grad path elsewhere), with the thread count the run set. Takes a fraction of a
-    second."""
+    (``fastgpt2._linear``: MKL addmm on Intel CPUs, the oneDNN matmul elsewhere), with the thread
+    count the run set. Takes a fraction of a second."""
     from rlhfkit import fastgpt2
 
     gen = torch.Generator().manual_seed(0)
@@ -182,9 +181,7 @@ def cpu_peak_probe(*, rows: int = 512, width: int = 1024, repeats: int = 5) -> P
         t = min(_seconds(fn) for _ in range(repeats))
         best[name] = flops / t
 
-    w_grad = w.clone().requires_grad_(True)  # a weight that needs grad keeps _linear on addmm
-    with torch.enable_grad():
-        timed("addmm", lambda: fastgpt2._linear(x, w_grad, b, True))
+    timed("addmm", lambda: torch.addmm(b, x, w))
     onednn = fastgpt2._onednn_linear
     if onednn is not None:
         wt = w.t()

@@ -69,10 +69,11 @@ Activation = Literal["gelu_new", "gelu_fused"]
 # shapes of tests/unit/test_memopt_model.py (2026-11-27). Library code paged in during a run is
 # file-backed and excluded from the measurement (rlhfkit.memopt.measurement), so it is not here.
 FRAMEWORK_OVERHEAD: dict[str, int] = {"cuda": 65 * MiB, "cpu": 12 * MiB}
-# oneDNN, which runs the engine's no-grad matmuls on the CPU (rlhfkit.fastgpt2): ~0.58 MiB of
+# oneDNN, which runs the engine's matmuls on a CPU that prefers it (rlhfkit.fastgpt2): ~0.58 MiB of
 # anonymous memory (generated code) per matmul shape, kept for the process's life — 5 weight
 # shapes (qkv, attention out, MLP in, MLP out, LM head) per row count, and one step sees ~5 row
-# counts (decode, prefill, scoring, evaluation's decode and prefill). RssAnon of a bare process,
+# counts (decode, prefill, scoring and the update's forward, evaluation's decode and prefill), plus
+# the 5 shapes of the update's input gradients. RssAnon of a bare process,
 # 2026-11-27. A long run with varying lengths adds up to fastgpt2.ONEDNN_ROW_COUNTS row counts.
 ONEDNN_PER_SHAPE = 58 * MiB // 100
 
@@ -287,7 +288,7 @@ def nograd_forward_bytes(plan: Plan, B: int, T: int, R: int, shape: ModelShape, 
     a = _act_bytes(plan)
     btd = B * T * shape.n_embd
     lean = plan.lean_forward and not plan.dropout
-    trunk = 3 * btd * 4 + (2 if lean and _fused_mlp_activation(plan) else 3) * 4 * btd * a
+    trunk = 3 * btd * 4 + (2 if lean and _onednn_cpu(plan) else 3) * 4 * btd * a
     if plan.attention == "eager":
         trunk += 2 * B * shape.n_head * T * T * a
     if not logits:
@@ -301,8 +302,11 @@ def nograd_forward_bytes(plan: Plan, B: int, T: int, R: int, shape: ModelShape, 
     return max(trunk, head)
 
 
-def _fused_mlp_activation(plan: Plan) -> bool:
-    """The lean path's no-grad c_fc matmul carries its activation (oneDNN, on a CPU that prefers it)."""
+def _onednn_cpu(plan: Plan) -> bool:
+    """The engine's CPU matmuls run on oneDNN (on a CPU that prefers it, rlhfkit.fastgpt2): the lean
+    path's no-grad c_fc matmul then carries its activation, and the LM head's weight gradient
+    comes out of ``_OnednnLinear`` contiguous, so autograd adds the tied embedding's gradient into
+    it in place (addmm's comes out as a transposed view, and the sum is a third (V, D) tensor)."""
     if plan.device != "cpu":
         return False
     from rlhfkit.fastgpt2 import onednn_in_use
@@ -348,7 +352,8 @@ def _update_peak(plan: Plan, n_trainable: int) -> tuple[dict[str, int], str]:
       Without checkpointing the trunk's backward starts with every activation and only the LM head's
       gradient.
     * **embedding** — last, the token embedding's dense gradient (V, D) is added to the tied LM
-      head's, every gradient present.
+      head's, every gradient present (out of place, a third (V, D) tensor, unless the head's
+      gradient is contiguous: :func:`_onednn_cpu`).
     * **optimizer** — AdamW's temporaries (none for the fused kernel the engine uses).
     """
     s = plan.shape
@@ -366,7 +371,8 @@ def _update_peak(plan: Plan, n_trainable: int) -> tuple[dict[str, int], str]:
     phases: dict[str, dict[str, int]] = {
         "head": {"activations": acts, "logits_head": head, "backward": b * R * V * (_act_bytes(plan) + 4) + autocast,
                  "gradients_absent": absent},
-        "embedding": {"activations": 0, "logits_head": 0, "backward": 2 * V * D * 4, "gradients_absent": 0},
+        "embedding": {"activations": 0, "logits_head": 0, "backward": (1 if _onednn_cpu(plan) else 2) * V * D * 4,
+                      "gradients_absent": 0},
         "optimizer": {"activations": 0, "logits_head": 0,
                       "backward": _optimizer_step_bytes(plan, n_trainable, V * D), "gradients_absent": 0},
     }
@@ -406,7 +412,7 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
         from rlhfkit.fastgpt2 import onednn_in_use  # torch: imported only once a plan is sized
 
         if onednn_in_use():  # its generated code per matmul shape (this CPU may prefer its BLAS)
-            est.overhead += ONEDNN_PER_SHAPE * 5 * 5
+            est.overhead += ONEDNN_PER_SHAPE * (5 * 5 + 5)
 
     # generation: KV cache for the whole response, growing by torch.cat (one layer's copy extra)
     g = plan.gen_batch

@@ -165,7 +165,7 @@ def test_inverse_cdf_draw_follows_the_probabilities_and_skips_zeros() -> None:
     torch.testing.assert_close(freq, probs[0].double(), atol=0.015, rtol=0.0)
 
 
-# ----------------------------------------------------------------------------- oneDNN no-grad matmuls
+# ----------------------------------------------------------------------------- oneDNN matmuls
 needs_onednn = pytest.mark.skipif(not fastgpt2.ONEDNN_AVAILABLE, reason="oneDNN unavailable")
 
 
@@ -183,18 +183,48 @@ def test_an_unknown_matmul_setting_is_refused_by_name() -> None:
 
 
 @needs_onednn
-def test_onednn_only_where_nothing_needs_a_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_onednn_serves_fp32_matmuls_only_where_this_cpu_prefers_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fastgpt2, "_ONEDNN", True)  # whichever library this CPU prefers
     monkeypatch.setattr(fastgpt2, "_onednn_rows", set())
     x, w = torch.randn(3, 8), torch.randn(8, 4, requires_grad=True)
-    assert not fastgpt2._use_onednn(x, w)  # the op has no backward
-    with torch.no_grad():
-        assert fastgpt2._use_onednn(x, w)
-        assert not fastgpt2._use_onednn(x.double(), w.double())  # fp32 only
-    assert fastgpt2._use_onednn(x, w.detach())  # a frozen weight under grad mode
+    assert fastgpt2._use_onednn(x, w)  # a weight that needs a gradient too (_OnednnLinear)
+    assert not fastgpt2._use_onednn(x.double(), w.double())  # fp32 only
     monkeypatch.setattr(fastgpt2, "_ONEDNN", False)  # the CPU's BLAS preferred: addmm serves everything
     with torch.no_grad():
         assert not fastgpt2._use_onednn(x, w)
+
+
+@needs_onednn
+@pytest.mark.parametrize("conv1d", [True, False])
+@pytest.mark.parametrize("act", [None, "gelu_new"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_onednn_training_matmul_has_the_gradients_of_the_plain_one(
+        monkeypatch: pytest.MonkeyPatch, conv1d: bool, act: str | None, bias: bool) -> None:
+    """``_linear`` with a weight that needs a gradient, on oneDNN (its own backward), against the same
+    function in float64 through autograd: output and the three gradients."""
+    monkeypatch.setattr(fastgpt2, "_ONEDNN", True)
+    monkeypatch.setattr(fastgpt2, "_onednn_rows", set())
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(37, 24, generator=gen, requires_grad=True)
+    w = (torch.randn(24, 40, generator=gen) if conv1d else torch.randn(40, 24, generator=gen)).requires_grad_()
+    b = torch.randn(40, generator=gen).requires_grad_() if bias else None
+    g = torch.randn(37, 40, generator=gen)
+    y = fastgpt2._linear(x, w, b, conv1d, act)
+    node = y.grad_fn if act is None else y.grad_fn.next_functions[0][0]  # type: ignore[union-attr]
+    assert type(node).__name__ == "_OnednnLinearBackward"
+    y.backward(g)
+
+    x64, w64 = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    b64 = b.detach().double().requires_grad_() if b is not None else None
+    y64 = x64 @ w64 if conv1d else x64 @ w64.t()
+    y64 = y64 + b64 if b64 is not None else y64
+    y64 = torch.nn.functional.gelu(y64, approximate="tanh") if act else y64
+    y64.backward(g.double())
+    torch.testing.assert_close(y.double(), y64, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-5, atol=1e-4)  # type: ignore[union-attr]
+    torch.testing.assert_close(w.grad.double(), w64.grad, rtol=1e-5, atol=1e-4)  # type: ignore[union-attr]
+    if b is not None:
+        torch.testing.assert_close(b.grad.double(), b64.grad, rtol=1e-5, atol=1e-4)  # type: ignore[union-attr]
 
 
 @needs_onednn

@@ -205,8 +205,11 @@ def test_update_peak_matches_the_traced_allocations(ckpt: bool, ga: int, peak_ph
     predicted = 4 * n_trainable + sum(parts.values())  # persistent memory counts the gradients
     # at this shape the LM head holds the peak, except checkpointed without accumulation: there the
     # activations are small, no earlier micro-batch's gradients exist, and the tied embedding's
-    # dense gradient at the end of the backward is the worst moment
-    assert phase == peak_phase
+    # dense gradient at the end of the backward is the worst moment, unless the CPU's matmuls run
+    # on oneDNN (the embedding's gradient is then summed in place, and the head holds the peak)
+    from rlhfkit.fastgpt2 import onednn_in_use
+
+    assert phase == ("head" if onednn_in_use() and peak_phase == "embedding" else peak_phase)
     assert abs(predicted - traced) / traced < 0.05, (predicted / 2**20, traced / 2**20)
 
 
