@@ -408,11 +408,8 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
     est.models["reward"] = {"weights": 4 * (rs.params() + rs.n_embd + 1) if rs and plan.reward_on_device else 0}
     est.persistent = sum(sum(c.values()) for c in est.models.values())
     est.overhead = FRAMEWORK_OVERHEAD[plan.device]
-    if plan.device == "cpu" and plan.lean_forward:
-        from rlhfkit.fastgpt2 import onednn_in_use  # torch: imported only once a plan is sized
-
-        if onednn_in_use():  # its generated code per matmul shape (this CPU may prefer its BLAS)
-            est.overhead += ONEDNN_PER_SHAPE * (5 * 5 + 5)
+    if plan.lean_forward and _onednn_cpu(plan):  # its generated code per matmul shape
+        est.overhead += ONEDNN_PER_SHAPE * (5 * 5 + 5)
 
     # generation: KV cache for the whole response, growing by torch.cat (one layer's copy extra)
     g = plan.gen_batch
