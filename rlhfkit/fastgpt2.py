@@ -112,33 +112,47 @@ def _scaling(attn: Module, layer_idx: int) -> float:
 # Which library is faster depends on the CPU more than on the shape: MKL (behind ``addmm``) takes its
 # fast AVX-512 code only on Intel processors, where it beats oneDNN at nearly every shape here; on AMD
 # EPYC it is the slower of the two (benchmarks/NOTES_ppo_vs_trl.md, "Which matmul"). So by default
-# oneDNN serves these matmuls except on Intel; ``RLHFKIT_CPU_MATMUL=onednn`` or ``=blas`` overrides
-# the choice. The choice is made once per process, from the CPU's vendor (no timing), so it cannot
-# differ between two runs on one machine.
+# oneDNN serves these matmuls on non-Intel CPUs with AVX-512, MKL everywhere else;
+# ``RLHFKIT_CPU_MATMUL=onednn`` or ``=blas`` overrides the choice. The choice is made once per
+# process, from the CPU's vendor and flags (no timing), so it cannot differ between two runs on one
+# machine. Why these two facts: MKL picks its AVX-512 kernels by vendor, so on an AMD CPU with
+# AVX-512 it runs AVX2 code and oneDNN is the faster library; without AVX-512 both run AVX2 code
+# and MKL is the faster one on the MLP's matmuls (benchmarks/NOTES_ppo_vs_trl.md has the tables).
 ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-def cpu_vendor() -> str:
-    """The CPU vendor string from ``/proc/cpuinfo`` (``GenuineIntel``, ``AuthenticAMD``, ...), or ``""``."""
+def _cpuinfo(field: str) -> str:
+    """The first ``field`` line's value in ``/proc/cpuinfo``, or ``""``."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.startswith("vendor_id"):
+                if line.startswith(field) and line[len(field):].lstrip().startswith(":"):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return ""
 
 
-def prefer_onednn(setting: str | None = None, vendor: str | None = None) -> bool:
-    """Whether no-grad fp32 matmuls go to oneDNN: ``RLHFKIT_CPU_MATMUL`` (``onednn``, ``blas`` or
-    ``auto``, the default), and under ``auto`` every CPU but an Intel one."""
+def cpu_vendor() -> str:
+    """The CPU vendor string from ``/proc/cpuinfo`` (``GenuineIntel``, ``AuthenticAMD``, ...), or ``""``."""
+    return _cpuinfo("vendor_id")
+
+
+def cpu_has_avx512() -> bool:
+    """Whether ``/proc/cpuinfo`` lists the AVX-512 foundation (``avx512f``)."""
+    return "avx512f" in _cpuinfo("flags").split()
+
+
+def prefer_onednn(setting: str | None = None, vendor: str | None = None, avx512: bool | None = None) -> bool:
+    """Whether fp32 CPU matmuls go to oneDNN: ``RLHFKIT_CPU_MATMUL`` (``onednn``, ``blas`` or
+    ``auto``, the default), and under ``auto`` a non-Intel CPU with AVX-512."""
     setting = (os.environ.get("RLHFKIT_CPU_MATMUL", "auto") if setting is None else setting).strip().lower()
     if setting not in ("auto", "onednn", "blas"):
         raise ValueError(f"RLHFKIT_CPU_MATMUL must be auto, onednn or blas, not {setting!r}")
     if setting != "auto":
         return setting == "onednn"
-    return (cpu_vendor() if vendor is None else vendor) != "GenuineIntel"
+    vendor = cpu_vendor() if vendor is None else vendor
+    return vendor != "GenuineIntel" and (cpu_has_avx512() if avx512 is None else avx512)
 
 
 _ONEDNN = ONEDNN_AVAILABLE and prefer_onednn()

@@ -169,12 +169,20 @@ def test_inverse_cdf_draw_follows_the_probabilities_and_skips_zeros() -> None:
 needs_onednn = pytest.mark.skipif(not fastgpt2.ONEDNN_AVAILABLE, reason="oneDNN unavailable")
 
 
-@pytest.mark.parametrize(("setting", "vendor", "expected"), [
-    ("auto", "GenuineIntel", False), ("auto", "AuthenticAMD", True), ("auto", "", True),
-    ("onednn", "GenuineIntel", True), ("blas", "AuthenticAMD", False), (" BLAS ", "", False),
+@pytest.mark.parametrize(("setting", "vendor", "avx512", "expected"), [
+    ("auto", "GenuineIntel", True, False), ("auto", "AuthenticAMD", True, True), ("auto", "", True, True),
+    ("auto", "AuthenticAMD", False, False), ("auto", "GenuineIntel", False, False),
+    ("onednn", "GenuineIntel", False, True), ("blas", "AuthenticAMD", True, False), (" BLAS ", "", True, False),
 ])
-def test_the_matmul_library_follows_the_setting_then_the_cpu_vendor(setting: str, vendor: str, expected: bool) -> None:
-    assert fastgpt2.prefer_onednn(setting, vendor) is expected
+def test_the_matmul_library_follows_the_setting_then_the_cpu(setting: str, vendor: str, avx512: bool,
+                                                            expected: bool) -> None:
+    assert fastgpt2.prefer_onednn(setting, vendor, avx512) is expected
+
+
+def test_the_cpu_flags_are_read_from_proc_cpuinfo() -> None:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        listed = any(line.startswith("flags") and "avx512f" in line.split() for line in f)
+    assert fastgpt2.cpu_has_avx512() is listed
 
 
 def test_an_unknown_matmul_setting_is_refused_by_name() -> None:
