@@ -141,6 +141,7 @@ def run_rlhfkit(shape: dict[str, int], steps: int, warmup: int, tmp: Path,
     from rlhfkit import GPT2Policy, PPOTrainer
     from rlhfkit.config import validate_config
     from rlhfkit.metrics import M
+    from rlhfkit.mfu import BatchTokens, ModelShape, stage_flops
     from rlhfkit.rewards import ModelReward
     from rlhfkit.sinks import MemorySink
 
@@ -179,6 +180,13 @@ def run_rlhfkit(shape: dict[str, int], steps: int, warmup: int, tmp: Path,
                                               "update": flops.get("update", 0.0)}})
     lengths = sink.metric(M.RESPONSE_LEN)
     assert all(n == R for n in lengths), lengths
+    # what the same step costs when every row runs its own prompt, as TRL's forwards do: the count
+    # a system without its own is credited with (the engine's count runs a group's prompt once)
+    every = stage_flops(ModelShape.of(policy.model.config),
+                        BatchTokens(prompt=(PROMPT_LEN,) * (B * G), response=(R,) * (B * G)), ppo_epochs=1,
+                        separate_critic=False, scores_from_sampling=True, reward_flops_per_token=reward.flops_per_token)
+    for rec in records:
+        rec["flops_every_row"] = {"rollout": sum(every[k] for k in rollout_stages), "update": every["update"]}
     return {"system": "rlhfkit", "version": _version("rlhfkit"), "steps": records, "tokens_per_step": B * G * R,
             "threads": torch.get_num_threads(), "peak": trainer.peak.to_dict()}
 

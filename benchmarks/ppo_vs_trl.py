@@ -352,9 +352,10 @@ def summarise(results: dict[str, list[dict[str, Any]]],
         row["n"] = len(steps)
         row["threads"] = runs[0]["threads"]
         for k in stages:
-            found = [s["flops"][k] for s in steps if "flops" in s]
-            if found:
-                row[f"flops/{k}"] = _median(found)
+            for key in ("flops", "flops_every_row"):
+                found = [s[key][k] for s in steps if key in s]
+                if found:
+                    row[f"{key}/{k}"] = _median(found)
         peaks = [r["peak"]["flops"] for r in runs if (r.get("peak") or {}).get("flops")]
         if peaks:
             row["peak"] = max(peaks)  # each run probed its own; the highest is the fairest denominator
@@ -367,16 +368,21 @@ def print_peak_fractions(summary: dict[str, dict[str, float]], stages: tuple[str
     count of the stage / (the system's seconds x the peak the rlhfkit workers probed at run start
     through the engine's own kernels, rlhfkit.mfu). A system without its own count (TRL, another
     revision) is credited with the default rlhfkit configuration's: the model work both must do
-    (TRL's separate value model in PPO is extra work it is not credited for)."""
+    (TRL's separate value model in PPO is extra work it is not credited for), counted with every
+    row running its own prompt where the engine runs a group's shared prompt once (GRPO)."""
     ref = next((r for r in summary.values() if "peak" in r and all(f"flops/{k}" in r for k in stages)), None)
     if ref is None:
         return
     peak = ref["peak"]
+    every = {k: ref.get(f"flops_every_row/{k}", ref[f"flops/{k}"]) for k in stages}
     print(f"fraction of the measured fp32 matmul peak ({peak / 1e9:.0f} GFLOP/s, same threads; model FLOPs "
           f"per step: " + ", ".join(f"{k} {ref[f'flops/{k}'] / 1e9:.1f} G" for k in stages) + ")")
+    if every != {k: ref[f"flops/{k}"] for k in stages}:
+        print("  (rlhfkit runs a group's prompt once; with every row's prompt, as credited to the others: "
+              + ", ".join(f"{k} {every[k] / 1e9:.1f} G" for k in stages) + ")")
     for name, row in summary.items():
         # a system that reports its own count (rlhfkit-s skips a forward) uses it; the others the reference's
-        flops = {k: row.get(f"flops/{k}", ref[f"flops/{k}"]) for k in stages}
+        flops = {k: row.get(f"flops/{k}", every[k]) for k in stages}
         cells = [f"{k} {flops[k] / (row[k] * peak):.0%}" if row[k] > 1e-9 else f"{k} -" for k in stages]
         total = sum(flops.values()) / (row["step"] * peak)
         print(f"  {name:<16}" + ", ".join(cells) + f"; whole step {total:.0%}")

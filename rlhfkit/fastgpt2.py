@@ -59,14 +59,15 @@ _FUSED_ACT: dict[str, tuple[str, str]] = {
 }
 
 
-def supports(transformer: Module) -> bool:
-    """True when the lean forward computes exactly ``transformer``'s function (a ``GPT2Model``)."""
+def supports(transformer: Module, training: bool | None = None) -> bool:
+    """True when the lean forward computes exactly ``transformer``'s function (a ``GPT2Model``), in
+    its current mode or, given ``training``, in that one."""
     cfg = getattr(transformer, "config", None)
     if cfg is None or not hasattr(transformer, "h") or not hasattr(transformer, "wte"):
         return False
     if getattr(cfg, "add_cross_attention", False) or cfg.activation_function not in _ACTIVATIONS:
         return False
-    if transformer.training:
+    if transformer.training if training is None else training:
         if getattr(transformer, "gradient_checkpointing", False):
             return False
         if max(cfg.resid_pdrop, cfg.embd_pdrop, cfg.attn_pdrop) > 0:
@@ -286,15 +287,54 @@ def _padding_mask(attention_mask: Tensor) -> Tensor | None:
     return (causal & (valid[:, None, :] | eye))[:, None]  # (B, 1, T, T)
 
 
-def hidden_states(transformer: Module, input_ids: Tensor, attention_mask: Tensor | None = None,
-                  position_ids: Tensor | None = None, *, at: Tensor | None = None) -> Tensor:
-    """The last hidden state (after ``ln_f``) of a GPT-2 trunk: (B, T) ids -> (B, T, D).
+def shared_prefix(input_ids: Tensor, attention_mask: Tensor, prefix_len: int) -> tuple[Tensor, Tensor] | None:
+    """Which rows share their first ``prefix_len`` columns: ``(rep, inverse)`` or None when none do.
 
-    Same result as ``transformer(input_ids, attention_mask=..., position_ids=...).last_hidden_state``
-    at every real position. With ``at`` (B,) real-token positions, returns only those rows, (B, D):
-    the last layer still projects q/k/v at every position, but attends, projects and runs its MLP
-    for one position per row — 3/4 of that layer's matmuls saved, for a reward model that reads one
-    position per sequence.
+    Two rows share a prefix when their masks agree there and so do their ids at the real positions
+    (a pad's id is never read). ``rep`` (U,) holds one row per distinct prefix (its first, in row
+    order), and ``inverse`` (B,) each row's index into ``rep``. A GRPO batch of B = U x G rows, a prompt's G
+    samples in a row, has U distinct prefixes.
+    """
+    if not 0 < prefix_len < input_ids.shape[1]:
+        return None
+    return distinct_rows(input_ids[:, :prefix_len], attention_mask[:, :prefix_len])
+
+
+def distinct_rows(input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor] | None:
+    """:func:`shared_prefix` over whole rows (left-padded prompts): ``(rep, inverse)`` or None."""
+    B = input_ids.shape[0]
+    if B < 2:
+        return None
+    key = torch.where(attention_mask.bool(), input_ids, -1)
+    _, inverse = torch.unique(key, dim=0, return_inverse=True)
+    U = int(inverse.max()) + 1  # one host sync per forward
+    if U == B:
+        return None
+    rows = torch.arange(B, device=input_ids.device)
+    first = torch.full((U,), B, dtype=rows.dtype, device=rows.device).scatter_reduce_(0, inverse, rows, "amin")
+    rep, order = first.sort()  # number the prefixes in order of first appearance
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(U, device=order.device)
+    return rep, rank[inverse]
+
+
+def hidden_states(transformer: Module, input_ids: Tensor, attention_mask: Tensor | None = None,
+                  position_ids: Tensor | None = None, *, at: Tensor | None = None, start: int = 0,
+                  prefix_len: int = 0) -> Tensor:
+    """The last hidden state (after ``ln_f``) of a GPT-2 trunk: (B, T) ids -> (B, T - start, D).
+
+    Same result as ``transformer(input_ids, attention_mask=..., position_ids=...).last_hidden_state
+    [:, start:]`` at every real position. With ``at`` (B,) real-token positions, returns only those
+    rows, (B, D): the last layer still projects q/k/v at every position, but attends, projects and
+    runs its MLP for one position per row — 3/4 of that layer's matmuls saved, for a reward model
+    that reads one position per sequence.
+
+    ``prefix_len``: the first ``prefix_len`` columns are a prompt that several rows may share (a
+    GRPO group's G samples). Rows with the same prompt (:func:`shared_prefix`) then run it once:
+    the prompt's positions go through the trunk once per distinct prompt, and each row's later
+    positions attend to its prompt's keys and values. The same function, with U x P + B x R token
+    rows in every matmul instead of B x (P + R); the gradient of a shared prompt position is the
+    sum over the rows that read it, as autograd's index backward adds it up.
     """
     cfg = transformer.config
     eps, H = cfg.layer_norm_epsilon, cfg.n_head
@@ -303,6 +343,10 @@ def hidden_states(transformer: Module, input_ids: Tensor, attention_mask: Tensor
         attention_mask = torch.ones_like(input_ids)
     if position_ids is None:
         position_ids = position_ids_from_mask(attention_mask)
+    share = shared_prefix(input_ids, attention_mask, prefix_len) if prefix_len else None
+    if share is not None:
+        return _shared_hidden_states(transformer, input_ids, attention_mask, position_ids, prefix_len, *share,
+                                     at=at, start=start)
     mask = _padding_mask(attention_mask)
     x = _embed(transformer, input_ids, position_ids)  # (B, T, D)
     n = len(transformer.h)
@@ -322,7 +366,70 @@ def hidden_states(transformer: Module, input_ids: Tensor, attention_mask: Tensor
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
         x = _mlp(block, _attn_out(block, x, y), act, eps)
+    if at is None and start:
+        x = x[:, start:]
     return F.layer_norm(x, (x.shape[-1],), transformer.ln_f.weight, transformer.ln_f.bias, eps)
+
+
+def _shared_hidden_states(transformer: Module, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor,
+                          P: int, rep: Tensor, inverse: Tensor, *, at: Tensor | None, start: int) -> Tensor:
+    """:func:`hidden_states` with each distinct prompt (the first ``P`` columns) run once.
+
+    The activations are one flat (U*P + B*R, D) tensor — the U distinct prompts' positions, then
+    every row's R later positions — so each matmul is one call over all of them. Attention splits
+    it: a prompt's queries attend causally within the prompt; a row's later queries attend to its
+    prompt's keys (gathered by ``inverse``) and causally to its own.
+    """
+    cfg = transformer.config
+    eps, H, act = cfg.layer_norm_epsilon, cfg.n_head, cfg.activation_function
+    B, T = input_ids.shape
+    U, R, D = rep.shape[0], T - P, cfg.n_embd
+    hs = D // H
+    dev = input_ids.device
+    n_p = U * P  # rows of the flat tensor that hold prompt positions
+    x = torch.cat([_embed(transformer, input_ids[rep, :P], position_ids[rep, :P]).reshape(n_p, D),
+                   _embed(transformer, input_ids[:, P:], position_ids[:, P:]).reshape(B * R, D)])
+    prompt_mask = _padding_mask(attention_mask[rep, :P])  # (U, 1, P, P) or None
+    valid = attention_mask.bool()
+    own = torch.ones(R, R, dtype=torch.bool, device=dev).tril() & (valid[:, None, P:]
+                                                                    | torch.eye(R, dtype=torch.bool, device=dev))
+    later_mask = torch.cat([valid[:, None, :P].expand(B, R, P), own], -1)[:, None]  # (B, 1, R, T)
+
+    def flat(t: Tensor) -> Tensor:
+        """Flat row of position ``t`` (B, ...) of each row."""
+        rows = torch.arange(B, device=dev).view(-1, *([1] * (t.dim() - 1)))
+        return torch.where(t < P, inverse.view_as(rows) * P + t, n_p + rows * R + (t - P))
+
+    n = len(transformer.h)
+    for i, block in enumerate(transformer.h):
+        h = F.layer_norm(x, (D,), block.ln_1.weight, block.ln_1.bias, eps)
+        q, k, v = _conv1d(h, block.attn.c_attn).split(D, dim=-1)  # (N, D) each
+        scale = _scaling(block.attn, i)
+
+        def heads(t: Tensor, lo: int, rows: int, length: int) -> Tensor:
+            return t[lo : lo + rows * length].view(rows, length, H, hs).transpose(1, 2)  # (rows, H, length, hs)
+
+        keys = torch.cat([heads(k, 0, U, P)[inverse], heads(k, n_p, B, R)], 2)  # (B, H, T, hs)
+        values = torch.cat([heads(v, 0, U, P)[inverse], heads(v, n_p, B, R)], 2)
+        if at is not None and i == n - 1:
+            idx = flat(at)  # (B,)
+            sel = (torch.arange(T, device=dev)[None, :] <= at[:, None]) & valid  # (B, T)
+            y = F.scaled_dot_product_attention(q[idx].view(B, H, 1, hs), keys, values,
+                                               attn_mask=sel[:, None, None, :], scale=scale)  # (B, H, 1, hs)
+            x = x[idx] + _conv1d(y.reshape(B, D), block.attn.c_proj)
+            x = _mlp(block, x, act, eps)  # (B, D)
+            return F.layer_norm(x, (D,), transformer.ln_f.weight, transformer.ln_f.bias, eps)
+        qp = heads(q, 0, U, P)
+        if prompt_mask is None:
+            yp = F.scaled_dot_product_attention(qp, heads(k, 0, U, P), heads(v, 0, U, P), is_causal=True, scale=scale)
+        else:
+            yp = F.scaled_dot_product_attention(qp, heads(k, 0, U, P), heads(v, 0, U, P), attn_mask=prompt_mask,
+                                                scale=scale)
+        yr = F.scaled_dot_product_attention(heads(q, n_p, B, R), keys, values, attn_mask=later_mask, scale=scale)
+        y = torch.cat([yp.transpose(1, 2).reshape(n_p, D), yr.transpose(1, 2).reshape(B * R, D)])
+        x = _mlp(block, x + _conv1d(y, block.attn.c_proj), act, eps)
+    x = x[flat(torch.arange(start, T, device=dev).expand(B, -1))]  # (B, T - start, D)
+    return F.layer_norm(x, (D,), transformer.ln_f.weight, transformer.ln_f.bias, eps)
 
 
 def logprobs_and_entropy(logits: Tensor, labels: Tensor, with_entropy: bool = True) -> tuple[Tensor, Tensor | None]:
@@ -376,7 +483,8 @@ class Decoder:
     """Incremental GPT-2 decoding with a static KV cache: one prefill, then one token per :meth:`step`.
 
     The cache is preallocated at ``(B, H, P + max_new_tokens, hs)`` per layer and written in place;
-    each step attends over the filled prefix only. Prompts may be left-padded; every generated
+    each step attends over the filled prefix only. Rows with the same prompt (a GRPO group) prefill
+    it once and copy its keys and values. Prompts may be left-padded; every generated
     position counts as a real key (rows that already ended keep feeding padding, exactly as the
     transformers loop in :func:`rlhfkit.policy.sample` does).
 
@@ -408,19 +516,30 @@ class Decoder:
         self.next_pos = pos[:, -1:] + 1  # (B, 1)
         self.t = 0
         self.hidden: Tensor | None = None
-        self.logits = self._forward(prompt_ids, pos, _padding_mask(prompt_mask) if self.masked else None,
-                                    causal=True)
+        share = distinct_rows(prompt_ids, prompt_mask)
+        if share is None:
+            self.logits = self._forward(prompt_ids, pos, _padding_mask(prompt_mask) if self.masked else None,
+                                        causal=True)
+        else:  # rows with the same prompt (a GRPO group): prefill each prompt once, then copy its cache
+            rep, inverse = share
+            U = rep.shape[0]
+            logits = self._forward(prompt_ids[rep], pos[rep],
+                                   _padding_mask(prompt_mask[rep]) if self.masked else None, causal=True)
+            for cache in (*self.k, *self.v):
+                cache[:, :, :P] = cache[:U, :, :P][inverse]
+            assert self.hidden is not None
+            self.logits, self.hidden = logits[inverse], self.hidden[inverse]
 
     @torch.no_grad()
     def _forward(self, ids: Tensor, pos: Tensor, mask: Tensor | None, causal: bool) -> Tensor:
         """Run ``ids`` (B, n) at cache slots t .. t+n-1 and return the last position's logits (B, V)."""
-        t0, n = self.t, ids.shape[1]
+        t0, (b, n) = self.t, ids.shape  # b: every row, or the first b (a prefill of distinct prompts)
         x = _embed(self.tr, ids, pos)
         for i, block in enumerate(self.tr.h):
             q, k, v = _qkv(block, x, self.n_head, self.eps)
-            self.k[i][:, :, t0 : t0 + n] = k
-            self.v[i][:, :, t0 : t0 + n] = v
-            keys, values = self.k[i][:, :, : t0 + n], self.v[i][:, :, : t0 + n]  # strided views, no copy
+            self.k[i][:b, :, t0 : t0 + n] = k
+            self.v[i][:b, :, t0 : t0 + n] = v
+            keys, values = self.k[i][:b, :, : t0 + n], self.v[i][:b, :, : t0 + n]  # strided views, no copy
             if n == 1:
                 # One query: plain batched matmuls on the cache views. SDPA's CPU flash kernel first
                 # copies the strided cache slices (B*H*t*hs floats per call), which cost ~8x more here.

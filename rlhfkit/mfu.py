@@ -25,11 +25,17 @@ activations and weights): the "6·N·T" rule plus attention. Stages:
 * ``advantages``: elementwise work, ~:data:`ADVANTAGE_FLOPS_PER_TOKEN` per response token;
 * ``update``: ``ppo_epochs`` x 3 x (policy forward + critic trunk when separate).
 
+Rows that share a prompt (a GRPO group's G samples) run it once on the lean path: the decoder's
+prefill, and the forwards of scoring and update (:func:`rlhfkit.fastgpt2.hidden_states` with
+``prefix_len``). Those stages count each distinct prompt's tokens once, what the hardware computes
+(per batch: a prompt drawn twice into different generation chunks or minibatches runs twice but
+counts once).
+
 **MFU** = stage FLOPs / (stage seconds x peak FLOP/s). The peak is, on CUDA, the vendor's dense
 figure for the device and dtype (:data:`CUDA_PEAKS`, e.g. "H100 SXM bf16 dense 989 TFLOP/s"); on the
 CPU it is measured at run start (:func:`cpu_peak_probe`) by timing matmuls through the engine's own
-kernels (:func:`rlhfkit.fastgpt2._linear`: MKL ``addmm`` on Intel CPUs, the oneDNN matmul
-elsewhere; the faster one counts), so "100%" means "as fast as this machine
+kernels (:func:`rlhfkit.fastgpt2._linear`: MKL ``addmm`` or the oneDNN matmul, as
+:func:`rlhfkit.fastgpt2.prefer_onednn` picks for the CPU; the faster one counts), so "100%" means "as fast as this machine
 multiplies matrices of that size", not a datasheet number. The run records which peak it used in
 ``run_started.perf``.
 
@@ -88,21 +94,27 @@ class ModelShape:
                    d_ff=int(f), vocab=int(config.vocab_size))
 
 
-def forward_flops(shape: ModelShape, seq_lens: Sequence[int], head_tokens: int, *, head: bool = True) -> float:
-    """FLOPs of one causal forward over sequences of these real lengths, the LM head applied to
-    ``head_tokens`` positions in all (``head=False``: a trunk without head, e.g. a critic)."""
-    tokens = sum(seq_lens)
+def forward_flops(shape: ModelShape, seq_lens: Sequence[int], head_tokens: int, *, head: bool = True,
+                  shared: Sequence[int] = ()) -> float:
+    """One causal forward over sequences of ``seq_lens`` tokens, the LM head (``2·d·V`` each) on
+    ``head_tokens`` positions in all (``head=False``: a trunk without head, e.g. a critic).
+    ``shared``: the prompt lengths of rows whose prompt another row already ran (not run again:
+    their block matmuls and the prompt's own causal attention are left out)."""
+    tokens = sum(seq_lens) - sum(shared)
     attn = sum(2 * shape.n_layer * shape.d_model * t * (t + 1) for t in seq_lens)
+    attn -= sum(2 * shape.n_layer * shape.d_model * p * (p + 1) for p in shared)
     lm = 2 * shape.d_model * shape.vocab * head_tokens if head else 0
     return float(2 * shape.block_params * tokens + attn + lm)
 
 
 @dataclass(frozen=True)
 class BatchTokens:
-    """Real (unpadded) lengths of one rollout batch, per sequence."""
+    """Real (unpadded) lengths of one rollout batch, per sequence. ``shared``: the prompt lengths
+    of the rows whose prompt an earlier row of the batch has too (see :func:`shared_prompts`)."""
 
     prompt: tuple[int, ...]
     response: tuple[int, ...]
+    shared: tuple[int, ...] = ()
 
     @property
     def seq_lens(self) -> list[int]:
@@ -117,20 +129,41 @@ class BatchTokens:
         return sum(self.prompt) + sum(self.response)
 
 
+def shared_prompts(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> tuple[int, ...]:
+    """Real prompt lengths of the rows whose prompt the lean forward does not run again
+    (:func:`rlhfkit.fastgpt2.shared_prefix`: every row but the first of each distinct prompt)."""
+    from rlhfkit import fastgpt2
+
+    share = fastgpt2.shared_prefix(input_ids, attention_mask, prompt_len)
+    if share is None:
+        return ()
+    again = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    again[share[0]] = False
+    return tuple(int(n) for n in attention_mask[again, :prompt_len].sum(1).tolist())
+
+
 def stage_flops(policy: ModelShape, batch: BatchTokens, *, ppo_epochs: int, separate_critic: bool,
-                scores_from_sampling: bool, reward_flops_per_token: float = 0.0) -> dict[str, float]:
-    """Model FLOPs of each stage of one PPO step (see the module docstring for what each counts)."""
+                scores_from_sampling: bool, reward_flops_per_token: float = 0.0, share_nograd: bool = False,
+                share_update: bool = False) -> dict[str, float]:
+    """Model FLOPs of each stage of one PPO step (see the module docstring for what each counts).
+    ``share_nograd`` (generation, scoring) / ``share_update``: those forwards run a prompt rows share
+    once."""
     seq = batch.seq_lens
     resp = batch.response_tokens
-    policy_fwd = forward_flops(policy, seq, resp)
-    critic_fwd = forward_flops(policy, seq, 0, head=False) if separate_critic else 0.0
+
+    def fwds(shared: Sequence[int]) -> tuple[float, float]:
+        return (forward_flops(policy, seq, resp, shared=shared),
+                forward_flops(policy, seq, 0, head=False, shared=shared) if separate_critic else 0.0)
+
+    policy_fwd, critic_fwd = fwds(batch.shared if share_nograd else ())
     scoring = (0.0 if scores_from_sampling else policy_fwd) + critic_fwd + policy_fwd  # + reference
-    scoring += reward_flops_per_token * batch.total_tokens
+    scoring += reward_flops_per_token * (batch.total_tokens - (sum(batch.shared) if share_nograd else 0))
+    update = 3.0 * ppo_epochs * sum(fwds(batch.shared if share_update else ()))
     return {
-        "generation": policy_fwd,
+        "generation": forward_flops(policy, seq, resp, shared=batch.shared if share_nograd else ()),
         "scoring": scoring,
         "advantages": float(ADVANTAGE_FLOPS_PER_TOKEN * resp),
-        "update": 3.0 * ppo_epochs * (policy_fwd + critic_fwd),
+        "update": update,
     }
 
 
@@ -164,7 +197,7 @@ def cuda_peak(device_name: str, dtype: str) -> Peak:
 
 def cpu_peak_probe(*, rows: int = 512, width: int = 1024, repeats: int = 5) -> Peak:
     """Best FLOP/s of ``(rows x width) @ (width x width)`` fp32 matmuls through the engine's kernels
-    (``fastgpt2._linear``: MKL addmm on Intel CPUs, the oneDNN matmul elsewhere), with the thread
+    (``fastgpt2._linear``: MKL addmm or the oneDNN matmul, as ``prefer_onednn`` picks), with the thread
     count the run set. Takes a fraction of a second."""
     from rlhfkit import fastgpt2
 
@@ -245,12 +278,17 @@ class PerfCounter:
     separate_critic: bool
     peak: Peak
     reward_flops_per_token: float = 0.0
+    share_nograd: bool = False  # generation and scoring run a shared prompt once (the lean path)
+    share_update: bool = False  # so does the update's
 
-    def step(self, seconds: Mapping[str, float], query_mask: torch.Tensor, response_mask: torch.Tensor,
-             scores_from_sampling: bool) -> dict[str, float]:
-        batch = BatchTokens(prompt=tuple(int(n) for n in query_mask.sum(1).tolist()),  # (B,) real lengths
-                            response=tuple(int(n) for n in response_mask.sum(1).tolist()))
+    def step(self, seconds: Mapping[str, float], input_ids: torch.Tensor, attention_mask: torch.Tensor,
+             prompt_len: int, response_mask: torch.Tensor, scores_from_sampling: bool) -> dict[str, float]:
+        shared = shared_prompts(input_ids, attention_mask, prompt_len) if self.share_nograd or self.share_update \
+            else ()
+        batch = BatchTokens(prompt=tuple(int(n) for n in attention_mask[:, :prompt_len].sum(1).tolist()),
+                            response=tuple(int(n) for n in response_mask.sum(1).tolist()), shared=shared)
         flops = stage_flops(self.policy, batch, ppo_epochs=self.ppo_epochs, separate_critic=self.separate_critic,
                             scores_from_sampling=scores_from_sampling,
-                            reward_flops_per_token=self.reward_flops_per_token)
+                            reward_flops_per_token=self.reward_flops_per_token, share_nograd=self.share_nograd,
+                            share_update=self.share_update)
         return perf_metrics(flops, seconds, batch, self.peak)

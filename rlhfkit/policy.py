@@ -299,8 +299,9 @@ class GPT2Policy(nn.Module):
         """Log-probs (B, R) of the response tokens under the frozen ``reference`` (a GPT-2 LM from
         :meth:`make_reference`), tempered like the policy's, on the lean forward when it applies."""
         position_ids = fastgpt2.position_ids_from_mask(attention_mask)
-        h = trunk(reference.transformer, input_ids, attention_mask, position_ids)  # type: ignore[arg-type]  # (B, T, D)
-        logits = fastgpt2.lm_logits(reference.lm_head, h[:, prompt_len - 1 : -1])  # type: ignore[arg-type]
+        h = trunk(reference.transformer, input_ids, attention_mask, position_ids,  # type: ignore[arg-type]
+                  start=prompt_len - 1, prefix_len=prompt_len)  # (B, R + 1, D)
+        logits = fastgpt2.lm_logits(reference.lm_head, h[:, :-1])  # type: ignore[arg-type]
         if self.temperature != 1.0:
             logits = logits / self.temperature
         return ops.logprobs_from_logits(logits, input_ids[:, prompt_len:])
@@ -329,8 +330,9 @@ class GPT2Policy(nn.Module):
         position t predict token t+1, so the response's scores come from positions P-1 .. T-2.
         """
         position_ids = fastgpt2.position_ids_from_mask(attention_mask)
-        hidden = trunk(self.model.transformer, input_ids, attention_mask, position_ids)  # (B, T, D)
-        h = hidden[:, prompt_len - 1 : -1]  # (B, R, D)
+        # positions P-1 .. T-2; a prompt several rows share (a GRPO group) runs once
+        h = trunk(self.model.transformer, input_ids, attention_mask, position_ids, start=prompt_len - 1,
+                  prefix_len=prompt_len)[:, :-1]  # (B, R, D)
         logits = fastgpt2.lm_logits(self.model.lm_head, h)  # (B, R, V)
         if self.temperature != 1.0:
             logits = logits / self.temperature
@@ -342,8 +344,9 @@ class GPT2Policy(nn.Module):
             if self.critic is None:
                 values = self.value_head(h).squeeze(-1)
             else:
-                hc = trunk(self.critic, input_ids, attention_mask, position_ids)
-                values = self.value_head(hc[:, prompt_len - 1 : -1]).squeeze(-1)
+                hc = trunk(self.critic, input_ids, attention_mask, position_ids, start=prompt_len - 1,
+                           prefix_len=prompt_len)
+                values = self.value_head(hc[:, :-1]).squeeze(-1)
         return logprobs, values, entropy
 
     @torch.no_grad()
@@ -402,6 +405,17 @@ class GPT2Policy(nn.Module):
     def drop_value_head(self) -> None:
         self.value_head = None
         self.critic = None
+
+
+def shares_prompts(policy: BasePolicy, reference: nn.Module) -> tuple[bool, bool]:
+    """Whether the no-grad forwards (the decoder's prefill; reference, and policy and critic where
+    scoring runs them) and the update's run a prompt that rows share once: a :class:`GPT2Policy` on
+    the lean forward does (:func:`rlhfkit.fastgpt2.hidden_states` with ``prefix_len``)."""
+    if not isinstance(policy, GPT2Policy):
+        return False, False
+    ref = getattr(reference, "transformer", None)
+    return (fastgpt2.supports(ref, training=False),
+            fastgpt2.supports(policy.model.transformer, training=True))
 
 
 def truncate_at_token(ids: torch.Tensor, mask: torch.Tensor, token_id: int, pad_token_id: int | None,

@@ -109,8 +109,9 @@ class RewardNet(nn.Module):
         self.transformer = GPT2Model(config)
         self.head = nn.Linear(config.n_embd, 1)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B, T) left- or right-padded ids -> (B,) scores."""
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_len: int = 0) -> torch.Tensor:
+        """(B, T) left- or right-padded ids -> (B,) scores. ``prefix_len``: the first columns hold a
+        prompt rows may share, run once per distinct prompt (see :func:`rlhfkit.fastgpt2.hidden_states`)."""
         from rlhfkit import fastgpt2
 
         position_ids = fastgpt2.position_ids_from_mask(attention_mask)
@@ -118,7 +119,8 @@ class RewardNet(nn.Module):
         T = attention_mask.shape[1]
         last = T - 1 - attention_mask.flip(-1).argmax(-1)
         if fastgpt2.supports(self.transformer):  # same math and weights, less work: see hidden_states(at=)
-            h_last = fastgpt2.hidden_states(self.transformer, input_ids, attention_mask, position_ids, at=last)
+            h_last = fastgpt2.hidden_states(self.transformer, input_ids, attention_mask, position_ids, at=last,
+                                            prefix_len=prefix_len)
         else:
             h = self.transformer(input_ids=input_ids, attention_mask=attention_mask,
                                  position_ids=position_ids).last_hidden_state
@@ -194,7 +196,7 @@ class ModelReward(BaseRewardModel):
         rmask = response_mask * (response_ids != eos).long() if eos is not None else response_mask
         ids = torch.cat([query_ids, response_ids], 1).to(self.device)
         mask = torch.cat([qmask, rmask.to(qmask.device)], 1).to(self.device)
-        return self.net(ids, mask).float().cpu()
+        return self.net(ids, mask, prefix_len=query_ids.shape[1]).float().cpu()
 
     def save(self, path: str | Path, info: dict[str, Any] | None = None) -> None:
         p = Path(path)

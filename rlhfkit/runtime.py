@@ -65,13 +65,18 @@ def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def trunk(transformer: GPT2Model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-          position_ids: torch.Tensor) -> torch.Tensor:
-    """Last hidden state (B, T, D): the lean forward of :mod:`rlhfkit.fastgpt2` when it applies
-    (eval-mode-equivalent modules, no dropout), transformers' forward otherwise."""
+          position_ids: torch.Tensor, *, start: int = 0, prefix_len: int = 0) -> torch.Tensor:
+    """Last hidden state (B, T - start, D): the lean forward of :mod:`rlhfkit.fastgpt2` when it
+    applies (eval-mode-equivalent modules, no dropout), transformers' forward otherwise.
+
+    ``prefix_len``: the first columns hold a prompt that rows may share; the lean forward runs each
+    distinct prompt once (:func:`rlhfkit.fastgpt2.hidden_states`), transformers' forward ignores it.
+    """
     if fastgpt2.supports(transformer):
-        return fastgpt2.hidden_states(transformer, input_ids, attention_mask, position_ids)
+        return fastgpt2.hidden_states(transformer, input_ids, attention_mask, position_ids, start=start,
+                                      prefix_len=prefix_len)
     return transformer(input_ids=input_ids, attention_mask=attention_mask,
-                       position_ids=position_ids).last_hidden_state
+                       position_ids=position_ids).last_hidden_state[:, start:]
 
 
 __all__ = ["disable_dropout", "git_commit", "package_version", "trunk", "versions"]

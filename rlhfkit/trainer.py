@@ -83,7 +83,7 @@ from rlhfkit.experience import Advantages, Experience, Rollout, UpdateStats
 from rlhfkit.instrument import StageRecorder, module_mb
 from rlhfkit.metrics import M
 from rlhfkit.monitor import StabilityMonitor
-from rlhfkit.policy import BasePolicy, stop_token_id, truncate_at_token
+from rlhfkit.policy import BasePolicy, shares_prompts, stop_token_id, truncate_at_token
 from rlhfkit.rewards import BaseRewardModel
 from rlhfkit.sinks import CallbackSink
 
@@ -303,7 +303,8 @@ class PPOTrainer:
                                                                 threads=cfg.train.threads)  # train() probes first
         self.perf = mfu.PerfCounter(mfu.ModelShape.of(self.policy.model.config), p.ppo_epochs,
                                     self.critic and self.policy.critic is not None, self.peak,
-                                    getattr(self.reward_model, "flops_per_token", 0.0))
+                                    getattr(self.reward_model, "flops_per_token", 0.0),
+                                    *shares_prompts(self.policy, self.ref_model))
         self.model_mb = {
             "policy": module_mb(self.policy.model),
             "reference": module_mb(self.ref_model),
@@ -605,8 +606,8 @@ class PPOTrainer:
             metrics[M.REWARD_GROUP_STD], metrics[M.FRAC_ZERO_STD] = cf.group_stats(exp.scores, G)
         if isinstance(self.kl_ctl, ops.AdaptiveKLController):
             metrics[M.KL_TARGET] = self.kl_ctl.target
-        metrics.update(self.perf.step(self.recorder.timings, exp.attention_mask[:, : exp.prompt_len], exp.mask,
-                                      not exp.policy_forward_in_scoring))
+        metrics.update(self.perf.step(self.recorder.timings, exp.input_ids, exp.attention_mask, exp.prompt_len,
+                                      exp.mask, not exp.policy_forward_in_scoring))
         return metrics
 
     def _emit_step(self, step: int, metrics: dict[str, float], step_time: float, n_tokens: int) -> None:

@@ -346,6 +346,9 @@ def _update_peak(plan: Plan, n_trainable: int) -> tuple[dict[str, int], str]:
       gradient, plus its bf16 copy under autocast). ``zero_grad(set_to_none=True)`` runs at
       each minibatch start, so with one micro-batch per minibatch no parameter gradient exists yet
       (the ``gradients_absent`` part is negative: persistent memory counts them).
+    * A GRPO group's rows run their shared prompt once on the lean path: ``ceil(b / G) x P + b x R``
+      token rows per layer, plus the keys and values gathered back to (b, T) for attention and one
+      more (n, D) copy of the attention output (traced with ``saved_tensors_hooks``).
     * **trunk** — with gradient checkpointing, the backward re-runs one transformers block at a
       time: at block 0 every other layer's gradient exists, the block inputs above it are freed,
       and that block's full activations (30 ``sbh``) plus one MLP's input gradients are live.
@@ -362,11 +365,18 @@ def _update_peak(plan: Plan, n_trainable: int) -> tuple[dict[str, int], str]:
     grads = 4 * n_trainable
     absent = -grads if plan.grad_accum_steps == 1 else 0  # later micro-batches accumulate into them
     autocast = 2 * n_trainable if plan.cuda_autocast else 0  # bf16 weight copies
-    mlp_grads = 2 * 4 * b * T * D * _act_bytes(plan)  # one MLP block's (b, T, 4D) input gradients
-    if plan.gradient_checkpointing:  # non-reentrant checkpoint: only each block's input is kept
-        acts = trunks * s.n_layer * b * T * D * 4
+    G = plan.samples_per_prompt
+    if plan.fast_path and G > 1:
+        # a group's prompt runs once (rlhfkit.fastgpt2.hidden_states, prefix_len): n token rows per
+        # layer instead of b x T; on top, each row's keys and values gathered to (b, T) for
+        # attention, and the two attention calls' outputs joined into one more (n, D) copy
+        n = -(-b // G) * plan.prompt_len + b * R
+        layer = layer_saved_bytes(plan, 1, n) + (2 * b * T + n) * D * _act_bytes(plan)
     else:
-        acts = trunks * s.n_layer * layer_saved_bytes(plan, b, T)
+        n, layer = b * T, layer_saved_bytes(plan, b, T)
+    mlp_grads = 2 * 4 * n * D * _act_bytes(plan)  # one MLP block's (n, 4D) input gradients
+    # with a non-reentrant checkpoint only each block's input is kept
+    acts = trunks * s.n_layer * (b * T * D * 4 if plan.gradient_checkpointing else layer)
     head = head_saved_bytes(plan, b, T, R, V, D)
     phases: dict[str, dict[str, int]] = {
         "head": {"activations": acts, "logits_head": head, "backward": b * R * V * (_act_bytes(plan) + 4) + autocast,

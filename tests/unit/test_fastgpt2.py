@@ -84,9 +84,13 @@ def test_gradients_reach_the_transformers_parameters_and_match() -> None:
         torch.testing.assert_close(lean[name], ref[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_decoder_steps_match_a_full_forward() -> None:
+@pytest.mark.parametrize("G", [1, 3], ids=["distinct", "groups"])
+def test_decoder_steps_match_a_full_forward(G: int) -> None:
+    """G = 3: each prompt three times in adjacent rows, prefilled once and its cache copied."""
     model = tiny_lm(seed=7)
     ids, mask = left_padded(T=6, seed=8)
+    ids, mask = ids.repeat_interleave(G, 0), mask.repeat_interleave(G, 0)
+    assert (fastgpt2.distinct_rows(ids, mask) is None) == (G == 1)
     g = torch.Generator().manual_seed(9)
     new = torch.randint(2, V, (ids.shape[0], 5), generator=g)
     dec = fastgpt2.Decoder(model, ids, mask, max_new_tokens=5)
@@ -275,3 +279,64 @@ def test_hidden_states_at_one_position_per_row_matches_the_full_forward() -> Non
     assert at.shape == (ids.shape[0], model.config.n_embd)
     torch.testing.assert_close(at, full[rows, last], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(at, hf[rows, last], atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- shared prompts
+def grouped(U: int = 3, G: int = 4, P: int = 6, R: int = 7, seed: int = 21) -> tuple[torch.Tensor, torch.Tensor]:
+    """U left-padded prompts, each repeated for G adjacent rows (as rollout() lays out a GRPO batch),
+    then R response tokens per row: some right-padded after their end, one with a hole."""
+    g = torch.Generator().manual_seed(seed)
+    prompts, pmask = left_padded(B=U, T=P, seed=seed)
+    ids = torch.cat([prompts.repeat_interleave(G, 0), torch.randint(2, V, (U * G, R), generator=g)], 1)
+    mask = torch.cat([pmask.repeat_interleave(G, 0), torch.ones(U * G, R, dtype=torch.long)], 1)
+    mask[1, P + 4:] = 0
+    mask[G + 2, P + 2] = 0
+    return ids, mask
+
+
+def test_rows_share_a_prompt_when_its_real_tokens_and_mask_agree() -> None:
+    ids, mask = grouped(U=3, G=4, P=6)
+    rep, inverse = fastgpt2.shared_prefix(ids, mask, 6)
+    assert rep.tolist() == [0, 4, 8]
+    assert inverse.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    ids[5, 0] = 50  # a pad position's id is never read: still the same prompt
+    assert fastgpt2.shared_prefix(ids, mask, 6)[1].tolist() == inverse.tolist()
+    ids[6, 5] = (ids[6, 5] + 1) % V  # a real token differs: row 6 has its own prompt now
+    assert fastgpt2.shared_prefix(ids, mask, 6)[0].tolist() == [0, 4, 6, 8]
+    assert fastgpt2.shared_prefix(*left_padded(), 5) is None  # every prompt distinct: the plain forward
+    assert fastgpt2.shared_prefix(ids, mask, ids.shape[1]) is None  # nothing after the prefix
+
+
+def test_a_shared_prompt_run_once_gives_every_row_the_same_hidden_states() -> None:
+    model = tiny_lm(seed=22)
+    ids, mask = grouped()
+    P = 6
+    with torch.no_grad():
+        full = fastgpt2.hidden_states(model.transformer, ids, mask)
+        shared = fastgpt2.hidden_states(model.transformer, ids, mask, start=P - 1, prefix_len=P)
+        last = ids.shape[1] - 1 - mask.flip(-1).argmax(-1)
+        last[3] = 4  # a row whose read position lies in its prompt
+        at = fastgpt2.hidden_states(model.transformer, ids, mask, at=last)
+        at_shared = fastgpt2.hidden_states(model.transformer, ids, mask, at=last, prefix_len=P)
+    real = mask[:, P - 1:].bool()
+    assert shared.shape == (ids.shape[0], ids.shape[1] - P + 1, model.config.n_embd)
+    torch.testing.assert_close(shared[real], full[:, P - 1:][real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(at_shared, at, atol=1e-5, rtol=1e-5)
+
+
+def test_a_shared_prompt_collects_the_gradient_of_every_row_that_reads_it() -> None:
+    model = tiny_lm(seed=23).train()
+    ids, mask = grouped(seed=24)
+    P = 6
+    weight = mask[:, P - 1:, None].float()
+
+    def grads(prefix_len: int) -> dict[str, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        h = fastgpt2.hidden_states(model.transformer, ids, mask, start=P - 1, prefix_len=prefix_len)
+        (model.lm_head(h).logsumexp(-1, keepdim=True) * weight).sum().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain, shared = grads(0), grads(P)
+    assert plain.keys() == shared.keys() and "transformer.wte.weight" in plain
+    for name in plain:
+        torch.testing.assert_close(shared[name], plain[name], atol=1e-5, rtol=1e-4, msg=name)

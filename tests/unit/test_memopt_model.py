@@ -130,7 +130,7 @@ def test_plan_follows_generation_batch_placement_and_optimizer() -> None:
     assert plan_from_config(cfg, device="cpu").reference_on_device
 
 
-def _traced_update_peak(policy, b: int, P: int, R: int, ga: int) -> int:  # noqa: ANN001
+def _traced_update_peak(policy, b: int, P: int, R: int, ga: int, G: int = 1) -> int:  # noqa: ANN001
     """Peak live tensor bytes of one minibatch update (forward, entropy head, backward, fused AdamW
     step) above the memory before it, from torch.profiler's allocation events."""
     from torch.profiler import ProfilerActivity, profile
@@ -141,6 +141,7 @@ def _traced_update_peak(policy, b: int, P: int, R: int, ga: int) -> int:  # noqa
         p.grad = torch.zeros_like(p)
     opt.step()  # the moments exist in every step after the first
     ids = torch.randint(policy.model.config.vocab_size, (b * ga, P + R))
+    ids[:, :P] = ids[::G, :P].repeat_interleave(G, 0)  # each prompt's G samples adjacent, as rollout() lays them
     attn = torch.ones_like(ids)
     policy.train()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -185,10 +186,12 @@ def _traced_peak(prof) -> int:  # noqa: ANN001
     return peak
 
 
-@pytest.mark.parametrize("ckpt,ga,peak_phase", [(False, 1, "head"), (True, 1, "embedding"), (True, 2, "head")])
-def test_update_peak_matches_the_traced_allocations(ckpt: bool, ga: int, peak_phase: str) -> None:
+@pytest.mark.parametrize("ckpt,ga,G,peak_phase", [(False, 1, 1, "head"), (True, 1, 1, "embedding"),
+                                                  (True, 2, 1, "head"), (False, 1, 4, "head")])
+def test_update_peak_matches_the_traced_allocations(ckpt: bool, ga: int, G: int, peak_phase: str) -> None:
     """The update's phases (head backward without gradients, checkpoint recompute, embedding
-    gradient, fused optimizer step) against every allocation of a real minibatch update."""
+    gradient, fused optimizer step) against every allocation of a real minibatch update; G = 4: a
+    GRPO batch whose groups share their prompt (run once)."""
     from rlhfkit.memopt.model import _update_peak
     from rlhfkit.policy import GPT2Policy
 
@@ -196,9 +199,10 @@ def test_update_peak_matches_the_traced_allocations(ckpt: bool, ga: int, peak_ph
     torch.manual_seed(0)
     policy = GPT2Policy(model_size="custom", n_layer=L, n_embd=D, n_head=H, vocab_size=V, max_length=P + R,
                         warm_start=False, gradient_checkpointing=ckpt)
-    traced = _traced_update_peak(policy, b, P, R, ga)
-    plan = Plan(shape=ModelShape(L, D, H, V, policy.model.config.n_positions), batch_size=b * ga, mini_batch_size=b * ga, grad_accum_steps=ga,
-                prompt_len=P, response_len=R, gradient_checkpointing=ckpt)
+    traced = _traced_update_peak(policy, b, P, R, ga, G)
+    plan = Plan(shape=ModelShape(L, D, H, V, policy.model.config.n_positions), batch_size=b * ga // G,
+                mini_batch_size=b * ga // G, grad_accum_steps=ga, prompt_len=P, response_len=R,
+                gradient_checkpointing=ckpt, samples_per_prompt=G)
     n_trainable = sum(p.numel() for p in policy.trainable_parameters())
     assert n_trainable == plan.shape.params() + D + 1
     parts, phase = _update_peak(plan, n_trainable)

@@ -114,3 +114,37 @@ def test_a_learned_reward_counts_the_matmuls_its_scoring_forward_runs() -> None:
     d = 32
     assert counter.get_total_flops() == rm.flops_per_token * 16 + 2 * 9 * d * d + 2 * d
     assert rm.flops_per_token == 2 * mfu.ModelShape.of(rm.net.config).block_params * (1 - 0.75 / 2)
+
+
+def test_a_prompt_rows_share_is_counted_once_as_the_lean_forward_runs_it() -> None:
+    """A GRPO batch (each prompt's G samples adjacent): the policy's scoring forward runs each
+    distinct prompt once, and the count leaves the other rows' prompt tokens out. Matmuls only
+    (torch's counter does not count the CPU's attention kernel)."""
+    from rlhfkit.policy import GPT2Policy
+
+    def onednn_flops(x_shape: Any, w_shape: Any, *args: Any, **kwargs: Any) -> int:
+        return 2 * x_shape[0] * w_shape[0] * x_shape[1]
+
+    policy = GPT2Policy(model_size="custom", n_layer=2, n_embd=32, n_head=4, vocab_size=64, max_length=16,
+                        warm_start=False)
+    policy.eval()
+    U, G, P, R = 2, 3, 5, 7
+    ids = torch.cat([torch.randint(5, 60, (U, P)).repeat_interleave(G, 0), torch.randint(5, 60, (U * G, R))], 1)
+    mask = torch.ones_like(ids)
+    shared = mfu.shared_prompts(ids, mask, P)
+    assert shared == (P,) * (U * (G - 1))
+    with FlopCounterMode(display=False, custom_mapping={torch.ops.mkldnn._linear_pointwise: onednn_flops}) as counter, \
+            torch.no_grad():
+        policy.forward_scores(ids, mask, P, with_values=False)
+    shape = mfu.ModelShape.of(policy.model.config)
+    B, L, d = U * G, shape.n_layer, shape.d_model
+    assert counter.get_total_flops() == 2 * shape.block_params * (U * P + B * R) + 2 * d * shape.vocab * B * R
+    plain = mfu.forward_flops(shape, [P + R] * B, B * R)
+    once = mfu.forward_flops(shape, [P + R] * B, B * R, shared=shared)
+    assert plain - once == len(shared) * (2 * shape.block_params * P + 2 * L * d * P * (P + 1))
+    batch = mfu.BatchTokens(prompt=(P,) * B, response=(R,) * B, shared=shared)
+    got = mfu.stage_flops(shape, batch, ppo_epochs=1, separate_critic=False, scores_from_sampling=True,
+                          share_nograd=True, share_update=True)
+    assert got["generation"] == got["scoring"] == once and got["update"] == 3 * once
+    alone = mfu.stage_flops(shape, batch, ppo_epochs=1, separate_critic=False, scores_from_sampling=True)
+    assert alone["generation"] == alone["scoring"] == plain  # transformers' forward runs every row
