@@ -118,7 +118,8 @@ def _scaling(attn: Module, layer_idx: int) -> float:
 # process, from the CPU's vendor and flags (no timing), so it cannot differ between two runs on one
 # machine. Why these two facts: MKL picks its AVX-512 kernels by vendor, so on an AMD CPU with
 # AVX-512 it runs AVX2 code and oneDNN is the faster library; without AVX-512 both run AVX2 code
-# and MKL is the faster one on the MLP's matmuls (benchmarks/NOTES_ppo_vs_trl.md has the tables).
+# and MKL is the faster one on the MLP's matmuls, except decoding's skinny ones (at most 16 rows),
+# which still go to oneDNN there (benchmarks/NOTES_grpo_vs_trl.md has the tables).
 ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
@@ -156,7 +157,19 @@ def prefer_onednn(setting: str | None = None, vendor: str | None = None, avx512:
     return vendor != "GenuineIntel" and (cpu_has_avx512() if avx512 is None else avx512)
 
 
+def prefer_onednn_skinny(setting: str | None = None, vendor: str | None = None, avx512: bool | None = None) -> bool:
+    """Whether matmuls of at most :data:`ONEDNN_SKINNY_ROWS` rows go to oneDNN although the others
+    do not: under ``auto``, on a non-Intel CPU without AVX-512, where oneDNN is the faster library
+    for decoding's skinny matmuls (PPO's 8-row GPT-2-small decode −22%) and MKL for the rest."""
+    setting = (os.environ.get("RLHFKIT_CPU_MATMUL", "auto") if setting is None else setting).strip().lower()
+    if setting != "auto" or prefer_onednn(setting, vendor, avx512):
+        return False
+    return (cpu_vendor() if vendor is None else vendor) != "GenuineIntel"
+
+
+ONEDNN_SKINNY_ROWS = 16
 _ONEDNN = ONEDNN_AVAILABLE and prefer_onednn()
+_ONEDNN_SKINNY = ONEDNN_AVAILABLE and prefer_onednn_skinny()
 _onednn_linear: Callable[..., Tensor] | None = torch.ops.mkldnn._linear_pointwise if ONEDNN_AVAILABLE else None
 ONEDNN_ROW_COUNTS = 16
 _onednn_rows: set[int] = set()
@@ -167,13 +180,21 @@ def onednn_in_use() -> bool:
     return _ONEDNN
 
 
+def onednn_skinny_in_use() -> bool:
+    """Whether this process sends only skinny matmuls (decoding's) to oneDNN."""
+    return _ONEDNN_SKINNY and not _ONEDNN
+
+
 def _use_onednn(x: Tensor, weight: Tensor) -> bool:
-    """oneDNN computes ``x @ W`` here: fp32 on the CPU and the row count is one of the process's
-    first ONEDNN_ROW_COUNTS. (With a gradient to compute, :class:`_OnednnLinear` supplies the
+    """oneDNN computes ``x @ W`` here: fp32 on the CPU, this CPU prefers oneDNN (for every row count,
+    or for skinny ones: :func:`prefer_onednn_skinny`) and the row count is one of the process's first
+    ONEDNN_ROW_COUNTS. (With a gradient to compute, :class:`_OnednnLinear` supplies the
     backward the op lacks.)"""
-    if not (_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32):
-        return False
     rows = x.shape[0]
+    if not (_ONEDNN or (_ONEDNN_SKINNY and rows <= ONEDNN_SKINNY_ROWS)):
+        return False
+    if not (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32):
+        return False
     if rows not in _onednn_rows:
         if len(_onednn_rows) >= ONEDNN_ROW_COUNTS:
             return False

@@ -314,6 +314,13 @@ def _onednn_cpu(plan: Plan) -> bool:
     return onednn_in_use()
 
 
+def _skinny_rows() -> int:
+    """Row counts up to which oneDNN serves the matmuls where it serves decoding's alone (0: nowhere)."""
+    from rlhfkit.fastgpt2 import ONEDNN_SKINNY_ROWS, onednn_skinny_in_use
+
+    return ONEDNN_SKINNY_ROWS if onednn_skinny_in_use() else 0
+
+
 def _optimizer_state_bytes(plan: Plan, n_trainable: int) -> int:
     if plan.optimizer == "adamw_8bit":
         # bitsandbytes AdamW8bit: two uint8 moments and one fp32 absmax per 256-element block each
@@ -420,6 +427,8 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
     est.overhead = FRAMEWORK_OVERHEAD[plan.device]
     if plan.lean_forward and _onednn_cpu(plan):  # its generated code per matmul shape
         est.overhead += ONEDNN_PER_SHAPE * (5 * 5 + 5)
+    elif plan.lean_forward and plan.device == "cpu" and plan.gen_batch <= _skinny_rows():
+        est.overhead += ONEDNN_PER_SHAPE * 5 * 2  # oneDNN serves decoding alone: its and evaluation's shapes
 
     # generation: KV cache for the whole response, growing by torch.cat (one layer's copy extra)
     g = plan.gen_batch

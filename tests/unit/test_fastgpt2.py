@@ -183,6 +183,28 @@ def test_the_matmul_library_follows_the_setting_then_the_cpu(setting: str, vendo
     assert fastgpt2.prefer_onednn(setting, vendor, avx512) is expected
 
 
+@pytest.mark.parametrize(("setting", "vendor", "avx512", "expected"), [
+    ("auto", "AuthenticAMD", False, True), ("auto", "AuthenticAMD", True, False),
+    ("auto", "GenuineIntel", False, False), ("blas", "AuthenticAMD", False, False),
+    ("onednn", "AuthenticAMD", False, False),
+])
+def test_skinny_matmuls_alone_go_to_onednn_on_a_non_intel_cpu_without_avx512(
+        setting: str, vendor: str, avx512: bool, expected: bool) -> None:
+    assert fastgpt2.prefer_onednn_skinny(setting, vendor, avx512) is expected
+
+
+@needs_onednn
+def test_skinny_onednn_takes_only_the_row_counts_decoding_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fastgpt2, "_ONEDNN", False)
+    monkeypatch.setattr(fastgpt2, "_ONEDNN_SKINNY", True)
+    monkeypatch.setattr(fastgpt2, "_onednn_rows", set())
+    w = torch.randn(8, 4)
+    assert fastgpt2._use_onednn(torch.randn(fastgpt2.ONEDNN_SKINNY_ROWS, 8), w)
+    assert not fastgpt2._use_onednn(torch.randn(fastgpt2.ONEDNN_SKINNY_ROWS + 1, 8), w)
+    monkeypatch.setattr(fastgpt2, "_ONEDNN_SKINNY", False)
+    assert not fastgpt2._use_onednn(torch.randn(4, 8), w)
+
+
 def test_the_cpu_flags_are_read_from_proc_cpuinfo() -> None:
     with open("/proc/cpuinfo", encoding="utf-8") as f:
         listed = any(line.startswith("flags") and "avx512f" in line.split() for line in f)
@@ -202,6 +224,7 @@ def test_onednn_serves_fp32_matmuls_only_where_this_cpu_prefers_it(monkeypatch: 
     assert fastgpt2._use_onednn(x, w)  # a weight that needs a gradient too (_OnednnLinear)
     assert not fastgpt2._use_onednn(x.double(), w.double())  # fp32 only
     monkeypatch.setattr(fastgpt2, "_ONEDNN", False)  # the CPU's BLAS preferred: addmm serves everything
+    monkeypatch.setattr(fastgpt2, "_ONEDNN_SKINNY", False)
     with torch.no_grad():
         assert not fastgpt2._use_onednn(x, w)
 
