@@ -313,8 +313,8 @@ def shared_prefix(input_ids: Tensor, attention_mask: Tensor, prefix_len: int) ->
 
     Two rows share a prefix when their masks agree there and so do their ids at the real positions
     (a pad's id is never read). ``rep`` (U,) holds one row per distinct prefix (its first, in row
-    order), and ``inverse`` (B,) each row's index into ``rep``. A GRPO batch of B = U x G rows, a prompt's G
-    samples in a row, has U distinct prefixes.
+    order), and ``inverse`` (B,) each row's index into ``rep``. A GRPO batch of B = U x G rows, a
+    prompt's G samples in a row, has U distinct prefixes.
     """
     if not 0 < prefix_len < input_ids.shape[1]:
         return None
