@@ -145,12 +145,18 @@ def cpu_has_avx512() -> bool:
     return "avx512f" in _cpuinfo("flags").split()
 
 
-def prefer_onednn(setting: str | None = None, vendor: str | None = None, avx512: bool | None = None) -> bool:
-    """Whether fp32 CPU matmuls go to oneDNN: ``RLHFKIT_CPU_MATMUL`` (``onednn``, ``blas`` or
-    ``auto``, the default), and under ``auto`` a non-Intel CPU with AVX-512."""
+def _matmul_setting(setting: str | None) -> str:
+    """``setting``, or ``RLHFKIT_CPU_MATMUL`` (default ``auto``), normalised and checked."""
     setting = (os.environ.get("RLHFKIT_CPU_MATMUL", "auto") if setting is None else setting).strip().lower()
     if setting not in ("auto", "onednn", "blas"):
         raise ValueError(f"RLHFKIT_CPU_MATMUL must be auto, onednn or blas, not {setting!r}")
+    return setting
+
+
+def prefer_onednn(setting: str | None = None, vendor: str | None = None, avx512: bool | None = None) -> bool:
+    """Whether fp32 CPU matmuls go to oneDNN: ``RLHFKIT_CPU_MATMUL`` (``onednn``, ``blas`` or
+    ``auto``, the default), and under ``auto`` a non-Intel CPU with AVX-512."""
+    setting = _matmul_setting(setting)
     if setting != "auto":
         return setting == "onednn"
     vendor = cpu_vendor() if vendor is None else vendor
@@ -161,7 +167,7 @@ def prefer_onednn_skinny(setting: str | None = None, vendor: str | None = None, 
     """Whether matmuls of at most :data:`ONEDNN_SKINNY_ROWS` rows go to oneDNN although the others
     do not: under ``auto``, on a non-Intel CPU without AVX-512, where oneDNN is the faster library
     for decoding's skinny matmuls (PPO's 8-row GPT-2-small decode −22%) and MKL for the rest."""
-    setting = (os.environ.get("RLHFKIT_CPU_MATMUL", "auto") if setting is None else setting).strip().lower()
+    setting = _matmul_setting(setting)
     if setting != "auto" or prefer_onednn(setting, vendor, avx512):
         return False
     return (cpu_vendor() if vendor is None else vendor) != "GenuineIntel"
@@ -308,6 +314,14 @@ def _padding_mask(attention_mask: Tensor) -> Tensor | None:
     return (causal & (valid[:, None, :] | eye))[:, None]  # (B, 1, T, T)
 
 
+def _causal_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float) -> Tensor:
+    """SDPA over a causal sequence: its ``is_causal`` fast path, or the explicit ``mask`` of
+    :func:`_padding_mask` where padding needs one."""
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
 def shared_prefix(input_ids: Tensor, attention_mask: Tensor, prefix_len: int) -> tuple[Tensor, Tensor] | None:
     """Which rows share their first ``prefix_len`` columns: ``(rep, inverse)`` or None when none do.
 
@@ -382,10 +396,7 @@ def hidden_states(transformer: Module, input_ids: Tensor, attention_mask: Tensor
                                                scale=scale)  # (B, H, 1, hs)
             x = _mlp(block, _attn_out(block, x[rows, at].unsqueeze(1), y), act, eps)[:, 0]  # (B, D)
             break
-        if mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        y = _causal_attention(q, k, v, mask, scale)
         x = _mlp(block, _attn_out(block, x, y), act, eps)
     if at is None and start:
         x = x[:, start:]
@@ -440,12 +451,7 @@ def _shared_hidden_states(transformer: Module, input_ids: Tensor, attention_mask
             x = x[idx] + _conv1d(y.reshape(B, D), block.attn.c_proj)
             x = _mlp(block, x, act, eps)  # (B, D)
             return F.layer_norm(x, (D,), transformer.ln_f.weight, transformer.ln_f.bias, eps)
-        qp = heads(q, 0, U, P)
-        if prompt_mask is None:
-            yp = F.scaled_dot_product_attention(qp, heads(k, 0, U, P), heads(v, 0, U, P), is_causal=True, scale=scale)
-        else:
-            yp = F.scaled_dot_product_attention(qp, heads(k, 0, U, P), heads(v, 0, U, P), attn_mask=prompt_mask,
-                                                scale=scale)
+        yp = _causal_attention(heads(q, 0, U, P), heads(k, 0, U, P), heads(v, 0, U, P), prompt_mask, scale)
         yr = F.scaled_dot_product_attention(heads(q, n_p, B, R), keys, values, attn_mask=later_mask, scale=scale)
         y = torch.cat([yp.transpose(1, 2).reshape(n_p, D), yr.transpose(1, 2).reshape(B * R, D)])
         x = _mlp(block, x + _conv1d(y, block.attn.c_proj), act, eps)

@@ -160,7 +160,7 @@ def stage_flops(policy: ModelShape, batch: BatchTokens, *, ppo_epochs: int, sepa
     scoring += reward_flops_per_token * (batch.total_tokens - (sum(batch.shared) if share_nograd else 0))
     update = 3.0 * ppo_epochs * sum(fwds(batch.shared if share_update else ()))
     return {
-        "generation": forward_flops(policy, seq, resp, shared=batch.shared if share_nograd else ()),
+        "generation": policy_fwd,  # the decoder's prefill shares as scoring's forwards do
         "scoring": scoring,
         "advantages": float(ADVANTAGE_FLOPS_PER_TOKEN * resp),
         "update": update,
