@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from rlhfkit import advantages as cf
-from rlhfkit import mfu, runtime
+from rlhfkit import hostmem, mfu, runtime
 from rlhfkit import ppo_ops as ops
 from rlhfkit.config import (
     ConfigError,
@@ -264,6 +264,8 @@ class PPOTrainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         check_runtime(cfg)
+        if self.device.type == "cpu" and cfg.train.malloc_keep_freed:
+            hostmem.keep_freed_memory()
         # The run's config decides how to sample (and so how log-probs are tempered), not the policy's
         # constructor arguments: run_started records the config, and this makes it true.
         g = cfg.generation

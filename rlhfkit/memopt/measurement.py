@@ -19,8 +19,6 @@ https://pytorch.org/memory_viz) can be written alongside.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import json
 import os
 import subprocess
@@ -29,6 +27,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from rlhfkit.hostmem import malloc_trim
 
 MiB = 2**20
 
@@ -78,11 +78,6 @@ def _rss_file_mb() -> float | None:
     return None
 
 
-def _malloc_trim() -> None:
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 class _TrimHook:
     """Hands freed heap back to the OS once the models are built (before the first measured stage)."""
 
@@ -90,7 +85,7 @@ class _TrimHook:
         import gc
 
         gc.collect()
-        _malloc_trim()
+        malloc_trim()
 
 
 def measure_in_process(config: Any, *, steps: int = 2, snapshot_path: str | Path | None = None) -> Measurement:
@@ -109,13 +104,13 @@ def measure_in_process(config: Any, *, steps: int = 2, snapshot_path: str | Path
 
     cfg = config.model_copy(update={"train": config.train.model_copy(update={
         "num_epochs": 1, "steps_per_epoch": steps, "eval_every": 0, "checkpoint_every": 0,
-        "checkpoint_at_end": False})})
+        "checkpoint_at_end": False, "malloc_keep_freed": False})})  # RSS must follow live bytes
     device = resolve_device(cfg.train.device)
     cuda = device.type == "cuda"
     import gc
 
     gc.collect()
-    _malloc_trim()
+    malloc_trim()
     if cuda:
         torch.cuda.synchronize(device)
         baseline = torch.cuda.memory_allocated(device) / MiB
