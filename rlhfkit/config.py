@@ -158,10 +158,11 @@ class TrainConfig(_Strict):
     checkpoint_at_end: bool = Field(False, description="Save a checkpoint when the run ends")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None = torch default)")
-    malloc_keep_freed: bool = Field(True, description="CPU runs on glibc: keep freed heap memory for reuse (no mmap "
-                                    "for large blocks, no trimming), so the step's large tensors do not fault in fresh "
-                                    "pages every step; the process's resident memory then stays at its high-water mark. "
-                                    "Skipped where MALLOC_* / GLIBC_TUNABLES or a preloaded allocator already decide")
+    malloc_keep_freed: bool = Field(True, description="CPU runs on glibc: keep freed heap memory for reuse (blocks "
+                                    "up to 32 MiB from the heap, trimming only past 1 GiB free), so the step's large "
+                                    "tensors do not fault in fresh pages every step; the process's resident memory then "
+                                    "stays near its high-water mark. Skipped where MALLOC_* / GLIBC_TUNABLES or a "
+                                    "preloaded allocator already decide")
     resume_from: str | None = Field(None, description="Checkpoint file (checkpoints/step_N.pt) to resume from")
 
 
