@@ -187,8 +187,9 @@ def onednn_in_use() -> bool:
 
 
 def onednn_skinny_in_use() -> bool:
-    """Whether this process sends only skinny matmuls (decoding's) to oneDNN."""
-    return _ONEDNN_SKINNY and not _ONEDNN
+    """Whether this process sends only skinny matmuls (decoding's) to oneDNN (never where
+    :func:`onednn_in_use`: :func:`prefer_onednn_skinny` excludes it)."""
+    return _ONEDNN_SKINNY
 
 
 def _use_onednn(x: Tensor, weight: Tensor) -> bool:
