@@ -366,7 +366,9 @@ class ProfilePublic(BaseModel):
 class ModelMemory(BaseModel):
     """Predicted MiB of one model's persistent state."""
 
-    model: Literal["policy", "value", "reference", "reward"]
+    model: Literal["policy", "value", "reference", "reward", "policy_packed"] = Field(
+        description="policy_packed: the policy's block weights packed again for CPU decoding, where oneDNN "
+                    "serves it (weights_mb only)")
     weights_mb: float
     grads_mb: float
     optimizer_mb: float

@@ -29,13 +29,15 @@ Shapes in comments: B batch, T sequence, H heads, hs head size, D width, V vocab
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
+from torch.utils.weak import WeakIdKeyDictionary
 
 from rlhfkit import ppo_ops as ops
 
@@ -197,10 +199,14 @@ def _use_onednn(x: Tensor, weight: Tensor) -> bool:
     or for skinny ones: :func:`prefer_onednn_skinny`) and the row count is one of the process's first
     ONEDNN_ROW_COUNTS. (With a gradient to compute, :class:`_OnednnLinear` supplies the
     backward the op lacks.)"""
-    rows = x.shape[0]
+    return _onednn_serves(x.shape[0], x, weight)
+
+
+def _onednn_serves(rows: int, *tensors: Tensor) -> bool:
+    """:func:`_use_onednn` for a matmul of ``rows`` rows over ``tensors`` (its input and weight)."""
     if not (_ONEDNN or (_ONEDNN_SKINNY and rows <= ONEDNN_SKINNY_ROWS)):
         return False
-    if not (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32):
+    if not all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors):
         return False
     if rows not in _onednn_rows:
         if len(_onednn_rows) >= ONEDNN_ROW_COUNTS:
@@ -262,9 +268,110 @@ class _OnednnLinear(torch.autograd.Function):
         return gx, gw, gb, None
 
 
-def _conv1d(x: Tensor, mod: Module, act: str | None = None) -> Tensor:
-    """transformers' Conv1D (weight stored (in, out)): x @ W + b, then ``act`` when given."""
-    out = _linear(x.reshape(-1, x.shape[-1]), mod.weight, mod.bias, True, act)
+# ----------------------------------------------------------------------------- packed decode weights
+# Why: a decode step multiplies a few rows by every weight, so it streams each weight from memory
+# once per token. oneDNN reads a transformers Conv1D weight, stored (in, out), as a strided view:
+# for each block of output columns, a short piece of every one of the ``in`` rows, rows 4 x out
+# bytes apart. In oneDNN's own blocked layout each block is one contiguous run, and the same
+# matmuls stream faster (benchmarks/NOTES_grpo_vs_trl.md, change 14). oneDNN's reorder into that
+# layout reads the weight transposed and costs more per generation than the packed matmuls save,
+# but the layouts it picks for these matmuls (``ABxbYa``: Y output columns innermost, whole input
+# rows inside a block) hold a plain permutation of the (in, out) weight, (out / Y, in, Y). So each
+# weight is packed once by oneDNN's reorder, and at every later generation its packed bytes are
+# rewritten in place from the weight by one copy (the optimizer changed the weight in between).
+# The layout is confirmed once per (in, out, rows) by packing a random probe with oneDNN's reorder
+# and comparing bytes; where it is some other layout, or the private ops are missing, decoding keeps
+# the strided weight. Cost: one more copy of the trunk's matmul weights, held while the weight lives
+# (rlhfkit.memopt.model counts it). ``RLHFKIT_CPU_PACKED_DECODE=0`` turns packing off.
+_PACK_OPS = ONEDNN_AVAILABLE and all(hasattr(torch.ops.mkldnn, op)
+                                     for op in ("_reorder_linear_weight", "data_ptr", "_nbytes"))
+PACK_DECODE = os.environ.get("RLHFKIT_CPU_PACKED_DECODE", "1").strip() != "0"
+_PACK_BLOCKS = (64, 48, 32, 24, 16, 8)  # candidate Y: output columns innermost in oneDNN's block
+_pack_block_of: dict[tuple[int, int, int], int] = {}  # (in, out, rows) -> Y, 0 where none fits
+
+
+class _Packed(NamedTuple):
+    packed: Tensor  # oneDNN's blocked weight (an opaque mkldnn tensor)
+    blocks: Tensor  # the same bytes as a plain (out / Y, in, Y) tensor, to rewrite in place
+    rows: int  # the row count oneDNN packed it for
+
+
+_packed: WeakIdKeyDictionary = WeakIdKeyDictionary()  # weight -> _Packed (tensors compare elementwise: by id)
+# A block's four weights packed for decoding: c_attn, attn c_proj, c_fc, mlp c_proj
+BlockWeights = tuple[Tensor, Tensor, Tensor, Tensor]
+
+
+def _bytes_of(packed: Tensor) -> Tensor:
+    """A plain fp32 tensor over an mkldnn tensor's bytes (``packed`` must outlive it)."""
+    n = torch.ops.mkldnn._nbytes(packed) // 4
+    return torch.frombuffer((ctypes.c_float * n).from_address(torch.ops.mkldnn.data_ptr(packed)),
+                            dtype=torch.float32)
+
+
+def _pack_block(n_in: int, n_out: int, rows: int) -> int:
+    """Y where oneDNN's layout for an (in, out) weight at ``rows`` rows is the (out / Y, in, Y)
+    permutation of it; 0 where it is none of those (padded, or blocked some other way)."""
+    key = (n_in, n_out, rows)
+    if key not in _pack_block_of:
+        probe = torch.randn(n_in, n_out, generator=torch.Generator().manual_seed(0))
+        packed = torch.ops.mkldnn._reorder_linear_weight(probe.t(), rows)
+        flat = _bytes_of(packed)
+        _pack_block_of[key] = next(
+            (y for y in _PACK_BLOCKS if n_out % y == 0 and flat.numel() == probe.numel()
+             and torch.equal(flat.view(n_out // y, n_in, y), probe.view(n_in, n_out // y, y).transpose(0, 1))), 0)
+        del flat, packed
+    return _pack_block_of[key]
+
+
+def packs_decode_weights(n_embd: int, rows: int) -> bool:
+    """Whether a ``rows``-row decode of a GPT-2 ``n_embd`` wide runs on packed weights in this process
+    (:func:`packed_decode_weight`): oneDNN serves it and packs all four of a block's weights."""
+    if not (PACK_DECODE and _PACK_OPS and (_ONEDNN or (_ONEDNN_SKINNY and rows <= ONEDNN_SKINNY_ROWS))):
+        return False
+    D = n_embd
+    return all(_pack_block(i, o, rows) for i, o in ((D, 3 * D), (D, D), (D, 4 * D), (4 * D, D)))
+
+
+@torch.no_grad()
+def packed_decode_weight(weight: Tensor, rows: int) -> Tensor | None:
+    """oneDNN's packed copy of a Conv1D ``weight`` (in, out) for ``rows``-row matmuls, rewritten
+    from ``weight`` now; None where decoding keeps the strided weight.
+
+    One copy per weight: packed by oneDNN's reorder the first time (and again when ``rows`` changes),
+    rewritten in place by one permuting copy after that."""
+    if not (PACK_DECODE and _PACK_OPS) or weight.dim() != 2 or not _onednn_serves(rows, weight):
+        return None
+    n_in, n_out = weight.shape
+    y = _pack_block(n_in, n_out, rows)
+    if not y:
+        return None
+    entry = _packed.get(weight)
+    if entry is None or entry.rows != rows:
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().t(), rows)
+        _packed[weight] = _Packed(packed, _bytes_of(packed).view(n_out // y, n_in, y), rows)
+        return packed
+    entry.blocks.copy_(weight.detach().view(n_in, n_out // y, y).transpose(0, 1))
+    return entry.packed
+
+
+def _packed_block(block: Module, rows: int) -> BlockWeights | None:
+    """A GPT-2 block's four matmul weights packed for ``rows``-row decoding, or None."""
+    w = [packed_decode_weight(m.weight, rows) for m in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc,
+                                                         block.mlp.c_proj)]
+    return (w[0], w[1], w[2], w[3]) if w[0] is not None and w[1] is not None and w[2] is not None \
+        and w[3] is not None else None
+
+
+def _conv1d(x: Tensor, mod: Module, act: str | None = None, packed: Tensor | None = None) -> Tensor:
+    """transformers' Conv1D (weight stored (in, out)): x @ W + b, then ``act`` when given.
+    ``packed``: the weight's :func:`packed_decode_weight`, used instead of it (no-grad only)."""
+    x2 = x.reshape(-1, x.shape[-1])
+    if packed is not None and x2.dtype == torch.float32:
+        assert _onednn_linear is not None
+        attr, algo = _FUSED_ACT[act] if act is not None else ("none", "")
+        out = _onednn_linear(x2, packed, mod.bias, attr, [], algo)
+    else:
+        out = _linear(x2, mod.weight, mod.bias, True, act)
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
@@ -278,24 +385,27 @@ def _embed(transformer: Module, input_ids: Tensor, position_ids: Tensor) -> Tens
     return F.embedding(input_ids, transformer.wte.weight) + F.embedding(position_ids, transformer.wpe.weight)
 
 
-def _mlp(block: Module, x: Tensor, act: str, eps: float) -> Tensor:
+def _mlp(block: Module, x: Tensor, act: str, eps: float, packed: BlockWeights | None = None) -> Tensor:
     h = F.layer_norm(x, (x.shape[-1],), block.ln_2.weight, block.ln_2.bias, eps)
-    return x + _conv1d(_conv1d(h, block.mlp.c_fc, act), block.mlp.c_proj)
+    fc, proj = (packed[2], packed[3]) if packed is not None else (None, None)
+    return x + _conv1d(_conv1d(h, block.mlp.c_fc, act, fc), block.mlp.c_proj, packed=proj)
 
 
-def _qkv(block: Module, x: Tensor, n_head: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+def _qkv(block: Module, x: Tensor, n_head: int, eps: float,
+         packed: BlockWeights | None = None) -> tuple[Tensor, Tensor, Tensor]:
     B, T, D = x.shape
     h = F.layer_norm(x, (D,), block.ln_1.weight, block.ln_1.bias, eps)
-    q, k, v = _conv1d(h, block.attn.c_attn).split(D, dim=-1)
+    q, k, v = _conv1d(h, block.attn.c_attn, packed=packed[0] if packed is not None else None).split(D, dim=-1)
     hs = D // n_head
     return (q.view(B, T, n_head, hs).transpose(1, 2),  # (B, H, T, hs)
             k.view(B, T, n_head, hs).transpose(1, 2),
             v.view(B, T, n_head, hs).transpose(1, 2))
 
 
-def _attn_out(block: Module, x: Tensor, y: Tensor) -> Tensor:
+def _attn_out(block: Module, x: Tensor, y: Tensor, packed: BlockWeights | None = None) -> Tensor:
     B, _, T, _ = y.shape
-    return x + _conv1d(y.transpose(1, 2).reshape(B, T, x.shape[-1]), block.attn.c_proj)
+    return x + _conv1d(y.transpose(1, 2).reshape(B, T, x.shape[-1]), block.attn.c_proj,
+                       packed=packed[1] if packed is not None else None)
 
 
 def _padding_mask(attention_mask: Tensor) -> Tensor | None:
@@ -544,6 +654,13 @@ class Decoder:
         self.next_pos = pos[:, -1:] + 1  # (B, 1)
         self.t = 0
         self.hidden: Tensor | None = None
+        # the steps (one token for each of the B rows) multiply by packed weights where this CPU has them
+        self.rows = B
+        self.packed: list[BlockWeights] | None = None
+        if max_new_tokens > 1 and dev.type == "cpu" and dtype == torch.float32 and packs_decode_weights(D, B):
+            blocks = [_packed_block(block, B) for block in tr.h]
+            if all(w is not None for w in blocks):
+                self.packed = cast(list[BlockWeights], blocks)
         share = distinct_rows(prompt_ids, prompt_mask)
         if share is None:
             self.logits = self._forward(prompt_ids, pos, _padding_mask(prompt_mask) if self.masked else None,
@@ -563,8 +680,10 @@ class Decoder:
         """Run ``ids`` (B, n) at cache slots t .. t+n-1 and return the last position's logits (B, V)."""
         t0, (b, n) = self.t, ids.shape  # b: every row, or the first b (a prefill of distinct prompts)
         x = _embed(self.tr, ids, pos)
+        packed = self.packed if n == 1 and b == self.rows else None
         for i, block in enumerate(self.tr.h):
-            q, k, v = _qkv(block, x, self.n_head, self.eps)
+            w = packed[i] if packed is not None else None
+            q, k, v = _qkv(block, x, self.n_head, self.eps, w)
             self.k[i][:b, :, t0 : t0 + n] = k
             self.v[i][:b, :, t0 : t0 + n] = v
             keys, values = self.k[i][:b, :, : t0 + n], self.v[i][:b, :, : t0 + n]  # strided views, no copy
@@ -579,7 +698,7 @@ class Decoder:
                 y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scales[i])
             else:
                 y = F.scaled_dot_product_attention(q, keys, values, is_causal=causal, scale=self.scales[i])
-            x = _mlp(block, _attn_out(block, x, y), self.act, self.eps)
+            x = _mlp(block, _attn_out(block, x, y, w), self.act, self.eps, w)
         self.t = t0 + n
         h = F.layer_norm(x[:, -1], (x.shape[-1],), self.tr.ln_f.weight, self.tr.ln_f.bias, self.eps)  # (B, D)
         self.hidden = h  # the trunk's output at the last fed position (a value head reads it)

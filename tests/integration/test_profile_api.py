@@ -68,7 +68,8 @@ def test_memory_estimate_is_the_memory_models_for_the_runs_config(idle_client: A
     assert body["peak_mb"] == pytest.approx(est.peak / 2**20, abs=0.01) and body["peak_stage"] == est.peak_stage
     assert body["update_phase"] == est.update_phase
     models = {m["model"]: m for m in body["models"]}
-    assert set(models) == {"policy", "value", "reference", "reward"}
+    assert set(models) == {"policy", "value", "reference", "reward"} | set(est.models)  # + policy_packed on CPU
+    assert set(est.models) - {"policy", "value", "reference", "reward"} <= {"policy_packed"}
     assert models["policy"]["optimizer_mb"] == pytest.approx(2 * models["policy"]["weights_mb"], rel=1e-3)  # AdamW
     assert models["reference"]["grads_mb"] == 0
     assert sum(m["total_mb"] for m in body["models"]) == pytest.approx(body["persistent_mb"], abs=0.05)
@@ -77,6 +78,7 @@ def test_memory_estimate_is_the_memory_models_for_the_runs_config(idle_client: A
                                               + sum(st["parts_mb"].values()), abs=0.05)
     cuda = idle_client.get(f"/api/runs/{run['id']}/memory/estimate", params={"device": "cuda"}).json()
     assert cuda["device"] == "cuda" and "max_memory_allocated" in cuda["measured_as"]
+    assert {m["model"] for m in cuda["models"]} == {"policy", "value", "reference", "reward"}  # no CPU packing
     assert idle_client.get(f"/api/runs/{run['id']}/memory/estimate", params={"device": "tpu"}).status_code == 422
 
     ext = idle_client.post("/api/runs/external", json={"name": "ext", "source": "trl", "config": {"lr": 1e-5}}).json()

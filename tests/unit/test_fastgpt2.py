@@ -17,9 +17,9 @@ V = 97
 
 def tiny_lm(seed: int = 0, **kw: Any) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
-    args: dict[str, Any] = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, **kw}
-    cfg = GPT2Config(vocab_size=V, n_layer=3, n_embd=48, n_head=4, n_positions=64, bos_token_id=0, eos_token_id=0,
-                     pad_token_id=1, **args)
+    args: dict[str, Any] = {"vocab_size": V, "n_layer": 3, "n_embd": 48, "n_head": 4, "n_positions": 64,
+                            "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, **kw}
+    cfg = GPT2Config(bos_token_id=0, eos_token_id=0, pad_token_id=1, **args)
     return GPT2LMHeadModel(cfg).eval()
 
 
@@ -363,3 +363,86 @@ def test_a_shared_prompt_collects_the_gradient_of_every_row_that_reads_it() -> N
     assert plain.keys() == shared.keys() and "transformer.wte.weight" in plain
     for name in plain:
         torch.testing.assert_close(shared[name], plain[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+# ----------------------------------------------------------------------------- packed decode weights
+needs_packing = pytest.mark.skipif(not fastgpt2._PACK_OPS, reason="oneDNN's reorder and data_ptr ops unavailable")
+
+
+def decode_logits(model: GPT2LMHeadModel, ids: torch.Tensor, mask: torch.Tensor, new: torch.Tensor,
+                  packed: bool) -> tuple[torch.Tensor, bool]:
+    """Each step's logits of a Decoder fed ``new`` (B, n), and whether its steps ran on packed weights."""
+    dec = fastgpt2.Decoder(model, ids, mask, max_new_tokens=new.shape[1] + 1)
+    assert (dec.packed is not None) == packed
+    steps = [dec.logits] + [dec.step(new[:, t]) for t in range(new.shape[1])]
+    return torch.stack(steps, 1), dec.packed is not None
+
+
+@needs_packing
+def test_decoding_on_packed_weights_gives_the_strided_results_and_follows_updates(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Widths whose weights oneDNN blocks by 64 output columns: the packed steps give the strided
+    steps' logits, and after an in-place change of every weight (as the optimizer makes) the next
+    decoder's packed copies hold the new weights, not the ones packed before."""
+    monkeypatch.setattr(fastgpt2, "_ONEDNN", True)
+    monkeypatch.setattr(fastgpt2, "_onednn_rows", set())
+    model = tiny_lm(seed=31, n_embd=64, n_head=4)
+    ids, mask = left_padded(seed=32)
+    new = torch.randint(2, V, (ids.shape[0], 6), generator=torch.Generator().manual_seed(33))
+    assert fastgpt2.packs_decode_weights(64, ids.shape[0])
+    for _ in range(2):
+        monkeypatch.setattr(fastgpt2, "PACK_DECODE", False)
+        strided, _ = decode_logits(model, ids, mask, new, packed=False)
+        monkeypatch.setattr(fastgpt2, "PACK_DECODE", True)
+        packed, _ = decode_logits(model, ids, mask, new, packed=True)
+        torch.testing.assert_close(packed, strided, atol=1e-5, rtol=1e-5)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(1.5).add_(0.01)
+    full_ids, full_mask = torch.cat([ids, new], 1), torch.cat([mask, torch.ones_like(new)], 1)
+    ref = hf_logits(model, full_ids, full_mask)[:, ids.shape[1] - 1:]
+    changed, _ = decode_logits(model, ids, mask, new, packed=True)
+    assert not torch.allclose(changed, packed, atol=1e-3)  # the weights did change
+    torch.testing.assert_close(changed, ref, atol=1e-4, rtol=1e-4)
+
+
+@needs_packing
+def test_a_packed_weight_is_one_copy_rewritten_in_place_and_repacked_for_another_row_count(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fastgpt2, "_ONEDNN", True)
+    monkeypatch.setattr(fastgpt2, "_onednn_rows", set())
+    monkeypatch.setattr(fastgpt2, "PACK_DECODE", True)
+    w = torch.randn(64, 192)
+    x = torch.randn(16, 64)
+    first = fastgpt2.packed_decode_weight(w, 16)
+    assert first is not None and first.is_mkldnn
+    w.mul_(-2.0)
+    again = fastgpt2.packed_decode_weight(w, 16)
+    assert again is first  # the same oneDNN tensor, its bytes rewritten
+    y = torch.ops.mkldnn._linear_pointwise(x, again, None, "none", [], "")
+    torch.testing.assert_close(y, x @ w, atol=1e-4, rtol=1e-5)
+    other = fastgpt2.packed_decode_weight(w, 8)
+    assert other is not None and other is not first
+    torch.testing.assert_close(torch.ops.mkldnn._linear_pointwise(x[:8], other, None, "none", [], ""), x[:8] @ w,
+                               atol=1e-4, rtol=1e-5)
+
+
+@needs_onednn
+def test_decoding_keeps_strided_weights_where_packing_is_off_or_no_layout_fits(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fastgpt2, "_ONEDNN", True)
+    monkeypatch.setattr(fastgpt2, "_onednn_rows", set())
+    monkeypatch.setattr(fastgpt2, "PACK_DECODE", False)
+    assert not fastgpt2.packs_decode_weights(64, 4)
+    assert fastgpt2.packed_decode_weight(torch.randn(64, 192), 4) is None
+    monkeypatch.setattr(fastgpt2, "PACK_DECODE", True)
+    assert fastgpt2.packed_decode_weight(torch.randn(64, 192).double(), 4) is None  # fp32 only
+    # a width none of oneDNN's blockings divides (the output columns would be padded): strided
+    assert fastgpt2._pack_block(20, 60, 4) == 0 or not fastgpt2._PACK_OPS
+    model = tiny_lm(seed=34, n_embd=20, n_head=4)
+    ids, mask = left_padded(seed=35)
+    dec = fastgpt2.Decoder(model, ids, mask, max_new_tokens=3)
+    assert dec.packed is None
+    monkeypatch.setattr(fastgpt2, "_ONEDNN", False)  # the CPU's BLAS serves decoding: nothing to pack
+    monkeypatch.setattr(fastgpt2, "_ONEDNN_SKINNY", False)
+    assert not fastgpt2.packs_decode_weights(64, 4)
