@@ -308,54 +308,90 @@ def _bytes_of(packed: Tensor) -> Tensor:
                             dtype=torch.float32)
 
 
+def _fill_blocks(blocks: Tensor, w: Tensor) -> None:
+    """Write the (in, out) matrix ``w`` into oneDNN's blocks, (ceil(out / Y), in, Y); the padding of
+    a last, partial block stays as it is (zeros, as oneDNN's reorder leaves it)."""
+    n_in, n_out = w.shape
+    y = blocks.shape[2]
+    full = n_out // y
+    if full:
+        blocks[:full].copy_(w[:, : full * y].reshape(n_in, full, y).transpose(0, 1))
+    if n_out % y:
+        blocks[full, :, : n_out % y].copy_(w[:, full * y:])
+
+
 def _pack_block(n_in: int, n_out: int, rows: int) -> int:
-    """Y where oneDNN's layout for an (in, out) weight at ``rows`` rows is the (out / Y, in, Y)
-    permutation of it; 0 where it is none of those (padded, or blocked some other way)."""
+    """Y where oneDNN's layout for an (in, out) weight at ``rows`` rows is its (ceil(out / Y), in, Y)
+    blocks (:func:`_fill_blocks`); 0 where it is laid out some other way."""
     key = (n_in, n_out, rows)
     if key not in _pack_block_of:
         probe = torch.randn(n_in, n_out, generator=torch.Generator().manual_seed(0))
         packed = torch.ops.mkldnn._reorder_linear_weight(probe.t(), rows)
         flat = _bytes_of(packed)
-        _pack_block_of[key] = next(
-            (y for y in _PACK_BLOCKS if n_out % y == 0 and flat.numel() == probe.numel()
-             and torch.equal(flat.view(n_out // y, n_in, y), probe.view(n_in, n_out // y, y).transpose(0, 1))), 0)
+        _pack_block_of[key] = 0
+        for y in _PACK_BLOCKS:
+            n_blocks = -(-n_out // y)
+            if flat.numel() == n_blocks * n_in * y:
+                expected = torch.zeros(n_blocks, n_in, y)
+                _fill_blocks(expected, probe)
+                if torch.equal(flat.view(n_blocks, n_in, y), expected):
+                    _pack_block_of[key] = y
+                    break
         del flat, packed
     return _pack_block_of[key]
 
 
-def packs_decode_weights(n_embd: int, rows: int) -> bool:
-    """Whether a ``rows``-row decode of a GPT-2 ``n_embd`` wide runs on packed weights in this process
-    (:func:`packed_decode_weight`): oneDNN serves it and packs all four of a block's weights."""
-    if not (PACK_DECODE and _PACK_OPS and (_ONEDNN or (_ONEDNN_SKINNY and rows <= ONEDNN_SKINNY_ROWS))):
-        return False
+def _packs(rows: int) -> bool:
+    """Decoding ``rows`` rows packs weights in this process: oneDNN serves it, packing is on and possible."""
+    return PACK_DECODE and _PACK_OPS and (_ONEDNN or (_ONEDNN_SKINNY and rows <= ONEDNN_SKINNY_ROWS))
+
+
+def _trunk_shapes(n_embd: int) -> tuple[tuple[int, int], ...]:
     D = n_embd
-    return all(_pack_block(i, o, rows) for i, o in ((D, 3 * D), (D, D), (D, 4 * D), (4 * D, D)))
+    return (D, 3 * D), (D, D), (D, 4 * D), (4 * D, D)  # (in, out): c_attn, attn c_proj, c_fc, mlp c_proj
+
+
+def packed_decode_bytes(n_layer: int, n_embd: int, vocab_size: int, rows: int) -> int:
+    """Bytes of the packed copies a ``rows``-row decode of this GPT-2 shape keeps in this process
+    (:class:`Decoder`): each block's four matmul weights when all four pack, and the LM head's;
+    0 where decoding multiplies by the weights as stored."""
+    if not _packs(rows):
+        return 0
+    ys = [_pack_block(i, o, rows) for i, o in _trunk_shapes(n_embd)]
+    trunk = n_layer * sum(i * o for i, o in _trunk_shapes(n_embd)) if all(ys) else 0
+    y = _pack_block(n_embd, vocab_size, rows)
+    head = -(-vocab_size // y) * y * n_embd if y else 0
+    return 4 * (trunk + head)
 
 
 @torch.no_grad()
-def packed_decode_weight(weight: Tensor, rows: int) -> Tensor | None:
-    """oneDNN's packed copy of a Conv1D ``weight`` (in, out) for ``rows``-row matmuls, rewritten
-    from ``weight`` now; None where decoding keeps the strided weight.
+def packed_decode_weight(weight: Tensor, rows: int, conv1d: bool = True) -> Tensor | None:
+    """oneDNN's packed copy of ``weight`` for ``rows``-row matmuls, rewritten from ``weight`` now;
+    None where decoding multiplies by the weight as stored.
 
-    One copy per weight: packed by oneDNN's reorder the first time (and again when ``rows`` changes),
-    rewritten in place by one permuting copy after that."""
-    if not (PACK_DECODE and _PACK_OPS) or weight.dim() != 2 or not _onednn_serves(rows, weight):
+    ``conv1d``: stored (in, out) as transformers' Conv1D, else (out, in) as ``nn.Linear`` (the LM
+    head). One copy per weight: packed by oneDNN's reorder the first time (and again when ``rows``
+    changes), rewritten in place by one permuting copy after that."""
+    if not _packs(rows) or weight.dim() != 2 or not _onednn_serves(rows, weight):
         return None
-    n_in, n_out = weight.shape
+    w = weight.detach() if conv1d else weight.detach().t()  # (in, out)
+    n_in, n_out = w.shape
     y = _pack_block(n_in, n_out, rows)
     if not y:
         return None
     entry = _packed.get(weight)
     if entry is None or entry.rows != rows:
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().t(), rows)
-        _packed[weight] = _Packed(packed, _bytes_of(packed).view(n_out // y, n_in, y), rows)
+        packed = torch.ops.mkldnn._reorder_linear_weight(w.t(), rows)
+        _packed[weight] = _Packed(packed, _bytes_of(packed).view(-1, n_in, y), rows)
         return packed
-    entry.blocks.copy_(weight.detach().view(n_in, n_out // y, y).transpose(0, 1))
+    _fill_blocks(entry.blocks, w)
     return entry.packed
 
 
 def _packed_block(block: Module, rows: int) -> BlockWeights | None:
     """A GPT-2 block's four matmul weights packed for ``rows``-row decoding, or None."""
+    if not all(_pack_block(i, o, rows) for i, o in _trunk_shapes(block.attn.c_proj.weight.shape[0])):
+        return None
     w = [packed_decode_weight(m.weight, rows) for m in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc,
                                                          block.mlp.c_proj)]
     return (w[0], w[1], w[2], w[3]) if w[0] is not None and w[1] is not None and w[2] is not None \
@@ -657,10 +693,12 @@ class Decoder:
         # the steps (one token for each of the B rows) multiply by packed weights where this CPU has them
         self.rows = B
         self.packed: list[BlockWeights] | None = None
-        if max_new_tokens > 1 and dev.type == "cpu" and dtype == torch.float32 and packs_decode_weights(D, B):
+        self.packed_head: Tensor | None = None
+        if max_new_tokens > 1 and dev.type == "cpu" and dtype == torch.float32 and _packs(B):
             blocks = [_packed_block(block, B) for block in tr.h]
             if all(w is not None for w in blocks):
                 self.packed = cast(list[BlockWeights], blocks)
+            self.packed_head = packed_decode_weight(self.lm_head.weight, B, conv1d=False)
         share = distinct_rows(prompt_ids, prompt_mask)
         if share is None:
             self.logits = self._forward(prompt_ids, pos, _padding_mask(prompt_mask) if self.masked else None,
@@ -702,6 +740,9 @@ class Decoder:
         self.t = t0 + n
         h = F.layer_norm(x[:, -1], (x.shape[-1],), self.tr.ln_f.weight, self.tr.ln_f.bias, self.eps)  # (B, D)
         self.hidden = h  # the trunk's output at the last fed position (a value head reads it)
+        if self.packed_head is not None and n == 1 and b == self.rows:
+            assert _onednn_linear is not None
+            return _onednn_linear(h, self.packed_head, self.lm_head.bias, "none", [], "")  # (B, V)
         return lm_logits(self.lm_head, h)  # (B, V)
 
     def step(self, tokens: Tensor) -> Tensor:

@@ -314,14 +314,15 @@ def _onednn_cpu(plan: Plan) -> bool:
     return onednn_in_use()
 
 
-def _packs_decode(plan: Plan) -> bool:
-    """Decoding multiplies by packed copies of the trunk's matmul weights, which live as long as the
-    policy (rlhfkit.fastgpt2.packed_decode_weight: on a CPU where oneDNN serves the decode)."""
+def _packed_decode_bytes(plan: Plan) -> int:
+    """Packed copies of the policy's matmul weights that decoding keeps as long as the policy lives
+    (rlhfkit.fastgpt2.packed_decode_weight: on a CPU where oneDNN serves the decode)."""
     if plan.device != "cpu":
-        return False
-    from rlhfkit.fastgpt2 import packs_decode_weights
+        return 0
+    from rlhfkit.fastgpt2 import packed_decode_bytes
 
-    return packs_decode_weights(plan.shape.n_embd, plan.gen_batch)
+    s = plan.shape
+    return packed_decode_bytes(s.n_layer, s.n_embd, s.vocab_size, plan.gen_batch)
 
 
 def _skinny_rows() -> int:
@@ -428,8 +429,9 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
     est = MemoryEstimate(plan=plan)
     est.models["policy"] = {"weights": 4 * n_policy, "grads": 4 * n_policy,
                             "optimizer": _optimizer_state_bytes(plan, n_policy)}
-    if plan.lean_forward and not plan.dropout and _packs_decode(plan):  # each block's 4 matmul weights again
-        est.models["policy_packed"] = {"weights": 4 * 12 * D * D * s.n_layer}
+    packed = _packed_decode_bytes(plan) if plan.lean_forward and not plan.dropout else 0
+    if packed:  # the blocks' matmul weights and the LM head again, packed for decoding
+        est.models["policy_packed"] = {"weights": packed}
     est.models["value"] = {"weights": 4 * n_value, "grads": 4 * n_value,
                            "optimizer": _optimizer_state_bytes(plan, n_value)}
     est.models["reference"] = {"weights": 4 * n_policy if plan.reference_on_device else 0}

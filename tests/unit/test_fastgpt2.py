@@ -373,7 +373,7 @@ def decode_logits(model: GPT2LMHeadModel, ids: torch.Tensor, mask: torch.Tensor,
                   packed: bool) -> tuple[torch.Tensor, bool]:
     """Each step's logits of a Decoder fed ``new`` (B, n), and whether its steps ran on packed weights."""
     dec = fastgpt2.Decoder(model, ids, mask, max_new_tokens=new.shape[1] + 1)
-    assert (dec.packed is not None) == packed
+    assert (dec.packed is not None) == packed and (dec.packed_head is not None) == packed
     steps = [dec.logits] + [dec.step(new[:, t]) for t in range(new.shape[1])]
     return torch.stack(steps, 1), dec.packed is not None
 
@@ -381,15 +381,15 @@ def decode_logits(model: GPT2LMHeadModel, ids: torch.Tensor, mask: torch.Tensor,
 @needs_packing
 def test_decoding_on_packed_weights_gives_the_strided_results_and_follows_updates(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Widths whose weights oneDNN blocks by 64 output columns: the packed steps give the strided
-    steps' logits, and after an in-place change of every weight (as the optimizer makes) the next
-    decoder's packed copies hold the new weights, not the ones packed before."""
+    """A width whose weights oneDNN blocks by 64 output columns, a vocabulary it pads (97 -> 128): the
+    packed steps give the strided steps' logits, and after an in-place change of every weight (as the
+    optimizer makes) the next decoder's packed copies hold the new weights, not the ones packed before."""
     monkeypatch.setattr(fastgpt2, "_ONEDNN", True)
     monkeypatch.setattr(fastgpt2, "_onednn_rows", set())
     model = tiny_lm(seed=31, n_embd=64, n_head=4)
     ids, mask = left_padded(seed=32)
     new = torch.randint(2, V, (ids.shape[0], 6), generator=torch.Generator().manual_seed(33))
-    assert fastgpt2.packs_decode_weights(64, ids.shape[0])
+    assert fastgpt2.packed_decode_bytes(3, 64, V, ids.shape[0]) == 4 * (3 * 12 * 64 * 64 + 128 * 64)
     for _ in range(2):
         monkeypatch.setattr(fastgpt2, "PACK_DECODE", False)
         strided, _ = decode_logits(model, ids, mask, new, packed=False)
@@ -425,24 +425,33 @@ def test_a_packed_weight_is_one_copy_rewritten_in_place_and_repacked_for_another
     assert other is not None and other is not first
     torch.testing.assert_close(torch.ops.mkldnn._linear_pointwise(x[:8], other, None, "none", [], ""), x[:8] @ w,
                                atol=1e-4, rtol=1e-5)
+    # an (out, in) weight whose 100 outputs fill one block of 64 and part of another (padding)
+    head = torch.randn(100, 64)
+    assert fastgpt2.packed_decode_weight(head, 16, conv1d=False) is not None
+    head.mul_(3.0).add_(1.0)
+    packed = fastgpt2.packed_decode_weight(head, 16, conv1d=False)
+    assert packed is not None
+    torch.testing.assert_close(torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], ""), x @ head.t(),
+                               atol=1e-4, rtol=1e-5)
 
 
 @needs_onednn
-def test_decoding_keeps_strided_weights_where_packing_is_off_or_no_layout_fits(
+def test_decoding_keeps_the_weights_as_stored_where_packing_is_off_or_cannot_serve(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fastgpt2, "_ONEDNN", True)
     monkeypatch.setattr(fastgpt2, "_onednn_rows", set())
-    monkeypatch.setattr(fastgpt2, "PACK_DECODE", False)
-    assert not fastgpt2.packs_decode_weights(64, 4)
+    model = tiny_lm(seed=34, n_embd=64, n_head=4)
+    ids, mask = left_padded(seed=35)
+    monkeypatch.setattr(fastgpt2, "PACK_DECODE", False)  # RLHFKIT_CPU_PACKED_DECODE=0
+    assert fastgpt2.packed_decode_bytes(3, 64, V, 4) == 0
     assert fastgpt2.packed_decode_weight(torch.randn(64, 192), 4) is None
+    dec = fastgpt2.Decoder(model, ids, mask, max_new_tokens=3)
+    assert dec.packed is None and dec.packed_head is None
     monkeypatch.setattr(fastgpt2, "PACK_DECODE", True)
     assert fastgpt2.packed_decode_weight(torch.randn(64, 192).double(), 4) is None  # fp32 only
-    # a width none of oneDNN's blockings divides (the output columns would be padded): strided
-    assert fastgpt2._pack_block(20, 60, 4) == 0 or not fastgpt2._PACK_OPS
-    model = tiny_lm(seed=34, n_embd=20, n_head=4)
-    ids, mask = left_padded(seed=35)
-    dec = fastgpt2.Decoder(model, ids, mask, max_new_tokens=3)
-    assert dec.packed is None
+    assert fastgpt2.Decoder(model, ids, mask, max_new_tokens=1).packed is None  # no step to run
     monkeypatch.setattr(fastgpt2, "_ONEDNN", False)  # the CPU's BLAS serves decoding: nothing to pack
     monkeypatch.setattr(fastgpt2, "_ONEDNN_SKINNY", False)
-    assert not fastgpt2.packs_decode_weights(64, 4)
+    assert fastgpt2.packed_decode_bytes(3, 64, V, 4) == 0
+    dec = fastgpt2.Decoder(model, ids, mask, max_new_tokens=3)
+    assert dec.packed is None and dec.packed_head is None
