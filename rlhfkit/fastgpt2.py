@@ -276,16 +276,26 @@ class _OnednnLinear(torch.autograd.Function):
 # matmuls stream faster (benchmarks/NOTES_grpo_vs_trl.md, change 14). oneDNN's reorder into that
 # layout reads the weight transposed and costs more per generation than the packed matmuls save,
 # but the layouts it picks for these matmuls (``ABxbYa``: Y output columns innermost, whole input
-# rows inside a block) hold a plain permutation of the (in, out) weight, (out / Y, in, Y). So each
-# weight is packed once by oneDNN's reorder, and at every later generation its packed bytes are
-# rewritten in place from the weight by one copy (the optimizer changed the weight in between).
-# The layout is confirmed once per (in, out, rows) by packing a random probe with oneDNN's reorder
-# and comparing bytes; where it is some other layout, or the private ops are missing, decoding keeps
-# the strided weight. Cost: one more copy of the trunk's matmul weights, held while the weight lives
+# rows inside a block) hold a plain permutation of the (in, out) weight, (ceil(out / Y), in, Y), the
+# last block zero-padded (the LM head's vocabulary). So each weight is packed once by oneDNN's
+# reorder, and at every later generation its packed bytes are rewritten in place from the weight by
+# one copy (the optimizer changed the weight in between). The layout is confirmed once per
+# (in, out, rows) by packing a random probe with oneDNN's reorder and comparing bytes; where it is
+# some other layout, or the private ops are missing, decoding keeps the weights as stored. Cost: one
+# more copy of the blocks' matmul weights and the LM head, held while the policy lives
 # (rlhfkit.memopt.model counts it). ``RLHFKIT_CPU_PACKED_DECODE=0`` turns packing off.
 _PACK_OPS = ONEDNN_AVAILABLE and all(hasattr(torch.ops.mkldnn, op)
                                      for op in ("_reorder_linear_weight", "data_ptr", "_nbytes"))
-PACK_DECODE = os.environ.get("RLHFKIT_CPU_PACKED_DECODE", "1").strip() != "0"
+
+
+def _pack_setting(value: str) -> bool:
+    """``RLHFKIT_CPU_PACKED_DECODE``: ``1`` (the default) packs, ``0`` does not; anything else is refused."""
+    if value.strip() not in ("0", "1"):
+        raise ValueError(f"RLHFKIT_CPU_PACKED_DECODE must be 0 or 1, not {value!r}")
+    return value.strip() == "1"
+
+
+PACK_DECODE = _pack_setting(os.environ.get("RLHFKIT_CPU_PACKED_DECODE", "1"))
 _PACK_BLOCKS = (64, 48, 32, 24, 16, 8)  # candidate Y: output columns innermost in oneDNN's block
 _pack_block_of: dict[tuple[int, int, int], int] = {}  # (in, out, rows) -> Y, 0 where none fits
 

@@ -455,3 +455,9 @@ def test_decoding_keeps_the_weights_as_stored_where_packing_is_off_or_cannot_ser
     assert fastgpt2.packed_decode_bytes(3, 64, V, 4) == 0
     dec = fastgpt2.Decoder(model, ids, mask, max_new_tokens=3)
     assert dec.packed is None and dec.packed_head is None
+
+
+def test_the_packing_setting_is_0_or_1_and_anything_else_is_refused_by_name() -> None:
+    assert fastgpt2._pack_setting("1") and fastgpt2._pack_setting(" 1\n") and not fastgpt2._pack_setting("0")
+    with pytest.raises(ValueError, match="RLHFKIT_CPU_PACKED_DECODE"):
+        fastgpt2._pack_setting("yes")
