@@ -302,7 +302,7 @@ _pack_block_of: dict[tuple[int, int, int], int] = {}  # (in, out, rows) -> Y, 0 
 
 class _Packed(NamedTuple):
     packed: Tensor  # oneDNN's blocked weight (an opaque mkldnn tensor)
-    blocks: Tensor  # the same bytes as a plain (out / Y, in, Y) tensor, to rewrite in place
+    blocks: Tensor  # the same bytes as a plain (ceil(out / Y), in, Y) tensor, to rewrite in place
     rows: int  # the row count oneDNN packed it for
 
 
@@ -402,10 +402,11 @@ def _packed_block(block: Module, rows: int) -> BlockWeights | None:
     """A GPT-2 block's four matmul weights packed for ``rows``-row decoding, or None."""
     if not all(_pack_block(i, o, rows) for i, o in _trunk_shapes(block.attn.c_proj.weight.shape[0])):
         return None
-    w = [packed_decode_weight(m.weight, rows) for m in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc,
-                                                         block.mlp.c_proj)]
-    return (w[0], w[1], w[2], w[3]) if w[0] is not None and w[1] is not None and w[2] is not None \
-        and w[3] is not None else None
+    qkv, proj, fc, mlp_proj = (packed_decode_weight(m.weight, rows) for m in (
+        block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj))
+    if qkv is None or proj is None or fc is None or mlp_proj is None:
+        return None
+    return qkv, proj, fc, mlp_proj
 
 
 def _conv1d(x: Tensor, mod: Module, act: str | None = None, packed: Tensor | None = None) -> Tensor:
@@ -668,7 +669,9 @@ class Decoder:
 
     The cache is preallocated at ``(B, H, P + max_new_tokens, hs)`` per layer and written in place;
     each step attends over the filled prefix only. Rows with the same prompt (a GRPO group) prefill
-    it once and copy its keys and values. Prompts may be left-padded; every generated
+    it once and copy its keys and values. On a CPU where oneDNN serves the steps' matmuls they
+    multiply by packed copies of the weights (:func:`packed_decode_weight`, rewritten from the
+    weights when the decoder is made). Prompts may be left-padded; every generated
     position counts as a real key (rows that already ended keep feeding padding, exactly as the
     transformers loop in :func:`rlhfkit.policy.sample` does).
 
