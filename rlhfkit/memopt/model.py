@@ -6,7 +6,9 @@ What a step holds, following the trainer (``rlhfkit.trainer``) stage by stage:
   the critic-free algorithms, which also run no value pass), the frozen
   reference, a learned reward model; the policy's gradients (``zero_grad(set_to_none=True)`` runs
   at the *start* of each minibatch, so the last minibatch's gradients live on into the next step)
-  and AdamW's two moments (fp32, or 1 byte each for 8-bit AdamW).
+  and AdamW's two moments (fp32, or 1 byte each for 8-bit AdamW). On a CPU where oneDNN serves
+  decoding, one more copy of the policy's block weights and LM head, packed for the decode steps
+  (``policy_packed``: :func:`rlhfkit.fastgpt2.packed_decode_bytes`).
 * **generation**: the KV cache, ``2 * L * B * T * D`` elements, plus the per-token ``(B, V)``
   logits, filtered logits and probabilities.
 * **scoring**: no-grad forwards of the whole rollout batch (policy, reference, critic, reward):
