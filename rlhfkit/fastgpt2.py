@@ -215,19 +215,28 @@ def _onednn_serves(rows: int, *tensors: Tensor) -> bool:
     return True
 
 
-def _linear(x2: Tensor, weight: Tensor, bias: Tensor | None, conv1d: bool, act: str | None = None) -> Tensor:
+def _linear(x2: Tensor, weight: Tensor, bias: Tensor | None, conv1d: bool, act: str | None = None,
+            packed: Tensor | None = None) -> Tensor:
     """(N, in) @ W + b, then ``act``: one oneDNN matmul with the activation fused in where
     :func:`_use_onednn` holds, else ``addmm`` / ``F.linear``.
 
     ``conv1d``: the weight is stored (in, out) as in transformers' Conv1D, else (out, in).
+    ``packed``: the weight's :func:`packed_decode_weight` (no-grad), multiplied instead of it.
     """
-    if _onednn_linear is not None and _use_onednn(x2, weight):
+    if _onednn_linear is not None and packed is not None and x2.dtype == torch.float32:
+        w = packed
+    elif _onednn_linear is not None and _use_onednn(x2, weight):
         if torch.is_grad_enabled() and (x2.requires_grad or weight.requires_grad
                                         or (bias is not None and bias.requires_grad)):
             out = _OnednnLinear.apply(x2, weight, bias, conv1d)
             return _ACTIVATIONS[act](out) if act is not None else out
+        w = weight.t() if conv1d else weight
+    else:
+        w = None
+    if w is not None:
+        assert _onednn_linear is not None
         attr, algo = _FUSED_ACT[act] if act is not None else ("none", "")
-        return _onednn_linear(x2, weight.t() if conv1d else weight, bias, attr, [], algo)
+        return _onednn_linear(x2, w, bias, attr, [], algo)
     if conv1d:
         out = torch.addmm(bias, x2, weight) if bias is not None else x2 @ weight
     else:
@@ -361,14 +370,18 @@ def _trunk_shapes(n_embd: int) -> tuple[tuple[int, int], ...]:
     return (D, 3 * D), (D, D), (D, 4 * D), (4 * D, D)  # (in, out): c_attn, attn c_proj, c_fc, mlp c_proj
 
 
+def _trunk_packs(n_embd: int, rows: int) -> bool:
+    """All four of a block's weights have a layout :func:`packed_decode_weight` rewrites."""
+    return all(_pack_block(i, o, rows) for i, o in _trunk_shapes(n_embd))
+
+
 def packed_decode_bytes(n_layer: int, n_embd: int, vocab_size: int, rows: int) -> int:
     """Bytes of the packed copies a ``rows``-row decode of this GPT-2 shape keeps in this process
     (:class:`Decoder`): each block's four matmul weights when all four pack, and the LM head's;
     0 where decoding multiplies by the weights as stored."""
     if not _packs(rows):
         return 0
-    ys = [_pack_block(i, o, rows) for i, o in _trunk_shapes(n_embd)]
-    trunk = n_layer * sum(i * o for i, o in _trunk_shapes(n_embd)) if all(ys) else 0
+    trunk = n_layer * sum(i * o for i, o in _trunk_shapes(n_embd)) if _trunk_packs(n_embd, rows) else 0
     y = _pack_block(n_embd, vocab_size, rows)
     head = -(-vocab_size // y) * y * n_embd if y else 0
     return 4 * (trunk + head)
@@ -399,9 +412,8 @@ def packed_decode_weight(weight: Tensor, rows: int, conv1d: bool = True) -> Tens
 
 
 def _packed_block(block: Module, rows: int) -> BlockWeights | None:
-    """A GPT-2 block's four matmul weights packed for ``rows``-row decoding, or None."""
-    if not all(_pack_block(i, o, rows) for i, o in _trunk_shapes(block.attn.c_proj.weight.shape[0])):
-        return None
+    """A GPT-2 block's four matmul weights packed for ``rows``-row decoding (where
+    :func:`_trunk_packs`), or None."""
     qkv, proj, fc, mlp_proj = (packed_decode_weight(m.weight, rows) for m in (
         block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj))
     if qkv is None or proj is None or fc is None or mlp_proj is None:
@@ -410,21 +422,15 @@ def _packed_block(block: Module, rows: int) -> BlockWeights | None:
 
 
 def _conv1d(x: Tensor, mod: Module, act: str | None = None, packed: Tensor | None = None) -> Tensor:
-    """transformers' Conv1D (weight stored (in, out)): x @ W + b, then ``act`` when given.
-    ``packed``: the weight's :func:`packed_decode_weight`, used instead of it (no-grad only)."""
-    x2 = x.reshape(-1, x.shape[-1])
-    if packed is not None and x2.dtype == torch.float32:
-        assert _onednn_linear is not None
-        attr, algo = _FUSED_ACT[act] if act is not None else ("none", "")
-        out = _onednn_linear(x2, packed, mod.bias, attr, [], algo)
-    else:
-        out = _linear(x2, mod.weight, mod.bias, True, act)
+    """transformers' Conv1D (weight stored (in, out)): x @ W + b, then ``act`` when given
+    (``packed``: as in :func:`_linear`)."""
+    out = _linear(x.reshape(-1, x.shape[-1]), mod.weight, mod.bias, True, act, packed)
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
-def lm_logits(lm_head: Module, h: Tensor) -> Tensor:
-    """``lm_head(h)``, logits (..., V), through :func:`_linear`."""
-    out = _linear(h.reshape(-1, h.shape[-1]), lm_head.weight, lm_head.bias, False)
+def lm_logits(lm_head: Module, h: Tensor, packed: Tensor | None = None) -> Tensor:
+    """``lm_head(h)``, logits (..., V), through :func:`_linear` (``packed``: as there)."""
+    out = _linear(h.reshape(-1, h.shape[-1]), lm_head.weight, lm_head.bias, False, packed=packed)
     return out.view(*h.shape[:-1], out.shape[-1])
 
 
@@ -708,9 +714,10 @@ class Decoder:
         self.packed: list[BlockWeights] | None = None
         self.packed_head: Tensor | None = None
         if max_new_tokens > 1 and dev.type == "cpu" and dtype == torch.float32 and _packs(B):
-            blocks = [_packed_block(block, B) for block in tr.h]
-            if all(w is not None for w in blocks):
-                self.packed = cast(list[BlockWeights], blocks)
+            if _trunk_packs(D, B):
+                blocks = [_packed_block(block, B) for block in tr.h]
+                if all(w is not None for w in blocks):
+                    self.packed = cast(list[BlockWeights], blocks)
             self.packed_head = packed_decode_weight(self.lm_head.weight, B, conv1d=False)
         share = distinct_rows(prompt_ids, prompt_mask)
         if share is None:
@@ -753,10 +760,7 @@ class Decoder:
         self.t = t0 + n
         h = F.layer_norm(x[:, -1], (x.shape[-1],), self.tr.ln_f.weight, self.tr.ln_f.bias, self.eps)  # (B, D)
         self.hidden = h  # the trunk's output at the last fed position (a value head reads it)
-        if self.packed_head is not None and n == 1 and b == self.rows:
-            assert _onednn_linear is not None
-            return _onednn_linear(h, self.packed_head, self.lm_head.bias, "none", [], "")  # (B, V)
-        return lm_logits(self.lm_head, h)  # (B, V)
+        return lm_logits(self.lm_head, h, self.packed_head if n == 1 and b == self.rows else None)  # (B, V)
 
     def step(self, tokens: Tensor) -> Tensor:
         """Feed one token per row (B,) and return the next-token logits (B, V)."""
