@@ -316,8 +316,30 @@ class _Packed(NamedTuple):
 
 
 _packed: WeakIdKeyDictionary = WeakIdKeyDictionary()  # weight -> _Packed (tensors compare elementwise: by id)
-# A block's four weights packed for decoding: c_attn, attn c_proj, c_fc, mlp c_proj
+# A block's four matmul weights packed for decoding: c_attn, attn c_proj, c_fc, mlp c_proj
 BlockWeights = tuple[Tensor, Tensor, Tensor, Tensor]
+# x + (a @ W + b) in one oneDNN call (its "binary add" post-op), for a decode step's residual adds
+_onednn_linear_add: Callable[..., Tensor] | None = (
+    torch.ops.mkldnn._linear_pointwise.binary
+    if ONEDNN_AVAILABLE and "binary" in torch.ops.mkldnn._linear_pointwise.overloads() else None)
+
+
+class _StepLayer(NamedTuple):
+    """What :meth:`Decoder._packed_step` reads of one block: layer norms, packed weights, biases."""
+
+    ln1_w: Tensor
+    ln1_b: Tensor
+    qkv: Tensor
+    qkv_b: Tensor
+    proj: Tensor
+    proj_b: Tensor
+    ln2_w: Tensor
+    ln2_b: Tensor
+    fc: Tensor
+    fc_b: Tensor
+    fc_proj: Tensor
+    fc_proj_b: Tensor
+    scale: float
 
 
 def _bytes_of(packed: Tensor) -> Tensor:
@@ -700,8 +722,10 @@ class Decoder:
         hs = D // self.n_head
         t_max = P + max_new_tokens
         dev, dtype = prompt_ids.device, tr.wte.weight.dtype
-        self.k = [torch.empty(B, self.n_head, t_max, hs, device=dev, dtype=dtype) for _ in tr.h]
-        self.v = [torch.empty(B, self.n_head, t_max, hs, device=dev, dtype=dtype) for _ in tr.h]
+        # one (2, B, H, T_max, hs) cache per layer, keys then values: a step writes both with one copy
+        self.kv = [torch.empty(2, B, self.n_head, t_max, hs, device=dev, dtype=dtype) for _ in tr.h]
+        self.k = [kv[0] for kv in self.kv]
+        self.v = [kv[1] for kv in self.kv]
         self.key_valid = torch.ones(B, t_max, dtype=torch.bool, device=dev)  # (B, T_max)
         self.key_valid[:, :P] = prompt_mask.bool()
         self.masked = not bool(prompt_mask.bool().all())
@@ -719,6 +743,13 @@ class Decoder:
                 if all(w is not None for w in blocks):
                     self.packed = cast(list[BlockWeights], blocks)
             self.packed_head = packed_decode_weight(self.lm_head.weight, B, conv1d=False)
+        self.layers: list[_StepLayer] | None = None
+        if self.packed is not None and _onednn_linear_add is not None and self.act in _FUSED_ACT:
+            self.layers = [_StepLayer(b.ln_1.weight, b.ln_1.bias, w[0], b.attn.c_attn.bias, w[1], b.attn.c_proj.bias,
+                                      b.ln_2.weight, b.ln_2.bias, w[2], b.mlp.c_fc.bias, w[3], b.mlp.c_proj.bias, s)
+                           for b, w, s in zip(tr.h, self.packed, self.scales, strict=True)]
+            self.key_invalid = ~self.key_valid
+            self.scores = torch.empty(B * self.n_head, 1, t_max, device=dev, dtype=dtype)  # baddbmm's ignored input
         share = distinct_rows(prompt_ids, prompt_mask)
         if share is None:
             self.logits = self._forward(prompt_ids, pos, _padding_mask(prompt_mask) if self.masked else None,
@@ -764,7 +795,47 @@ class Decoder:
 
     def step(self, tokens: Tensor) -> Tensor:
         """Feed one token per row (B,) and return the next-token logits (B, V)."""
-        mask = self.key_valid[:, None, None, : self.t + 1] if self.masked else None  # (B, 1, 1, t+1)
-        logits = self._forward(tokens.unsqueeze(1), self.next_pos, mask, causal=False)
+        if self.layers is not None:
+            logits = self._packed_step(tokens)
+        else:
+            mask = self.key_valid[:, None, None, : self.t + 1] if self.masked else None  # (B, 1, 1, t+1)
+            logits = self._forward(tokens.unsqueeze(1), self.next_pos, mask, causal=False)
         self.next_pos = self.next_pos + 1
         return logits
+
+    @torch.no_grad()
+    def _packed_step(self, tokens: Tensor) -> Tensor:
+        """:meth:`_forward` for one token per row on packed weights, in as few ops as it takes.
+
+        Why a second copy of the step: at the shapes rlhfkit decodes, each op a step issues costs
+        about as much dispatch as a small kernel, whatever its size. Here the residual adds ride on
+        the matmuls (oneDNN's binary post-op), the activation too, the keys and values go into the
+        cache with one copy, the attention scale rides on the scores' ``baddbmm``, and each layer's
+        tensors are looked up once per decoder. The same arithmetic as :meth:`_forward`:
+        ``tests/unit/test_fastgpt2.py`` checks that both give the same logits.
+        """
+        assert _onednn_linear is not None and _onednn_linear_add is not None and self.layers is not None
+        t, B, H = self.t, self.rows, self.n_head
+        D = self.tr.wte.weight.shape[1]
+        hs, eps = D // H, self.eps
+        attr, algo = _FUSED_ACT[self.act]
+        invalid = self.key_invalid[:, None, None, : t + 1] if self.masked else None  # (B, 1, 1, t+1)
+        x = F.embedding(tokens, self.tr.wte.weight) + F.embedding(self.next_pos.view(-1), self.tr.wpe.weight)
+        for layer, kv in zip(self.layers, self.kv, strict=True):
+            h = F.layer_norm(x, (D,), layer.ln1_w, layer.ln1_b, eps)
+            qkv = _onednn_linear(h, layer.qkv, layer.qkv_b, "none", [], "")  # (B, 3D)
+            kv[:, :, :, t].copy_(qkv[:, D:].view(B, 2, H, hs).transpose(0, 1))
+            cache = kv.view(2, B * H, -1, hs)[:, :, : t + 1]  # (2, B*H, t+1, hs)
+            att = torch.baddbmm(self.scores[:, :, : t + 1], qkv[:, :D].reshape(B * H, 1, hs),
+                                cache[0].transpose(1, 2), beta=0.0, alpha=layer.scale)  # (B*H, 1, t+1)
+            if invalid is not None:
+                att.view(B, H, 1, t + 1).masked_fill_(invalid, float("-inf"))
+            y = torch.bmm(att.softmax(-1), cache[1])  # (B*H, 1, hs)
+            x = _onednn_linear_add(y.view(B, D), x, layer.proj, layer.proj_b, "add")  # x + y @ W_o + b
+            h = F.layer_norm(x, (D,), layer.ln2_w, layer.ln2_b, eps)
+            x = _onednn_linear_add(_onednn_linear(h, layer.fc, layer.fc_b, attr, [], algo), x, layer.fc_proj,
+                                   layer.fc_proj_b, "add")
+        self.t = t + 1
+        h = F.layer_norm(x, (D,), self.tr.ln_f.weight, self.tr.ln_f.bias, eps)  # (B, D)
+        self.hidden = h
+        return lm_logits(self.lm_head, h, self.packed_head)  # (B, V)

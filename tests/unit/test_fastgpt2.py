@@ -374,8 +374,33 @@ def decode_logits(model: GPT2LMHeadModel, ids: torch.Tensor, mask: torch.Tensor,
     """Each step's logits of a Decoder fed ``new`` (B, n), and whether its steps ran on packed weights."""
     dec = fastgpt2.Decoder(model, ids, mask, max_new_tokens=new.shape[1] + 1)
     assert (dec.packed is not None) == packed and (dec.packed_head is not None) == packed
+    assert (dec.layers is not None) == packed  # packed steps run the one-token step
     steps = [dec.logits] + [dec.step(new[:, t]) for t in range(new.shape[1])]
     return torch.stack(steps, 1), dec.packed is not None
+
+
+@needs_packing
+@pytest.mark.parametrize("G", [1, 3], ids=["distinct", "groups"])
+@pytest.mark.parametrize("act", ["gelu_new", "relu"])
+def test_the_one_token_step_computes_what_the_general_forward_does(monkeypatch: pytest.MonkeyPatch, G: int,
+                                                                   act: str) -> None:
+    """Decoder._packed_step (fused residual adds, one cache copy) against _forward on the same packed
+    weights, left-padded prompts: the same logits and hidden states, bit for bit, at every step."""
+    monkeypatch.setattr(fastgpt2, "_ONEDNN", True)
+    monkeypatch.setattr(fastgpt2, "_onednn_rows", set())
+    model = tiny_lm(seed=41, n_embd=64, n_head=4)
+    model.config.activation_function = act
+    ids, mask = left_padded(seed=42)
+    ids, mask = ids.repeat_interleave(G, 0), mask.repeat_interleave(G, 0)
+    new = torch.randint(2, V, (ids.shape[0], 6), generator=torch.Generator().manual_seed(43))
+    one, general = (fastgpt2.Decoder(model, ids, mask, max_new_tokens=7) for _ in range(2))
+    assert one.layers is not None and one.masked
+    general.layers = None
+    for t in range(new.shape[1]):
+        assert torch.equal(one.step(new[:, t]), general.step(new[:, t]))
+        assert one.hidden is not None and general.hidden is not None and torch.equal(one.hidden, general.hidden)
+    for a, b in zip(one.kv, general.kv, strict=True):
+        assert torch.equal(a[:, :, :, : one.t], b[:, :, :, : general.t])
 
 
 @needs_packing
