@@ -627,21 +627,23 @@ def _shared_hidden_states(transformer: Module, input_ids: Tensor, attention_mask
         def heads(t: Tensor, lo: int, rows: int, length: int) -> Tensor:
             return t[lo : lo + rows * length].view(rows, length, H, hs).transpose(1, 2)  # (rows, H, length, hs)
 
-        keys = torch.cat([heads(k, 0, U, P)[inverse], heads(k, n_p, B, R)], 2)  # (B, H, T, hs)
-        values = torch.cat([heads(v, 0, U, P)[inverse], heads(v, n_p, B, R)], 2)
+        # index_select, not x[inverse]: its backward adds a shared prompt's gradients in a fixed order
+        # (advanced indexing's uses concurrent atomic adds on the CPU, a different sum every run)
+        keys = torch.cat([heads(k, 0, U, P).index_select(0, inverse), heads(k, n_p, B, R)], 2)  # (B, H, T, hs)
+        values = torch.cat([heads(v, 0, U, P).index_select(0, inverse), heads(v, n_p, B, R)], 2)
         if at is not None and i == n - 1:
             idx = flat(at)  # (B,)
             sel = (torch.arange(T, device=dev)[None, :] <= at[:, None]) & valid  # (B, T)
-            y = F.scaled_dot_product_attention(q[idx].view(B, H, 1, hs), keys, values,
+            y = F.scaled_dot_product_attention(q.index_select(0, idx).view(B, H, 1, hs), keys, values,
                                                attn_mask=sel[:, None, None, :], scale=scale)  # (B, H, 1, hs)
-            x = x[idx] + _conv1d(y.reshape(B, D), block.attn.c_proj)
+            x = x.index_select(0, idx) + _conv1d(y.reshape(B, D), block.attn.c_proj)
             x = _mlp(block, x, act, eps)  # (B, D)
             return F.layer_norm(x, (D,), transformer.ln_f.weight, transformer.ln_f.bias, eps)
         yp = _causal_attention(heads(q, 0, U, P), heads(k, 0, U, P), heads(v, 0, U, P), prompt_mask, scale)
         yr = F.scaled_dot_product_attention(heads(q, n_p, B, R), keys, values, attn_mask=later_mask, scale=scale)
         y = torch.cat([yp.transpose(1, 2).reshape(n_p, D), yr.transpose(1, 2).reshape(B * R, D)])
         x = _mlp(block, x + _conv1d(y, block.attn.c_proj), act, eps)
-    x = x[flat(torch.arange(start, T, device=dev).expand(B, -1))]  # (B, T - start, D)
+    x = x.index_select(0, flat(torch.arange(start, T, device=dev).expand(B, -1)).flatten()).view(B, T - start, D)
     return F.layer_norm(x, (D,), transformer.ln_f.weight, transformer.ln_f.bias, eps)
 
 

@@ -365,6 +365,31 @@ def test_a_shared_prompt_collects_the_gradient_of_every_row_that_reads_it() -> N
         torch.testing.assert_close(shared[name], plain[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
+def test_the_gradient_through_a_shared_prompt_is_the_same_every_time() -> None:
+    """Rows of many groups in shuffled order (as a minibatch draws them), with more prompt rows than one
+    thread's share: the gradient is bit-identical from one backward to the next. Advanced indexing
+    (``x[inverse]``) adds a repeated row's gradients with concurrent atomic adds on the CPU, in
+    whatever order the threads reach them; same-seed runs then drifted apart from the first update."""
+    model = tiny_lm(seed=25, n_embd=64, n_head=4).train()
+    U, G, P, R = 32, 4, 8, 4
+    g = torch.Generator().manual_seed(26)
+    prompts = torch.randint(2, V, (U, P), generator=g)
+    order = torch.randperm(U * G, generator=g)
+    ids = torch.cat([prompts.repeat_interleave(G, 0), torch.randint(2, V, (U * G, R), generator=g)], 1)[order]
+    mask = torch.ones_like(ids)
+    assert fastgpt2.shared_prefix(ids, mask, P) is not None
+
+    def grads() -> torch.Tensor:
+        model.zero_grad(set_to_none=True)
+        h = fastgpt2.hidden_states(model.transformer, ids, mask, start=P - 1, prefix_len=P)
+        model.lm_head(h).logsumexp(-1).sum().backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    first = grads()
+    for _ in range(8):
+        assert torch.equal(grads(), first)
+
+
 # ----------------------------------------------------------------------------- packed decode weights
 needs_packing = pytest.mark.skipif(not fastgpt2._PACK_OPS, reason="oneDNN's reorder and data_ptr ops unavailable")
 
