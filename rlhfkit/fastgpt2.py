@@ -726,8 +726,6 @@ class Decoder:
         dev, dtype = prompt_ids.device, tr.wte.weight.dtype
         # one (2, B, H, T_max, hs) cache per layer, keys then values: a step writes both with one copy
         self.kv = [torch.empty(2, B, self.n_head, t_max, hs, device=dev, dtype=dtype) for _ in tr.h]
-        self.k = [kv[0] for kv in self.kv]
-        self.v = [kv[1] for kv in self.kv]
         self.key_valid = torch.ones(B, t_max, dtype=torch.bool, device=dev)  # (B, T_max)
         self.key_valid[:, :P] = prompt_mask.bool()
         self.masked = not bool(prompt_mask.bool().all())
@@ -761,8 +759,8 @@ class Decoder:
             U = rep.shape[0]
             logits = self._forward(prompt_ids[rep], pos[rep],
                                    _padding_mask(prompt_mask[rep]) if self.masked else None, causal=True)
-            for cache in (*self.k, *self.v):
-                cache[:, :, :P] = cache[:U, :, :P][inverse]
+            for kv in self.kv:
+                kv[:, :, :, :P] = kv[:, :U, :, :P][:, inverse]
             assert self.hidden is not None
             self.logits, self.hidden = logits[inverse], self.hidden[inverse]
 
@@ -775,9 +773,10 @@ class Decoder:
         for i, block in enumerate(self.tr.h):
             w = packed[i] if packed is not None else None
             q, k, v = _qkv(block, x, self.n_head, self.eps, w)
-            self.k[i][:b, :, t0 : t0 + n] = k
-            self.v[i][:b, :, t0 : t0 + n] = v
-            keys, values = self.k[i][:b, :, : t0 + n], self.v[i][:b, :, : t0 + n]  # strided views, no copy
+            kv = self.kv[i]
+            kv[0, :b, :, t0 : t0 + n] = k
+            kv[1, :b, :, t0 : t0 + n] = v
+            keys, values = kv[0, :b, :, : t0 + n], kv[1, :b, :, : t0 + n]  # strided views, no copy
             if n == 1:
                 # One query: plain batched matmuls on the cache views. SDPA's CPU flash kernel first
                 # copies the strided cache slices (B*H*t*hs floats per call), which cost ~8x more here.
