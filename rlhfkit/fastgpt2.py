@@ -121,7 +121,9 @@ def _scaling(attn: Module, layer_idx: int) -> float:
 # machine. Why these two facts: MKL picks its AVX-512 kernels by vendor, so on an AMD CPU with
 # AVX-512 it runs AVX2 code and oneDNN is the faster library; without AVX-512 both run AVX2 code
 # and MKL is the faster one on the MLP's matmuls, except decoding's skinny ones (at most 16 rows),
-# which still go to oneDNN there (benchmarks/NOTES_grpo_vs_trl.md has the tables).
+# which still go to oneDNN there (benchmarks/NOTES_grpo_vs_trl.md has the tables). On Intel CPUs
+# with AVX-512 decoding's skinny matmuls go to oneDNN only on weights packed for it (below): MKL
+# beats oneDNN on a weight as stored, not on a packed one.
 ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
@@ -175,9 +177,22 @@ def prefer_onednn_skinny(setting: str | None = None, vendor: str | None = None, 
     return (cpu_vendor() if vendor is None else vendor) != "GenuineIntel"
 
 
+def prefer_packed_skinny(setting: str | None = None, vendor: str | None = None, avx512: bool | None = None) -> bool:
+    """Whether decoding's skinny matmuls go to oneDNN when, and only when, their weights are packed
+    for it (:func:`packed_decode_weight`): under ``auto``, on an Intel CPU with AVX-512, where MKL
+    beats oneDNN on weights as stored but oneDNN on packed weights beats MKL (GPT-2-small decode,
+    8 and 16 rows; benchmarks/NOTES_grpo_vs_trl.md, change 16)."""
+    setting = _matmul_setting(setting)
+    if setting != "auto":
+        return False
+    vendor = cpu_vendor() if vendor is None else vendor
+    return vendor == "GenuineIntel" and (cpu_has_avx512() if avx512 is None else avx512)
+
+
 ONEDNN_SKINNY_ROWS = 16
 _ONEDNN = ONEDNN_AVAILABLE and prefer_onednn()
 _ONEDNN_SKINNY = ONEDNN_AVAILABLE and prefer_onednn_skinny()
+_PACKED_SKINNY = ONEDNN_AVAILABLE and prefer_packed_skinny()
 _onednn_linear: Callable[..., Tensor] | None = torch.ops.mkldnn._linear_pointwise if ONEDNN_AVAILABLE else None
 ONEDNN_ROW_COUNTS = 16
 _onednn_rows: set[int] = set()
@@ -189,9 +204,10 @@ def onednn_in_use() -> bool:
 
 
 def onednn_skinny_in_use() -> bool:
-    """Whether this process sends only skinny matmuls (decoding's) to oneDNN (never where
-    :func:`onednn_in_use`: :func:`prefer_onednn_skinny` excludes it)."""
-    return _ONEDNN_SKINNY
+    """Whether this process sends only skinny matmuls (decoding's) to oneDNN, all of them or those
+    on packed weights (never where :func:`onednn_in_use`: :func:`prefer_onednn_skinny` and
+    :func:`prefer_packed_skinny` exclude it)."""
+    return _ONEDNN_SKINNY or (_PACKED_SKINNY and PACK_DECODE and _PACK_OPS)
 
 
 def _use_onednn(x: Tensor, weight: Tensor) -> bool:
@@ -202,9 +218,11 @@ def _use_onednn(x: Tensor, weight: Tensor) -> bool:
     return _onednn_serves(x.shape[0], x, weight)
 
 
-def _onednn_serves(rows: int, *tensors: Tensor) -> bool:
-    """:func:`_use_onednn` for a matmul of ``rows`` rows over ``tensors`` (its input and weight)."""
-    if not (_ONEDNN or (_ONEDNN_SKINNY and rows <= ONEDNN_SKINNY_ROWS)):
+def _onednn_serves(rows: int, *tensors: Tensor, packed: bool = False) -> bool:
+    """:func:`_use_onednn` for a matmul of ``rows`` rows over ``tensors`` (its input and weight);
+    ``packed``: over a weight packed for decoding (:func:`prefer_packed_skinny`)."""
+    skinny = _ONEDNN_SKINNY or (packed and _PACKED_SKINNY)
+    if not (_ONEDNN or (skinny and rows <= ONEDNN_SKINNY_ROWS)):
         return False
     if not all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors):
         return False
@@ -384,7 +402,8 @@ def _pack_block(n_in: int, n_out: int, rows: int) -> int:
 
 def _packs(rows: int) -> bool:
     """Decoding ``rows`` rows packs weights in this process: oneDNN serves it, packing is on and possible."""
-    return PACK_DECODE and _PACK_OPS and (_ONEDNN or (_ONEDNN_SKINNY and rows <= ONEDNN_SKINNY_ROWS))
+    skinny = _ONEDNN_SKINNY or _PACKED_SKINNY
+    return PACK_DECODE and _PACK_OPS and (_ONEDNN or (skinny and rows <= ONEDNN_SKINNY_ROWS))
 
 
 def _trunk_shapes(n_embd: int) -> tuple[tuple[int, int], ...]:
@@ -417,7 +436,7 @@ def packed_decode_weight(weight: Tensor, rows: int, conv1d: bool = True) -> Tens
     ``conv1d``: stored (in, out) as transformers' Conv1D, else (out, in) as ``nn.Linear`` (the LM
     head). One copy per weight: packed by oneDNN's reorder the first time (and again when ``rows``
     changes), rewritten in place by one permuting copy after that."""
-    if not _packs(rows) or weight.dim() != 2 or not _onednn_serves(rows, weight):
+    if not _packs(rows) or weight.dim() != 2 or not _onednn_serves(rows, weight, packed=True):
         return None
     w = weight.detach() if conv1d else weight.detach().t()  # (in, out)
     n_in, n_out = w.shape

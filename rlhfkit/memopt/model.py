@@ -113,6 +113,7 @@ class Plan:
     response_len: int  # R, max_new_tokens
     generation_batch: int | None = None  # prompts per generation pass (None = the whole batch)
     eval_batch: int = 16
+    eval_prompts: int = 0  # held-out prompts per evaluation (0: none counted)
     dtype: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast: fp32 weights, bf16 matmul activations
     gradient_checkpointing: bool = False
     shared_value_trunk: bool = True
@@ -179,6 +180,19 @@ class Plan:
     def gen_batch(self) -> int:
         """Sequences per generation pass: a chunk of prompts, each repeated G times."""
         return min(self.generation_batch or self.batch_size, self.batch_size) * self.samples_per_prompt
+
+    def decode_rows(self) -> set[int]:
+        """Row counts the run's decodes take: the generation chunks (the last one may be shorter)
+        and the evaluation's."""
+        chunk = min(self.generation_batch or self.batch_size, self.batch_size)
+        rows = {chunk * self.samples_per_prompt}
+        if self.batch_size % chunk:
+            rows.add(self.batch_size % chunk * self.samples_per_prompt)
+        if self.eval_prompts:
+            rows.add(min(self.eval_batch, self.eval_prompts))
+            if self.eval_prompts > self.eval_batch and self.eval_prompts % self.eval_batch:
+                rows.add(self.eval_prompts % self.eval_batch)
+        return rows
 
     def with_(self, **changes: Any) -> Plan:
         return replace(self, **changes)
@@ -318,13 +332,14 @@ def _onednn_cpu(plan: Plan) -> bool:
 
 def _packed_decode_bytes(plan: Plan) -> int:
     """Packed copies of the policy's matmul weights that decoding keeps as long as the policy lives
-    (rlhfkit.fastgpt2.packed_decode_weight: on a CPU where oneDNN serves the decode)."""
+    (rlhfkit.fastgpt2.packed_decode_weight: on a CPU where oneDNN serves the decode). One copy per
+    weight, packed for the row count of the last decode that packed: the largest of the run's."""
     if plan.device != "cpu":
         return 0
     from rlhfkit.fastgpt2 import packed_decode_bytes
 
     s = plan.shape
-    return packed_decode_bytes(s.n_layer, s.n_embd, s.vocab_size, plan.gen_batch)
+    return max(packed_decode_bytes(s.n_layer, s.n_embd, s.vocab_size, rows) for rows in plan.decode_rows())
 
 
 def _skinny_rows() -> int:
@@ -443,7 +458,7 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
     est.overhead = FRAMEWORK_OVERHEAD[plan.device]
     if plan.lean_forward and _onednn_cpu(plan):  # its generated code per matmul shape
         est.overhead += ONEDNN_PER_SHAPE * (5 * 5 + 5)
-    elif plan.lean_forward and plan.device == "cpu" and plan.gen_batch <= _skinny_rows():
+    elif plan.lean_forward and plan.device == "cpu" and min(plan.decode_rows()) <= _skinny_rows():
         est.overhead += ONEDNN_PER_SHAPE * 5 * 2  # oneDNN serves decoding alone: its and evaluation's shapes
 
     # generation: KV cache for the whole response, growing by torch.cat (one layer's copy extra)
@@ -558,6 +573,7 @@ def plan_from_config(cfg: Any, *, device: Device | None = None, prompt_len: int 
         response_len=cfg.generation.max_new_tokens,
         generation_batch=gen_batch,
         eval_batch=gen_batch or max(p.batch_size, 16),  # the trainer's evaluation chunk
+        eval_prompts=cfg.train.eval_prompts,
         dtype=cfg.model.dtype,
         gradient_checkpointing=cfg.model.gradient_checkpointing,
         shared_value_trunk=cfg.model.shared_value_trunk,

@@ -193,6 +193,47 @@ def test_skinny_matmuls_alone_go_to_onednn_on_a_non_intel_cpu_without_avx512(
     assert fastgpt2.prefer_onednn_skinny(setting, vendor, avx512) is expected
 
 
+@pytest.mark.parametrize(("setting", "vendor", "avx512", "expected"), [
+    ("auto", "GenuineIntel", True, True), ("auto", "GenuineIntel", False, False),
+    ("auto", "AuthenticAMD", True, False), ("auto", "AuthenticAMD", False, False),
+    ("blas", "GenuineIntel", True, False), ("onednn", "GenuineIntel", True, False),
+])
+def test_packed_skinny_matmuls_go_to_onednn_on_an_intel_cpu_with_avx512(
+        setting: str, vendor: str, avx512: bool, expected: bool) -> None:
+    assert fastgpt2.prefer_packed_skinny(setting, vendor, avx512) is expected
+
+
+@needs_onednn
+def test_where_only_packed_skinny_matmuls_go_to_onednn_decoding_packs_and_nothing_else_moves(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An Intel CPU with AVX-512: a decode of at most ONEDNN_SKINNY_ROWS rows multiplies by packed
+    weights on oneDNN, every matmul on a weight as stored stays on addmm, and the logits are the
+    ones the weights as stored give (to fp32 rounding: another library sums in another order)."""
+    monkeypatch.setattr(fastgpt2, "_ONEDNN", False)
+    monkeypatch.setattr(fastgpt2, "_ONEDNN_SKINNY", False)
+    monkeypatch.setattr(fastgpt2, "_PACKED_SKINNY", True)
+    monkeypatch.setattr(fastgpt2, "PACK_DECODE", True)
+    monkeypatch.setattr(fastgpt2, "_onednn_rows", set())
+    model = tiny_lm(seed=36, n_embd=64, n_head=4)
+    ids, mask = left_padded(seed=37)
+    rows = ids.shape[0]
+    assert rows <= fastgpt2.ONEDNN_SKINNY_ROWS
+    w = torch.randn(64, 192)
+    assert not fastgpt2._use_onednn(torch.randn(rows, 64), w)  # a weight as stored: addmm
+    assert fastgpt2.onednn_skinny_in_use()
+    assert fastgpt2.packed_decode_bytes(3, 64, V, rows) > 0
+    assert fastgpt2.packed_decode_bytes(3, 64, V, fastgpt2.ONEDNN_SKINNY_ROWS + 1) == 0
+    dec = fastgpt2.Decoder(model, ids, mask, max_new_tokens=3)
+    assert dec.packed is not None and dec.packed_head is not None and dec.layers is not None
+    tok = torch.randint(V, (rows,))
+    packed_logits = dec.step(tok)
+    monkeypatch.setattr(fastgpt2, "_PACKED_SKINNY", False)
+    assert not fastgpt2.onednn_skinny_in_use()
+    plain = fastgpt2.Decoder(model, ids, mask, max_new_tokens=3)
+    assert plain.packed is None and plain.packed_head is None
+    torch.testing.assert_close(packed_logits, plain.step(tok), rtol=1e-4, atol=1e-4)
+
+
 @needs_onednn
 def test_skinny_onednn_takes_only_the_row_counts_decoding_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fastgpt2, "_ONEDNN", False)
@@ -502,6 +543,7 @@ def test_decoding_keeps_the_weights_as_stored_where_packing_is_off_or_cannot_ser
     assert fastgpt2.Decoder(model, ids, mask, max_new_tokens=1).packed is None  # no step to run
     monkeypatch.setattr(fastgpt2, "_ONEDNN", False)  # the CPU's BLAS serves decoding: nothing to pack
     monkeypatch.setattr(fastgpt2, "_ONEDNN_SKINNY", False)
+    monkeypatch.setattr(fastgpt2, "_PACKED_SKINNY", False)
     assert fastgpt2.packed_decode_bytes(3, 64, V, 4) == 0
     dec = fastgpt2.Decoder(model, ids, mask, max_new_tokens=3)
     assert dec.packed is None and dec.packed_head is None

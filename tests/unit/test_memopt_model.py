@@ -321,3 +321,33 @@ def test_cuda_predictions_match_the_recorded_gpu_measurements() -> None:
     assert len(rows) >= 6 and any("grpo" in case for case, *_ in rows)
     errors = {case: round((pred - meas) / meas, 3) for case, pred, meas, _ in rows}
     assert all(abs(e) <= 0.10 for e in errors.values()), errors
+
+
+def test_decode_rows_are_the_generation_chunks_and_the_evaluation_chunks() -> None:
+    """Packing for decoding depends on the row count, so the model counts every decode the run takes:
+    a short last chunk in rollout or in evaluation packs where the full chunks do not."""
+    shape = ModelShape(2, 64, 2, 100, 64)
+    plan = Plan(shape=shape, batch_size=32, mini_batch_size=16, grad_accum_steps=1, prompt_len=8, response_len=8,
+                eval_batch=32, eval_prompts=8)
+    assert plan.decode_rows() == {32, 8}
+    assert plan.with_(generation_batch=12, eval_prompts=0).decode_rows() == {12, 8}
+    assert plan.with_(samples_per_prompt=4, generation_batch=4, eval_prompts=70).decode_rows() == {16, 32, 6}
+    cfg = load_config("smoke", {"train.eval_prompts": 5})
+    assert plan_from_config(cfg, device="cpu").eval_prompts == 5
+
+
+def test_an_evaluation_that_packs_counts_the_packed_copy_where_rollout_does_not(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from rlhfkit import fastgpt2
+
+    if not fastgpt2._PACK_OPS:
+        pytest.skip("oneDNN's packing ops unavailable")
+    monkeypatch.setattr(fastgpt2, "_ONEDNN", False)
+    monkeypatch.setattr(fastgpt2, "_ONEDNN_SKINNY", False)
+    monkeypatch.setattr(fastgpt2, "_PACKED_SKINNY", True)  # an Intel CPU with AVX-512
+    monkeypatch.setattr(fastgpt2, "PACK_DECODE", True)
+    plan = Plan(shape=ModelShape(2, 64, 2, 100, 64), batch_size=32, mini_batch_size=16, grad_accum_steps=1,
+                prompt_len=8, response_len=8, eval_batch=32)
+    assert "policy_packed" not in estimate_memory(plan).models  # 32-row decodes: weights as stored
+    packed = estimate_memory(plan.with_(eval_prompts=8)).models["policy_packed"]["weights"]
+    assert packed == fastgpt2.packed_decode_bytes(2, 64, 100, 8) > 4 * 2 * 12 * 64 * 64
