@@ -5,6 +5,7 @@ Usage::
     .venv/bin/python benchmarks/grpo_vs_trl.py                 # both shapes, 3 alternating rounds
     .venv/bin/python benchmarks/grpo_vs_trl.py --quick         # 1 round, 2 measured steps
     .venv/bin/python benchmarks/grpo_vs_trl.py --threads 1     # on a busy machine (see NOTES_grpo_vs_trl.md)
+    .venv/bin/python benchmarks/grpo_vs_trl.py --systems rlhfkit --baseline main   # before/after, alternating
 
 TRL is the release installed in this environment (the one the TRL adapter is tested against);
 both systems run as subprocesses of this script (``--worker trl`` / ``--worker rlhfkit``), build
@@ -50,11 +51,14 @@ from ppo_vs_trl import (  # noqa: E402  (a sibling script, not a package)
     CpuClock,
     _loadavg,
     _version,
+    add_baseline_arg,
+    baseline_checkout,
     bench_parser,
     build_tokenizer,
     engine_flops,
     gpt2_config,
     make_prompts,
+    print_baseline_ratios,
     print_peak_fractions,
     run_as_worker,
     run_worker,
@@ -204,12 +208,14 @@ def print_table(shape: str, summary: dict[str, dict[str, float]], load: str, ver
         if trl and name != "trl":
             print(f"{name} tokens/s = {row['tokens_per_s'] / trl['tokens_per_s']:.2f} x TRL {versions.get('trl', '?')}'s"
                   f" (per CPU-second: {row['tokens_per_cpu_s'] / trl['tokens_per_cpu_s']:.2f} x)")
+    print_baseline_ratios(summary)
     print_peak_fractions(summary, STAGES)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = bench_parser(__doc__, SHAPES, "small,gpt2s", "trl,rlhfkit,rlhfkit-s",
                       "comma-separated from trl, rlhfkit, rlhfkit-s (ppo.rollout_scores=sampling)")
+    add_baseline_arg(ap)
     args = ap.parse_args(argv)
     if args.worker:
         run_as_worker(args, SHAPES, run_trl, run_rlhfkit)
@@ -217,6 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.rounds, args.steps = 1, 2
     systems = [s for s in args.systems.split(",") if s]
+    with baseline_checkout(args.baseline) as baseline:
+        all_results = _run_rounds(args, systems + list(baseline), {**{s: ROOT for s in systems}, **baseline})
+    if args.json:
+        args.json.write_text(json.dumps(all_results, indent=1))
+    return 0
+
+
+def _run_rounds(args: Any, systems: list[str], roots: dict[str, Path]) -> dict[str, dict[str, list[dict[str, Any]]]]:
     all_results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for shape in [s for s in args.shapes.split(",") if s]:
         load0 = _loadavg()
@@ -224,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         for rnd in range(args.rounds):
             for system in systems:
                 t0 = time.perf_counter()
-                res = run_worker(sys.executable, system, shape, args.steps, args.warmup, [], timeout=1800,
-                                 threads=args.threads, script="grpo_vs_trl.py")
+                res = run_worker(sys.executable, system.split("@")[0], shape, args.steps, args.warmup, [],
+                                 timeout=1800, threads=args.threads, root=roots[system], script="grpo_vs_trl.py")
                 results[system].append(res)
                 print(f"[{shape} round {rnd + 1}/{args.rounds}] {system:<10} "
                       f"{statistics.median(s['step'] for s in res['steps']):.3f} s/step "
@@ -233,9 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         versions = {s: r[0]["version"] for s, r in results.items()}
         print_table(shape, summarise(results, STAGES), f"{load0} / {_loadavg()}", versions)
         all_results[shape] = results
-    if args.json:
-        args.json.write_text(json.dumps(all_results, indent=1))
-    return 0
+    return all_results
 
 
 if __name__ == "__main__":

@@ -57,7 +57,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -317,6 +318,36 @@ def ensure_trl_venv() -> Path:
     return py
 
 
+def add_baseline_arg(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--baseline", metavar="REV",
+                    help="also time rlhfkit at git revision REV (a temporary checkout, this venv) as system "
+                         "rlhfkit@REV, alternating with the others: before/after in one run")
+
+
+@contextmanager
+def baseline_checkout(rev: str | None) -> Iterator[dict[str, Path]]:
+    """``{"rlhfkit@REV": root}`` for a temporary git worktree of ``rev`` (removed on the way out), or
+    ``{}`` without one: the extra system a ``--baseline`` run alternates with the others."""
+    if not rev:
+        yield {}
+        return
+    base = Path(tempfile.mkdtemp(prefix="rlhfkit-baseline-"))
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base), rev], check=True)
+    try:
+        yield {f"rlhfkit@{rev[:9]}": base}
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False)
+
+
+def print_baseline_ratios(summary: dict[str, dict[str, float]]) -> None:
+    """This tree's rlhfkit against each ``rlhfkit@REV`` of the run."""
+    kit = summary.get("rlhfkit")
+    for name, row in summary.items():
+        if kit and name.startswith("rlhfkit@"):
+            print(f"rlhfkit (this tree) tokens/s = {kit['tokens_per_s'] / row['tokens_per_s']:.2f} x {name}'s"
+                  f"   (> 1: faster than that revision; step {kit['step']:.3f} vs {row['step']:.3f} s)")
+
+
 def run_worker(python: Path | str, system: str, shape: str, steps: int, warmup: int, extra: list[str],
                timeout: float, threads: int | None = None, root: Path = ROOT,
                script: str = "ppo_vs_trl.py") -> dict[str, Any]:
@@ -410,14 +441,11 @@ def _print_times(shape: str, summary: dict[str, dict[str, float]], load: str) ->
         cpu_ratio = kit["tokens_per_cpu_s"] / trl["tokens_per_cpu_s"]
         print(f"per CPU-second (process CPU time per step: TRL {trl['cpu']:.3f} s, rlhfkit {kit['cpu']:.3f} s):"
               f" rlhfkit = {cpu_ratio:.2f} x TRL  (the load-robust figure when --threads 1)")
-        for name, row in summary.items():
-            if name.startswith("rlhfkit@"):
-                print(f"rlhfkit (this tree) tokens/s = {kit['tokens_per_s'] / row['tokens_per_s']:.2f} x {name}'s"
-                      f"   (> 1: faster than that revision; step {kit['step']:.3f} vs {row['step']:.3f} s)")
         kit_s = summary.get("rlhfkit-s")
         if kit_s:
             print(f"rlhfkit-s (ppo.rollout_scores=sampling) tokens/s = "
                   f"{kit_s['tokens_per_s'] / trl['tokens_per_s']:.2f} x TRL 0.19.1's")
+    print_baseline_ratios(summary)
 
 
 def _loadavg() -> str:
@@ -446,9 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = bench_parser(__doc__, SHAPES, "small,gpt2s", "trl,rlhfkit",
                       "comma-separated from trl, rlhfkit, rlhfkit-s (rlhfkit with ppo.rollout_scores=sampling: "
                       "old log-probs and values read off the sampling pass, as TRL reads its old log-probs)")
-    ap.add_argument("--baseline", metavar="REV",
-                    help="also time rlhfkit at git revision REV (a temporary checkout, this venv) as system "
-                         "rlhfkit@REV, alternating with the others: before/after in one run")
+    add_baseline_arg(ap)
     args = ap.parse_args(argv)
 
     if args.worker:
@@ -464,13 +490,15 @@ def main(argv: list[str] | None = None) -> int:
               " every OpenMP barrier waits for a descheduled thread and both systems slow down 5-15x (TRL's"
               " many small kernels worst); --threads 1 measures the work, not the scheduler.", flush=True)
     trl_py = ensure_trl_venv() if "trl" in systems else None
-    roots: dict[str, Path] = {s: ROOT for s in systems}
-    if args.baseline:
-        base = Path(tempfile.mkdtemp(prefix="ppo_vs_trl-baseline-"))
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base), args.baseline], check=True)
-        name = f"rlhfkit@{args.baseline[:9]}"
-        systems.append(name)
-        roots[name] = base
+    with baseline_checkout(args.baseline) as baseline:
+        all_results = _run_rounds(args, systems + list(baseline), {**{s: ROOT for s in systems}, **baseline}, trl_py)
+    if args.json:
+        args.json.write_text(json.dumps(all_results, indent=1))
+    return 0
+
+
+def _run_rounds(args: argparse.Namespace, systems: list[str], roots: dict[str, Path],
+                trl_py: Path | None) -> dict[str, dict[str, list[dict[str, Any]]]]:
     all_results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for shape in [s for s in args.shapes.split(",") if s]:
         load0 = _loadavg()
@@ -488,11 +516,7 @@ def main(argv: list[str] | None = None) -> int:
                       f" ({time.perf_counter() - t0:.0f} s with start-up; load {_loadavg()})", flush=True)
         print_table(shape, summarise(results), f"{load0} / {_loadavg()}")
         all_results[shape] = results
-    if args.json:
-        args.json.write_text(json.dumps(all_results, indent=1))
-    if args.baseline:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(roots[systems[-1]])], check=False)
-    return 0
+    return all_results
 
 
 if __name__ == "__main__":
