@@ -218,11 +218,17 @@ def _use_onednn(x: Tensor, weight: Tensor) -> bool:
     return _onednn_serves(x.shape[0], x, weight)
 
 
+def _onednn_takes(rows: int, packed: bool) -> bool:
+    """This CPU's rule: oneDNN computes a ``rows``-row matmul (``packed``: over a weight packed for
+    decoding, :func:`prefer_packed_skinny`)."""
+    skinny = _ONEDNN_SKINNY or (packed and _PACKED_SKINNY)
+    return _ONEDNN or (skinny and rows <= ONEDNN_SKINNY_ROWS)
+
+
 def _onednn_serves(rows: int, *tensors: Tensor, packed: bool = False) -> bool:
     """:func:`_use_onednn` for a matmul of ``rows`` rows over ``tensors`` (its input and weight);
-    ``packed``: over a weight packed for decoding (:func:`prefer_packed_skinny`)."""
-    skinny = _ONEDNN_SKINNY or (packed and _PACKED_SKINNY)
-    if not (_ONEDNN or (skinny and rows <= ONEDNN_SKINNY_ROWS)):
+    ``packed`` as in :func:`_onednn_takes`."""
+    if not _onednn_takes(rows, packed):
         return False
     if not all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors):
         return False
@@ -402,8 +408,7 @@ def _pack_block(n_in: int, n_out: int, rows: int) -> int:
 
 def _packs(rows: int) -> bool:
     """Decoding ``rows`` rows packs weights in this process: oneDNN serves it, packing is on and possible."""
-    skinny = _ONEDNN_SKINNY or _PACKED_SKINNY
-    return PACK_DECODE and _PACK_OPS and (_ONEDNN or (skinny and rows <= ONEDNN_SKINNY_ROWS))
+    return PACK_DECODE and _PACK_OPS and _onednn_takes(rows, packed=True)
 
 
 def _trunk_shapes(n_embd: int) -> tuple[tuple[int, int], ...]:

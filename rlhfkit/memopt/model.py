@@ -184,18 +184,17 @@ class Plan:
     def decode_rows(self) -> set[int]:
         """Row counts the run's decodes take: the generation chunks (the last one may be shorter)
         and the evaluation's."""
-        chunk = min(self.generation_batch or self.batch_size, self.batch_size)
-        rows = {chunk * self.samples_per_prompt}
-        if self.batch_size % chunk:
-            rows.add(self.batch_size % chunk * self.samples_per_prompt)
-        if self.eval_prompts:
-            rows.add(min(self.eval_batch, self.eval_prompts))
-            if self.eval_prompts > self.eval_batch and self.eval_prompts % self.eval_batch:
-                rows.add(self.eval_prompts % self.eval_batch)
-        return rows
+        G = self.samples_per_prompt
+        rows = {n * G for n in _chunk_sizes(self.batch_size, self.generation_batch or self.batch_size)}
+        return rows | _chunk_sizes(self.eval_prompts, self.eval_batch)
 
     def with_(self, **changes: Any) -> Plan:
         return replace(self, **changes)
+
+
+def _chunk_sizes(n: int, chunk: int) -> set[int]:
+    """Sizes of the chunks ``n`` items are split into, ``chunk`` at a time (the last may be shorter)."""
+    return {size for size in (min(chunk, n), n % chunk) if size}
 
 
 @dataclass
