@@ -27,8 +27,8 @@ Identical work, by construction (the vocabulary, prompts and GPT-2 shapes of ``p
 
 Neither system runs a policy forward for the old log-probs: with one iteration per generation both
 take them from the update's own forward, detached (TRL: ``num_iterations=1``; rlhfkit: one epoch,
-one minibatch, the KL in the loss). ``rlhfkit-s`` (``ppo.rollout_scores=sampling``) reads them off
-the sampling pass instead.
+one minibatch, the KL in the loss; its default ``ppo.rollout_scores=auto`` and ``=forward`` take them
+so). ``rlhfkit-s`` (``ppo.rollout_scores=sampling``) reads them off the sampling pass instead.
 Stages: ``rollout`` (sampling, old and reference log-probs, reward) and ``update`` (forward,
 backward, optimizer). TRL's rollout is timed around ``_generate_and_score_completions`` (its one
 rollout method); its step through the public ``TrainerCallback`` hooks. rlhfkit's stages come from its
@@ -139,7 +139,7 @@ def run_trl(shape: dict[str, int], steps: int, warmup: int, tmp: Path) -> dict[s
 
 # ----------------------------------------------------------------------------- rlhfkit worker
 def run_rlhfkit(shape: dict[str, int], steps: int, warmup: int, tmp: Path,
-                rollout_scores: str = "forward") -> dict[str, Any]:
+                rollout_scores: str = "auto") -> dict[str, Any]:
     import torch
 
     from rlhfkit import GPT2Policy, PPOTrainer
@@ -214,7 +214,7 @@ def print_table(shape: str, summary: dict[str, dict[str, float]], load: str, ver
 
 def main(argv: list[str] | None = None) -> int:
     ap = bench_parser(__doc__, SHAPES, "small,gpt2s", "trl,rlhfkit,rlhfkit-s",
-                      "comma-separated from trl, rlhfkit, rlhfkit-s (ppo.rollout_scores=sampling)")
+                      "comma-separated from trl, rlhfkit (its defaults), rlhfkit-s (ppo.rollout_scores=sampling)")
     add_baseline_arg(ap)
     args = ap.parse_args(argv)
     if args.worker:

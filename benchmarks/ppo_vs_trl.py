@@ -30,12 +30,13 @@ Identical work, by construction:
   the torch default thread count, no evaluation or checkpointing inside the measured steps.
 
 What differs is each system's own design: TRL trains a separate value model (its default and only
-option in 0.19.1) and takes the old log-probs from the generation logits; rlhfkit puts the value
-head on the policy trunk (its default) and recomputes log-probs and values in one scoring pass.
-``--systems trl,rlhfkit,rlhfkit-s`` adds rlhfkit with ``ppo.rollout_scores=sampling``, which reads
-the old log-probs *and* the values off the sampling pass (TRL's choice for the log-probs; with the
-shared trunk the values come along), so it runs no policy forward in scoring. The headline ratio
-is the default configuration's.
+option in 0.19.1); rlhfkit puts the value head on the policy trunk (its default). Both take the
+old log-probs from the sampling pass (TRL from the generation logits; rlhfkit, under its default
+``ppo.rollout_scores=auto`` for fp32 models, reads log-probs *and* values off the decode steps), so
+rlhfkit runs no policy forward in scoring. ``--systems trl,rlhfkit,rlhfkit-f`` adds rlhfkit with
+``ppo.rollout_scores=forward``, which recomputes them in one scoring pass over the finished
+sequences (as OpenRLHF and verl do; rlhfkit's default before 2026-12-06). The headline ratio is the
+default configuration's.
 
 Stages: ``generation`` (sampling), ``scoring`` (old log-probs, values, reference log-probs, reward),
 ``advantages`` (KL penalty, GAE, whitening) and ``update`` (forward, backward, optimizer). TRL's
@@ -68,6 +69,8 @@ TRL_PINS = ["trl==0.19.1", "transformers==4.53.3", "accelerate==1.9.0", "dataset
 VOCAB_SIZE = 2023
 PROMPT_LEN = 8
 STAGES = ("generation", "scoring", "advantages", "update")
+# the rlhfkit systems a run can time: its default configuration, and ppo.rollout_scores pinned
+ROLLOUT_SCORES = {"rlhfkit": "auto", "rlhfkit-f": "forward", "rlhfkit-s": "sampling"}
 MARK = "BENCH_JSON "
 
 # name: GPT-2 shape, batch, new tokens, minibatches per PPO epoch
@@ -209,7 +212,7 @@ def run_trl(shape: dict[str, int], steps: int, warmup: int, tmp: Path) -> dict[s
 
 # ----------------------------------------------------------------------------- rlhfkit worker (main venv)
 def run_rlhfkit(shape: dict[str, int], steps: int, warmup: int, tmp: Path,
-                rollout_scores: str = "forward") -> dict[str, Any]:
+                rollout_scores: str = "auto") -> dict[str, Any]:
     import torch
 
     from rlhfkit import GPT2Policy, PPOTrainer
@@ -293,14 +296,14 @@ def _version(dist: str) -> str:
 # ----------------------------------------------------------------------------- orchestration
 def run_as_worker(args: argparse.Namespace, shapes: dict[str, dict[str, int]],
                   trl: Callable[..., dict[str, Any]], rlhfkit: Callable[..., dict[str, Any]]) -> None:
-    """The ``--worker`` side of a benchmark script: one system (``trl``, ``rlhfkit`` or ``rlhfkit-s``,
-    rlhfkit with ``ppo.rollout_scores=sampling``) on one shape in a scratch folder, its JSON line printed."""
+    """The ``--worker`` side of a benchmark script: one system (``trl``, or rlhfkit as configured by
+    default, ``rlhfkit``, with ``ppo.rollout_scores=forward``, ``rlhfkit-f``, or ``=sampling``,
+    ``rlhfkit-s``) on one shape in a scratch folder, its JSON line printed."""
     with tempfile.TemporaryDirectory() as d:
         if args.worker == "trl":
             _emit(trl(shapes[args.shape], args.steps, args.warmup, Path(d)))
         else:
-            _emit(rlhfkit(shapes[args.shape], args.steps, args.warmup, Path(d),
-                          "sampling" if args.worker == "rlhfkit-s" else "forward"))
+            _emit(rlhfkit(shapes[args.shape], args.steps, args.warmup, Path(d), ROLLOUT_SCORES[args.worker]))
 
 
 def ensure_trl_venv() -> Path:
@@ -412,7 +415,7 @@ def print_peak_fractions(summary: dict[str, dict[str, float]], stages: tuple[str
         print("  (rlhfkit runs a group's prompt once; with every row's prompt, as credited to the others: "
               + ", ".join(f"{k} {every[k] / 1e9:.1f} G" for k in stages) + ")")
     for name, row in summary.items():
-        # a system that reports its own count (rlhfkit-s skips a forward) uses it; the others the reference's
+        # a system that reports its own count (rlhfkit-f runs one more forward) uses it; the others the reference's
         flops = {k: row.get(f"flops/{k}", every[k]) for k in stages}
         cells = [f"{k} {flops[k] / (row[k] * peak):.0%}" if row[k] > 1e-9 else f"{k} -" for k in stages]
         total = sum(flops.values()) / (row["step"] * peak)
@@ -441,10 +444,10 @@ def _print_times(shape: str, summary: dict[str, dict[str, float]], load: str) ->
         cpu_ratio = kit["tokens_per_cpu_s"] / trl["tokens_per_cpu_s"]
         print(f"per CPU-second (process CPU time per step: TRL {trl['cpu']:.3f} s, rlhfkit {kit['cpu']:.3f} s):"
               f" rlhfkit = {cpu_ratio:.2f} x TRL  (the load-robust figure when --threads 1)")
-        kit_s = summary.get("rlhfkit-s")
-        if kit_s:
-            print(f"rlhfkit-s (ppo.rollout_scores=sampling) tokens/s = "
-                  f"{kit_s['tokens_per_s'] / trl['tokens_per_s']:.2f} x TRL 0.19.1's")
+        for name in ("rlhfkit-f", "rlhfkit-s"):
+            if name in summary:
+                print(f"{name} (ppo.rollout_scores={ROLLOUT_SCORES[name]}) tokens/s = "
+                      f"{summary[name]['tokens_per_s'] / trl['tokens_per_s']:.2f} x TRL 0.19.1's")
     print_baseline_ratios(summary)
 
 
@@ -465,15 +468,15 @@ def bench_parser(doc: str, shapes: dict[str, Any], default_shapes: str, systems:
     ap.add_argument("--threads", type=int, help="torch/OpenMP threads for every system (default: torch's default)")
     ap.add_argument("--json", type=Path, help="also write every measured step here")
     # worker mode (internal)
-    ap.add_argument("--worker", choices=["trl", "rlhfkit", "rlhfkit-s"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["trl", *ROLLOUT_SCORES], help=argparse.SUPPRESS)
     ap.add_argument("--shape", help=argparse.SUPPRESS)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = bench_parser(__doc__, SHAPES, "small,gpt2s", "trl,rlhfkit",
-                      "comma-separated from trl, rlhfkit, rlhfkit-s (rlhfkit with ppo.rollout_scores=sampling: "
-                      "old log-probs and values read off the sampling pass, as TRL reads its old log-probs)")
+                      "comma-separated from trl, rlhfkit (its defaults), rlhfkit-f (ppo.rollout_scores=forward: "
+                      "a scoring forward recomputes the old log-probs and values), rlhfkit-s (=sampling)")
     add_baseline_arg(ap)
     args = ap.parse_args(argv)
 

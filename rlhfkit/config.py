@@ -131,13 +131,14 @@ class PPOConfig(_Strict):
     whiten_rewards: bool = Field(False, description="Whiten scores across the batch before GAE")
     whiten_advantages: bool = Field(True, description="Whiten advantages before the policy loss (PPO; the critic-free "
                                     "estimators normalise their own: per group for grpo, over the batch for reinforce_pp)")
-    rollout_scores: Literal["forward", "sampling"] = Field(
-        "forward", description="Where the old log-probs and values come from: forward = a scoring pass of the "
-        "policy over the finished sequences (as OpenRLHF); sampling = read off the sampling pass's logits and "
-        "hidden states (TRL takes its old log-probs this way): one policy forward fewer per step, same numbers "
-        "to fp32 rounding. A separate critic, or a model the lean sampler does not support, still gets the forward. "
-        "A critic-free run with one optimizer step per rollout and the KL in the loss needs neither: the update "
-        "reads them off its own forward")
+    rollout_scores: Literal["auto", "forward", "sampling"] = Field(
+        "auto", description="Where the old log-probs and values come from: forward = a scoring pass of the "
+        "policy over the finished sequences (as OpenRLHF and verl); sampling = read off the sampling pass's logits "
+        "and hidden states (TRL's PPOTrainer took its old log-probs this way): one policy forward fewer per step, "
+        "same numbers to fp32 rounding; auto = sampling for fp32 models, forward under bf16 autocast (where the "
+        "sampler's logits drift from a forward's). A separate critic, or a model the lean sampler does not "
+        "support, still gets the forward. A critic-free run with one optimizer step per rollout and the KL in the "
+        "loss needs neither (unless sampling is asked for): the update reads them off its own forward")
 
     @model_validator(mode="after")
     def _divides(self) -> PPOConfig:
@@ -252,6 +253,25 @@ def kl_in_loss(cfg: RunConfig) -> bool:
     if placement == "auto":
         return cfg.algorithm in ("grpo", "dr_grpo")
     return placement == "loss"
+
+
+def logprobs_from_update(cfg: RunConfig) -> bool:
+    """Whether π_old is exactly the policy the update's forward runs, with nothing before the update
+    needing its log-probs: no critic, the KL in the loss, one optimizer step per rollout (one epoch,
+    one minibatch), and ``ppo.rollout_scores`` not ``sampling``. Then the update reads the old
+    log-probs off its own forward (see ``PPOTrainer.logprobs_from_update``)."""
+    p = cfg.ppo
+    return (not uses_critic(cfg) and kl_in_loss(cfg) and p.ppo_epochs == 1 and p.mini_batch_size == p.batch_size
+            and p.rollout_scores != "sampling")
+
+
+def scores_while_sampling(cfg: RunConfig) -> bool:
+    """Whether the old log-probs (and PPO's values) are to be read off the sampling pass
+    (``ppo.rollout_scores``; ``auto``: for fp32 models, unless the update reads them off its own
+    forward). Where the policy cannot supply them the trainer still runs the scoring forward."""
+    source = cfg.ppo.rollout_scores
+    auto = source == "auto" and cfg.model.dtype == "fp32" and not logprobs_from_update(cfg)
+    return source == "sampling" or auto
 
 
 def clip_bounds(p: PPOConfig) -> tuple[float, float]:

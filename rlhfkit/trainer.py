@@ -5,8 +5,8 @@ One step (:meth:`PPOTrainer.train_step`) is four named stages passing named data
 
 1. ``rollout()`` (stage **generation**) — sample B prompts, sample responses with the KV cache (in
    chunks of ``generation.batch_size`` prompts when set) -> :class:`Rollout`.
-2. ``score()`` (stage **scoring**) — one policy pass for old log-probs and values (shared trunk;
-   with ``ppo.rollout_scores: sampling`` they are read off the sampling pass instead), one reference
+2. ``score()`` (stage **scoring**) — old log-probs and values, read off the sampling pass for fp32
+   models (``ppo.rollout_scores``; else one policy pass over the finished sequences), one reference
    pass for the KL anchor, the reward model's scores (reference and reward model on the policy's
    device or, with ``model.reference_device`` / ``reward.device`` = cpu, on the host) -> :class:`Experience`.
 3. ``advantages()`` (stage **advantages**) — per-token KL penalty, score on the last token, GAE,
@@ -59,6 +59,8 @@ from rlhfkit.config import (
     clip_bounds,
     generation_batch,
     kl_in_loss,
+    logprobs_from_update,
+    scores_while_sampling,
     total_steps,
     uses_critic,
 )
@@ -357,7 +359,7 @@ class PPOTrainer:
         self.policy.eval()
         gb = generation_batch(cfg) * G  # chunks share the batch's padding, so P is the same for all
         # old log-probs and values read off the sampling pass where the policy can supply both
-        from_sampling = cfg.ppo.rollout_scores == "sampling" and self.policy.scores_while_sampling
+        from_sampling = scores_while_sampling(cfg) and self.policy.scores_while_sampling
         chunks: list[tuple[torch.Tensor, torch.Tensor]] = []  # per chunk: ids, mask (b, R_chunk)
         scored: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # per chunk: log-probs, values
         with self._amp():
@@ -429,10 +431,9 @@ class PPOTrainer:
         critic, the KL outside the rewards. Then scoring runs no policy forward and update() takes
         π_old from its own forward, detached (the ratio is exactly 1 and the gradient is the policy
         gradient, as in TRL's GRPOTrainer with ``num_iterations=1``); the KL metrics follow the update.
-        ``ppo.rollout_scores=sampling`` still reads them off the sampling pass instead."""
-        cfg, p = self.config, self.config.ppo
-        return (not uses_critic(cfg) and kl_in_loss(cfg) and p.ppo_epochs == 1 and p.mini_batch_size == p.batch_size
-                and p.rollout_scores == "forward")
+        ``ppo.rollout_scores=sampling`` still reads them off the sampling pass instead (``auto`` and
+        ``forward`` take this path)."""
+        return logprobs_from_update(self.config)
 
     def with_update_logprobs(self, exp: Experience, adv: Advantages, stats: UpdateStats,
                              ) -> tuple[Experience, Advantages]:

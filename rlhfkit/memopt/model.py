@@ -127,7 +127,7 @@ class Plan:
     activation: Activation = "gelu_new"
     dropout: bool = False
     lean_forward: bool = True  # the engine's rlhfkit.fastgpt2 path exists (used without ckpt/dropout)
-    scores_from_sampling: bool = False  # ppo.rollout_scores = sampling: no policy forward in scoring
+    scores_from_sampling: bool = False  # old log-probs read off sampling (config.scores_while_sampling): no policy forward in scoring
     samples_per_prompt: int = 1  # G: responses sampled per prompt (the group of grpo / rloo)
     critic: bool = True  # a value head (and, unshared, a critic trunk): PPO; False for the critic-free family
     # Measured on a run of this config (None: not measured, every response counted at R). Runs stop at
@@ -472,15 +472,16 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
         "prefill": nograd_forward_bytes(plan, g, P, 0, s, logits=False),
         "sampling": 4 * g * V * 4,
     }
-    # ppo.rollout_scores = sampling on the lean sampler with the shared trunk: the decode steps'
+    # old log-probs read off sampling (ppo.rollout_scores) on the lean sampler with the shared trunk: the decode steps'
     # hidden states (a list, then stacked: twice g x R x D) give the values; no scoring forward
     from_sampling = plan.scores_from_sampling and plan.lean_forward and plan.shared_value_trunk
     if from_sampling:
         est.stages["generation"]["scores"] = 2 * g * R * D * 4
     # scoring: whole batch, one model at a time; the policy's outputs (B, R) are tiny
     critic = 0 if plan.value_trunks == 1 else nograd_forward_bytes(plan, B, T, R, s, logits=False)
-    per_pass = 0 if from_sampling else nograd_forward_bytes(plan, B, T, R, s)
-    ref_pass = per_pass if plan.reference_on_device else 0
+    fwd = nograd_forward_bytes(plan, B, T, R, s)  # the policy's pass and the reference's: same shape
+    per_pass = 0 if from_sampling else fwd
+    ref_pass = fwd if plan.reference_on_device else 0
     reward_pass = nograd_forward_bytes(plan, B, T, 0, rs, logits=False) if rs and plan.reward_on_device else 0
     est.stages["scoring"] = {"forward": max(per_pass, critic, ref_pass, reward_pass), "rollout": 6 * B * R * 4}
     if plan.cuda_autocast:
@@ -550,6 +551,7 @@ def prompt_len_from_data(cfg: Any, batch_size: int | None = None) -> int:
 def plan_from_config(cfg: Any, *, device: Device | None = None, prompt_len: int | None = None,
                      shape: ModelShape | None = None, **changes: Any) -> Plan:
     """A :class:`Plan` for a RunConfig (device ``auto`` resolves to cuda when available)."""
+    from rlhfkit.config import scores_while_sampling
     if device is None:
         dev = cfg.train.device
         if dev == "auto":
@@ -585,7 +587,7 @@ def plan_from_config(cfg: Any, *, device: Device | None = None, prompt_len: int 
         device=device,
         dropout=bool(cfg.model.pretrained),
         lean_forward=_engine_has_lean_forward(),
-        scores_from_sampling=p.rollout_scores == "sampling",
+        scores_from_sampling=scores_while_sampling(cfg),
         samples_per_prompt=cfg.generation.samples_per_prompt,
         critic=cfg.algorithm == "ppo",  # rlhfkit.config.uses_critic
     )

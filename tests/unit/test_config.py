@@ -12,9 +12,11 @@ from rlhfkit.config import (
     generation_batch,
     kl_in_loss,
     load_config,
+    logprobs_from_update,
     num_minibatches,
     preset_names,
     responses_per_step,
+    scores_while_sampling,
     total_steps,
     uses_critic,
 )
@@ -102,6 +104,29 @@ def test_critic_free_algorithms_derive_their_settings() -> None:
     assert kl_in_loss(load_config("smoke", ["algorithm=reinforce_pp", "ppo.kl_placement=loss"]))
     assert not kl_in_loss(load_config("smoke", ["algorithm=grpo", "generation.samples_per_prompt=2",
                                                 "ppo.kl_placement=reward"]))
+
+
+def test_rollout_scores_auto_reads_them_off_sampling_in_fp32_only() -> None:
+    """ppo.rollout_scores: auto (the default) reads the old log-probs off the sampling pass for fp32
+    models, runs the scoring forward under bf16 autocast, and leaves a one-step critic-free run with
+    the KL in the loss to the update's own forward; forward and sampling are what they say."""
+    def both(*overrides: str) -> tuple[bool, bool]:
+        cfg = load_config("smoke", list(overrides))
+        return scores_while_sampling(cfg), logprobs_from_update(cfg)
+
+    assert load_config("smoke").ppo.rollout_scores == "auto"
+    assert both() == (True, False)
+    assert both("model.dtype=bf16") == (False, False)
+    assert both("ppo.rollout_scores=forward") == (False, False)
+    assert both("ppo.rollout_scores=sampling", "model.dtype=bf16") == (True, False)
+    grpo = ("algorithm=grpo", "generation.samples_per_prompt=4", "ppo.mini_batch_size=32", "ppo.ppo_epochs=1")
+    assert both(*grpo) == (False, True)  # one optimizer step, KL in the loss: the update's forward
+    assert both(*grpo, "ppo.rollout_scores=forward") == (False, True)
+    assert both(*grpo, "ppo.rollout_scores=sampling") == (True, False)
+    assert both(*grpo, "ppo.mini_batch_size=8") == (True, False)  # four minibatches: π_old needed first
+    assert both(*grpo, "ppo.ppo_epochs=2") == (True, False)
+    with pytest.raises(ConfigError, match="rollout_scores"):
+        load_config("smoke", ["ppo.rollout_scores=maybe"])
 
 
 def test_json_schema_offers_the_algorithms() -> None:

@@ -156,3 +156,4 @@ def test_old_logprobs_come_from_a_scoring_forward_when_anything_needs_them_first
     assert not from_update("reinforce_pp")  # its KL sits in the rewards
     assert not from_update("ppo", **{"generation.samples_per_prompt": 1})  # the critic reads the same forward
     assert not from_update("grpo", **{"ppo.rollout_scores": "sampling"})  # read off sampling instead
+    assert from_update("grpo", **{"ppo.rollout_scores": "forward"})  # as under the default, auto

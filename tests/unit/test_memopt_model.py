@@ -241,6 +241,17 @@ def test_scores_from_sampling_move_the_policy_pass_out_of_scoring() -> None:
     assert "scores" not in a.stages["generation"]
     assert b.stages["scoring"]["forward"] < a.stages["scoring"]["forward"]
     assert plan_from_config(load_config("smoke", {"ppo.rollout_scores": "sampling"})).scores_from_sampling
+    assert plan_from_config(load_config("smoke")).scores_from_sampling  # auto, fp32
+    assert not plan_from_config(load_config("smoke", {"ppo.rollout_scores": "forward"})).scores_from_sampling
+
+
+def test_scores_from_sampling_keep_the_reference_pass_in_scoring() -> None:
+    """The reference's forward still runs in scoring when the old log-probs come off sampling: the
+    scoring peak keeps it (it was counted as zero along with the policy's pass)."""
+    base = Plan(shape=ModelShape(4, 256, 4, 2000, 128), batch_size=32, mini_batch_size=8, grad_accum_steps=1,
+                prompt_len=8, response_len=32, device="cpu", reference_on_device=True)
+    sampled = base.with_(scores_from_sampling=True)
+    assert estimate_memory(sampled).stages["scoring"]["forward"] == estimate_memory(base).stages["scoring"]["forward"]
 
 
 @pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "blas"])

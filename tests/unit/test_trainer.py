@@ -167,13 +167,13 @@ def _step_metrics(mem: MemorySink) -> list[dict[str, float]]:
 
 def test_chunked_generation_samples_in_chunks_and_is_deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
     sizes: list[int] = []
-    generate = GPT2Policy.generate
+    sample = GPT2Policy._sample  # under generate() and generate_scored() (rollouts read scores off sampling)
 
     def spy(self, prompt_ids, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         sizes.append(prompt_ids.shape[0])
-        return generate(self, prompt_ids, *args, **kwargs)
+        return sample(self, prompt_ids, *args, **kwargs)
 
-    monkeypatch.setattr(GPT2Policy, "generate", spy)
+    monkeypatch.setattr(GPT2Policy, "_sample", spy)
 
     def run() -> list[dict[str, float]]:
         mem = MemorySink()
@@ -244,8 +244,9 @@ def test_adamw_8bit_trains_with_one_byte_moments() -> None:
 
 
 def test_rollout_scores_from_sampling_skip_the_policy_forward_and_agree(monkeypatch: pytest.MonkeyPatch) -> None:
-    """ppo.rollout_scores=sampling: no scoring forward of the policy (only the update's), and the first
-    step's metrics equal the forward-scored run's to fp32 rounding (same tokens, same rewards)."""
+    """ppo.rollout_scores=sampling (and auto, the default, for an fp32 model): no scoring forward of the
+    policy (only the update's), and the first step's metrics equal the forward-scored run's to fp32
+    rounding (same tokens, same rewards)."""
     calls = {"no_grad": 0}
     forward_scores = GPT2Policy.forward_scores
 
@@ -266,6 +267,7 @@ def test_rollout_scores_from_sampling_skip_the_policy_forward_and_agree(monkeypa
     calls["no_grad"] = 0
     sampled = run("sampling")
     assert calls["no_grad"] == 0
+    assert run("auto") == sampled and calls["no_grad"] == 0  # the default, for this fp32 model
     assert len(sampled) == len(forward) == 5  # evaluation at start, 3 steps, evaluation at the end
     first_step = forward[1]
     assert "reward/mean" in first_step
