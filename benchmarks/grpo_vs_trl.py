@@ -38,7 +38,6 @@ per second of the whole step.
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
@@ -49,10 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ppo_vs_trl import (  # noqa: E402  (a sibling script, not a package)
     PROMPT_LEN,
     CpuClock,
+    Results,
     _loadavg,
     _version,
     add_baseline_arg,
-    baseline_checkout,
     bench_parser,
     build_tokenizer,
     engine_flops,
@@ -63,9 +62,9 @@ from ppo_vs_trl import (  # noqa: E402  (a sibling script, not a package)
     run_as_worker,
     run_worker,
     summarise,
+    time_and_save,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 BETA = 0.04
 SHAPES: dict[str, dict[str, int]] = {
     "small": {"n_layer": 4, "n_embd": 256, "n_head": 4, "batch": 16, "G": 4, "new_tokens": 64},
@@ -223,15 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.rounds, args.steps = 1, 2
     systems = [s for s in args.systems.split(",") if s]
-    with baseline_checkout(args.baseline) as baseline:
-        all_results = _run_rounds(args, systems + list(baseline), {**{s: ROOT for s in systems}, **baseline})
-    if args.json:
-        args.json.write_text(json.dumps(all_results, indent=1))
-    return 0
+    return time_and_save(args, systems, lambda names, roots: _run_rounds(args, names, roots))
 
 
-def _run_rounds(args: Any, systems: list[str], roots: dict[str, Path]) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    all_results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+def _run_rounds(args: Any, systems: list[str], roots: dict[str, Path]) -> Results:
+    all_results: Results = {}
     for shape in [s for s in args.shapes.split(",") if s]:
         load0 = _loadavg()
         results: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}

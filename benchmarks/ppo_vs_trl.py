@@ -342,6 +342,21 @@ def baseline_checkout(rev: str | None) -> Iterator[dict[str, Path]]:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False)
 
 
+Results = dict[str, dict[str, list[dict[str, Any]]]]  # shape -> system -> one worker result per round
+
+
+def time_and_save(args: argparse.Namespace, systems: list[str],
+                  run_rounds: Callable[[list[str], dict[str, Path]], Results]) -> int:
+    """The orchestration both peer benchmarks share: ``run_rounds(names, roots)`` times ``systems``
+    from this tree and, with ``--baseline REV``, ``rlhfkit@REV`` from a temporary checkout; every
+    measured step goes to ``--json``."""
+    with baseline_checkout(args.baseline) as baseline:
+        results = run_rounds(systems + list(baseline), {**{s: ROOT for s in systems}, **baseline})
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
 def print_baseline_ratios(summary: dict[str, dict[str, float]]) -> None:
     """This tree's rlhfkit against each ``rlhfkit@REV`` of the run."""
     kit = summary.get("rlhfkit")
@@ -493,16 +508,12 @@ def main(argv: list[str] | None = None) -> int:
               " every OpenMP barrier waits for a descheduled thread and both systems slow down 5-15x (TRL's"
               " many small kernels worst); --threads 1 measures the work, not the scheduler.", flush=True)
     trl_py = ensure_trl_venv() if "trl" in systems else None
-    with baseline_checkout(args.baseline) as baseline:
-        all_results = _run_rounds(args, systems + list(baseline), {**{s: ROOT for s in systems}, **baseline}, trl_py)
-    if args.json:
-        args.json.write_text(json.dumps(all_results, indent=1))
-    return 0
+    return time_and_save(args, systems, lambda names, roots: _run_rounds(args, names, roots, trl_py))
 
 
 def _run_rounds(args: argparse.Namespace, systems: list[str], roots: dict[str, Path],
-                trl_py: Path | None) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    all_results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+                trl_py: Path | None) -> Results:
+    all_results: Results = {}
     for shape in [s for s in args.shapes.split(",") if s]:
         load0 = _loadavg()
         results: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}

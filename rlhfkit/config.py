@@ -135,7 +135,7 @@ class PPOConfig(_Strict):
         "auto", description="Where the old log-probs and values come from: forward = a scoring pass of the "
         "policy over the finished sequences (as OpenRLHF and verl); sampling = read off the sampling pass's logits "
         "and hidden states (TRL's PPOTrainer took its old log-probs this way): one policy forward fewer per step, "
-        "same numbers to fp32 rounding; auto = sampling for fp32 models, forward under bf16 autocast (where the "
+        "same numbers to fp32 rounding; auto = sampling for fp32 models, forward for bf16 ones (under autocast the "
         "sampler's logits drift from a forward's). A separate critic, or a model the lean sampler does not "
         "support, still gets the forward. A critic-free run with one optimizer step per rollout and the KL in the "
         "loss needs neither (unless sampling is asked for): the update reads them off its own forward")

@@ -127,7 +127,7 @@ class Plan:
     activation: Activation = "gelu_new"
     dropout: bool = False
     lean_forward: bool = True  # the engine's rlhfkit.fastgpt2 path exists (used without ckpt/dropout)
-    scores_from_sampling: bool = False  # old log-probs read off sampling (config.scores_while_sampling): no policy forward in scoring
+    scores_from_sampling: bool = False  # config.scores_while_sampling: no policy forward in scoring
     samples_per_prompt: int = 1  # G: responses sampled per prompt (the group of grpo / rloo)
     critic: bool = True  # a value head (and, unshared, a critic trunk): PPO; False for the critic-free family
     # Measured on a run of this config (None: not measured, every response counted at R). Runs stop at
@@ -472,7 +472,7 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
         "prefill": nograd_forward_bytes(plan, g, P, 0, s, logits=False),
         "sampling": 4 * g * V * 4,
     }
-    # old log-probs read off sampling (ppo.rollout_scores) on the lean sampler with the shared trunk: the decode steps'
+    # old log-probs read off sampling on the lean sampler with the shared trunk: the decode steps'
     # hidden states (a list, then stacked: twice g x R x D) give the values; no scoring forward
     from_sampling = plan.scores_from_sampling and plan.lean_forward and plan.shared_value_trunk
     if from_sampling:
