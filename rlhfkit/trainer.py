@@ -552,8 +552,7 @@ class PPOTrainer:
                         (loss * share).backward()
                     acc.add_micro(pl, vl, vclip, ent, loss, kll)
                 with rec.substage("update/optimizer"):
-                    gn = torch.nn.utils.clip_grad_norm_(self.policy.trainable_parameters(), p.max_grad_norm)
-                    self.optimizer.step()
+                    gn = clip_and_step(self.optimizer, self.policy.trainable_parameters(), p.max_grad_norm)
                 acc.add_optimizer_step(gn)
         lr = float(self.scheduler.get_last_lr()[0])
         self.scheduler.step()
@@ -759,6 +758,39 @@ def _make_optimizer(p: PPOConfig, params: list[torch.nn.Parameter], device: torc
     # Fused AdamW: the same fp32 update in one kernel per parameter group (3x faster step at GPT-2 small).
     fused = _fused_adamw_ok(device)
     return torch.optim.AdamW(params, lr=p.learning_rate, weight_decay=p.weight_decay, eps=1e-5, fused=fused or None)
+
+
+def clip_and_step(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Clip the gradients' global L2 norm to ``max_norm``, take the optimizer step, and return the
+    norm before clipping: what ``clip_grad_norm_`` then ``step()`` do, to fp32 rounding.
+
+    Why not those two: on the CPU they make four passes over every gradient (a norm per tensor, a
+    norm of the norms, a multiply by the clip factor, the step), and at GPT-2-small the norm and the
+    multiply cost about as much as the fused AdamW step itself. For fp32 CPU gradients under torch's
+    fused AdamW this makes two: the squared norm as one BLAS dot per gradient (about twice as fast as
+    ``vector_norm``, and nearer the exact value), and the clip factor handed to the fused kernel as
+    its ``grad_scale``, the divisor it applies to each gradient as it reads it (the attribute
+    ``torch.amp.GradScaler`` sets for fused optimizers), so no separate multiply. The scale is a
+    tensor, max(1, norm / max_norm): no branch on the norm. Any other optimizer or device takes
+    ``clip_grad_norm_`` and ``step()``.
+    """
+    grads = [q.grad for q in params if q.grad is not None]
+    # _step_supports_amp_scaling: the optimizer's step reads grad_scale (what GradScaler checks too)
+    fused = (isinstance(optimizer, torch.optim.AdamW) and getattr(optimizer, "_step_supports_amp_scaling", False)
+             and all(g.get("fused") for g in optimizer.param_groups))
+    if not (fused and grads and all(g.device.type == "cpu" and g.dtype == torch.float32 for g in grads)
+            and getattr(optimizer, "grad_scale", None) is None and getattr(optimizer, "found_inf", None) is None):
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        optimizer.step()
+        return norm
+    flat = [g.reshape(-1) for g in grads]
+    norm = torch.stack([torch.dot(f, f) for f in flat]).sum().sqrt()
+    optimizer.grad_scale = torch.clamp((norm + 1e-6) / max_norm, min=1.0)  # type: ignore[attr-defined]
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.grad_scale  # type: ignore[attr-defined]
+    return norm
 
 
 def _fused_adamw_ok(device: torch.device) -> bool:

@@ -273,3 +273,63 @@ def test_rollout_scores_from_sampling_skip_the_policy_forward_and_agree(monkeypa
     assert "reward/mean" in first_step
     for k, v in first_step.items():
         assert sampled[1][k] == pytest.approx(v, rel=1e-4, abs=1e-5), k
+
+
+def _adamw_pair(fused: bool) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter], torch.optim.Optimizer,
+                                      torch.optim.Optimizer]:
+    g = torch.Generator().manual_seed(3)
+    shapes = [(64, 48), (48,), (3, 5, 7), (1,)]
+    a = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
+    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    kw = {"lr": 1e-2, "weight_decay": 0.1, "eps": 1e-5, "fused": fused or None}
+    return a, b, torch.optim.AdamW(a, **kw), torch.optim.AdamW(b, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("grad_size", [0.01, 30.0])  # below the clip norm, and far above it
+def test_clip_and_step_is_clip_grad_norm_then_step(fused: bool, grad_size: float) -> None:
+    """The fused CPU path (the norm from dots, the clip factor as the fused kernel's grad_scale)
+    leaves the parameters where clip_grad_norm_ and step() do, to fp32 rounding, over several steps
+    with and without clipping, returns the same pre-clip norm, and leaves no grad_scale behind;
+    other optimizers take clip_grad_norm_ and step() themselves (bit-identical)."""
+    from rlhfkit.trainer import clip_and_step
+
+    a, b, opt_a, opt_b = _adamw_pair(fused)
+    g = torch.Generator().manual_seed(4)
+    for _ in range(3):
+        for p, q in zip(a, b, strict=True):
+            p.grad = torch.randn(p.shape, generator=g) * grad_size
+            q.grad = p.grad.clone()
+        norm = clip_and_step(opt_a, a, 1.0)
+        ref = torch.nn.utils.clip_grad_norm_(b, 1.0)
+        opt_b.step()
+        assert not hasattr(opt_a, "grad_scale")
+        torch.testing.assert_close(norm, ref, rtol=1e-6, atol=0)
+        for p, q in zip(a, b, strict=True):
+            if fused:
+                torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+            else:
+                assert torch.equal(p, q)
+    assert (float(norm) > 1.0) == (grad_size > 1.0)
+
+
+def test_clip_and_step_clips_where_a_gradient_is_missing_and_keeps_a_scalers_grad_scale() -> None:
+    """A parameter without a gradient is skipped, as clip_grad_norm_ skips it; an optimizer that
+    already carries a GradScaler's grad_scale is left to clip_grad_norm_ and its scaler."""
+    from rlhfkit.trainer import clip_and_step
+
+    a, b, opt_a, opt_b = _adamw_pair(True)
+    for p, q in zip(a[:2], b[:2], strict=True):
+        p.grad = torch.full(p.shape, 5.0)
+        q.grad = p.grad.clone()
+    clip_and_step(opt_a, a, 1.0)
+    torch.nn.utils.clip_grad_norm_(b, 1.0)
+    opt_b.step()
+    for p, q in zip(a, b, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    scale = torch.tensor(2.0)
+    opt_a.grad_scale = scale  # type: ignore[attr-defined]
+    for p in a[:2]:
+        p.grad = torch.full(p.shape, 5.0)
+    clip_and_step(opt_a, a, 1.0)
+    assert opt_a.grad_scale is scale  # type: ignore[attr-defined]
