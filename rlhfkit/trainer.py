@@ -766,9 +766,10 @@ def clip_and_step(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parame
 
     Why not those two: on the CPU they make four passes over every gradient (a norm per tensor, a
     norm of the norms, a multiply by the clip factor, the step), and at GPT-2-small the norm and the
-    multiply cost about as much as the fused AdamW step itself. For fp32 CPU gradients under torch's
-    fused AdamW this makes two: the squared norm as one BLAS dot per gradient (about twice as fast as
-    ``vector_norm``, and nearer the exact value), and the clip factor handed to the fused kernel as
+    multiply cost about as much as the fused AdamW step itself (benchmarks/NOTES_ppo_vs_trl.md,
+    change 17). For fp32 CPU gradients under torch's fused AdamW this makes two: the squared norm as
+    one BLAS dot per gradient (faster than ``vector_norm`` here, and nearer the exact value), and the
+    clip factor handed to the fused kernel as
     its ``grad_scale``, the divisor it applies to each gradient as it reads it (the attribute
     ``torch.amp.GradScaler`` sets for fused optimizers), so no separate multiply. The scale is a
     tensor, max(1, norm / max_norm): no branch on the norm. Any other optimizer or device takes
@@ -778,7 +779,8 @@ def clip_and_step(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parame
     # _step_supports_amp_scaling: the optimizer's step reads grad_scale (what GradScaler checks too)
     fused = (isinstance(optimizer, torch.optim.AdamW) and getattr(optimizer, "_step_supports_amp_scaling", False)
              and all(g.get("fused") for g in optimizer.param_groups))
-    if not (fused and grads and all(g.device.type == "cpu" and g.dtype == torch.float32 for g in grads)
+    if not (fused and grads and all(g.device.type == "cpu" and g.dtype == torch.float32 and g.layout == torch.strided
+                                    for g in grads)
             and getattr(optimizer, "grad_scale", None) is None and getattr(optimizer, "found_inf", None) is None):
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
         optimizer.step()
