@@ -767,32 +767,38 @@ def clip_and_step(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parame
     Why not those two: on the CPU they make four passes over every gradient (a norm per tensor, a
     norm of the norms, a multiply by the clip factor, the step), and at GPT-2-small the norm and the
     multiply cost about as much as the fused AdamW step itself (benchmarks/NOTES_ppo_vs_trl.md,
-    change 17). For fp32 CPU gradients under torch's fused AdamW this makes two: the squared norm as
-    one BLAS dot per gradient (faster than ``vector_norm`` here, and nearer the exact value), and the
-    clip factor handed to the fused kernel as
-    its ``grad_scale``, the divisor it applies to each gradient as it reads it (the attribute
-    ``torch.amp.GradScaler`` sets for fused optimizers), so no separate multiply. The scale is a
-    tensor, max(1, norm / max_norm): no branch on the norm. Any other optimizer or device takes
+    change 17). Where :func:`_clips_inside_step` holds this makes two: the squared norm as one BLAS
+    dot per gradient (faster than ``vector_norm`` here, and nearer the exact value), and the clip
+    factor handed to the fused kernel as its ``grad_scale``, the divisor it applies to each gradient
+    as it reads it (the attribute ``torch.amp.GradScaler`` sets for fused optimizers), so no separate
+    multiply. The scale is a tensor, max(1, norm / max_norm): no branch on the norm. Anywhere else
     ``clip_grad_norm_`` and ``step()``.
     """
     grads = [q.grad for q in params if q.grad is not None]
-    # _step_supports_amp_scaling: the optimizer's step reads grad_scale (what GradScaler checks too)
-    fused = (isinstance(optimizer, torch.optim.AdamW) and getattr(optimizer, "_step_supports_amp_scaling", False)
-             and all(g.get("fused") for g in optimizer.param_groups))
-    if not (fused and grads and all(g.device.type == "cpu" and g.dtype == torch.float32 and g.layout == torch.strided
-                                    for g in grads)
-            and getattr(optimizer, "grad_scale", None) is None and getattr(optimizer, "found_inf", None) is None):
+    if not _clips_inside_step(optimizer, grads):
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
         optimizer.step()
         return norm
-    flat = [g.reshape(-1) for g in grads]
-    norm = torch.stack([torch.dot(f, f) for f in flat]).sum().sqrt()
+    norm = torch.stack([torch.dot(g.view(-1), g.view(-1)) for g in grads]).sum().sqrt()
     optimizer.grad_scale = torch.clamp((norm + 1e-6) / max_norm, min=1.0)  # type: ignore[attr-defined]
     try:
         optimizer.step()
     finally:
         del optimizer.grad_scale  # type: ignore[attr-defined]
     return norm
+
+
+def _clips_inside_step(optimizer: torch.optim.Optimizer, grads: list[torch.Tensor]) -> bool:
+    """:func:`clip_and_step` can hand the clip factor to the step: torch's fused AdamW, whose step
+    reads ``grad_scale`` (``_step_supports_amp_scaling``, what GradScaler checks too) and holds no
+    scaler's ``grad_scale`` / ``found_inf`` now, over contiguous fp32 CPU gradients."""
+    if not (isinstance(optimizer, torch.optim.AdamW) and getattr(optimizer, "_step_supports_amp_scaling", False)
+            and all(group.get("fused") for group in optimizer.param_groups)):
+        return False
+    if getattr(optimizer, "grad_scale", None) is not None or getattr(optimizer, "found_inf", None) is not None:
+        return False
+    return bool(grads) and all(g.device.type == "cpu" and g.dtype == torch.float32 and g.is_contiguous()
+                               for g in grads)
 
 
 def _fused_adamw_ok(device: torch.device) -> bool:
