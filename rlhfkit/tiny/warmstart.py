@@ -50,12 +50,17 @@ GRAD_CLIP = 1.0
 
 
 def native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX). Without it oneDNN emulates
-    bf16 and a bf16 matmul runs tens of times slower than float32, so the warm-start trains in
-    float32 there (a different recipe: the choice is part of the cache key)."""
+    """Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX). Without either oneDNN
+    emulates bf16 and the warm-start runs slower than in float32 (benchmarks/NOTES_warmstart.md),
+    so it trains in float32 there (a different recipe: the choice is part of the cache key).
+
+    Asked of the instruction sets themselves: oneDNN's own "bf16 supported"
+    (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) also says yes on AVX-512 CPUs that only
+    emulate it."""
+    probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
+        return any(bool(probe()) for probe in probes if probe is not None)
+    except RuntimeError:
         return False
 
 
