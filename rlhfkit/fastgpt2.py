@@ -144,9 +144,14 @@ def cpu_vendor() -> str:
     return _cpuinfo("vendor_id")
 
 
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as ``/proc/cpuinfo`` lists them (empty where it cannot be read)."""
+    return frozenset(_cpuinfo("flags").split())
+
+
 def cpu_has_avx512() -> bool:
     """Whether ``/proc/cpuinfo`` lists the AVX-512 foundation (``avx512f``)."""
-    return "avx512f" in _cpuinfo("flags").split()
+    return "avx512f" in cpu_flags()
 
 
 def _matmul_setting(setting: str | None) -> str:

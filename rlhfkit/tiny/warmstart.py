@@ -58,10 +58,7 @@ def native_bf16() -> bool:
     (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) also says yes on AVX-512 CPUs that only
     emulate it."""
     probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
-    try:
-        return any(bool(probe()) for probe in probes if probe is not None)
-    except RuntimeError:
-        return False
+    return any(bool(probe()) for probe in probes if probe is not None)
 
 
 AUTOCAST_BF16 = native_bf16()  # bf16 autocast where native (faster than float32); master weights stay float32

@@ -9,17 +9,13 @@ build outlasted its 5-minute timeout. The expected answer here comes from the CP
 
 from pathlib import Path
 
-from rlhfkit import tiny
+from rlhfkit import fastgpt2, tiny
 from rlhfkit.tiny import warmstart
 
 
 def _cpu_has_native_bf16() -> bool:
     """AVX-512 BF16 or AMX's bf16 tiles, as the kernel lists the CPU's flags."""
-    flags: set[str] = set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
+    flags = fastgpt2.cpu_flags()
     assert flags, "no flags line in /proc/cpuinfo"
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
