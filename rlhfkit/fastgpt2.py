@@ -121,7 +121,8 @@ def _scaling(attn: Module, layer_idx: int) -> float:
 # machine. Why these two facts: MKL picks its AVX-512 kernels by vendor, so on an AMD CPU with
 # AVX-512 it runs AVX2 code and oneDNN is the faster library; without AVX-512 both run AVX2 code
 # and MKL is the faster one on the MLP's matmuls, except decoding's skinny ones (at most 16 rows),
-# which still go to oneDNN there (benchmarks/NOTES_grpo_vs_trl.md has the tables). On Intel CPUs
+# which still go to oneDNN on AMD CPUs there (benchmarks/NOTES_grpo_vs_trl.md has the tables; on a
+# CPU of another or unknown vendor, an ARM server or macOS, ATen's BLAS keeps them: not measured). On Intel CPUs
 # with AVX-512 decoding's skinny matmuls go to oneDNN only on weights packed for it (below): MKL
 # beats oneDNN on a weight as stored, not on a packed one.
 ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
@@ -174,12 +175,14 @@ def prefer_onednn(setting: str | None = None, vendor: str | None = None, avx512:
 
 def prefer_onednn_skinny(setting: str | None = None, vendor: str | None = None, avx512: bool | None = None) -> bool:
     """Whether matmuls of at most :data:`ONEDNN_SKINNY_ROWS` rows go to oneDNN although the others
-    do not: under ``auto``, on a non-Intel CPU without AVX-512, where oneDNN is the faster library
-    for decoding's skinny matmuls (PPO's 8-row GPT-2-small decode −22%) and MKL for the rest."""
+    do not: under ``auto``, on an AMD CPU without AVX-512, where oneDNN is the faster library for
+    decoding's skinny matmuls (PPO's 8-row GPT-2-small decode −22%) and MKL for the rest. Where the
+    vendor is another or unknown (an ARM server, macOS: no ``vendor_id`` to read) nothing was
+    measured, and ATen's BLAS keeps every matmul."""
     setting = _matmul_setting(setting)
     if setting != "auto" or prefer_onednn(setting, vendor, avx512):
         return False
-    return (cpu_vendor() if vendor is None else vendor) != "GenuineIntel"
+    return (cpu_vendor() if vendor is None else vendor) == "AuthenticAMD"
 
 
 def prefer_packed_skinny(setting: str | None = None, vendor: str | None = None, avx512: bool | None = None) -> bool:
