@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rlhfkit.fastgpt2 import SamplingActivations
+
 Tensor = torch.Tensor
 
 
@@ -27,6 +29,8 @@ class Rollout:
     response_mask: Tensor  # (B, R) long, 1 up to and including EOS
     sampled_logprobs: Tensor | None = None  # (B, R) log π_old(a|s) read off the sampling pass, if it could
     sampled_values: Tensor | None = None  # (B, R) V_old(s) read off the sampling pass, if it could
+    # what the decode kept for the update's forward to build on (config.update_from_sampling), if it could
+    activations: SamplingActivations | None = None
 
     @property
     def prompt_len(self) -> int:
@@ -61,6 +65,7 @@ class Experience:
     has_eos: Tensor  # (B,) bool, the response ended on EOS
     scored_while_sampling: bool = False  # logprobs (and values) came off the sampling pass: scoring ran no policy forward
     logprobs_from_update: bool = False  # one on-policy optimizer step: π_old is the update's own forward, detached
+    activations: SamplingActivations | None = None  # Rollout.activations, until the update has used them
 
     @property
     def policy_forward_in_scoring(self) -> bool:
@@ -105,6 +110,7 @@ class UpdateStats:
     grad_norm: float  # before clipping, mean over optimizer steps
     learning_rate: float  # the rate this step's updates used
     old_logprobs: Tensor | None = None  # (B, R) π_old read off the update's forward (Experience.logprobs_from_update)
+    forward_from_sampling: bool = False  # the update's forward built on the decode's matmul outputs (Experience.activations)
 
 
 __all__ = ["Advantages", "Experience", "Rollout", "UpdateStats"]

@@ -30,6 +30,7 @@ Shapes in comments: B batch, T sequence, H heads, hs head size, D width, V vocab
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import math
 import os
 from collections.abc import Callable
@@ -297,16 +298,27 @@ class _OnednnLinear(torch.autograd.Function):
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:  # type: ignore[override]
         x, weight = ctx.saved_tensors
         need_x, need_w, need_b, _ = ctx.needs_input_grad
-        g = g.contiguous()
-        gx = gw = gb = None
-        if need_x:
+        return (*_linear_grads(g, x, weight, ctx.conv1d, need_x, need_w, need_b, onednn=True), None)
+
+
+def _linear_grads(g: Tensor, x: Tensor, weight: Tensor, conv1d: bool, need_x: bool, need_w: bool, need_b: bool,
+                  onednn: bool) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """Gradients of ``x @ W + b`` (W as in :func:`_linear`) for the output gradient ``g``: the
+    input's ``g @ W^T`` (a oneDNN matmul with ``onednn``, ``W`` as stored, else ``mm``), the
+    weight's ``x^T @ g`` (or ``g^T @ x``) and the bias's column sum; None where not needed."""
+    g = g.contiguous()
+    gx = gw = gb = None
+    if need_x:
+        if onednn:
             assert _onednn_linear is not None
-            gx = _onednn_linear(g, weight if ctx.conv1d else weight.t(), None, "none", [], "")
-        if need_w:
-            gw = x.t().mm(g) if ctx.conv1d else g.t().mm(x)
-        if need_b:
-            gb = g.sum(0)
-        return gx, gw, gb, None
+            gx = _onednn_linear(g, weight if conv1d else weight.t(), None, "none", [], "")
+        else:
+            gx = g.mm(weight.t()) if conv1d else g.mm(weight)
+    if need_w:
+        gw = x.t().mm(g) if conv1d else g.t().mm(x)
+    if need_b:
+        gb = g.sum(0)
+    return gx, gw, gb
 
 
 # ----------------------------------------------------------------------------- packed decode weights
@@ -679,6 +691,135 @@ def _shared_hidden_states(transformer: Module, input_ids: Tensor, attention_mask
     return F.layer_norm(x, (D,), transformer.ln_f.weight, transformer.ln_f.bias, eps)
 
 
+# ----------------------------------------------------------------------------- the update's forward off the decode
+# Why: with one optimizer step per rollout (GRPO's default, TRL's ``num_iterations=1``) the update's
+# forward runs the very weights that just sampled, over the very tokens they sampled: every matmul
+# output it computes, the decode computed already, one row per position. So the decode keeps them
+# (:class:`SamplingActivations`), and the update builds its autograd graph on them
+# (:func:`sampled_hidden_states`): each matmul is a :class:`_Precomputed` node, whose forward
+# returns the kept output and whose backward is the matmul's; layer norms, attention and the
+# activation run again (their backward needs what they save, and they cost little). The backward
+# is unchanged. The kept outputs agree with a forward over the finished sequences to fp32 rounding
+# (the decode sums in another order), as the old log-probs read off the sampling pass do.
+
+
+@dataclasses.dataclass
+class SamplingActivations:
+    """What a :class:`Decoder` computed that a training forward over the same sequences needs.
+
+    Rows are the flat token rows :func:`_shared_hidden_states` uses: first each distinct prompt's
+    ``P`` positions once (``U = rep.shape[0]`` prompts), then each of the ``B`` rows' ``fed`` decoded
+    positions (the sampled tokens that went back through the trunk: all but the last).
+    Per block: ``qkv`` (N, 3D) = ln_1(x) @ W_attn + b, ``attn`` (N, D) the residual stream after
+    attention, ``fc`` (N, 4D) the MLP's input to its activation, ``mlp`` (N, D) the residual stream
+    after the MLP. ``logits`` (B, fed + 1, V): the LM head at positions P-1 .. P+fed-1, before any
+    temperature. ``ids`` (B, fed): the tokens fed.
+    """
+
+    rep: Tensor  # (U,) the first row of each distinct prompt
+    inverse: Tensor  # (B,) each row's prompt, an index into rep
+    prompt_ids: Tensor  # (B, P)
+    prompt_mask: Tensor  # (B, P)
+    fed: int
+    qkv: list[Tensor]
+    attn: list[Tensor]
+    fc: list[Tensor]
+    mlp: list[Tensor]
+    logits: Tensor
+    ids: Tensor
+
+    def matches(self, input_ids: Tensor, attention_mask: Tensor) -> bool:
+        """Whether these are the activations of ``input_ids`` (B, P + fed + 1): the same prompts, and
+        the same tokens wherever ``attention_mask`` holds (after a stop token a rollout may have
+        replaced tokens by padding; no unmasked position reads them)."""
+        B, P = self.prompt_ids.shape
+        if input_ids.shape != (B, P + self.fed + 1) or not torch.equal(input_ids[:, :P], self.prompt_ids):
+            return False
+        fed = attention_mask[:, P : P + self.fed].bool()
+        return not bool(((input_ids[:, P : P + self.fed] != self.ids) & fed).any())
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for ts in (self.qkv, self.attn, self.fc, self.mlp) for t in ts) \
+            + self.logits.numel() * self.logits.element_size()
+
+
+_KEPT = ("qkv", "attn", "fc", "mlp")  # the kinds of block output a decoder keeps, as SamplingActivations names them
+
+
+class _Precomputed(torch.autograd.Function):
+    """``x @ W + b`` (``+ residual``), whose value ``out`` was computed already (by the decode):
+    the forward returns ``out`` and saves what the backward needs; the backward is the matmul's
+    (:func:`_linear_grads`, on the library :func:`_linear` would take for ``x``)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None,  # type: ignore[override]
+                out: Tensor, conv1d: bool) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.conv1d = conv1d
+        ctx.onednn = _onednn_linear is not None and _use_onednn(x, weight)
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b, need_r = ctx.needs_input_grad[:4]
+        gx, gw, gb = _linear_grads(g, x, weight, ctx.conv1d, need_x, need_w, need_b, ctx.onednn)
+        return gx, gw, gb, (g if need_r else None), None, None
+
+
+def sampled_hidden_states(transformer: Module, acts: SamplingActivations) -> Tensor:
+    """:func:`hidden_states` of the sequences ``acts`` was decoded from, at positions P-1 .. P+fed-1:
+    (B, fed + 1, D), after ``ln_f``, with the autograd graph of a training forward, on the matmul
+    outputs the decode kept (see above). The attention is the decode's: a prompt's padding is no
+    key, every decoded position is one."""
+    cfg = transformer.config
+    eps, H, act = cfg.layer_norm_epsilon, cfg.n_head, _ACTIVATIONS[cfg.activation_function]
+    rep, inverse = acts.rep, acts.inverse
+    B, P = acts.prompt_ids.shape
+    U, R, D = rep.shape[0], acts.fed, cfg.n_embd
+    hs, dev = D // H, acts.prompt_ids.device
+    n_p = U * P
+    pos = position_ids_from_mask(acts.prompt_mask)  # (B, P)
+    later_pos = pos[:, -1:] + 1 + torch.arange(R, device=dev)  # (B, R)
+    x = torch.cat([_embed(transformer, acts.prompt_ids[rep], pos[rep]).reshape(n_p, D),
+                   _embed(transformer, acts.ids, later_pos).reshape(B * R, D)])
+    prompt_valid = acts.prompt_mask.bool()
+    prompt_mask = _padding_mask(acts.prompt_mask[rep]) if not bool(prompt_valid.all()) else None
+    later_mask = torch.cat([prompt_valid[:, None, :].expand(B, R, P),
+                            torch.ones(R, R, dtype=torch.bool, device=dev).tril().expand(B, R, R)], -1)[:, None]
+
+    def heads(t: Tensor, lo: int, rows: int, length: int) -> Tensor:
+        return t[lo : lo + rows * length].view(rows, length, H, hs).transpose(1, 2)  # (rows, H, length, hs)
+
+    for i, block in enumerate(transformer.h):
+        h = F.layer_norm(x, (D,), block.ln_1.weight, block.ln_1.bias, eps)
+        qkv = _Precomputed.apply(h, block.attn.c_attn.weight, block.attn.c_attn.bias, None, acts.qkv[i], True)
+        q, k, v = qkv.split(D, dim=-1)  # (N, D) each
+        scale = _scaling(block.attn, i)
+        keys = torch.cat([heads(k, 0, U, P).index_select(0, inverse), heads(k, n_p, B, R)], 2)  # (B, H, P + R, hs)
+        values = torch.cat([heads(v, 0, U, P).index_select(0, inverse), heads(v, n_p, B, R)], 2)
+        yp = _causal_attention(heads(q, 0, U, P), heads(k, 0, U, P), heads(v, 0, U, P), prompt_mask, scale)
+        yr = F.scaled_dot_product_attention(heads(q, n_p, B, R), keys, values, attn_mask=later_mask, scale=scale)
+        y = torch.cat([yp.transpose(1, 2).reshape(n_p, D), yr.transpose(1, 2).reshape(B * R, D)])
+        x = _Precomputed.apply(y, block.attn.c_proj.weight, block.attn.c_proj.bias, x, acts.attn[i], True)
+        h = F.layer_norm(x, (D,), block.ln_2.weight, block.ln_2.bias, eps)
+        f = _Precomputed.apply(h, block.mlp.c_fc.weight, block.mlp.c_fc.bias, None, acts.fc[i], True)
+        x = _Precomputed.apply(act(f), block.mlp.c_proj.weight, block.mlp.c_proj.bias, x, acts.mlp[i], True)
+    rows = torch.cat([(inverse * P + P - 1)[:, None],
+                      n_p + torch.arange(B, device=dev)[:, None] * R + torch.arange(R, device=dev)], 1)  # (B, R + 1)
+    x = x.index_select(0, rows.flatten())
+    return F.layer_norm(x, (D,), transformer.ln_f.weight, transformer.ln_f.bias, eps).view(B, R + 1, D)
+
+
+def sampled_logits(lm_head: Module, h: Tensor, acts: SamplingActivations) -> Tensor:
+    """``lm_logits(lm_head, h)`` for ``h`` from :func:`sampled_hidden_states`: the decode's logits,
+    (B, fed + 1, V), as a :class:`_Precomputed` node."""
+    lead = h.shape[:-1]
+    out = _Precomputed.apply(h.reshape(-1, h.shape[-1]), lm_head.weight, lm_head.bias, None,
+                             acts.logits.reshape(-1, acts.logits.shape[-1]), False)
+    return out.view(*lead, out.shape[-1])
+
+
 def logprobs_and_entropy(logits: Tensor, labels: Tensor, with_entropy: bool = True) -> tuple[Tensor, Tensor | None]:
     """log softmax(logits)[labels] and the entropy from one log-softmax: (B, R, V), (B, R) -> (B, R) x2.
 
@@ -742,9 +883,12 @@ class Decoder:
             holds.
         prompt_ids, prompt_mask: (B, P) left-padded prompts.
         max_new_tokens: how many tokens may follow.
+        keep: also keep what a training forward over the finished sequences would compute again
+            (:meth:`activations`): each block's matmul outputs at every position fed, and the logits.
     """
 
-    def __init__(self, model: Module, prompt_ids: Tensor, prompt_mask: Tensor, max_new_tokens: int) -> None:
+    def __init__(self, model: Module, prompt_ids: Tensor, prompt_mask: Tensor, max_new_tokens: int,
+                 keep: bool = False) -> None:
         tr = model.transformer
         cfg = tr.config
         self.tr, self.lm_head = tr, model.lm_head
@@ -764,6 +908,7 @@ class Decoder:
         pos = position_ids_from_mask(prompt_mask)
         self.next_pos = pos[:, -1:] + 1  # (B, 1)
         self.t = 0
+        self._fed = 0  # decode steps run (tokens fed after the prompt)
         self.hidden: Tensor | None = None
         # the steps (one token for each of the B rows) multiply by packed weights where this CPU has them
         self.rows = B
@@ -783,6 +928,14 @@ class Decoder:
             self.key_invalid = ~self.key_valid
             self.scores = torch.empty(B * self.n_head, 1, t_max, device=dev, dtype=dtype)  # baddbmm's ignored input
         share = distinct_rows(prompt_ids, prompt_mask)
+        # keep: per kind of kept output (qkv, attn, fc, mlp), per block, the outputs of the prefill and
+        # of each step as they come (no copy while decoding); activations() lays them out
+        self.keep = keep
+        self.kept: dict[str, list[list[Tensor]]] = {k: [[] for _ in tr.h] for k in _KEPT} if keep else {}
+        self.kept_logits: list[Tensor] = []
+        self.kept_ids: list[Tensor] = []
+        self.share = share if share is not None else (torch.arange(B, device=dev),) * 2
+        self.prompt_ids, self.prompt_mask = prompt_ids, prompt_mask
         if share is None:
             self.logits = self._forward(prompt_ids, pos, _padding_mask(prompt_mask) if self.masked else None,
                                         causal=True)
@@ -795,6 +948,37 @@ class Decoder:
                 kv[:, :, :, :P] = kv[:, :U, :, :P][:, inverse]
             assert self.hidden is not None
             self.logits, self.hidden = logits[inverse], self.hidden[inverse]
+        if keep:
+            self.kept_logits.append(self.logits)
+
+    def _keep(self, kind: str, i: int, out: Tensor) -> None:
+        """Keep block ``i``'s output ``out`` (b, n, width) of ``kind`` for the positions just fed."""
+        self.kept[kind][i].append(out.reshape(-1, out.shape[-1]))
+
+    def activations(self) -> SamplingActivations | None:
+        """What this decoder kept (``keep``) for the positions fed so far, in the row layout of
+        :class:`SamplingActivations` (one copy of each kept output, which the decoder then lets go),
+        or None without ``keep``."""
+        if not self.keep:
+            return None
+        B, R = self.rows, self._fed
+
+        def lay_out(parts: list[Tensor]) -> Tensor:
+            prompt, steps = parts[0], parts[1:]  # (U*P, W), then R x (B, W)
+            out = torch.empty(prompt.shape[0] + B * R, prompt.shape[1], dtype=prompt.dtype, device=prompt.device)
+            out[: prompt.shape[0]].copy_(prompt)
+            if steps:
+                torch.stack(steps, 1, out=out[prompt.shape[0] :].view(B, R, -1))
+            parts.clear()  # each step's tensor goes as soon as it is laid out
+            return out
+
+        laid = {kind: [lay_out(parts) for parts in blocks] for kind, blocks in self.kept.items()}
+        logits = torch.stack(self.kept_logits, 1)  # (B, R + 1, V)
+        ids = torch.stack(self.kept_ids, 1) if self.kept_ids else self.prompt_ids.new_empty(B, 0)
+        self.kept_logits, self.kept_ids, self.kept = [], [], {}
+        rep, inverse = self.share
+        return SamplingActivations(rep, inverse, self.prompt_ids, self.prompt_mask, R, laid["qkv"], laid["attn"],
+                                   laid["fc"], laid["mlp"], logits, ids)
 
     @torch.no_grad()
     def _forward(self, ids: Tensor, pos: Tensor, mask: Tensor | None, causal: bool) -> Tensor:
@@ -802,9 +986,17 @@ class Decoder:
         t0, (b, n) = self.t, ids.shape  # b: every row, or the first b (a prefill of distinct prompts)
         x = _embed(self.tr, ids, pos)
         packed = self.packed if n == 1 and b == self.rows else None
+        keep = self.keep
         for i, block in enumerate(self.tr.h):
             w = packed[i] if packed is not None else None
-            q, k, v = _qkv(block, x, self.n_head, self.eps, w)
+            if not keep:
+                q, k, v = _qkv(block, x, self.n_head, self.eps, w)
+            else:
+                h = F.layer_norm(x, (x.shape[-1],), block.ln_1.weight, block.ln_1.bias, self.eps)
+                qkv = _conv1d(h, block.attn.c_attn, packed=w[0] if w is not None else None)
+                self._keep("qkv", i, qkv)
+                hs = qkv.shape[-1] // (3 * self.n_head)
+                q, k, v = (t.view(b, n, self.n_head, hs).transpose(1, 2) for t in qkv.split(qkv.shape[-1] // 3, -1))
             kv = self.kv[i]
             kv[0, :b, :, t0 : t0 + n] = k
             kv[1, :b, :, t0 : t0 + n] = v
@@ -820,7 +1012,16 @@ class Decoder:
                 y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scales[i])
             else:
                 y = F.scaled_dot_product_attention(q, keys, values, is_causal=causal, scale=self.scales[i])
-            x = _mlp(block, _attn_out(block, x, y, w), self.act, self.eps, w)
+            if not keep:
+                x = _mlp(block, _attn_out(block, x, y, w), self.act, self.eps, w)
+                continue
+            x = _attn_out(block, x, y, w)
+            self._keep("attn", i, x)
+            h = F.layer_norm(x, (x.shape[-1],), block.ln_2.weight, block.ln_2.bias, self.eps)
+            f = _conv1d(h, block.mlp.c_fc, packed=w[2] if w is not None else None)
+            self._keep("fc", i, f)
+            x = x + _conv1d(_ACTIVATIONS[self.act](f), block.mlp.c_proj, packed=w[3] if w is not None else None)
+            self._keep("mlp", i, x)
         self.t = t0 + n
         h = F.layer_norm(x[:, -1], (x.shape[-1],), self.tr.ln_f.weight, self.tr.ln_f.bias, self.eps)  # (B, D)
         self.hidden = h  # the trunk's output at the last fed position (a value head reads it)
@@ -833,7 +1034,11 @@ class Decoder:
         else:
             mask = self.key_valid[:, None, None, : self.t + 1] if self.masked else None  # (B, 1, 1, t+1)
             logits = self._forward(tokens.unsqueeze(1), self.next_pos, mask, causal=False)
+        if self.keep:
+            self.kept_ids.append(tokens)
+            self.kept_logits.append(logits)
         self.next_pos = self.next_pos + 1
+        self._fed += 1
         return logits
 
     @torch.no_grad()
@@ -853,10 +1058,13 @@ class Decoder:
         hs, eps = D // H, self.eps
         attr, algo = _FUSED_ACT[self.act]
         invalid = self.key_invalid[:, None, None, : t + 1] if self.masked else None  # (B, 1, 1, t+1)
+        keep, act = self.keep, _ACTIVATIONS[self.act]
         x = F.embedding(tokens, self.tr.wte.weight) + F.embedding(self.next_pos.view(-1), self.tr.wpe.weight)
-        for layer, kv in zip(self.layers, self.kv, strict=True):
+        for i, (layer, kv) in enumerate(zip(self.layers, self.kv, strict=True)):
             h = F.layer_norm(x, (D,), layer.ln1_w, layer.ln1_b, eps)
             qkv = _onednn_linear(h, layer.qkv, layer.qkv_b, "none", [], "")  # (B, 3D)
+            if keep:
+                self._keep("qkv", i, qkv)
             kv[:, :, :, t].copy_(qkv[:, D:].view(B, 2, H, hs).transpose(0, 1))
             cache = kv.view(2, B * H, -1, hs)[:, :, : t + 1]  # (2, B*H, t+1, hs)
             att = torch.baddbmm(self.scores[:, :, : t + 1], qkv[:, :D].reshape(B * H, 1, hs),
@@ -866,8 +1074,16 @@ class Decoder:
             y = torch.bmm(att.softmax(-1), cache[1])  # (B*H, 1, hs)
             x = _onednn_linear_add(y.view(B, D), x, layer.proj, layer.proj_b, "add")  # x + y @ W_o + b
             h = F.layer_norm(x, (D,), layer.ln2_w, layer.ln2_b, eps)
-            x = _onednn_linear_add(_onednn_linear(h, layer.fc, layer.fc_b, attr, [], algo), x, layer.fc_proj,
-                                   layer.fc_proj_b, "add")
+            if not keep:
+                a = _onednn_linear(h, layer.fc, layer.fc_b, attr, [], algo)
+            else:  # the activation's input is kept: a training forward's backward needs it
+                self._keep("attn", i, x)
+                f = _onednn_linear(h, layer.fc, layer.fc_b, "none", [], "")
+                self._keep("fc", i, f)
+                a = act(f)
+            x = _onednn_linear_add(a, x, layer.fc_proj, layer.fc_proj_b, "add")
+            if keep:
+                self._keep("mlp", i, x)
         self.t = t + 1
         h = F.layer_norm(x, (D,), self.tr.ln_f.weight, self.tr.ln_f.bias, eps)  # (B, D)
         self.hidden = h

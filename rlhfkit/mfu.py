@@ -23,7 +23,9 @@ activations and weights): the "6·N·T" rule plus attention. Stages:
   critic trunk when there is one, the reference forward. A reward model is counted when it says its
   cost (``flops_per_token``); lexicon rewards cost no model FLOPs;
 * ``advantages``: elementwise work, ~:data:`ADVANTAGE_FLOPS_PER_TOKEN` per response token;
-* ``update``: ``ppo_epochs`` x 3 x (policy forward + critic trunk when separate).
+* ``update``: ``ppo_epochs`` x 3 x (policy forward + critic trunk when separate); where the update's
+  forward builds on the decode's matmul outputs (``ppo.update_activations``), less that forward's
+  matmuls.
 
 Rows that share a prompt (a GRPO group's G samples) run it once on the lean path: the decoder's
 prefill, and the forwards of scoring and update (:func:`rlhfkit.fastgpt2.hidden_states` with
@@ -101,10 +103,14 @@ def forward_flops(shape: ModelShape, seq_lens: Sequence[int], head_tokens: int, 
     ``shared``: the prompt lengths of rows whose prompt another row already ran (not run again:
     their block matmuls and the prompt's own causal attention are left out)."""
     tokens = sum(seq_lens) - sum(shared)
-    attn = sum(2 * shape.n_layer * shape.d_model * t * (t + 1) for t in seq_lens)
-    attn -= sum(2 * shape.n_layer * shape.d_model * p * (p + 1) for p in shared)
     lm = 2 * shape.d_model * shape.vocab * head_tokens if head else 0
-    return float(2 * shape.block_params * tokens + attn + lm)
+    return float(2 * shape.block_params * tokens + attention_flops(shape, seq_lens, shared) + lm)
+
+
+def attention_flops(shape: ModelShape, seq_lens: Sequence[int], shared: Sequence[int] = ()) -> float:
+    """The attention scores and weighted sums of :func:`forward_flops` (``shared`` as there)."""
+    attn = sum(2 * shape.n_layer * shape.d_model * t * (t + 1) for t in seq_lens)
+    return float(attn - sum(2 * shape.n_layer * shape.d_model * p * (p + 1) for p in shared))
 
 
 @dataclass(frozen=True)
@@ -144,10 +150,12 @@ def shared_prompts(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt
 
 def stage_flops(policy: ModelShape, batch: BatchTokens, *, ppo_epochs: int, separate_critic: bool,
                 scores_from_sampling: bool, reward_flops_per_token: float = 0.0, share_nograd: bool = False,
-                share_update: bool = False) -> dict[str, float]:
+                share_update: bool = False, update_forward_from_sampling: bool = False) -> dict[str, float]:
     """Model FLOPs of each stage of one PPO step (see the module docstring for what each counts).
     ``share_nograd`` (generation, scoring) / ``share_update``: those forwards run a prompt rows share
-    once."""
+    once. ``update_forward_from_sampling``: the update's one policy forward took its matmul outputs
+    from the decode (``ppo.update_activations``), so of that forward the update counts the attention
+    only, which it computes again."""
     seq = batch.seq_lens
     resp = batch.response_tokens
 
@@ -158,7 +166,11 @@ def stage_flops(policy: ModelShape, batch: BatchTokens, *, ppo_epochs: int, sepa
     policy_fwd, critic_fwd = fwds(batch.shared if share_nograd else ())
     scoring = (0.0 if scores_from_sampling else policy_fwd) + critic_fwd + policy_fwd  # + reference
     scoring += reward_flops_per_token * (batch.total_tokens - (sum(batch.shared) if share_nograd else 0))
-    update = 3.0 * ppo_epochs * sum(fwds(batch.shared if share_update else ()))
+    update_shared = batch.shared if share_update else ()
+    update_fwds = fwds(update_shared)
+    update = 3.0 * ppo_epochs * sum(update_fwds)
+    if update_forward_from_sampling:
+        update -= update_fwds[0] - attention_flops(policy, seq, update_shared)
     return {
         "generation": policy_fwd,  # the decoder's prefill shares as scoring's forwards do
         "scoring": scoring,
@@ -282,7 +294,8 @@ class PerfCounter:
     share_update: bool = False  # so does the update's
 
     def step(self, seconds: Mapping[str, float], input_ids: torch.Tensor, attention_mask: torch.Tensor,
-             prompt_len: int, response_mask: torch.Tensor, scores_from_sampling: bool) -> dict[str, float]:
+             prompt_len: int, response_mask: torch.Tensor, scores_from_sampling: bool,
+             update_forward_from_sampling: bool = False) -> dict[str, float]:
         shared = shared_prompts(input_ids, attention_mask, prompt_len) if self.share_nograd or self.share_update \
             else ()
         batch = BatchTokens(prompt=tuple(int(n) for n in attention_mask[:, :prompt_len].sum(1).tolist()),
@@ -290,5 +303,5 @@ class PerfCounter:
         flops = stage_flops(self.policy, batch, ppo_epochs=self.ppo_epochs, separate_critic=self.separate_critic,
                             scores_from_sampling=scores_from_sampling,
                             reward_flops_per_token=self.reward_flops_per_token, share_nograd=self.share_nograd,
-                            share_update=self.share_update)
+                            share_update=self.share_update, update_forward_from_sampling=update_forward_from_sampling)
         return perf_metrics(flops, seconds, batch, self.peak)

@@ -113,8 +113,10 @@ class BasePolicy(Protocol):
 
     def forward_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
                        *, with_values: bool = True, with_entropy: bool = False,
+                       activations: fastgpt2.SamplingActivations | None = None,
                        ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Log-probs, values and entropy (B, R) of the response tokens of (B, T) sequences."""
+        """Log-probs, values and entropy (B, R) of the response tokens of (B, T) sequences
+        (``activations``: what :meth:`generate_kept` kept of these very sequences, to build on)."""
         ...
 
     def generate(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, *,
@@ -122,6 +124,13 @@ class BasePolicy(Protocol):
                  temperature: float | None = None, top_p: float | None = None, top_k: int | None = None,
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sampled response ids and mask (B, R); the mask is 1 up to and including EOS."""
+        ...
+
+    def generate_kept(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, *,
+                      generator: torch.Generator | None = None, stop_at_eos: bool = True,
+                      ) -> tuple[torch.Tensor, torch.Tensor, fastgpt2.SamplingActivations | None]:
+        """:meth:`generate`, also keeping what a training forward over the sampled sequences would
+        compute again (None where the sampler cannot)."""
         ...
 
     @property
@@ -323,17 +332,28 @@ class GPT2Policy(nn.Module):
     # ------------------------------------------------------------------ forward passes
     def forward_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
                        *, with_values: bool = True, with_entropy: bool = False,
+                       activations: fastgpt2.SamplingActivations | None = None,
                        ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Log-probs (and values, entropy) of the response tokens in one pass.
 
         input_ids/attention_mask (B, T) with T = P + R; returns (B, R) tensors. The logits at
         position t predict token t+1, so the response's scores come from positions P-1 .. T-2.
+        ``activations``: kept by :meth:`generate_kept` while sampling these sequences with the
+        weights the policy holds now; the forward then builds on the matmul outputs they hold
+        (:func:`rlhfkit.fastgpt2.sampled_hidden_states`) where the lean forward applies and they
+        match the sequences, and runs in full otherwise.
         """
-        position_ids = fastgpt2.position_ids_from_mask(attention_mask)
-        # positions P-1 .. T-2; a prompt several rows share (a GRPO group) runs once
-        h = trunk(self.model.transformer, input_ids, attention_mask, position_ids, start=prompt_len - 1,
-                  prefix_len=prompt_len)[:, :-1]  # (B, R, D)
-        logits = fastgpt2.lm_logits(self.model.lm_head, h)  # (B, R, V)
+        tr = self.model.transformer
+        if (activations is not None and fastgpt2.supports(tr)
+                and activations.matches(input_ids, attention_mask)):
+            h = fastgpt2.sampled_hidden_states(tr, activations)  # (B, R, D)
+            logits = fastgpt2.sampled_logits(self.model.lm_head, h, activations)
+        else:
+            position_ids = fastgpt2.position_ids_from_mask(attention_mask)
+            # positions P-1 .. T-2; a prompt several rows share (a GRPO group) runs once
+            h = trunk(tr, input_ids, attention_mask, position_ids, start=prompt_len - 1,
+                      prefix_len=prompt_len)[:, :-1]  # (B, R, D)
+            logits = fastgpt2.lm_logits(self.model.lm_head, h)  # (B, R, V)
         if self.temperature != 1.0:
             logits = logits / self.temperature
         labels = input_ids[:, prompt_len:]
@@ -344,8 +364,8 @@ class GPT2Policy(nn.Module):
             if self.critic is None:
                 values = self.value_head(h).squeeze(-1)
             else:
-                hc = trunk(self.critic, input_ids, attention_mask, position_ids, start=prompt_len - 1,
-                           prefix_len=prompt_len)
+                hc = trunk(self.critic, input_ids, attention_mask, fastgpt2.position_ids_from_mask(attention_mask),
+                           start=prompt_len - 1, prefix_len=prompt_len)
                 values = self.value_head(hc[:, :-1]).squeeze(-1)
         return logprobs, values, entropy
 
@@ -361,6 +381,17 @@ class GPT2Policy(nn.Module):
         out = self._sample(prompt_ids, prompt_mask, max_new_tokens, generator=generator, stop_at_eos=stop_at_eos,
                            temperature=temperature, top_p=top_p, top_k=top_k)
         return out.tokens, out.mask
+
+    @torch.no_grad()
+    def generate_kept(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, *,
+                      generator: torch.Generator | None = None, stop_at_eos: bool = True,
+                      ) -> tuple[torch.Tensor, torch.Tensor, fastgpt2.SamplingActivations | None]:
+        """:meth:`generate`, plus what the lean sampler kept for :meth:`forward_scores` to build on
+        (:class:`rlhfkit.fastgpt2.SamplingActivations`; None on the transformers path)."""
+        keep = fastgpt2.supports(self.model.transformer, training=True)  # the forward that would build on them
+        out = self._sample(prompt_ids, prompt_mask, max_new_tokens, generator=generator, stop_at_eos=stop_at_eos,
+                           keep=keep)
+        return out.tokens, out.mask, out.activations
 
     @property
     def scores_while_sampling(self) -> bool:
@@ -389,7 +420,7 @@ class GPT2Policy(nn.Module):
         return out.tokens, out.mask, out.logprobs, values
 
     def _sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, *,
-                generator: torch.Generator | None, stop_at_eos: bool, scored: bool = False,
+                generator: torch.Generator | None, stop_at_eos: bool, scored: bool = False, keep: bool = False,
                 temperature: float | None = None, top_p: float | None = None, top_k: int | None = None) -> Samples:
         """:func:`sample` with this policy's tokenizer and sampling settings (each overridable)."""
         return sample(self.model, prompt_ids, prompt_mask, max_new_tokens,
@@ -397,7 +428,7 @@ class GPT2Policy(nn.Module):
                       temperature=self.temperature if temperature is None else temperature,
                       top_p=self.top_p if top_p is None else top_p,
                       top_k=self.top_k if top_k is None else top_k,
-                      generator=generator, stop_at_eos=stop_at_eos, scored=scored)
+                      generator=generator, stop_at_eos=stop_at_eos, scored=scored, keep=keep)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -525,13 +556,14 @@ class Samples:
     mask: torch.Tensor
     logprobs: torch.Tensor | None = None
     hidden: torch.Tensor | None = None
+    activations: fastgpt2.SamplingActivations | None = None  # with ``keep``, on the lean path
 
 
 @torch.no_grad()
 def sample(model: GPT2LMHeadModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, *,
            eos_token_id: int | None, pad_token_id: int | None, temperature: float = 1.0, top_p: float = 1.0,
            top_k: int = 0, generator: torch.Generator | None = None, stop_at_eos: bool = True,
-           lean: bool = True, scored: bool = False) -> Samples:
+           lean: bool = True, scored: bool = False, keep: bool = False) -> Samples:
     """KV-cache sampling loop: prefill once, then one single-token forward per new token.
 
     With ``lean`` (default) and a model :func:`rlhfkit.fastgpt2.supports`, the forwards run on
@@ -543,13 +575,16 @@ def sample(model: GPT2LMHeadModel, prompt_ids: torch.Tensor, prompt_mask: torch.
     distribution *before* top-k/top-p filtering (the distribution PPO's ratio is taken against) and,
     on the lean path, the hidden state that produced the logits: the numbers a scoring forward over
     the finished sequences would compute, here read off the sampling pass.
+
+    With ``keep``, on the lean path, the decoder also keeps each block's matmul outputs and the
+    logits (``Samples.activations``) for a training forward over the sampled sequences to build on.
     """
     B = prompt_ids.shape[0]
     device = prompt_ids.device
     pad = pad_token_id if pad_token_id is not None else 0
     decoder: fastgpt2.Decoder | _HFDecoder
     if lean and fastgpt2.supports(model.transformer):
-        decoder = fastgpt2.Decoder(model, prompt_ids, prompt_mask, max_new_tokens)
+        decoder = fastgpt2.Decoder(model, prompt_ids, prompt_mask, max_new_tokens, keep=keep)
     else:
         decoder = _HFDecoder(model, prompt_ids, prompt_mask)
     next_logits = decoder.logits  # (B, V)
@@ -580,9 +615,10 @@ def sample(model: GPT2LMHeadModel, prompt_ids: torch.Tensor, prompt_mask: torch.
         next_logits = decoder.step(tok)
     R = tokens.shape[1]
     resp_mask = (torch.arange(R, device=device).unsqueeze(0) < lengths.clamp(max=R).unsqueeze(1)).long()
+    kept = decoder.activations() if isinstance(decoder, fastgpt2.Decoder) else None
     if not scored:
-        return Samples(tokens, resp_mask)
-    return Samples(tokens, resp_mask, torch.stack(logprobs, 1), torch.stack(hidden, 1) if hidden else None)
+        return Samples(tokens, resp_mask, activations=kept)
+    return Samples(tokens, resp_mask, torch.stack(logprobs, 1), torch.stack(hidden, 1) if hidden else None, kept)
 
 
 def _as_base_policy(policy: GPT2Policy) -> BasePolicy:

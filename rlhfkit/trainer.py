@@ -13,7 +13,9 @@ One step (:meth:`PPOTrainer.train_step`) is four named stages passing named data
    whitening (math in :mod:`rlhfkit.ppo_ops`) -> :class:`Advantages`.
 4. ``update()`` (stage **update**) — ``ppo_epochs`` passes over shuffled minibatches (gradient
    accumulation inside), clipped policy and value losses, entropy bonus, grad-norm clipping, LR
-   schedule -> :class:`UpdateStats`.
+   schedule -> :class:`UpdateStats`. Where its one forward runs the weights that sampled over every
+   sampled row (``ppo.update_activations``), that forward builds on the matmul outputs the decode
+   kept (``Rollout.activations``) instead of computing them again.
 
 ``algorithm`` picks what stages 2-4 do: PPO (the default) trains a value head and uses GAE; the
 critic-free family (``grpo``, ``dr_grpo``, ``rloo``, ``reinforce_pp``) builds no value head, skips
@@ -62,6 +64,7 @@ from rlhfkit.config import (
     logprobs_from_update,
     scores_while_sampling,
     total_steps,
+    update_from_sampling,
     uses_critic,
 )
 from rlhfkit.events import (
@@ -336,6 +339,7 @@ class PPOTrainer:
             adv = self.advantages(exp)
         with rec.stage("update"):
             stats = self.update(exp, adv)
+        exp = dataclasses.replace(exp, activations=None)  # the update's graph is gone: let the kept outputs go
         if exp.logprobs_from_update:  # π_old came off the update's forward: the KL figures follow it
             exp, adv = self.with_update_logprobs(exp, adv, stats)
         self.kl_ctl.update(float(adv.seq_kl_k1.mean()), exp.batch_size)
@@ -360,6 +364,8 @@ class PPOTrainer:
         gb = generation_batch(cfg) * G  # chunks share the batch's padding, so P is the same for all
         # old log-probs and values read off the sampling pass where the policy can supply both
         from_sampling = scores_while_sampling(cfg) and self.policy.scores_while_sampling
+        keep = not from_sampling and update_from_sampling(cfg)  # one chunk: gb covers the batch
+        activations = None
         chunks: list[tuple[torch.Tensor, torch.Tensor]] = []  # per chunk: ids, mask (b, R_chunk)
         scored: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # per chunk: log-probs, values
         with self._amp():
@@ -371,6 +377,10 @@ class PPOTrainer:
                     assert val is not None or not self.critic
                     chunks.append((ids, msk))
                     scored.append((lp, val))
+                elif keep:
+                    ids, msk, activations = self.policy.generate_kept(*args, generator=self.sample_gen,
+                                                                      stop_at_eos=g.stop_at_eos)
+                    chunks.append((ids, msk))
                 else:
                     chunks.append(self.policy.generate(*args, generator=self.sample_gen, stop_at_eos=g.stop_at_eos))
         response, response_mask = _cat_responses(chunks, self.policy.tokenizer.pad_token_id)  # (B, R)
@@ -378,7 +388,7 @@ class PPOTrainer:
             response, response_mask = truncate_at_token(response, response_mask, self.stop_token_id,
                                                          self.policy.tokenizer.pad_token_id)
         out = Rollout(prompts=prompts, query=query, query_mask=query_mask, response=response,
-                      response_mask=response_mask)
+                      response_mask=response_mask, activations=activations)
         if from_sampling:
             R = response.shape[1]
             out.sampled_logprobs = _pad_cat([lp for lp, _ in scored], R)
@@ -422,7 +432,8 @@ class PPOTrainer:
                           ref_logprobs=ref_logprobs.float(),
                           values=values.float() if values is not None else None,
                           raw_scores=raw_scores, scores=scores, has_eos=has_eos,
-                          scored_while_sampling=from_sampling, logprobs_from_update=from_update)
+                          scored_while_sampling=from_sampling, logprobs_from_update=from_update,
+                          activations=rollout.activations if from_update else None)
 
     @property
     def logprobs_from_update(self) -> bool:
@@ -512,6 +523,11 @@ class PPOTrainer:
         agg = cf.loss_aggregation(cfg.algorithm)
         norm_len = cfg.generation.max_new_tokens  # Dr. GRPO's constant
         old_lp = torch.zeros_like(exp.mask) if exp.logprobs is None else None  # (B, R) logprobs_from_update
+        # the decode's matmul outputs serve the one forward that runs the weights that sampled, over every row
+        kept = exp.activations if p.ppo_epochs == 1 and mb_size >= B and micro >= B else None
+        if kept is not None and not kept.matches(exp.input_ids, exp.attention_mask):
+            kept = None
+        forward_from_sampling = kept is not None
         for _epoch in range(p.ppo_epochs):
             perm = torch.randperm(B, generator=self.gen).to(self.device)
             for start in range(0, B, mb_size):
@@ -521,8 +537,17 @@ class PPOTrainer:
                 for m0 in range(0, mb_size, micro):
                     i = mb_idx[m0 : m0 + micro]
                     with rec.substage("update/forward"), self._amp():
-                        mb_logprobs, mb_values, mb_entropy = self.policy.forward_scores(
-                            exp.input_ids[i], exp.attention_mask[i], P, with_values=self.critic, with_entropy=True)
+                        if kept is not None:  # every row, in the decode's order, then this minibatch's
+                            lp_all, v_all, ent_all = self.policy.forward_scores(
+                                exp.input_ids, exp.attention_mask, P, with_values=self.critic, with_entropy=True,
+                                activations=kept)
+                            mb_logprobs, mb_entropy = lp_all[i], ent_all[i] if ent_all is not None else None
+                            mb_values = v_all[i] if v_all is not None else None
+                            kept = None
+                        else:
+                            mb_logprobs, mb_values, mb_entropy = self.policy.forward_scores(
+                                exp.input_ids[i], exp.attention_mask[i], P, with_values=self.critic,
+                                with_entropy=True)
                         assert mb_entropy is not None
                         mb_mask, mb_lp = exp.mask[i], mb_logprobs.float()
                         if old_lp is not None:  # the policy that sampled is the one this forward runs
@@ -556,7 +581,7 @@ class PPOTrainer:
                 acc.add_optimizer_step(gn)
         lr = float(self.scheduler.get_last_lr()[0])
         self.scheduler.step()
-        return dataclasses.replace(acc.finish(lr), old_logprobs=old_lp)
+        return dataclasses.replace(acc.finish(lr), old_logprobs=old_lp, forward_from_sampling=forward_from_sampling)
 
     def step_metrics(self, exp: Experience, adv: Advantages, stats: UpdateStats, step_time: float) -> dict[str, float]:
         """The step's metrics under their contract names (:mod:`rlhfkit.metrics`). A metric the run
@@ -609,7 +634,7 @@ class PPOTrainer:
         if isinstance(self.kl_ctl, ops.AdaptiveKLController):
             metrics[M.KL_TARGET] = self.kl_ctl.target
         metrics.update(self.perf.step(self.recorder.timings, exp.input_ids, exp.attention_mask, exp.prompt_len,
-                                      exp.mask, not exp.policy_forward_in_scoring))
+                                      exp.mask, not exp.policy_forward_in_scoring, stats.forward_from_sampling))
         return metrics
 
     def _emit_step(self, step: int, metrics: dict[str, float], step_time: float, n_tokens: int) -> None:

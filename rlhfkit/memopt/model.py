@@ -10,7 +10,11 @@ What a step holds, following the trainer (``rlhfkit.trainer``) stage by stage:
   decoding, one more copy of the policy's block weights and LM head, packed for the decode steps
   (``policy_packed``: :func:`rlhfkit.fastgpt2.packed_decode_bytes`).
 * **generation**: the KV cache, ``2 * L * B * T * D`` elements, plus the per-token ``(B, V)``
-  logits, filtered logits and probabilities.
+  logits, filtered logits and probabilities. Where the update's forward builds on the decode
+  (``ppo.update_activations``), the decode also keeps each block's matmul outputs, ``9 * L * B * T * D``
+  elements, and the ``(B, R, V)`` logits, held until the update, where they are the activations its
+  forward saves (no more than a forward of its own would save); laying them out at the end of the
+  decode copies one block's ``(B * T, 4D)`` and the logits once more.
 * **scoring**: no-grad forwards of the whole rollout batch (policy, reference, critic, reward):
   the residual stream and one MLP block's intermediates at a time, plus the ``(B, R, V)`` logits
   and their log-softmax.
@@ -128,6 +132,7 @@ class Plan:
     dropout: bool = False
     lean_forward: bool = True  # the engine's rlhfkit.fastgpt2 path exists (used without ckpt/dropout)
     scores_from_sampling: bool = False  # config.scores_while_sampling: no policy forward in scoring
+    update_from_sampling: bool = False  # config.update_from_sampling: the decode keeps its matmul outputs
     samples_per_prompt: int = 1  # G: responses sampled per prompt (the group of grpo / rloo)
     critic: bool = True  # a value head (and, unshared, a critic trunk): PPO; False for the critic-free family
     # Measured on a run of this config (None: not measured, every response counted at R). Runs stop at
@@ -477,6 +482,9 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
     from_sampling = plan.scores_from_sampling and plan.lean_forward and plan.shared_value_trunk
     if from_sampling:
         est.stages["generation"]["scores"] = 2 * g * R * D * 4
+    kept = 4 * (9 * s.n_layer * B * T * D + B * R * V) if plan.update_from_sampling else 0
+    if kept:
+        est.stages["generation"]["kept_activations"] = kept + 4 * (4 * B * T * D + B * R * V)
     # scoring: whole batch, one model at a time; the policy's outputs (B, R) are tiny
     critic = 0 if plan.value_trunks == 1 else nograd_forward_bytes(plan, B, T, R, s, logits=False)
     fwd = nograd_forward_bytes(plan, B, T, R, s)  # the policy's pass and the reference's: same shape
@@ -484,12 +492,16 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
     ref_pass = fwd if plan.reference_on_device else 0
     reward_pass = nograd_forward_bytes(plan, B, T, 0, rs, logits=False) if rs and plan.reward_on_device else 0
     est.stages["scoring"] = {"forward": max(per_pass, critic, ref_pass, reward_pass), "rollout": 6 * B * R * 4}
+    if kept:
+        est.stages["scoring"]["kept_activations"] = kept
     if plan.cuda_autocast:
         # autocast caches bf16 copies of leaf weights that require grad (the policy's, not the frozen
         # reference's) until its context exits: generation and scoring each run inside one
         est.stages["generation"]["autocast_weights"] = 2 * n_trainable
         est.stages["scoring"]["autocast_weights"] = 2 * n_trainable
     est.stages["advantages"] = {"rollout": 12 * B * R * 4}
+    if kept:
+        est.stages["advantages"]["kept_activations"] = kept
     est.stages["update"], est.update_phase = _update_peak(plan, n_trainable)
     est.stages["update"]["rollout"] = 12 * B * R * 4
     ev = min(plan.eval_batch, B) if plan.eval_batch else g
@@ -551,7 +563,7 @@ def prompt_len_from_data(cfg: Any, batch_size: int | None = None) -> int:
 def plan_from_config(cfg: Any, *, device: Device | None = None, prompt_len: int | None = None,
                      shape: ModelShape | None = None, **changes: Any) -> Plan:
     """A :class:`Plan` for a RunConfig (device ``auto`` resolves to cuda when available)."""
-    from rlhfkit.config import scores_while_sampling
+    from rlhfkit.config import scores_while_sampling, update_from_sampling
     if device is None:
         dev = cfg.train.device
         if dev == "auto":
@@ -588,6 +600,8 @@ def plan_from_config(cfg: Any, *, device: Device | None = None, prompt_len: int 
         dropout=bool(cfg.model.pretrained),
         lean_forward=_engine_has_lean_forward(),
         scores_from_sampling=scores_while_sampling(cfg),
+        update_from_sampling=(update_from_sampling(cfg) and _engine_has_lean_forward()
+                              and not cfg.model.pretrained),  # rlhfkit.policy.GPT2Policy.generate_kept
         samples_per_prompt=cfg.generation.samples_per_prompt,
         critic=cfg.algorithm == "ppo",  # rlhfkit.config.uses_critic
     )

@@ -18,6 +18,7 @@ from rlhfkit.config import (
     responses_per_step,
     scores_while_sampling,
     total_steps,
+    update_from_sampling,
     uses_critic,
 )
 
@@ -127,6 +128,29 @@ def test_rollout_scores_auto_reads_them_off_sampling_in_fp32_only() -> None:
     assert both(*grpo, "ppo.ppo_epochs=2") == (True, False)
     with pytest.raises(ConfigError, match="rollout_scores"):
         load_config("smoke", ["ppo.rollout_scores=maybe"])
+
+
+def test_update_activations_auto_builds_on_the_decode_only_where_the_update_runs_the_sampling_weights() -> None:
+    """ppo.update_activations: auto (the default) keeps the decode's matmul outputs for the update
+    where its one forward runs the weights that sampled over every sampled row in one micro-batch
+    (logprobs_from_update, fp32, one generation pass); recompute never does."""
+    grpo = ("algorithm=grpo", "generation.samples_per_prompt=4", "ppo.mini_batch_size=32", "ppo.ppo_epochs=1")
+
+    def kept(*overrides: str) -> bool:
+        return update_from_sampling(load_config("smoke", [*grpo, *overrides]))
+
+    assert load_config("smoke").ppo.update_activations == "auto"
+    assert kept()
+    assert not kept("ppo.update_activations=recompute")
+    assert not kept("ppo.grad_accum_steps=2")  # two micro-batches: each would need its rows' outputs
+    assert not kept("ppo.mini_batch_size=8")  # the second minibatch runs updated weights
+    assert not kept("ppo.ppo_epochs=2")
+    assert not kept("ppo.rollout_scores=sampling")  # scoring reads π_old off the sampling pass instead
+    assert not kept("model.dtype=bf16")  # under autocast a decode's outputs drift from a forward's
+    assert not kept("generation.batch_size=8")  # four generation passes: no one decode holds every row
+    assert not update_from_sampling(load_config("smoke"))  # PPO: a critic, several minibatches
+    with pytest.raises(ConfigError, match="update_activations"):
+        load_config("smoke", [*grpo, "ppo.update_activations=sometimes"])
 
 
 def test_json_schema_offers_the_algorithms() -> None:

@@ -555,3 +555,91 @@ def test_the_packing_setting_is_0_or_1_and_anything_else_is_refused_by_name() ->
     assert fastgpt2._pack_setting("1") and fastgpt2._pack_setting(" 1\n") and not fastgpt2._pack_setting("0")
     with pytest.raises(ValueError, match="RLHFKIT_CPU_PACKED_DECODE"):
         fastgpt2._pack_setting("yes")
+
+
+# ----------------------------------------------------------------------------- the update's forward on the decode's outputs
+def kept_decode(model: GPT2LMHeadModel, prompts: torch.Tensor, pmask: torch.Tensor, new: torch.Tensor,
+                max_new_tokens: int) -> fastgpt2.SamplingActivations:
+    """A keeping Decoder fed ``new`` (B, n) after the prompts (n < max_new_tokens: an early stop)."""
+    dec = fastgpt2.Decoder(model, prompts, pmask, max_new_tokens=max_new_tokens, keep=True)
+    for t in range(new.shape[1]):
+        dec.step(new[:, t])
+    acts = dec.activations()
+    assert acts is not None and dec.kept == {}  # laid out once, and the decoder holds no more of it
+    return acts
+
+
+def full_and_kept_grads(model: GPT2LMHeadModel, acts: fastgpt2.SamplingActivations, ids: torch.Tensor,
+                        mask: torch.Tensor, P: int) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """(logits at positions P-1 .. T-2, parameter gradients) of a loss over them, by a full training
+    forward and by one on the kept outputs."""
+    model.train()
+    w = torch.randn(ids.shape[0], ids.shape[1] - P, model.config.vocab_size, generator=torch.Generator().manual_seed(5))
+    out = []
+    for kept in (False, True):
+        model.zero_grad(set_to_none=True)
+        if kept:
+            h = fastgpt2.sampled_hidden_states(model.transformer, acts)
+            logits = fastgpt2.sampled_logits(model.lm_head, h, acts)
+        else:
+            h = fastgpt2.hidden_states(model.transformer, ids, mask, start=P - 1, prefix_len=P)[:, :-1]
+            logits = fastgpt2.lm_logits(model.lm_head, h)
+        lp, ent = fastgpt2.logprobs_and_entropy(logits, ids[:, P:])
+        ((logits.log_softmax(-1) * w).sum() + lp.sum() + ent.sum()).backward()
+        out.append((logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    model.eval()
+    return out
+
+
+@pytest.mark.parametrize("packing", [True, False], ids=["packed-steps", "general-steps"])
+@pytest.mark.parametrize("G", [1, 3], ids=["distinct", "groups"])
+def test_the_update_forward_on_the_decodes_outputs_has_a_full_forwards_values_and_gradients(
+        monkeypatch: pytest.MonkeyPatch, packing: bool, G: int) -> None:
+    """Left-padded prompts, each shared by G rows or not, decoded by the one-token packed step or by
+    the general step: the logits and every parameter's gradient agree with a full training forward's
+    to fp32 rounding."""
+    if packing and not fastgpt2._PACK_OPS:
+        pytest.skip("oneDNN's reorder and data_ptr ops unavailable")
+    monkeypatch.setattr(fastgpt2, "_ONEDNN", packing)
+    monkeypatch.setattr(fastgpt2, "PACK_DECODE", packing)
+    monkeypatch.setattr(fastgpt2, "_onednn_rows", set())
+    model = tiny_lm(seed=51, n_embd=64, n_head=4)
+    prompts, pmask = left_padded(seed=52)
+    prompts, pmask = prompts.repeat_interleave(G, 0), pmask.repeat_interleave(G, 0)
+    P, R = prompts.shape[1], 6
+    new = torch.randint(2, V, (prompts.shape[0], R), generator=torch.Generator().manual_seed(53))
+    acts = kept_decode(model, prompts, pmask, new[:, :-1], max_new_tokens=R)  # the last token is never fed
+    decoder = fastgpt2.Decoder(model, prompts, pmask, max_new_tokens=R)
+    assert (decoder.layers is not None) == packing
+    assert acts.rep.shape[0] == 4 and acts.fed == R - 1  # G rows of a prompt: its prefill ran once
+    ids = torch.cat([prompts, new], 1)
+    mask = torch.cat([pmask, torch.ones_like(new)], 1)
+    assert acts.matches(ids, mask)
+    (full, g_full), (kept, g_kept) = full_and_kept_grads(model, acts, ids, mask, P)
+    torch.testing.assert_close(kept, full, atol=1e-5, rtol=1e-5)
+    assert g_kept.keys() == g_full.keys() and "transformer.wte.weight" in g_kept
+    for name, g in g_full.items():
+        torch.testing.assert_close(g_kept[name], g, atol=1e-6 * float(g.abs().max()), rtol=1e-4, msg=name)
+
+
+def test_kept_outputs_of_an_early_stop_cover_the_steps_fed_and_match_only_their_sequences() -> None:
+    model = tiny_lm(seed=54)
+    prompts, pmask = left_padded(B=2, T=5, seed=55)
+    prompts, pmask = prompts.repeat_interleave(3, 0), pmask.repeat_interleave(3, 0)
+    new = torch.randint(2, V, (6, 4), generator=torch.Generator().manual_seed(56))
+    acts = kept_decode(model, prompts, pmask, new[:, :3], max_new_tokens=9)  # stopped after 4 of 9 tokens
+    assert acts.fed == 3 and acts.logits.shape == (6, 4, V) and acts.qkv[0].shape == (2 * 5 + 6 * 3, 3 * 48)
+    ids, mask = torch.cat([prompts, new], 1), torch.cat([pmask, torch.ones_like(new)], 1)
+    assert acts.matches(ids, mask)
+    (full, g_full), (kept, g_kept) = full_and_kept_grads(model, acts, ids, mask, 5)
+    torch.testing.assert_close(kept, full, atol=1e-5, rtol=1e-5)
+    for name, g in g_full.items():
+        torch.testing.assert_close(g_kept[name], g, atol=1e-6 * float(g.abs().max()), rtol=1e-4, msg=name)
+    # a token after a stop, set to padding and masked (truncate_at_token): nothing real reads it
+    other, cut = ids.clone(), mask.clone()
+    other[1, 6:], cut[1, 6:] = 1, 0
+    assert acts.matches(other, cut)
+    other[1, 6] = 2  # ... but a real token that differs is another sequence
+    assert not acts.matches(other, mask)
+    assert not acts.matches(ids[:, :-1], mask[:, :-1])  # another length
+    assert not acts.matches(torch.cat([ids[:, :1] + 1, ids[:, 1:]], 1), mask)  # another prompt

@@ -102,6 +102,10 @@ CALIBRATION = [
      "ppo.batch_size": 32, "ppo.mini_batch_size": 32},
     {"model.size": "custom", "model.n_layer": 6, "model.n_embd": 384, "model.n_head": 6, "model.vocab_size": 4000,
      "ppo.batch_size": 16, "ppo.mini_batch_size": 16, "generation.max_new_tokens": 48},
+    # one GRPO step per rollout: the decode keeps its matmul outputs until the update (update_activations)
+    {"model.size": "custom", "model.n_layer": 4, "model.n_embd": 256, "model.n_head": 4, "model.vocab_size": 8000,
+     "algorithm": "grpo", "generation.samples_per_prompt": 4, "ppo.batch_size": 8, "ppo.mini_batch_size": 8,
+     "ppo.ppo_epochs": 1},
 ]
 
 
@@ -119,6 +123,26 @@ def test_predicted_peak_within_15_percent_of_rss_growth(overrides: dict, monkeyp
     # the per-stage rows mem-report prints are on the same footing as the total (file pages excluded)
     assert max(m.stage_growth_mb().values()) == pytest.approx(measured, abs=0.05)
     assert abs(predicted - measured) / measured <= 0.15, f"predicted {predicted:.1f} MiB, measured {measured:.1f} MiB"
+
+
+@pytest.mark.slow
+def test_the_decodes_kept_outputs_are_counted_from_generation_to_the_update(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A one-step GRPO run keeps the decode's matmul outputs until the update builds on them: the
+    stages in between hold them, and the predicted stage peaks follow the measured ones (without the
+    kept outputs scoring's prediction would fall ~20% short)."""
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    cfg = load_config("smoke", fast_overrides(**{"model.max_length": 64, "generation.max_new_tokens": 16,
+                                                 "generation.stop_at_eos": False, "train.eval_prompts": 8,
+                                                 **CALIBRATION[3]}))
+    plan = plan_from_config(cfg, device="cpu")
+    assert plan.update_from_sampling
+    est = estimate_memory(plan)
+    without = estimate_memory(plan.with_(update_from_sampling=False))
+    measured = measure(cfg, steps=2).stage_growth_mb()
+    for stage in ("generation", "scoring", "advantages"):
+        assert est.stage_peak(stage) > without.stage_peak(stage)
+        predicted = est.stage_peak(stage) / 2**20
+        assert abs(predicted - measured[stage]) / measured[stage] <= 0.15, (stage, predicted, measured[stage])
 
 
 def test_plan_follows_generation_batch_placement_and_optimizer() -> None:
