@@ -16,8 +16,8 @@ left out, as in Kaplan et al. 2020 §2.1 and the PaLM paper's appendix B):
 A training step (forward + backward) is 3x the forward (the backward computes gradients for both
 activations and weights): the "6·N·T" rule plus attention. Stages:
 
-* ``generation``: one causal forward over prompt and response of each sequence, head on each
-  sampled token;
+* ``generation``: one causal forward over prompt and response of each sequence but its last token
+  (the decode never feeds it), head on each sampled token;
 * ``scoring``: policy forward (skipped when old log-probs came from the sampling pass or come from
   the update's own forward, ``Experience.policy_forward_in_scoring``), a separate
   critic trunk when there is one, the reference forward. A reward model is counted when it says its
@@ -127,6 +127,12 @@ class BatchTokens:
         return [p + r for p, r in zip(self.prompt, self.response, strict=True)]
 
     @property
+    def fed_lens(self) -> list[int]:
+        """Tokens of each sequence the policy's trunk runs: all but the last, whose logits predict
+        nothing (the decode never feeds it; the forwards over finished sequences leave it out)."""
+        return [max(n - 1, 0) for n in self.seq_lens]
+
+    @property
     def response_tokens(self) -> int:
         return sum(self.response)
 
@@ -156,7 +162,7 @@ def stage_flops(policy: ModelShape, batch: BatchTokens, *, ppo_epochs: int, sepa
     once. ``update_forward_from_sampling``: the update's one policy forward took its matmul outputs
     from the decode (``ppo.update_activations``), so of that forward the update counts the attention
     only, which it computes again."""
-    seq = batch.seq_lens
+    seq = batch.fed_lens
     resp = batch.response_tokens
 
     def fwds(shared: Sequence[int]) -> tuple[float, float]:

@@ -307,10 +307,11 @@ class GPT2Policy(nn.Module):
                            prompt_len: int) -> torch.Tensor:
         """Log-probs (B, R) of the response tokens under the frozen ``reference`` (a GPT-2 LM from
         :meth:`make_reference`), tempered like the policy's, on the lean forward when it applies."""
-        position_ids = fastgpt2.position_ids_from_mask(attention_mask)
-        h = trunk(reference.transformer, input_ids, attention_mask, position_ids,  # type: ignore[arg-type]
-                  start=prompt_len - 1, prefix_len=prompt_len)  # (B, R + 1, D)
-        logits = fastgpt2.lm_logits(reference.lm_head, h[:, :-1])  # type: ignore[arg-type]
+        # positions P-1 .. T-2 (the last token predicts nothing here, and causality keeps it from the rest)
+        fed, fed_mask = input_ids[:, :-1], attention_mask[:, :-1]
+        h = trunk(reference.transformer, fed, fed_mask, fastgpt2.position_ids_from_mask(fed_mask),  # type: ignore[arg-type]
+                  start=prompt_len - 1, prefix_len=prompt_len)  # (B, R, D)
+        logits = fastgpt2.lm_logits(reference.lm_head, h)  # type: ignore[arg-type]
         if self.temperature != 1.0:
             logits = logits / self.temperature
         return ops.logprobs_from_logits(logits, input_ids[:, prompt_len:])
@@ -344,15 +345,16 @@ class GPT2Policy(nn.Module):
         match the sequences, and runs in full otherwise.
         """
         tr = self.model.transformer
+        fed, fed_mask = input_ids[:, :-1], attention_mask[:, :-1]
         if (activations is not None and fastgpt2.supports(tr)
                 and activations.matches(input_ids, attention_mask)):
             h = fastgpt2.sampled_hidden_states(tr, activations)  # (B, R, D)
             logits = fastgpt2.sampled_logits(self.model.lm_head, h, activations)
         else:
-            position_ids = fastgpt2.position_ids_from_mask(attention_mask)
-            # positions P-1 .. T-2; a prompt several rows share (a GRPO group) runs once
-            h = trunk(tr, input_ids, attention_mask, position_ids, start=prompt_len - 1,
-                      prefix_len=prompt_len)[:, :-1]  # (B, R, D)
+            # positions P-1 .. T-2 (the last token predicts nothing here, and causality keeps it from
+            # the rest); a prompt several rows share (a GRPO group) runs once
+            h = trunk(tr, fed, fed_mask, fastgpt2.position_ids_from_mask(fed_mask), start=prompt_len - 1,
+                      prefix_len=prompt_len)  # (B, R, D)
             logits = fastgpt2.lm_logits(self.model.lm_head, h)  # (B, R, V)
         if self.temperature != 1.0:
             logits = logits / self.temperature
@@ -364,9 +366,9 @@ class GPT2Policy(nn.Module):
             if self.critic is None:
                 values = self.value_head(h).squeeze(-1)
             else:
-                hc = trunk(self.critic, input_ids, attention_mask, fastgpt2.position_ids_from_mask(attention_mask),
+                hc = trunk(self.critic, fed, fed_mask, fastgpt2.position_ids_from_mask(fed_mask),
                            start=prompt_len - 1, prefix_len=prompt_len)
-                values = self.value_head(hc[:, :-1]).squeeze(-1)
+                values = self.value_head(hc).squeeze(-1)
         return logprobs, values, entropy
 
     @torch.no_grad()

@@ -53,8 +53,9 @@ def test_forward_flops_agree_with_torch_flop_counter_on_a_real_forward() -> None
 
 def test_stage_flops_count_the_passes_of_each_stage() -> None:
     batch = mfu.BatchTokens(prompt=(3, 2), response=(2, 1))
-    fwd = mfu.forward_flops(SHAPE, [5, 3], 3)
-    trunk = mfu.forward_flops(SHAPE, [5, 3], 0, head=False)
+    assert batch.fed_lens == [4, 2]  # the last token of each sequence is never fed
+    fwd = mfu.forward_flops(SHAPE, [4, 2], 3)
+    trunk = mfu.forward_flops(SHAPE, [4, 2], 0, head=False)
     got = mfu.stage_flops(SHAPE, batch, ppo_epochs=2, separate_critic=False, scores_from_sampling=False)
     assert got == {"generation": fwd, "scoring": 2 * fwd, "advantages": 3 * mfu.ADVANTAGE_FLOPS_PER_TOKEN,
                    "update": 3 * 2 * fwd}
@@ -138,9 +139,10 @@ def test_a_prompt_rows_share_is_counted_once_as_the_lean_forward_runs_it() -> No
         policy.forward_scores(ids, mask, P, with_values=False)
     shape = mfu.ModelShape.of(policy.model.config)
     B, L, d = U * G, shape.n_layer, shape.d_model
-    assert counter.get_total_flops() == 2 * shape.block_params * (U * P + B * R) + 2 * d * shape.vocab * B * R
-    plain = mfu.forward_flops(shape, [P + R] * B, B * R)
-    once = mfu.forward_flops(shape, [P + R] * B, B * R, shared=shared)
+    # every position but the last (its logits predict nothing): each prompt once, R - 1 more per row
+    assert counter.get_total_flops() == 2 * shape.block_params * (U * P + B * (R - 1)) + 2 * d * shape.vocab * B * R
+    plain = mfu.forward_flops(shape, [P + R - 1] * B, B * R)
+    once = mfu.forward_flops(shape, [P + R - 1] * B, B * R, shared=shared)
     assert plain - once == len(shared) * (2 * shape.block_params * P + 2 * L * d * P * (P + 1))
     batch = mfu.BatchTokens(prompt=(P,) * B, response=(R,) * B, shared=shared)
     got = mfu.stage_flops(shape, batch, ppo_epochs=1, separate_critic=False, scores_from_sampling=True,
