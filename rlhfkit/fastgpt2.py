@@ -738,10 +738,6 @@ class SamplingActivations:
         fed = attention_mask[:, P : P + self.fed].bool()
         return not bool(((input_ids[:, P : P + self.fed] != self.ids) & fed).any())
 
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for ts in (self.qkv, self.attn, self.fc, self.mlp) for t in ts) \
-            + self.logits.numel() * self.logits.element_size()
-
 
 _KEPT = ("qkv", "attn", "fc", "mlp")  # the kinds of block output a decoder keeps, as SamplingActivations names them
 
