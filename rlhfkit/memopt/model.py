@@ -132,7 +132,7 @@ class Plan:
     dropout: bool = False
     lean_forward: bool = True  # the engine's rlhfkit.fastgpt2 path exists (used without ckpt/dropout)
     scores_from_sampling: bool = False  # config.scores_while_sampling: no policy forward in scoring
-    update_from_sampling: bool = False  # config.update_from_sampling: the decode keeps its matmul outputs
+    update_from_sampling: bool = False  # config.update_from_sampling: the decode keeps its matmul outputs (fast_path)
     samples_per_prompt: int = 1  # G: responses sampled per prompt (the group of grpo / rloo)
     critic: bool = True  # a value head (and, unshared, a critic trunk): PPO; False for the critic-free family
     # Measured on a run of this config (None: not measured, every response counted at R). Runs stop at
@@ -482,7 +482,8 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
     from_sampling = plan.scores_from_sampling and plan.lean_forward and plan.shared_value_trunk
     if from_sampling:
         est.stages["generation"]["scores"] = 2 * g * R * D * 4
-    kept = 4 * (9 * s.n_layer * B * T * D + B * R * V) if plan.update_from_sampling else 0
+    # the decode keeps them where the update's forward can build on them: the lean path, in training too
+    kept = 4 * (9 * s.n_layer * B * T * D + B * R * V) if plan.update_from_sampling and plan.fast_path else 0
     if kept:
         est.stages["generation"]["kept_activations"] = kept + 4 * (4 * B * T * D + B * R * V)
     # scoring: whole batch, one model at a time; the policy's outputs (B, R) are tiny
@@ -600,8 +601,7 @@ def plan_from_config(cfg: Any, *, device: Device | None = None, prompt_len: int 
         dropout=bool(cfg.model.pretrained),
         lean_forward=_engine_has_lean_forward(),
         scores_from_sampling=scores_while_sampling(cfg),
-        update_from_sampling=(update_from_sampling(cfg) and _engine_has_lean_forward()
-                              and not cfg.model.pretrained),  # rlhfkit.policy.GPT2Policy.generate_kept
+        update_from_sampling=update_from_sampling(cfg),
         samples_per_prompt=cfg.generation.samples_per_prompt,
         critic=cfg.algorithm == "ppo",  # rlhfkit.config.uses_critic
     )
