@@ -3,6 +3,8 @@ really saves, and predicted vs measured RSS growth on small shapes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
@@ -388,3 +390,18 @@ def test_an_evaluation_that_packs_counts_the_packed_copy_where_rollout_does_not(
     assert "policy_packed" not in estimate_memory(plan).models  # 32-row decodes: weights as stored
     packed = estimate_memory(plan.with_(eval_prompts=8)).models["policy_packed"]["weights"]
     assert packed == fastgpt2.packed_decode_bytes(2, 64, 100, 8) > 4 * 2 * 12 * 64 * 64
+
+
+def test_a_pretrained_checkpoints_plan_follows_the_engine_that_turns_its_dropout_off(tmp_path: Path) -> None:
+    """Checkpoints ship with dropout 0.1; the engine turns it off (``runtime.disable_dropout``) and
+    keeps its lean forward, so the plan counts neither dropout masks nor transformers' activations."""
+    from rlhfkit.policy import GPT2Policy
+    from tests.unit.test_lab_path import save_checkpoint_with_dropout
+
+    ckpt = save_checkpoint_with_dropout(tmp_path / "gpt2-dropout")
+    cfg = load_config("smoke", fast_overrides(**{"model.pretrained": str(ckpt), "model.size": "custom"}))
+    plan = plan_from_config(cfg, device="cpu")
+    policy = GPT2Policy(pretrained=ckpt, warm_start=False)
+    policy.train()
+    assert fastgpt2.supports(policy.model.transformer)
+    assert plan.fast_path and not plan.dropout
