@@ -35,7 +35,8 @@ what autograd actually saves in the two GPT-2 forwards the engine runs:
   ``1+tanh`` 4h-wide tensors = 30 ``sbh``;
 * SDPA (flash / memory-efficient kernels) keeps a ``(b, H, T)`` log-sum-exp instead of the
   ``(b, H, T, T)`` softmax that Korthikanti's ``5as/h`` term counts (``attention="eager"`` adds it);
-  dropout masks (1 byte) only when dropout is on (pretrained GPT-2 checkpoints: 0.1).
+  dropout masks (1 byte) only when dropout is on (``Plan.dropout``: never in the engine, which turns
+  a checkpoint's 0.1 off; a what-if for other trainers).
 
 ``tests/unit/test_memopt_model.py`` checks these counts against the storages autograd really saves
 (``torch.autograd.graph.saved_tensors_hooks``), and ``benchmarks/bench_memopt.py`` /
@@ -598,7 +599,7 @@ def plan_from_config(cfg: Any, *, device: Device | None = None, prompt_len: int 
         optimizer=cfg.ppo.optimizer,
         fused_optimizer=device == "cuda" or _torch_at_least(2, 4),  # rlhfkit.trainer._fused_adamw_ok
         device=device,
-        dropout=bool(cfg.model.pretrained),
+        dropout=False,  # checkpoints ship with 0.1, the engine turns it off (rlhfkit.runtime.disable_dropout)
         lean_forward=_engine_has_lean_forward(),
         scores_from_sampling=scores_while_sampling(cfg),
         update_from_sampling=update_from_sampling(cfg),
