@@ -504,17 +504,30 @@ def _embed(transformer: Module, input_ids: Tensor, position_ids: Tensor) -> Tens
     return F.embedding(input_ids, transformer.wte.weight) + F.embedding(position_ids, transformer.wpe.weight)
 
 
-def _mlp(block: Module, x: Tensor, act: str, eps: float, packed: BlockWeights | None = None) -> Tensor:
+def _mlp(block: Module, x: Tensor, act: str, eps: float, packed: BlockWeights | None = None,
+         keep: list[Tensor] | None = None) -> Tensor:
+    """x + the block's MLP of ln_2(x). ``keep``: append the activation's input (N, 4D) to it; the
+    activation then runs apart from the matmul (a training forward's backward needs its input)."""
     h = F.layer_norm(x, (x.shape[-1],), block.ln_2.weight, block.ln_2.bias, eps)
     fc, proj = (packed[2], packed[3]) if packed is not None else (None, None)
-    return x + _conv1d(_conv1d(h, block.mlp.c_fc, act, fc), block.mlp.c_proj, packed=proj)
+    if keep is None:
+        a = _conv1d(h, block.mlp.c_fc, act, fc)
+    else:
+        f = _conv1d(h, block.mlp.c_fc, packed=fc)
+        keep.append(f.reshape(-1, f.shape[-1]))
+        a = _ACTIVATIONS[act](f)
+    return x + _conv1d(a, block.mlp.c_proj, packed=proj)
 
 
-def _qkv(block: Module, x: Tensor, n_head: int, eps: float,
-         packed: BlockWeights | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def _qkv(block: Module, x: Tensor, n_head: int, eps: float, packed: BlockWeights | None = None,
+         keep: list[Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """q, k, v (B, H, T, hs) of ln_1(x); ``keep``: append the fused qkv output (N, 3D) to it."""
     B, T, D = x.shape
     h = F.layer_norm(x, (D,), block.ln_1.weight, block.ln_1.bias, eps)
-    q, k, v = _conv1d(h, block.attn.c_attn, packed=packed[0] if packed is not None else None).split(D, dim=-1)
+    qkv = _conv1d(h, block.attn.c_attn, packed=packed[0] if packed is not None else None)
+    if keep is not None:
+        keep.append(qkv.reshape(-1, 3 * D))
+    q, k, v = qkv.split(D, dim=-1)
     hs = D // n_head
     return (q.view(B, T, n_head, hs).transpose(1, 2),  # (B, H, T, hs)
             k.view(B, T, n_head, hs).transpose(1, 2),
@@ -982,17 +995,10 @@ class Decoder:
         t0, (b, n) = self.t, ids.shape  # b: every row, or the first b (a prefill of distinct prompts)
         x = _embed(self.tr, ids, pos)
         packed = self.packed if n == 1 and b == self.rows else None
-        keep = self.keep
+        kept = self.kept
         for i, block in enumerate(self.tr.h):
             w = packed[i] if packed is not None else None
-            if not keep:
-                q, k, v = _qkv(block, x, self.n_head, self.eps, w)
-            else:
-                h = F.layer_norm(x, (x.shape[-1],), block.ln_1.weight, block.ln_1.bias, self.eps)
-                qkv = _conv1d(h, block.attn.c_attn, packed=w[0] if w is not None else None)
-                self._keep("qkv", i, qkv)
-                hs = qkv.shape[-1] // (3 * self.n_head)
-                q, k, v = (t.view(b, n, self.n_head, hs).transpose(1, 2) for t in qkv.split(qkv.shape[-1] // 3, -1))
+            q, k, v = _qkv(block, x, self.n_head, self.eps, w, kept["qkv"][i] if kept else None)
             kv = self.kv[i]
             kv[0, :b, :, t0 : t0 + n] = k
             kv[1, :b, :, t0 : t0 + n] = v
@@ -1008,16 +1014,12 @@ class Decoder:
                 y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scales[i])
             else:
                 y = F.scaled_dot_product_attention(q, keys, values, is_causal=causal, scale=self.scales[i])
-            if not keep:
-                x = _mlp(block, _attn_out(block, x, y, w), self.act, self.eps, w)
-                continue
             x = _attn_out(block, x, y, w)
-            self._keep("attn", i, x)
-            h = F.layer_norm(x, (x.shape[-1],), block.ln_2.weight, block.ln_2.bias, self.eps)
-            f = _conv1d(h, block.mlp.c_fc, packed=w[2] if w is not None else None)
-            self._keep("fc", i, f)
-            x = x + _conv1d(_ACTIVATIONS[self.act](f), block.mlp.c_proj, packed=w[3] if w is not None else None)
-            self._keep("mlp", i, x)
+            if kept:
+                self._keep("attn", i, x)
+            x = _mlp(block, x, self.act, self.eps, w, kept["fc"][i] if kept else None)
+            if kept:
+                self._keep("mlp", i, x)
         self.t = t0 + n
         h = F.layer_norm(x[:, -1], (x.shape[-1],), self.tr.ln_f.weight, self.tr.ln_f.bias, self.eps)  # (B, D)
         self.hidden = h  # the trunk's output at the last fed position (a value head reads it)
