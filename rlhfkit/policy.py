@@ -144,6 +144,13 @@ class BasePolicy(Protocol):
         """:meth:`generate` plus the sampled tokens' log-probs and values, (B, R) each."""
         ...
 
+    def generate_scored_kept(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, *,
+                             generator: torch.Generator | None = None, stop_at_eos: bool = True,
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None,
+                                        fastgpt2.SamplingActivations | None]:
+        """:meth:`generate_scored`, plus what :meth:`generate_kept` keeps (None where the sampler cannot)."""
+        ...
+
 
 class GPT2Policy(nn.Module):
     """GPT-2 policy network.
@@ -413,13 +420,32 @@ class GPT2Policy(nn.Module):
         shared-trunk value head on the decode steps' hidden states, or are None where the sampler
         has no hidden states (the transformers fallback) or a separate critic owns the values.
         """
+        ids, mask, logprobs, values, _ = self._generate_scored(prompt_ids, prompt_mask, max_new_tokens,
+                                                               generator=generator, stop_at_eos=stop_at_eos)
+        return ids, mask, logprobs, values
+
+    @torch.no_grad()
+    def generate_scored_kept(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, *,
+                             generator: torch.Generator | None = None, stop_at_eos: bool = True,
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None,
+                                        fastgpt2.SamplingActivations | None]:
+        """:meth:`generate_scored`, plus what :meth:`generate_kept` keeps for :meth:`forward_scores`:
+        one decode gives π_old (and values) for scoring and the matmul outputs for a one-step update."""
+        return self._generate_scored(prompt_ids, prompt_mask, max_new_tokens, generator=generator,
+                                     stop_at_eos=stop_at_eos,
+                                     keep=fastgpt2.supports(self.model.transformer, training=True))
+
+    def _generate_scored(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, *,
+                         generator: torch.Generator | None, stop_at_eos: bool, keep: bool = False,
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None,
+                                    fastgpt2.SamplingActivations | None]:
         out = self._sample(prompt_ids, prompt_mask, max_new_tokens, generator=generator, stop_at_eos=stop_at_eos,
-                           scored=True)
+                           scored=True, keep=keep)
         assert out.logprobs is not None
         values = None
         if self.value_head is not None and self.critic is None and out.hidden is not None:
             values = self.value_head(out.hidden).squeeze(-1)  # (B, R)
-        return out.tokens, out.mask, out.logprobs, values
+        return out.tokens, out.mask, out.logprobs, values, out.activations
 
     def _sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, *,
                 generator: torch.Generator | None, stop_at_eos: bool, scored: bool = False, keep: bool = False,

@@ -364,7 +364,7 @@ class PPOTrainer:
         gb = generation_batch(cfg) * G  # chunks share the batch's padding, so P is the same for all
         # old log-probs and values read off the sampling pass where the policy can supply both
         from_sampling = scores_while_sampling(cfg) and self.policy.scores_while_sampling
-        keep = not from_sampling and update_from_sampling(cfg)  # one chunk: gb covers the batch
+        keep = update_from_sampling(cfg)  # one chunk: gb covers the batch
         activations = None
         chunks: list[tuple[torch.Tensor, torch.Tensor]] = []  # per chunk: ids, mask (b, R_chunk)
         scored: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # per chunk: log-probs, values
@@ -372,8 +372,12 @@ class PPOTrainer:
             for c0 in range(0, B, gb):
                 args = (query[c0 : c0 + gb], query_mask[c0 : c0 + gb], g.max_new_tokens)
                 if from_sampling:
-                    ids, msk, lp, val = self.policy.generate_scored(*args, generator=self.sample_gen,
-                                                                    stop_at_eos=g.stop_at_eos)
+                    if keep:
+                        ids, msk, lp, val, activations = self.policy.generate_scored_kept(
+                            *args, generator=self.sample_gen, stop_at_eos=g.stop_at_eos)
+                    else:
+                        ids, msk, lp, val = self.policy.generate_scored(*args, generator=self.sample_gen,
+                                                                        stop_at_eos=g.stop_at_eos)
                     assert val is not None or not self.critic
                     chunks.append((ids, msk))
                     scored.append((lp, val))
@@ -433,7 +437,7 @@ class PPOTrainer:
                           values=values.float() if values is not None else None,
                           raw_scores=raw_scores, scores=scores, has_eos=has_eos,
                           scored_while_sampling=from_sampling, logprobs_from_update=from_update,
-                          activations=rollout.activations if from_update else None)
+                          activations=rollout.activations)
 
     @property
     def logprobs_from_update(self) -> bool:

@@ -108,6 +108,9 @@ CALIBRATION = [
     {"model.size": "custom", "model.n_layer": 4, "model.n_embd": 256, "model.n_head": 4, "model.vocab_size": 8000,
      "algorithm": "grpo", "generation.samples_per_prompt": 4, "ppo.batch_size": 8, "ppo.mini_batch_size": 8,
      "ppo.ppo_epochs": 1},
+    # one PPO step per rollout: the kept outputs beside π_old and the values read off the same decode
+    {"model.size": "custom", "model.n_layer": 4, "model.n_embd": 256, "model.n_head": 4, "model.vocab_size": 8000,
+     "ppo.batch_size": 32, "ppo.mini_batch_size": 32, "ppo.ppo_epochs": 1},
 ]
 
 
@@ -128,14 +131,17 @@ def test_predicted_peak_within_15_percent_of_rss_growth(overrides: dict, monkeyp
 
 
 @pytest.mark.slow
-def test_the_decodes_kept_outputs_are_counted_from_generation_to_the_update(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A one-step GRPO run keeps the decode's matmul outputs until the update builds on them: the
-    stages in between hold them, and the predicted stage peaks follow the measured ones (without the
-    kept outputs scoring's prediction would fall ~20% short)."""
+@pytest.mark.parametrize("overrides", [CALIBRATION[3], CALIBRATION[4]], ids=["grpo", "ppo"])
+def test_the_decodes_kept_outputs_are_counted_from_generation_to_the_update(
+        overrides: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A one-step run (GRPO; PPO, whose π_old and values come off the same decode) keeps the
+    decode's matmul outputs until the update builds on them: the stages in between hold them, and
+    the predicted stage peaks follow the measured ones (without the kept outputs scoring's
+    prediction would fall ~20% short)."""
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
     cfg = load_config("smoke", fast_overrides(**{"model.max_length": 64, "generation.max_new_tokens": 16,
                                                  "generation.stop_at_eos": False, "train.eval_prompts": 8,
-                                                 **CALIBRATION[3]}))
+                                                 **overrides}))
     plan = plan_from_config(cfg, device="cpu")
     assert plan.update_from_sampling
     est = estimate_memory(plan)

@@ -118,6 +118,22 @@ def test_scores_read_off_the_sampling_pass_equal_a_scoring_forward(shared: bool)
     else:
         assert v is None  # the critic's values need its own forward
     assert policy.scores_while_sampling is shared  # the trainer runs the scoring forward for a critic
+    # the same decode can also keep what the update's forward builds on: the same tokens, the same
+    # scores to fp32 rounding (keeping the MLP's pre-activation unfuses its GELU from the matmul)
+    r3, rm3, lp3, v3, kept = policy.generate_scored_kept(q, qm, 10, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(r3, r) and torch.equal(rm3, rm)
+    torch.testing.assert_close(lp3, lp, atol=1e-5, rtol=1e-5)
+    assert (v3 is None) == (v is None)
+    if v is not None:
+        torch.testing.assert_close(v3, v, atol=1e-5, rtol=1e-5)
+    assert kept is not None and kept.matches(torch.cat([q, r], 1), torch.cat([qm, rm], 1))
+    with torch.no_grad():
+        kept_lp, kept_v, _ = policy.forward_scores(torch.cat([q, r], 1), torch.cat([qm, rm], 1), q.shape[1],
+                                                   activations=kept)
+    torch.testing.assert_close(kept_lp[real], ref_lp[real], atol=1e-4, rtol=1e-4)
+    if shared:
+        assert kept_v is not None and ref_v is not None
+        torch.testing.assert_close(kept_v[real], ref_v[real], atol=1e-4, rtol=1e-4)
 
 
 def test_gpt2_policy_satisfies_the_base_policy_protocol() -> None:
