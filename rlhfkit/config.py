@@ -141,11 +141,11 @@ class PPOConfig(_Strict):
         "loss needs neither (unless sampling is asked for): the update reads them off its own forward")
     update_activations: Literal["auto", "recompute"] = Field(
         "auto", description="Where the update's forward takes its matmul outputs from: auto = from the sampling "
-        "pass, where the update runs the weights that sampled over exactly the sampled sequences (one optimizer "
-        "step per rollout: one epoch, one minibatch, one micro-batch; fp32; the whole batch sampled in one "
+        "pass, where the update's first forward runs the weights that sampled over exactly the sampled "
+        "sequences (one minibatch of one micro-batch, any number of epochs; fp32; the whole batch sampled in one "
         "generation pass; any algorithm, KL placement or source of the old log-probs): the decode keeps each "
-        "block's matmul outputs and the update builds its graph on them, one policy forward's matmuls fewer per "
-        "step, the same gradient to fp32 rounding, the kept outputs held from generation to the update; "
+        "block's matmul outputs and that forward builds its graph on them, one policy forward's matmuls fewer per "
+        "step, the same gradient to fp32 rounding, the kept outputs held from generation to the first backward; "
         "recompute = the update runs its own forward")
 
     @model_validator(mode="after")
@@ -274,15 +274,17 @@ def logprobs_from_update(cfg: RunConfig) -> bool:
 
 
 def update_from_sampling(cfg: RunConfig) -> bool:
-    """Whether the update's forward takes its matmul outputs from the sampling pass
-    (``ppo.update_activations``): under ``auto``, where the update's one forward runs the weights that
-    sampled (one optimizer step per rollout: one epoch, one minibatch, one micro-batch), fp32, with
-    every prompt of the batch in one generation pass (so one decode holds every row). The critic, the
-    KL's placement and where the old log-probs come from do not matter: the kept outputs are the
-    policy trunk's, and a value head on that trunk reads the hidden states built on them."""
+    """Whether the update's first forward takes its matmul outputs from the sampling pass
+    (``ppo.update_activations``): under ``auto``, where that forward runs the weights that sampled
+    over every sampled row (one minibatch of one micro-batch; with several epochs, the first epoch's
+    forward), fp32, with every prompt of the batch in one generation pass (so one decode holds every
+    row). The critic, the KL's placement and where the old log-probs come from do not matter: the
+    kept outputs are the policy trunk's, and a value head on that trunk reads the hidden states built
+    on them. (With several minibatches only the first would run the sampling weights: a fraction of
+    the rows, for the cost of keeping all of them; not taken.)"""
     p = cfg.ppo
-    one_step = p.ppo_epochs == 1 and p.mini_batch_size == p.batch_size and p.grad_accum_steps == 1
-    return (p.update_activations == "auto" and one_step and cfg.model.dtype == "fp32"
+    whole_batch = p.mini_batch_size == p.batch_size and p.grad_accum_steps == 1
+    return (p.update_activations == "auto" and whole_batch and cfg.model.dtype == "fp32"
             and generation_batch(cfg) >= p.batch_size)
 
 

@@ -13,7 +13,7 @@ One step (:meth:`PPOTrainer.train_step`) is four named stages passing named data
    whitening (math in :mod:`rlhfkit.ppo_ops`) -> :class:`Advantages`.
 4. ``update()`` (stage **update**) — ``ppo_epochs`` passes over shuffled minibatches (gradient
    accumulation inside), clipped policy and value losses, entropy bonus, grad-norm clipping, LR
-   schedule -> :class:`UpdateStats`. Where its one forward runs the weights that sampled over every
+   schedule -> :class:`UpdateStats`. Where its first forward runs the weights that sampled over every
    sampled row (``ppo.update_activations``), that forward builds on the matmul outputs the decode
    kept (``Rollout.activations``) instead of computing them again.
 
@@ -339,7 +339,6 @@ class PPOTrainer:
             adv = self.advantages(exp)
         with rec.stage("update"):
             stats = self.update(exp, adv)
-        exp = dataclasses.replace(exp, activations=None)  # the update's graph is gone: let the kept outputs go
         if exp.logprobs_from_update:  # π_old came off the update's forward: the KL figures follow it
             exp, adv = self.with_update_logprobs(exp, adv, stats)
         self.kl_ctl.update(float(adv.seq_kl_k1.mean()), exp.batch_size)
@@ -516,7 +515,8 @@ class PPOTrainer:
     def update(self, exp: Experience, adv: Advantages) -> UpdateStats:
         """``ppo_epochs`` passes over shuffled minibatches: clipped policy loss (clip range low/high),
         value loss (PPO only), k3 KL loss (``kl_in_loss`` only), entropy bonus, gradient accumulation
-        over micro-batches, grad-norm clipping, one LR-schedule step."""
+        over micro-batches, grad-norm clipping, one LR-schedule step. Takes the decode's kept outputs
+        out of ``exp`` (``exp.activations`` is None after): they serve the first forward only."""
         cfg, p, rec = self.config, self.config.ppo, self.recorder
         B, P = exp.batch_size, exp.prompt_len  # B sequences: ppo.batch_size prompts x G
         acc = _StatsAccumulator()
@@ -527,8 +527,10 @@ class PPOTrainer:
         agg = cf.loss_aggregation(cfg.algorithm)
         norm_len = cfg.generation.max_new_tokens  # Dr. GRPO's constant
         old_lp = torch.zeros_like(exp.mask) if exp.logprobs is None else None  # (B, R) logprobs_from_update
-        # the decode's matmul outputs serve the one forward that runs the weights that sampled, over every row
-        kept = exp.activations if p.ppo_epochs == 1 and mb_size >= B and micro >= B else None
+        # the decode's matmul outputs serve the first forward, which runs the weights that sampled over
+        # every row; taken out of exp so that they go with that forward's graph, not at the step's end
+        kept = exp.activations if mb_size >= B and micro >= B else None
+        exp.activations = None
         if kept is not None and not kept.matches(exp.input_ids, exp.attention_mask):
             kept = None
         forward_from_sampling = kept is not None

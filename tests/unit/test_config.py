@@ -132,8 +132,8 @@ def test_rollout_scores_auto_reads_them_off_sampling_in_fp32_only() -> None:
 
 def test_update_activations_auto_builds_on_the_decode_only_where_the_update_runs_the_sampling_weights() -> None:
     """ppo.update_activations: auto (the default) keeps the decode's matmul outputs for the update
-    where its one forward runs the weights that sampled over every sampled row in one micro-batch
-    (one epoch, one minibatch, fp32, one generation pass), whatever the algorithm, the KL's placement
+    where its first forward runs the weights that sampled over every sampled row in one micro-batch
+    (one minibatch, any epochs, fp32, one generation pass), whatever the algorithm, the KL's placement
     or where π_old comes from; recompute never does."""
     grpo = ("algorithm=grpo", "generation.samples_per_prompt=4", "ppo.mini_batch_size=32", "ppo.ppo_epochs=1")
 
@@ -145,16 +145,15 @@ def test_update_activations_auto_builds_on_the_decode_only_where_the_update_runs
     assert not kept("ppo.update_activations=recompute")
     assert not kept("ppo.grad_accum_steps=2")  # two micro-batches: each would need its rows' outputs
     assert not kept("ppo.mini_batch_size=8")  # the second minibatch runs updated weights
-    assert not kept("ppo.ppo_epochs=2")
+    assert kept("ppo.ppo_epochs=2")  # the first epoch's forward runs the weights that sampled
     assert kept("ppo.rollout_scores=sampling")  # π_old off the sampling pass, the update's forward off the decode
     assert kept("ppo.rollout_scores=forward")
     assert kept("ppo.kl_placement=reward")  # KL in the reward: scoring needs π_old first, the update still one step
     assert kept("algorithm=rloo") and kept("algorithm=reinforce_pp") and kept("algorithm=dr_grpo")
     assert not kept("model.dtype=bf16")  # under autocast a decode's outputs drift from a forward's
     assert not kept("generation.batch_size=8")  # four generation passes: no one decode holds every row
-    assert not update_from_sampling(load_config("smoke"))  # PPO's smoke preset: two epochs of two minibatches
-    one_step_ppo = ("ppo.mini_batch_size=32", "ppo.ppo_epochs=1")
-    assert update_from_sampling(load_config("smoke", list(one_step_ppo)))  # the value head reads the same trunk
+    assert not update_from_sampling(load_config("smoke"))  # PPO's smoke preset: two minibatches
+    assert update_from_sampling(load_config("smoke", ["ppo.mini_batch_size=32"]))  # value head on the same trunk
     with pytest.raises(ConfigError, match="update_activations"):
         load_config("smoke", [*grpo, "ppo.update_activations=sometimes"])
 

@@ -165,14 +165,15 @@ def test_old_logprobs_come_from_a_scoring_forward_when_anything_needs_them_first
     ("rloo", None, {}),  # KL in the reward: π_old read off the same decode that keeps the outputs
     ("grpo", None, {"ppo.rollout_scores": "forward"}),  # π_old from a scoring forward
     ("ppo", None, {"generation.samples_per_prompt": 1}),  # the value head on the trunk built on them
+    ("ppo", None, {"generation.samples_per_prompt": 1, "ppo.ppo_epochs": 2}),  # the first epoch's forward
 ])
 def test_the_update_forward_builds_on_the_decode_and_learns_what_its_own_forward_learns(
         algorithm: str, stop_token: str | None, extra: dict[str, Any]) -> None:
-    """One optimizer step per rollout in one micro-batch: the update's forward takes its matmul
-    outputs from the decode (``ppo.update_activations=auto``), whatever the algorithm and wherever
-    π_old comes from. The run learns what the run with the update's own forward (``recompute``)
-    learns, up to fp32 rounding, and the FLOP counter counts one policy forward's matmuls fewer in
-    the update. With a stop token the rollout replaces the tokens after it by padding, which no real
+    """One minibatch in one micro-batch: the update's first forward (the only one with one epoch)
+    takes its matmul outputs from the decode (``ppo.update_activations=auto``), whatever the
+    algorithm and wherever π_old comes from. The run learns what the run with the update's own
+    forward (``recompute``) learns, up to fp32 rounding, and the FLOP counter counts one policy
+    forward's matmuls fewer in the update. With a stop token the rollout replaces the tokens after it by padding, which no real
     position reads: the kept outputs still serve."""
     extra = {"ppo.mini_batch_size": 4, "ppo.kl_coef": 0.1, "train.steps_per_epoch": 3,
              "generation.stop_token": stop_token, **extra}
@@ -202,7 +203,8 @@ def test_the_update_forward_builds_on_the_decode_and_learns_what_its_own_forward
     if algorithm == "ppo":
         keys.append(M.VALUE_LOSS)
     for a, b in zip(auto, own, strict=True):
-        assert a[M.RATIO_MEAN] == pytest.approx(1.0, abs=1e-5)  # the weights that sampled, one step
+        if "ppo.ppo_epochs" not in extra:
+            assert a[M.RATIO_MEAN] == pytest.approx(1.0, abs=1e-5)  # the weights that sampled, one step
         for key in keys:
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
     for name, w in w_auto.items():
