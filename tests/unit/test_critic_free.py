@@ -209,3 +209,35 @@ def test_the_update_forward_builds_on_the_decode_and_learns_what_its_own_forward
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
     for name, w in w_auto.items():
         torch.testing.assert_close(w, w_own[name], rtol=1e-4, atol=1e-6)
+
+
+def test_the_kept_outputs_go_with_the_first_forwards_graph() -> None:
+    """With several epochs of one minibatch the decode's kept outputs serve the first epoch's
+    forward only: by the second epoch's forward nothing holds them (they are as large as a
+    forward's activations, and the memory model counts them up to the first backward)."""
+    import gc
+    import weakref
+
+    cfg = load_config("smoke", _overrides("ppo", **{"generation.samples_per_prompt": 1, "ppo.mini_batch_size": 4,
+                                                    "ppo.ppo_epochs": 2, "train.steps_per_epoch": 1}))
+    policy, reward = build_components(cfg)
+    refs: list[weakref.ref[Any]] = []
+    alive_at_later_forwards: list[bool] = []
+    real_generate, real_forward = policy.generate_scored_kept, policy.forward_scores
+
+    def generate(*args: Any, **kwargs: Any) -> Any:
+        out = real_generate(*args, **kwargs)
+        assert out[4] is not None
+        refs.append(weakref.ref(out[4].qkv[0]))
+        return out
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("activations") is None and torch.is_grad_enabled():
+            gc.collect()
+            alive_at_later_forwards.append(refs[-1]() is not None)
+        return real_forward(*args, **kwargs)
+
+    policy.generate_scored_kept = generate  # type: ignore[method-assign]
+    policy.forward_scores = forward  # type: ignore[method-assign]
+    PPOTrainer(policy, reward, config=cfg, sinks=[MemorySink()]).train()
+    assert len(refs) == 1 and alive_at_later_forwards == [False]
