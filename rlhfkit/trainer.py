@@ -335,6 +335,7 @@ class PPOTrainer:
             rollout = self.rollout()
         with rec.stage("scoring"), torch.no_grad(), self._amp():
             exp = self.score(rollout)
+        del rollout  # exp holds what the later stages read; the decode's kept outputs go when the update is done with them
         with rec.stage("advantages"), torch.no_grad():
             adv = self.advantages(exp)
         with rec.stage("update"):
