@@ -159,9 +159,9 @@ def stage_flops(policy: ModelShape, batch: BatchTokens, *, ppo_epochs: int, sepa
                 share_update: bool = False, update_forward_from_sampling: bool = False) -> dict[str, float]:
     """Model FLOPs of each stage of one PPO step (see the module docstring for what each counts).
     ``share_nograd`` (generation, scoring) / ``share_update``: those forwards run a prompt rows share
-    once. ``update_forward_from_sampling``: the update's one policy forward took its matmul outputs
-    from the decode (``ppo.update_activations``), so of that forward the update counts the attention
-    only, which it computes again."""
+    once. ``update_forward_from_sampling``: the update's first policy forward (its only one with one
+    epoch) took its matmul outputs from the decode (``ppo.update_activations``), so of that forward
+    the update counts the attention only, which it computes again; later epochs count in full."""
     seq = batch.fed_lens
     resp = batch.response_tokens
 
