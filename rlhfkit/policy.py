@@ -430,7 +430,8 @@ class GPT2Policy(nn.Module):
                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None,
                                         fastgpt2.SamplingActivations | None]:
         """:meth:`generate_scored`, plus what :meth:`generate_kept` keeps for :meth:`forward_scores`:
-        one decode gives π_old (and values) for scoring and the matmul outputs for a one-step update."""
+        one decode gives π_old (and values) for scoring and the matmul outputs for the update's first
+        forward."""
         return self._generate_scored(prompt_ids, prompt_mask, max_new_tokens, generator=generator,
                                      stop_at_eos=stop_at_eos,
                                      keep=fastgpt2.supports(self.model.transformer, training=True))
