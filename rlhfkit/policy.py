@@ -397,10 +397,15 @@ class GPT2Policy(nn.Module):
                       ) -> tuple[torch.Tensor, torch.Tensor, fastgpt2.SamplingActivations | None]:
         """:meth:`generate`, plus what the lean sampler kept for :meth:`forward_scores` to build on
         (:class:`rlhfkit.fastgpt2.SamplingActivations`; None on the transformers path)."""
-        keep = fastgpt2.supports(self.model.transformer, training=True)  # the forward that would build on them
         out = self._sample(prompt_ids, prompt_mask, max_new_tokens, generator=generator, stop_at_eos=stop_at_eos,
-                           keep=keep)
+                           keep=self._can_keep)
         return out.tokens, out.mask, out.activations
+
+    @property
+    def _can_keep(self) -> bool:
+        """Whether keeping the decode's matmul outputs serves anything: the training forward that
+        would build on them (:meth:`forward_scores`) takes the lean path."""
+        return fastgpt2.supports(self.model.transformer, training=True)
 
     @property
     def scores_while_sampling(self) -> bool:
@@ -433,8 +438,7 @@ class GPT2Policy(nn.Module):
         one decode gives π_old (and values) for scoring and the matmul outputs for the update's first
         forward."""
         return self._generate_scored(prompt_ids, prompt_mask, max_new_tokens, generator=generator,
-                                     stop_at_eos=stop_at_eos,
-                                     keep=fastgpt2.supports(self.model.transformer, training=True))
+                                     stop_at_eos=stop_at_eos, keep=self._can_keep)
 
     def _generate_scored(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, *,
                          generator: torch.Generator | None, stop_at_eos: bool, keep: bool = False,
