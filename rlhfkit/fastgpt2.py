@@ -121,8 +121,8 @@ def _scaling(attn: Module, layer_idx: int) -> float:
 # process, from the CPU's vendor and flags (no timing), so it cannot differ between two runs on one
 # machine. Why these two facts: MKL picks its AVX-512 kernels by vendor, so on an AMD CPU with
 # AVX-512 it runs AVX2 code and oneDNN is the faster library; without AVX-512 both run AVX2 code
-# and MKL is the faster one on the MLP's matmuls, except decoding's skinny ones (at most 16 rows),
-# which still go to oneDNN on AMD CPUs there (benchmarks/NOTES_grpo_vs_trl.md has the tables; on a
+# and MKL is the faster one on the MLP's matmuls, except decoding's (any of at most 16 rows, and on
+# packed weights up to 128), which still go to oneDNN on AMD CPUs there (benchmarks/NOTES_grpo_vs_trl.md has the tables; on a
 # CPU of another or unknown vendor, an ARM server or macOS, ATen's BLAS keeps them: not measured). On Intel CPUs
 # with AVX-512 decoding's skinny matmuls go to oneDNN only on weights packed for it (below): MKL
 # beats oneDNN on a weight as stored, not on a packed one.
@@ -175,11 +175,12 @@ def prefer_onednn(setting: str | None = None, vendor: str | None = None, avx512:
 
 
 def prefer_onednn_skinny(setting: str | None = None, vendor: str | None = None, avx512: bool | None = None) -> bool:
-    """Whether matmuls of at most :data:`ONEDNN_SKINNY_ROWS` rows go to oneDNN although the others
-    do not: under ``auto``, on an AMD CPU without AVX-512, where oneDNN is the faster library for
-    decoding's skinny matmuls (PPO's 8-row GPT-2-small decode −22%) and MKL for the rest. Where the
-    vendor is another or unknown (an ARM server, macOS: no ``vendor_id`` to read) nothing was
-    measured, and ATen's BLAS keeps every matmul."""
+    """Whether matmuls of at most :data:`ONEDNN_SKINNY_ROWS` rows, and decoding's on packed weights
+    (:func:`packed_decode_weight`) of at most :data:`ONEDNN_PACKED_ROWS_AMD`, go to oneDNN although
+    the others do not: under ``auto``, on an AMD CPU without AVX-512, where oneDNN is the faster
+    library for decoding's matmuls and MKL for the rest (benchmarks/NOTES_grpo_vs_trl.md, changes 12
+    and 22). Where the vendor is another or unknown (an ARM server, macOS: no ``vendor_id`` to read)
+    nothing was measured, and ATen's BLAS keeps every matmul."""
     setting = _matmul_setting(setting)
     if setting != "auto" or prefer_onednn(setting, vendor, avx512):
         return False
@@ -199,6 +200,7 @@ def prefer_packed_skinny(setting: str | None = None, vendor: str | None = None, 
 
 
 ONEDNN_SKINNY_ROWS = 16
+ONEDNN_PACKED_ROWS_AMD = 128  # the widest decode measured faster on packed oneDNN weights there (change 22)
 _ONEDNN = ONEDNN_AVAILABLE and prefer_onednn()
 _ONEDNN_SKINNY = ONEDNN_AVAILABLE and prefer_onednn_skinny()
 _PACKED_SKINNY = ONEDNN_AVAILABLE and prefer_packed_skinny()
@@ -210,6 +212,14 @@ _onednn_rows: set[int] = set()
 def onednn_in_use() -> bool:
     """Whether this process sends no-grad fp32 matmuls to oneDNN (the memory model counts its code cache)."""
     return _ONEDNN
+
+
+def skinny_rows() -> int:
+    """The most rows a decode may multiply on oneDNN in this process where oneDNN serves decoding
+    alone (:func:`onednn_skinny_in_use`; 0 where it does not)."""
+    if not onednn_skinny_in_use():
+        return 0
+    return ONEDNN_PACKED_ROWS_AMD if _ONEDNN_SKINNY and PACK_DECODE and _PACK_OPS else ONEDNN_SKINNY_ROWS
 
 
 def onednn_skinny_in_use() -> bool:
@@ -229,9 +239,12 @@ def _use_onednn(x: Tensor, weight: Tensor) -> bool:
 
 def _onednn_takes(rows: int, packed: bool) -> bool:
     """This CPU's rule: oneDNN computes a ``rows``-row matmul (``packed``: over a weight packed for
-    decoding, :func:`prefer_packed_skinny`)."""
-    skinny = _ONEDNN_SKINNY or (packed and _PACKED_SKINNY)
-    return _ONEDNN or (skinny and rows <= ONEDNN_SKINNY_ROWS)
+    decoding, :func:`prefer_onednn_skinny`, :func:`prefer_packed_skinny`)."""
+    if _ONEDNN:
+        return True
+    if _ONEDNN_SKINNY:
+        return rows <= (ONEDNN_PACKED_ROWS_AMD if packed else ONEDNN_SKINNY_ROWS)
+    return packed and _PACKED_SKINNY and rows <= ONEDNN_SKINNY_ROWS
 
 
 def _onednn_serves(rows: int, *tensors: Tensor, packed: bool = False) -> bool:

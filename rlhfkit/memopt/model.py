@@ -348,10 +348,10 @@ def _packed_decode_bytes(plan: Plan) -> int:
 
 
 def _skinny_rows() -> int:
-    """Row counts up to which oneDNN serves the matmuls where it serves decoding's alone (0: nowhere)."""
-    from rlhfkit.fastgpt2 import ONEDNN_SKINNY_ROWS, onednn_skinny_in_use
+    """Row counts up to which oneDNN serves decoding's matmuls where it serves them alone (0: nowhere)."""
+    from rlhfkit.fastgpt2 import skinny_rows
 
-    return ONEDNN_SKINNY_ROWS if onednn_skinny_in_use() else 0
+    return skinny_rows()
 
 
 def _optimizer_state_bytes(plan: Plan, n_trainable: int) -> int:

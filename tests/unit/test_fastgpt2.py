@@ -244,8 +244,49 @@ def test_skinny_onednn_takes_only_the_row_counts_decoding_runs(monkeypatch: pyte
     w = torch.randn(8, 4)
     assert fastgpt2._use_onednn(torch.randn(fastgpt2.ONEDNN_SKINNY_ROWS, 8), w)
     assert not fastgpt2._use_onednn(torch.randn(fastgpt2.ONEDNN_SKINNY_ROWS + 1, 8), w)
+    # decoding on packed weights: up to ONEDNN_PACKED_ROWS_AMD rows
+    assert fastgpt2._onednn_takes(fastgpt2.ONEDNN_PACKED_ROWS_AMD, packed=True)
+    assert not fastgpt2._onednn_takes(fastgpt2.ONEDNN_PACKED_ROWS_AMD + 1, packed=True)
     monkeypatch.setattr(fastgpt2, "_ONEDNN_SKINNY", False)
     assert not fastgpt2._use_onednn(torch.randn(4, 8), w)
+
+
+@needs_onednn
+def test_on_an_amd_cpu_without_avx512_a_wide_decode_multiplies_by_packed_weights(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decode wider than ONEDNN_SKINNY_ROWS (64 rows: L4/D256's GRPO batch) packs its weights and
+    runs the packed one-token step, with the logits the weights as stored give (to fp32 rounding);
+    the same width on an Intel CPU with AVX-512 keeps the weights as stored."""
+    if not fastgpt2._PACK_OPS:
+        pytest.skip("oneDNN's packing ops unavailable")
+    monkeypatch.setattr(fastgpt2, "_ONEDNN", False)
+    monkeypatch.setattr(fastgpt2, "_ONEDNN_SKINNY", True)
+    monkeypatch.setattr(fastgpt2, "_PACKED_SKINNY", False)
+    monkeypatch.setattr(fastgpt2, "PACK_DECODE", True)
+    monkeypatch.setattr(fastgpt2, "_onednn_rows", set())
+    rows = 64
+    assert fastgpt2.ONEDNN_SKINNY_ROWS < rows <= fastgpt2.ONEDNN_PACKED_ROWS_AMD == fastgpt2.skinny_rows()
+    model = tiny_lm(seed=38, n_embd=64, n_head=4)
+    gen = torch.Generator().manual_seed(39)
+    ids = torch.randint(V, (rows, 5), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[::3, :2] = 0  # left padding on every third row
+    assert not fastgpt2._use_onednn(torch.randn(rows, 64), torch.randn(64, 192))  # a weight as stored: addmm
+    dec = fastgpt2.Decoder(model, ids, mask, max_new_tokens=3)
+    assert dec.packed is not None and dec.packed_head is not None and dec.layers is not None
+    assert fastgpt2.packed_decode_bytes(3, 64, V, rows) > 0
+    tok = torch.randint(V, (rows,), generator=gen)
+    packed_logits = dec.step(tok)
+    monkeypatch.setattr(fastgpt2, "PACK_DECODE", False)
+    assert fastgpt2.skinny_rows() == fastgpt2.ONEDNN_SKINNY_ROWS
+    plain = fastgpt2.Decoder(model, ids, mask, max_new_tokens=3)
+    assert plain.packed is None and plain.packed_head is None
+    torch.testing.assert_close(packed_logits, plain.step(tok), rtol=1e-4, atol=1e-4)
+    monkeypatch.setattr(fastgpt2, "PACK_DECODE", True)
+    monkeypatch.setattr(fastgpt2, "_ONEDNN_SKINNY", False)  # an Intel CPU with AVX-512: 16 rows at most
+    monkeypatch.setattr(fastgpt2, "_PACKED_SKINNY", True)
+    assert fastgpt2.skinny_rows() == fastgpt2.ONEDNN_SKINNY_ROWS
+    assert fastgpt2.Decoder(model, ids, mask, max_new_tokens=3).packed is None
 
 
 def test_the_cpu_flags_are_read_from_proc_cpuinfo() -> None:
