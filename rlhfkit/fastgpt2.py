@@ -219,7 +219,7 @@ def skinny_rows() -> int:
     alone (:func:`onednn_skinny_in_use`; 0 where it does not)."""
     if not onednn_skinny_in_use():
         return 0
-    return ONEDNN_PACKED_ROWS_AMD if _ONEDNN_SKINNY and PACK_DECODE and _PACK_OPS else ONEDNN_SKINNY_ROWS
+    return ONEDNN_PACKED_ROWS_AMD if _packs(ONEDNN_PACKED_ROWS_AMD) else ONEDNN_SKINNY_ROWS
 
 
 def onednn_skinny_in_use() -> bool:
