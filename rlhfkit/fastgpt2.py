@@ -122,10 +122,11 @@ def _scaling(attn: Module, layer_idx: int) -> float:
 # machine. Why these two facts: MKL picks its AVX-512 kernels by vendor, so on an AMD CPU with
 # AVX-512 it runs AVX2 code and oneDNN is the faster library; without AVX-512 both run AVX2 code
 # and MKL is the faster one on the MLP's matmuls, except decoding's (any of at most 16 rows, and on
-# packed weights up to 128), which still go to oneDNN on AMD CPUs there (benchmarks/NOTES_grpo_vs_trl.md has the tables; on a
-# CPU of another or unknown vendor, an ARM server or macOS, ATen's BLAS keeps them: not measured). On Intel CPUs
-# with AVX-512 decoding's skinny matmuls go to oneDNN only on weights packed for it (below): MKL
-# beats oneDNN on a weight as stored, not on a packed one.
+# packed weights up to 128), which still go to oneDNN on AMD CPUs there
+# (benchmarks/NOTES_grpo_vs_trl.md has the tables; on a CPU of another or unknown vendor, an ARM
+# server or macOS, ATen's BLAS keeps them: not measured). On Intel CPUs with AVX-512 decoding's
+# skinny matmuls go to oneDNN only on weights packed for it (below): MKL beats oneDNN on a weight as
+# stored, not on a packed one.
 ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
