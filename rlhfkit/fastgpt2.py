@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.weak import WeakIdKeyDictionary
 
+from rlhfkit import cpukernel
 from rlhfkit import ppo_ops as ops
 
 Tensor = torch.Tensor
@@ -200,11 +201,32 @@ def prefer_packed_skinny(setting: str | None = None, vendor: str | None = None, 
     return vendor == "GenuineIntel" and (cpu_has_avx512() if avx512 is None else avx512)
 
 
+def _kernel_setting(value: str) -> str:
+    """``RLHFKIT_CPU_DECODE_KERNEL``: ``auto`` (the default), ``1`` or ``0``; anything else is refused."""
+    value = value.strip().lower()
+    if value not in ("auto", "0", "1"):
+        raise ValueError(f"RLHFKIT_CPU_DECODE_KERNEL must be auto, 0 or 1, not {value!r}")
+    return value
+
+
+def prefer_decode_kernel(setting: str | None = None, vendor: str | None = None, avx512: bool | None = None) -> bool:
+    """Whether decodes of at most :data:`rlhfkit.cpukernel.MAX_ROWS` rows on packed weights multiply
+    with rlhfkit's compiled kernel (:mod:`rlhfkit.cpukernel`) instead of oneDNN's matmul:
+    ``RLHFKIT_CPU_DECODE_KERNEL`` ``1`` or ``0``, and under ``auto`` (the default) where
+    :func:`prefer_onednn_skinny` holds, an AMD CPU without AVX-512, the one kind it was measured
+    faster on (benchmarks/NOTES_grpo_vs_trl.md, change 23)."""
+    setting = _kernel_setting(os.environ.get("RLHFKIT_CPU_DECODE_KERNEL", "auto") if setting is None else setting)
+    if setting != "auto":
+        return setting == "1"
+    return prefer_onednn_skinny(None, vendor, avx512)
+
+
 ONEDNN_SKINNY_ROWS = 16
 ONEDNN_PACKED_ROWS_AMD = 128  # the widest decode measured faster on packed oneDNN weights there (change 22)
 _ONEDNN = ONEDNN_AVAILABLE and prefer_onednn()
 _ONEDNN_SKINNY = ONEDNN_AVAILABLE and prefer_onednn_skinny()
 _PACKED_SKINNY = ONEDNN_AVAILABLE and prefer_packed_skinny()
+_DECODE_KERNEL = ONEDNN_AVAILABLE and prefer_decode_kernel()
 _onednn_linear: Callable[..., Tensor] | None = torch.ops.mkldnn._linear_pointwise if ONEDNN_AVAILABLE else None
 ONEDNN_ROW_COUNTS = 16
 _onednn_rows: set[int] = set()
@@ -489,6 +511,31 @@ def packed_decode_weight(weight: Tensor, rows: int, conv1d: bool = True) -> Tens
         return packed
     _fill_blocks(entry.blocks, w)
     return entry.packed
+
+
+def _blocks(weight: Tensor) -> Tensor:
+    """The bytes of ``weight``'s packed copy (:func:`packed_decode_weight` made it) as a plain
+    (ceil(out / Y), in, Y) tensor: what :func:`rlhfkit.cpukernel.linear` multiplies by."""
+    return cast(_Packed, _packed[weight]).blocks
+
+
+def _kernel_decodes(rows: int) -> bool:
+    """A ``rows``-row decode on packed weights multiplies with :mod:`rlhfkit.cpukernel` in this
+    process (:func:`prefer_decode_kernel`, and the kernel built)."""
+    return _DECODE_KERNEL and rows <= cpukernel.MAX_ROWS and cpukernel.load() is not None
+
+
+def _onednn_mm(x: Tensor, w: Tensor, b: Tensor | None, residual: Tensor | None = None) -> Tensor:
+    """``x @ W + b`` (``+ residual``) on oneDNN, ``w`` its packed weight."""
+    assert _onednn_linear is not None and _onednn_linear_add is not None
+    if residual is None:
+        return _onednn_linear(x, w, b, "none", [], "")
+    return _onednn_linear_add(x, residual, w, b, "add")
+
+
+def _kernel_mm(x: Tensor, w: Tensor, b: Tensor, residual: Tensor | None = None) -> Tensor:
+    """``x @ W + b`` (``+ residual``) with the compiled kernel, ``w`` the packed weight's :func:`_blocks`."""
+    return cpukernel.linear(x, w, b.shape[0], b, residual)
 
 
 def _packed_block(block: Module, rows: int) -> BlockWeights | None:
@@ -944,10 +991,20 @@ class Decoder:
                     self.packed = cast(list[BlockWeights], blocks)
             self.packed_head = packed_decode_weight(self.lm_head.weight, B, conv1d=False)
         self.layers: list[_StepLayer] | None = None
+        # the packed steps' matmuls: oneDNN's, or the compiled kernel's over the same bytes
+        self.kernel = False
+        self.head_blocks: Tensor | None = None
         if self.packed is not None and _onednn_linear_add is not None and self.act in _FUSED_ACT:
+            self.kernel = _kernel_decodes(B)
+            weights: list[BlockWeights] = self.packed
+            if self.kernel:
+                weights = [(_blocks(b.attn.c_attn.weight), _blocks(b.attn.c_proj.weight), _blocks(b.mlp.c_fc.weight),
+                            _blocks(b.mlp.c_proj.weight)) for b in tr.h]
+                if self.packed_head is not None:
+                    self.head_blocks = _blocks(self.lm_head.weight)
             self.layers = [_StepLayer(b.ln_1.weight, b.ln_1.bias, w[0], b.attn.c_attn.bias, w[1], b.attn.c_proj.bias,
                                       b.ln_2.weight, b.ln_2.bias, w[2], b.mlp.c_fc.bias, w[3], b.mlp.c_proj.bias, s)
-                           for b, w, s in zip(tr.h, self.packed, self.scales, strict=True)]
+                           for b, w, s in zip(tr.h, weights, self.scales, strict=True)]
             self.key_invalid = ~self.key_valid
             self.scores = torch.empty(B * self.n_head, 1, t_max, device=dev, dtype=dtype)  # baddbmm's ignored input
         share = distinct_rows(prompt_ids, prompt_mask)
@@ -1062,9 +1119,11 @@ class Decoder:
         the matmuls (oneDNN's binary post-op), the activation too, the keys and values go into the
         cache with one copy, the attention scale rides on the scores' ``baddbmm``, and each layer's
         tensors are looked up once per decoder. The same arithmetic as :meth:`_forward`:
-        ``tests/unit/test_fastgpt2.py`` checks that both give the same logits.
+        ``tests/unit/test_fastgpt2.py`` checks that both give the same logits. With :attr:`kernel`
+        the matmuls run in :mod:`rlhfkit.cpukernel` (residual adds included, the activation apart).
         """
         assert _onednn_linear is not None and _onednn_linear_add is not None and self.layers is not None
+        mm = _kernel_mm if self.kernel else _onednn_mm
         t, B, H = self.t, self.rows, self.n_head
         D = self.tr.wte.weight.shape[1]
         hs, eps = D // H, self.eps
@@ -1074,7 +1133,7 @@ class Decoder:
         x = F.embedding(tokens, self.tr.wte.weight) + F.embedding(self.next_pos.view(-1), self.tr.wpe.weight)
         for i, (layer, kv) in enumerate(zip(self.layers, self.kv, strict=True)):
             h = F.layer_norm(x, (D,), layer.ln1_w, layer.ln1_b, eps)
-            qkv = _onednn_linear(h, layer.qkv, layer.qkv_b, "none", [], "")  # (B, 3D)
+            qkv = mm(h, layer.qkv, layer.qkv_b)  # (B, 3D)
             if keep:
                 self._keep("qkv", i, qkv)
             kv[:, :, :, t].copy_(qkv[:, D:].view(B, 2, H, hs).transpose(0, 1))
@@ -1084,19 +1143,25 @@ class Decoder:
             if invalid is not None:
                 att.view(B, H, 1, t + 1).masked_fill_(invalid, float("-inf"))
             y = torch.bmm(att.softmax(-1), cache[1])  # (B*H, 1, hs)
-            x = _onednn_linear_add(y.view(B, D), x, layer.proj, layer.proj_b, "add")  # x + y @ W_o + b
+            x = mm(y.view(B, D), layer.proj, layer.proj_b, x)  # x + y @ W_o + b
             h = F.layer_norm(x, (D,), layer.ln2_w, layer.ln2_b, eps)
-            if not keep:
+            if not keep and not self.kernel:
                 a = _onednn_linear(h, layer.fc, layer.fc_b, attr, [], algo)
-            else:  # the activation's input is kept: a training forward's backward needs it
-                self._keep("attn", i, x)
-                f = _onednn_linear(h, layer.fc, layer.fc_b, "none", [], "")
-                self._keep("fc", i, f)
+            else:  # the activation's input is kept (a training forward's backward needs it), or unfused
+                if keep:
+                    self._keep("attn", i, x)
+                f = mm(h, layer.fc, layer.fc_b)
+                if keep:
+                    self._keep("fc", i, f)
                 a = act(f)
-            x = _onednn_linear_add(a, x, layer.fc_proj, layer.fc_proj_b, "add")
+            x = mm(a, layer.fc_proj, layer.fc_proj_b, x)
             if keep:
                 self._keep("mlp", i, x)
         self.t = t + 1
         h = F.layer_norm(x, (D,), self.tr.ln_f.weight, self.tr.ln_f.bias, eps)  # (B, D)
         self.hidden = h
+        if self.head_blocks is not None:
+            bias = self.lm_head.bias
+            V = self.lm_head.weight.shape[0]
+            return cpukernel.linear(h, self.head_blocks, V, None if bias is None else bias)  # (B, V)
         return lm_logits(self.lm_head, h, self.packed_head)  # (B, V)

@@ -1,0 +1,135 @@
+"""A compiled matmul for decoding on AVX2 CPUs, built with the system C compiler on first use.
+
+Why: a GPT-2-small decode step multiplies 8–16 rows by every weight of the model, so it streams
+~340 MB from memory per token; on an AMD CPU without AVX-512 oneDNN's matmul over the packed
+weights (:func:`rlhfkit.fastgpt2.packed_decode_weight`) reaches neither the machine's read bandwidth
+nor its FMA rate there. ``cpukernel.c`` multiplies the same packed bytes with register tiles and
+prefetches the next chunk of the weight while it computes (benchmarks/NOTES_grpo_vs_trl.md, change
+23, has the measurements and the rule :func:`rlhfkit.fastgpt2.prefer_decode_kernel` follows).
+
+How it is built: ``cc -O3 -mavx2 -mfma -fopenmp -shared`` into ``$RLHFKIT_CACHE/kernels`` (default
+``~/.cache/rlhfkit``), keyed by a hash of the source and the flags, renamed into place so that
+workers starting together never load a half-written file. The library links the OpenMP runtime
+PyTorch already loaded (``libgomp.so.1``), so both share one thread pool. Where there is no
+compiler, the CPU lacks AVX2 or FMA, or the compile fails, :func:`load` returns None and says why
+once (:func:`reason`); decoding then stays on oneDNN. ``CC`` picks the compiler.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+Tensor = torch.Tensor
+MAX_ROWS = 16  # the widest tile the kernel takes (MAX_ROWS in cpukernel.c)
+SOURCE = Path(__file__).with_name("cpukernel.c")
+FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC")
+
+_lib: ctypes.CDLL | None = None
+_tried = False
+_reason = ""
+
+
+def reason() -> str:
+    """Why :func:`load` gave None ("" before it was called, or when it loaded)."""
+    return _reason
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RLHFKIT_CACHE") or Path.home() / ".cache" / "rlhfkit") / "kernels"
+
+
+def _compiler() -> str | None:
+    cc = os.environ.get("CC") or "cc"
+    return shutil.which(cc)
+
+
+def _cpu_ok() -> bool:
+    from rlhfkit import fastgpt2
+
+    flags = fastgpt2.cpu_flags()
+    return "avx2" in flags and "fma" in flags
+
+
+def build(out_dir: Path | None = None) -> Path:
+    """Compile ``cpukernel.c`` (or find it compiled) and return the library's path; raises
+    ``RuntimeError`` with the compiler's message where it cannot."""
+    cc = _compiler()
+    if cc is None:
+        raise RuntimeError(f"no C compiler ({os.environ.get('CC') or 'cc'} is not on PATH)")
+    source = SOURCE.read_bytes()
+    digest = hashlib.sha256(source + " ".join((cc, *FLAGS)).encode()).hexdigest()[:16]
+    out_dir = out_dir or cache_dir()
+    target = out_dir / f"cpukernel-{digest}.so"
+    if target.exists():
+        return target
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        partial = Path(tmp) / target.name
+        done = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", str(partial)], capture_output=True, text=True,
+                              timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{cc} failed: {(done.stderr or done.stdout).strip()[-400:]}")
+        os.replace(partial, target)
+    return target
+
+
+def load() -> ctypes.CDLL | None:
+    """The compiled kernel, built on first call; None where it cannot be (see :func:`reason`)."""
+    global _lib, _tried, _reason
+    if _tried:
+        return _lib
+    _tried = True
+    if not _cpu_ok():
+        _reason = "this CPU lacks AVX2 or FMA"
+    else:
+        try:
+            lib = ctypes.CDLL(str(build()))
+            lib.skinny_linear.restype = ctypes.c_int
+            lib.skinny_linear.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
+                                          ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                          ctypes.c_int]
+            _lib = lib
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            _reason = f"decode kernel not built: {exc}"
+    if _lib is None:
+        print(f"rlhfkit: {_reason}; decoding stays on oneDNN", file=sys.stderr, flush=True)
+    return _lib
+
+
+def takes(x: Tensor, blocks: Tensor) -> bool:
+    """Whether :func:`linear` computes ``x @ W`` for these operands (the library loaded)."""
+    return (_lib is not None and x.dim() == 2 and 1 <= x.shape[0] <= MAX_ROWS and x.dtype == torch.float32
+            and x.device.type == "cpu" and blocks.dim() == 3 and blocks.shape[1] == x.shape[1]
+            and blocks.shape[2] % 16 == 0 and blocks.shape[2] <= 64)
+
+
+def linear(x: Tensor, blocks: Tensor, n_out: int, bias: Tensor | None = None,
+           residual: Tensor | None = None) -> Tensor:
+    """``x @ W + bias (+ residual)``, (M, n_out), with ``W`` given as its packed ``blocks``
+    (ceil(n_out / Y), K, Y) (:func:`rlhfkit.fastgpt2.packed_decode_weight`'s bytes); only where
+    :func:`takes` holds."""
+    assert _lib is not None
+    x = x.contiguous()
+    M, K = x.shape
+    out = torch.empty(M, n_out, dtype=x.dtype)
+    if bias is not None:
+        bias = bias.detach().contiguous()
+    if residual is not None:
+        residual = residual.contiguous()
+        assert residual.shape == out.shape
+    rc = _lib.skinny_linear(x.data_ptr(), M, K, blocks.data_ptr(), n_out, blocks.shape[2],
+                            None if bias is None else bias.data_ptr(),
+                            None if residual is None else residual.data_ptr(), out.data_ptr(),
+                            torch.get_num_threads())
+    if rc != 0:
+        raise ValueError(f"skinny_linear refused rows={M}, in={K}, out={n_out}, block={blocks.shape[2]}")
+    return out

@@ -1,0 +1,168 @@
+"""The compiled decode matmul (rlhfkit/cpukernel.c), built with this machine's C compiler.
+
+Against float64 references on oneDNN's packed layout and on hand-built blocks (every block width it
+takes, partial last blocks, K not a multiple of its chunk), the same bits at any thread count, the
+decoder's kernel steps against its oneDNN steps, and the fallback where no compiler is found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlhfkit import cpukernel, fastgpt2
+from tests.unit.test_fastgpt2 import V, left_padded, tiny_lm
+
+needs_kernel = pytest.mark.skipif(not {"avx2", "fma"} <= fastgpt2.cpu_flags(), reason="the kernel needs AVX2 and FMA")
+needs_packing = pytest.mark.skipif(not fastgpt2._PACK_OPS, reason="oneDNN's reorder and data_ptr ops unavailable")
+
+
+@pytest.fixture(scope="module")
+def lib() -> object:
+    loaded = cpukernel.load()
+    assert loaded is not None, cpukernel.reason()
+    return loaded
+
+
+def blocks_of(w: torch.Tensor, y: int) -> torch.Tensor:
+    """(in, out) ``w`` laid out as (ceil(out / y), in, y) blocks, zeros past ``out``."""
+    n_in, n_out = w.shape
+    blocks = torch.zeros(-(-n_out // y), n_in, y)
+    fastgpt2._fill_blocks(blocks, w)
+    return blocks
+
+
+def reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, r: torch.Tensor | None) -> torch.Tensor:
+    out = x.double() @ w.double()
+    if b is not None:
+        out = out + b.double()
+    if r is not None:
+        out = out + r.double()
+    return out.float()
+
+
+@needs_kernel
+@pytest.mark.parametrize("y", [16, 32, 48, 64])
+@pytest.mark.parametrize(("rows", "n_in", "n_out"), [(1, 64, 64), (5, 100, 97), (16, 300, 200), (7, 513, 130),
+                                                     (12, 768, 33)])
+def test_the_kernel_multiplies_blocked_weights(lib: object, y: int, rows: int, n_in: int, n_out: int) -> None:
+    g = torch.Generator().manual_seed(rows * 1000 + n_in)
+    x, w = torch.randn(rows, n_in, generator=g), torch.randn(n_in, n_out, generator=g)
+    b, r = torch.randn(n_out, generator=g), torch.randn(rows, n_out, generator=g)
+    blocks = blocks_of(w, y)
+    assert cpukernel.takes(x, blocks)
+    tol = {"atol": 1e-4 * n_in ** 0.5, "rtol": 1e-5}
+    torch.testing.assert_close(cpukernel.linear(x, blocks, n_out), reference(x, w, None, None), **tol)
+    torch.testing.assert_close(cpukernel.linear(x, blocks, n_out, b), reference(x, w, b, None), **tol)
+    torch.testing.assert_close(cpukernel.linear(x, blocks, n_out, b, r), reference(x, w, b, r), **tol)
+
+
+@needs_kernel
+@needs_packing
+def test_the_kernel_reads_onednn_packed_weights_and_gives_the_same_bits_at_any_thread_count(lib: object) -> None:
+    g = torch.Generator().manual_seed(7)
+    rows, n_in, n_out = 16, 768, 2023  # GPT-2-small's width, a vocabulary oneDNN pads
+    w = torch.randn(n_in, n_out, generator=g)
+    x, b = torch.randn(rows, n_in, generator=g), torch.randn(n_out, generator=g)
+    packed = fastgpt2.packed_decode_weight(w, rows)
+    if packed is None:
+        pytest.skip("this CPU's rule does not pack a 16-row decode")
+    blocks = fastgpt2._blocks(w)
+    threads = torch.get_num_threads()
+    try:
+        outs = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            outs.append(cpukernel.linear(x, blocks, n_out, b))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+    torch.testing.assert_close(outs[0], reference(x, w, b, None), atol=3e-3, rtol=1e-5)
+    onednn = torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
+    torch.testing.assert_close(outs[0], onednn, atol=1e-4, rtol=1e-5)
+
+
+@needs_kernel
+def test_the_kernel_refuses_what_it_does_not_take(lib: object) -> None:
+    blocks = blocks_of(torch.randn(32, 40), 16)
+    assert not cpukernel.takes(torch.randn(cpukernel.MAX_ROWS + 1, 32), blocks)  # too many rows
+    assert not cpukernel.takes(torch.randn(4, 32), blocks_of(torch.randn(32, 40), 8))  # block of 8
+    assert not cpukernel.takes(torch.randn(4, 31), blocks)  # widths disagree
+    with pytest.raises(ValueError, match="rows=17"):
+        cpukernel.linear(torch.randn(cpukernel.MAX_ROWS + 1, 32), blocks, 40)
+
+
+@needs_kernel
+@needs_packing
+@pytest.mark.parametrize("keep", [False, True])
+def test_decoding_with_the_kernel_gives_the_onednn_steps_results(monkeypatch: pytest.MonkeyPatch, lib: object,
+                                                                  keep: bool) -> None:
+    """The same decoder on packed weights with the kernel and with oneDNN: logits, hidden states and
+    kept activations agree to fp32 rounding at every step, the LM head's padded block included."""
+    monkeypatch.setattr(fastgpt2, "_ONEDNN", True)
+    monkeypatch.setattr(fastgpt2, "_onednn_rows", set())
+    model = tiny_lm(seed=51, n_embd=64, n_head=4)
+    ids, mask = left_padded(seed=52)
+    ids, mask = ids.repeat_interleave(2, 0), mask.repeat_interleave(2, 0)  # groups sharing a prompt
+    new = torch.randint(2, V, (ids.shape[0], 5), generator=torch.Generator().manual_seed(53))
+    decoders = []
+    for on in (True, False):
+        monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", on)
+        dec = fastgpt2.Decoder(model, ids, mask, max_new_tokens=6, keep=keep)
+        assert dec.layers is not None and dec.kernel is on and (dec.head_blocks is not None) is on
+        decoders.append(dec)
+    kernel, onednn = decoders
+    for t in range(new.shape[1]):
+        torch.testing.assert_close(kernel.step(new[:, t]), onednn.step(new[:, t]), atol=1e-5, rtol=1e-5)
+        assert kernel.hidden is not None and onednn.hidden is not None
+        torch.testing.assert_close(kernel.hidden, onednn.hidden, atol=1e-5, rtol=1e-5)
+    if keep:
+        a, b = kernel.activations(), onednn.activations()
+        assert a is not None and b is not None
+        for kind in ("qkv", "attn", "fc", "mlp"):
+            for x, y in zip(getattr(a, kind), getattr(b, kind), strict=True):
+                torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+
+
+def test_the_kernel_rule_and_setting() -> None:
+    assert fastgpt2.prefer_decode_kernel("auto", "AuthenticAMD", False)
+    assert not fastgpt2.prefer_decode_kernel("auto", "AuthenticAMD", True)
+    assert not fastgpt2.prefer_decode_kernel("auto", "GenuineIntel", False)
+    assert fastgpt2.prefer_decode_kernel("1", "GenuineIntel", True)
+    assert not fastgpt2.prefer_decode_kernel("0", "AuthenticAMD", False)
+    with pytest.raises(ValueError, match="RLHFKIT_CPU_DECODE_KERNEL"):
+        fastgpt2.prefer_decode_kernel("yes")
+
+
+def test_without_a_compiler_decoding_stays_on_onednn(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A worker with no C compiler: the build says which compiler it looked for, the decoder runs its
+    oneDNN steps and says why once, on stderr."""
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("RLHFKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(cpukernel, "_lib", None)
+    monkeypatch.setattr(cpukernel, "_tried", False)
+    monkeypatch.setattr(cpukernel, "_reason", "")
+    with pytest.raises(RuntimeError, match="no-such-cc"):
+        cpukernel.build()
+    assert cpukernel.load() is None
+    assert "no-such-cc" in cpukernel.reason() or "AVX2" in cpukernel.reason()
+    assert "decoding stays on oneDNN" in capsys.readouterr().err
+    monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", True)
+    assert not fastgpt2._kernel_decodes(4)
+    assert cpukernel.load() is None and capsys.readouterr().err == ""  # said once
+
+
+@needs_kernel
+def test_a_build_is_reused_and_a_broken_compiler_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = cpukernel.build(tmp_path)
+    stamp = first.stat().st_mtime_ns
+    assert cpukernel.build(tmp_path) == first and first.stat().st_mtime_ns == stamp  # not compiled again
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no partial file left behind
+    broken = tmp_path / "cc"
+    broken.write_text("#!/bin/sh\necho 'cc: error: this compiler is broken' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("CC", str(broken))
+    with pytest.raises(RuntimeError, match="this compiler is broken"):
+        cpukernel.build(tmp_path / "other")
