@@ -566,7 +566,7 @@ def _embed(transformer: Module, input_ids: Tensor, position_ids: Tensor) -> Tens
 
 
 def _mlp(block: Module, x: Tensor, act: str, eps: float, packed: BlockWeights | None = None,
-         keep: list[Tensor] | None = None) -> Tensor:
+         keep: _KeptRows | None = None) -> Tensor:
     """x + the block's MLP of ln_2(x). ``keep``: append the activation's input (N, 4D) to it; the
     activation then runs apart from the matmul (a training forward's backward needs its input)."""
     h = F.layer_norm(x, (x.shape[-1],), block.ln_2.weight, block.ln_2.bias, eps)
@@ -581,7 +581,7 @@ def _mlp(block: Module, x: Tensor, act: str, eps: float, packed: BlockWeights | 
 
 
 def _qkv(block: Module, x: Tensor, n_head: int, eps: float, packed: BlockWeights | None = None,
-         keep: list[Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+         keep: _KeptRows | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """q, k, v (B, H, T, hs) of ln_1(x); ``keep``: append the fused qkv output (N, 3D) to it."""
     B, T, D = x.shape
     h = F.layer_norm(x, (D,), block.ln_1.weight, block.ln_1.bias, eps)
@@ -816,6 +816,55 @@ class SamplingActivations:
 _KEPT = ("qkv", "attn", "fc", "mlp")  # the kinds of block output a decoder keeps, as SamplingActivations names them
 
 
+class _KeptRows:
+    """One kept output of a decoder (one kind of one block, or the logits), written into the row
+    layout :class:`SamplingActivations` hands on as it comes: with ``prefill``, the prefill's rows
+    first (each distinct prompt's positions), then ``rows`` runs of ``steps`` rows, step t of batch
+    row b at b * steps + t. A step's output is copied while it is still in cache; gathering all of
+    them at the end read them back from memory (benchmarks/NOTES_grpo_vs_trl.md, change 24). Room
+    for more steps than planned is made by one copy; fewer steps cost one copy at the end."""
+
+    def __init__(self, rows: int, steps: int, prefill: bool = True) -> None:
+        self.rows, self.steps = rows, steps
+        self.buf: Tensor | None = None
+        self.head = -1 if prefill else 0  # rows of the prefill, -1 until it comes
+        self.fed = 0
+
+    def append(self, out: Tensor) -> None:
+        out = out.reshape(-1, out.shape[-1])
+        if self.buf is None:
+            if self.head < 0:
+                self.head = out.shape[0]
+            self.buf = out.new_empty(self.head + self.rows * self.steps, out.shape[1])
+            if self.head:
+                self.buf[: self.head].copy_(out)
+                return
+        if self.fed == self.steps:
+            self._resize(2 * max(self.steps, 1))
+        self._steps_view(self.steps)[:, self.fed].copy_(out)
+        self.fed += 1
+
+    def _steps_view(self, steps: int, buf: Tensor | None = None) -> Tensor:
+        buf = self.buf if buf is None else buf
+        assert buf is not None
+        return buf[self.head :].view(self.rows, steps, buf.shape[1])
+
+    def _resize(self, steps: int) -> None:
+        assert self.buf is not None
+        new = self.buf.new_empty(self.head + self.rows * steps, self.buf.shape[1])
+        new[: self.head].copy_(self.buf[: self.head])
+        self._steps_view(steps, new)[:, : self.fed].copy_(self._steps_view(self.steps)[:, : self.fed])
+        self.buf, self.steps = new, steps
+
+    def laid_out(self) -> Tensor:
+        """(prefill rows + rows * steps fed, W), which this object then lets go."""
+        assert self.buf is not None
+        if self.fed != self.steps:
+            self._resize(self.fed)
+        buf, self.buf = self.buf, None
+        return buf
+
+
 class _Precomputed(torch.autograd.Function):
     """``x @ W + b`` (``+ residual``), whose value ``out`` was computed already (by the decode):
     the forward returns ``out`` and saves what the backward needs; the backward is the matmul's
@@ -1009,10 +1058,11 @@ class Decoder:
             self.scores = torch.empty(B * self.n_head, 1, t_max, device=dev, dtype=dtype)  # baddbmm's ignored input
         share = distinct_rows(prompt_ids, prompt_mask)
         # keep: per kind of kept output (qkv, attn, fc, mlp), per block, the outputs of the prefill and
-        # of each step as they come (no copy while decoding); activations() lays them out
+        # of each step, laid out as they come; and the logits of the prefill and of each step
         self.keep = keep
-        self.kept: dict[str, list[list[Tensor]]] = {k: [[] for _ in tr.h] for k in _KEPT} if keep else {}
-        self.kept_logits: list[Tensor] = []
+        steps = max(max_new_tokens - 1, 0)  # a full-length sample feeds back all its tokens but the last
+        self.kept: dict[str, list[_KeptRows]] = {k: [_KeptRows(B, steps) for _ in tr.h] for k in _KEPT} if keep else {}
+        self.kept_logits = _KeptRows(B, steps + 1, prefill=False)
         self.kept_ids: list[Tensor] = []
         self.share = share if share is not None else (torch.arange(B, device=dev),) * 2
         self.prompt_ids, self.prompt_mask = prompt_ids, prompt_mask
@@ -1033,7 +1083,7 @@ class Decoder:
 
     def _keep(self, kind: str, i: int, out: Tensor) -> None:
         """Keep block ``i``'s output ``out`` (b, n, width) of ``kind`` for the positions just fed."""
-        self.kept[kind][i].append(out.reshape(-1, out.shape[-1]))
+        self.kept[kind][i].append(out)
 
     def activations(self) -> SamplingActivations | None:
         """What this decoder kept (``keep``) for the positions fed so far, in the row layout of
@@ -1042,20 +1092,10 @@ class Decoder:
         if not self.keep:
             return None
         B, R = self.rows, self._fed
-
-        def lay_out(parts: list[Tensor]) -> Tensor:
-            prompt, steps = parts[0], parts[1:]  # (U*P, W), then R x (B, W)
-            out = torch.empty(prompt.shape[0] + B * R, prompt.shape[1], dtype=prompt.dtype, device=prompt.device)
-            out[: prompt.shape[0]].copy_(prompt)
-            if steps:
-                torch.stack(steps, 1, out=out[prompt.shape[0] :].view(B, R, -1))
-            parts.clear()  # each step's tensor goes as soon as it is laid out
-            return out
-
-        laid = {kind: [lay_out(parts) for parts in blocks] for kind, blocks in self.kept.items()}
-        logits = torch.stack(self.kept_logits, 1)  # (B, R + 1, V)
+        laid = {kind: [kept.laid_out() for kept in blocks] for kind, blocks in self.kept.items()}
+        logits = self.kept_logits.laid_out().view(B, R + 1, -1)  # (B, R + 1, V)
         ids = torch.stack(self.kept_ids, 1) if self.kept_ids else self.prompt_ids.new_empty(B, 0)
-        self.kept_logits, self.kept_ids, self.kept = [], [], {}
+        self.kept_ids, self.kept = [], {}
         rep, inverse = self.share
         return SamplingActivations(rep, inverse, self.prompt_ids, self.prompt_mask, R, laid["qkv"], laid["attn"],
                                    laid["fc"], laid["mlp"], logits, ids)

@@ -686,3 +686,28 @@ def test_kept_outputs_of_an_early_stop_cover_the_steps_fed_and_match_only_their_
     assert not acts.matches(other, mask)
     assert not acts.matches(ids[:, :-1], mask[:, :-1])  # another length
     assert not acts.matches(torch.cat([ids[:, :1] + 1, ids[:, 1:]], 1), mask)  # another prompt
+
+
+@pytest.mark.parametrize(("planned", "fed"), [(4, 4), (4, 2), (4, 0), (2, 5), (0, 3)])
+@pytest.mark.parametrize("prefill", [True, False])
+def test_kept_rows_lay_out_the_prefill_then_each_rows_steps(planned: int, fed: int, prefill: bool) -> None:
+    """Outputs written as they come give the layout of gathering them at the end: the prefill's rows,
+    then each batch row's steps in order, whether the decode fed as many steps as planned, fewer
+    (an early stop) or more."""
+    B, W = 3, 5
+    g = torch.Generator().manual_seed(61)
+    head = torch.randn(7, W, generator=g)
+    steps = [torch.randn(B, W, generator=g) for _ in range(fed)]
+    kept = fastgpt2._KeptRows(B, planned, prefill=prefill)
+    if prefill:
+        kept.append(head)
+    for s in steps:
+        kept.append(s)
+    expected = torch.stack(steps, 1).reshape(B * fed, W) if steps else torch.empty(0, W)
+    if prefill:
+        expected = torch.cat([head, expected])
+    if not prefill and not steps:
+        assert kept.buf is None  # nothing kept, nothing allocated
+        return
+    out = kept.laid_out()
+    assert torch.equal(out, expected) and out.is_contiguous() and kept.buf is None
