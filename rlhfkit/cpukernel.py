@@ -105,11 +105,17 @@ def load() -> ctypes.CDLL | None:
     return _lib
 
 
+def fits(blocks: Tensor) -> bool:
+    """Whether the kernel reads a weight laid out as these blocks: fp32 on the CPU, (n, in, Y) with Y
+    16, 32, 48 or 64 (oneDNN picks 8 or 24 for some shapes: those stay on oneDNN)."""
+    return (blocks.dim() == 3 and blocks.dtype == torch.float32 and blocks.device.type == "cpu"
+            and blocks.shape[2] in (16, 32, 48, 64))
+
+
 def takes(x: Tensor, blocks: Tensor) -> bool:
     """Whether :func:`linear` computes ``x @ W`` for these operands (the library loaded)."""
     return (_lib is not None and x.dim() == 2 and 1 <= x.shape[0] <= MAX_ROWS and x.dtype == torch.float32
-            and x.device.type == "cpu" and blocks.dim() == 3 and blocks.shape[1] == x.shape[1]
-            and blocks.shape[2] % 16 == 0 and blocks.shape[2] <= 64)
+            and x.device.type == "cpu" and fits(blocks) and blocks.shape[1] == x.shape[1])
 
 
 def linear(x: Tensor, blocks: Tensor, n_out: int, bias: Tensor | None = None,

@@ -1044,13 +1044,15 @@ class Decoder:
         self.kernel = False
         self.head_blocks: Tensor | None = None
         if self.packed is not None and _onednn_linear_add is not None and self.act in _FUSED_ACT:
-            self.kernel = _kernel_decodes(B)
             weights: list[BlockWeights] = self.packed
-            if self.kernel:
-                weights = [(_blocks(b.attn.c_attn.weight), _blocks(b.attn.c_proj.weight), _blocks(b.mlp.c_fc.weight),
-                            _blocks(b.mlp.c_proj.weight)) for b in tr.h]
-                if self.packed_head is not None:
-                    self.head_blocks = _blocks(self.lm_head.weight)
+            if _kernel_decodes(B):
+                trunk = [(_blocks(b.attn.c_attn.weight), _blocks(b.attn.c_proj.weight), _blocks(b.mlp.c_fc.weight),
+                          _blocks(b.mlp.c_proj.weight)) for b in tr.h]
+                self.kernel = all(cpukernel.fits(w) for ws in trunk for w in ws)
+                if self.kernel:
+                    weights = trunk
+                    if self.packed_head is not None and cpukernel.fits(_blocks(self.lm_head.weight)):
+                        self.head_blocks = _blocks(self.lm_head.weight)
             self.layers = [_StepLayer(b.ln_1.weight, b.ln_1.bias, w[0], b.attn.c_attn.bias, w[1], b.attn.c_proj.bias,
                                       b.ln_2.weight, b.ln_2.bias, w[2], b.mlp.c_fc.bias, w[3], b.mlp.c_proj.bias, s)
                            for b, w, s in zip(tr.h, weights, self.scales, strict=True)]

@@ -166,3 +166,32 @@ def test_a_build_is_reused_and_a_broken_compiler_is_reported(tmp_path: Path, mon
     monkeypatch.setenv("CC", str(broken))
     with pytest.raises(RuntimeError, match="this compiler is broken"):
         cpukernel.build(tmp_path / "other")
+
+
+@needs_kernel
+@needs_packing
+def test_weights_laid_out_in_blocks_the_kernel_does_not_read_stay_on_onednn(monkeypatch: pytest.MonkeyPatch,
+                                                                             lib: object) -> None:
+    """oneDNN lays some shapes out in blocks of 8 or 24 columns: a decoder whose trunk has one decodes
+    on oneDNN; an LM head with one stays on oneDNN while the trunk takes the kernel."""
+    monkeypatch.setattr(fastgpt2, "_ONEDNN", True)
+    monkeypatch.setattr(fastgpt2, "_onednn_rows", set())
+    monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", True)
+    model = tiny_lm(seed=57, n_embd=64, n_head=4)
+    ids, mask = left_padded(seed=58)
+    tok = torch.randint(2, V, (ids.shape[0],), generator=torch.Generator().manual_seed(59))
+    reference = fastgpt2.Decoder(model, ids, mask, max_new_tokens=3)
+    assert reference.kernel and reference.head_blocks is not None
+    expected = reference.step(tok)
+    fits = cpukernel.fits
+    head = model.lm_head.weight
+    for refused, kernel in (("trunk", False), ("head", True)):
+        def blocks(w: torch.Tensor, refused: str = refused) -> torch.Tensor:
+            b = fastgpt2._packed[w].blocks
+            return b.reshape(b.shape[0], b.shape[1], 8, -1)[..., 0] if (w is head) == (refused == "head") else b
+
+        monkeypatch.setattr(fastgpt2, "_blocks", blocks)
+        dec = fastgpt2.Decoder(model, ids, mask, max_new_tokens=3)
+        assert dec.layers is not None and dec.kernel is kernel and dec.head_blocks is None
+        assert not fits(blocks(head if refused == "head" else model.transformer.h[0].mlp.c_fc.weight))
+        torch.testing.assert_close(dec.step(tok), expected, atol=1e-5, rtol=1e-5)
