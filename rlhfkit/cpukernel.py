@@ -52,13 +52,6 @@ def _compiler() -> str | None:
     return shutil.which(cc)
 
 
-def _cpu_ok() -> bool:
-    from rlhfkit import fastgpt2
-
-    flags = fastgpt2.cpu_flags()
-    return "avx2" in flags and "fma" in flags
-
-
 def build(out_dir: Path | None = None) -> Path:
     """Compile ``cpukernel.c`` (or find it compiled) and return the library's path; raises
     ``RuntimeError`` with the compiler's message where it cannot."""
@@ -82,13 +75,14 @@ def build(out_dir: Path | None = None) -> Path:
     return target
 
 
-def load() -> ctypes.CDLL | None:
-    """The compiled kernel, built on first call; None where it cannot be (see :func:`reason`)."""
+def load(cpu_flags: frozenset[str]) -> ctypes.CDLL | None:
+    """The compiled kernel, built on first call; None where it cannot be (see :func:`reason`).
+    ``cpu_flags``: this CPU's (``/proc/cpuinfo``'s, as :func:`rlhfkit.fastgpt2.cpu_flags` reads them)."""
     global _lib, _tried, _reason
     if _tried:
         return _lib
     _tried = True
-    if not _cpu_ok():
+    if not {"avx2", "fma"} <= cpu_flags:
         _reason = "this CPU lacks AVX2 or FMA"
     else:
         try:

@@ -522,7 +522,7 @@ def _blocks(weight: Tensor) -> Tensor:
 def _kernel_decodes(rows: int) -> bool:
     """A ``rows``-row decode on packed weights multiplies with :mod:`rlhfkit.cpukernel` in this
     process (:func:`prefer_decode_kernel`, and the kernel built)."""
-    return _DECODE_KERNEL and rows <= cpukernel.MAX_ROWS and cpukernel.load() is not None
+    return _DECODE_KERNEL and rows <= cpukernel.MAX_ROWS and cpukernel.load(cpu_flags()) is not None
 
 
 def _onednn_mm(x: Tensor, w: Tensor, b: Tensor | None, residual: Tensor | None = None) -> Tensor:

@@ -20,7 +20,7 @@ needs_packing = pytest.mark.skipif(not fastgpt2._PACK_OPS, reason="oneDNN's reor
 
 @pytest.fixture(scope="module")
 def lib() -> object:
-    loaded = cpukernel.load()
+    loaded = cpukernel.load(fastgpt2.cpu_flags())
     assert loaded is not None, cpukernel.reason()
     return loaded
 
@@ -146,12 +146,12 @@ def test_without_a_compiler_decoding_stays_on_onednn(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(cpukernel, "_reason", "")
     with pytest.raises(RuntimeError, match="no-such-cc"):
         cpukernel.build()
-    assert cpukernel.load() is None
+    assert cpukernel.load(fastgpt2.cpu_flags()) is None
     assert "no-such-cc" in cpukernel.reason() or "AVX2" in cpukernel.reason()
     assert "decoding stays on oneDNN" in capsys.readouterr().err
     monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", True)
     assert not fastgpt2._kernel_decodes(4)
-    assert cpukernel.load() is None and capsys.readouterr().err == ""  # said once
+    assert cpukernel.load(fastgpt2.cpu_flags()) is None and capsys.readouterr().err == ""  # said once
 
 
 @needs_kernel
