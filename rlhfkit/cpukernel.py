@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from rlhfkit.tiny.warmstart import default_cache_dir
+
 Tensor = torch.Tensor
 MAX_ROWS = 16  # the widest tile the kernel takes (MAX_ROWS in cpukernel.c)
 SOURCE = Path(__file__).with_name("cpukernel.c")
@@ -44,7 +46,7 @@ def reason() -> str:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("RLHFKIT_CACHE") or Path.home() / ".cache" / "rlhfkit") / "kernels"
+    return default_cache_dir() / "kernels"
 
 
 def _compiler() -> str | None:
