@@ -1,11 +1,12 @@
 """A compiled matmul for decoding on AVX2 CPUs, built with the system C compiler on first use.
 
 Why: a GPT-2-small decode step multiplies 8–16 rows by every weight of the model, so it streams
-~340 MB from memory per token; on an AMD CPU without AVX-512 oneDNN's matmul over the packed
-weights (:func:`rlhfkit.fastgpt2.packed_decode_weight`) reaches neither the machine's read bandwidth
-nor its FMA rate there. ``cpukernel.c`` multiplies the same packed bytes with register tiles and
-prefetches the next chunk of the weight while it computes (benchmarks/NOTES_grpo_vs_trl.md, change
-23, has the measurements and the rule :func:`rlhfkit.fastgpt2.prefer_decode_kernel` follows).
+~340 MB from memory per token; on the AMD CPUs measured (with and without AVX-512) oneDNN's matmul
+over the packed weights (:func:`rlhfkit.fastgpt2.packed_decode_weight`) reaches neither the
+machine's read bandwidth nor its FMA rate there. ``cpukernel.c`` multiplies the same packed bytes
+with register tiles and prefetches the next chunk of the weight while it computes
+(benchmarks/NOTES_grpo_vs_trl.md, changes 23 and 25, have the measurements and the rule
+:func:`rlhfkit.fastgpt2.prefer_decode_kernel` follows).
 
 How it is built: ``cc -O3 -mavx2 -mfma -fopenmp -shared`` into ``$RLHFKIT_CACHE/kernels`` (default
 ``~/.cache/rlhfkit``), keyed by a hash of the source and the flags, renamed into place so that

@@ -212,13 +212,14 @@ def _kernel_setting(value: str) -> str:
 def prefer_decode_kernel(setting: str | None = None, vendor: str | None = None, avx512: bool | None = None) -> bool:
     """Whether decodes of at most :data:`rlhfkit.cpukernel.MAX_ROWS` rows on packed weights multiply
     with rlhfkit's compiled kernel (:mod:`rlhfkit.cpukernel`) instead of oneDNN's matmul:
-    ``RLHFKIT_CPU_DECODE_KERNEL`` ``1`` or ``0``, and under ``auto`` (the default) where
-    :func:`prefer_onednn_skinny` holds, an AMD CPU without AVX-512, the one kind it was measured
-    faster on (benchmarks/NOTES_grpo_vs_trl.md, change 23)."""
+    ``RLHFKIT_CPU_DECODE_KERNEL`` ``1`` or ``0``, and under ``auto`` (the default) on an AMD CPU,
+    with or without AVX-512, the kinds it was measured faster on (benchmarks/NOTES_grpo_vs_trl.md,
+    changes 23 and 25); an Intel CPU's decode stays on oneDNN until measured there. ``avx512`` is
+    taken for the signature the other rules share and does not change the answer."""
     setting = _kernel_setting(os.environ.get("RLHFKIT_CPU_DECODE_KERNEL", "auto") if setting is None else setting)
     if setting != "auto":
         return setting == "1"
-    return prefer_onednn_skinny(None, vendor, avx512)
+    return (cpu_vendor() if vendor is None else vendor) == "AuthenticAMD"
 
 
 ONEDNN_SKINNY_ROWS = 16

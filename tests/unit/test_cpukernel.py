@@ -127,7 +127,7 @@ def test_decoding_with_the_kernel_gives_the_onednn_steps_results(monkeypatch: py
 
 def test_the_kernel_rule_and_setting() -> None:
     assert fastgpt2.prefer_decode_kernel("auto", "AuthenticAMD", False)
-    assert not fastgpt2.prefer_decode_kernel("auto", "AuthenticAMD", True)
+    assert fastgpt2.prefer_decode_kernel("auto", "AuthenticAMD", True)
     assert not fastgpt2.prefer_decode_kernel("auto", "GenuineIntel", False)
     assert fastgpt2.prefer_decode_kernel("1", "GenuineIntel", True)
     assert not fastgpt2.prefer_decode_kernel("0", "AuthenticAMD", False)
