@@ -13,8 +13,9 @@ What a step holds, following the trainer (``rlhfkit.trainer``) stage by stage:
   logits, filtered logits and probabilities. Where the update's forward builds on the decode
   (``ppo.update_activations``), the decode also keeps each block's matmul outputs, ``9 * L * B * T * D``
   elements, and the ``(B, R, V)`` logits, held until the update, where they are the activations its
-  forward saves (no more than a forward of its own would save); laying them out at the end of the
-  decode copies one block's ``(B * T, 4D)`` and the logits once more.
+  forward saves (no more than a forward of its own would save). They are written into their final
+  layout as they come; a decode that stops at EOS before R tokens cuts each of them down with one
+  copy, one at a time, so it holds the largest (one block's ``(B * T, 4D)`` or the logits) twice.
 * **scoring**: no-grad forwards of the whole rollout batch (policy, reference, critic, reward):
   the residual stream and one MLP block's intermediates at a time, plus the ``(B, R, V)`` logits
   and their log-softmax.
@@ -116,6 +117,7 @@ class Plan:
     grad_accum_steps: int
     prompt_len: int  # P, longest left-padded prompt in tokens
     response_len: int  # R, max_new_tokens
+    stop_at_eos: bool = True  # generation.stop_at_eos: a decode may stop before R (its kept outputs are then cut)
     generation_batch: int | None = None  # prompts per generation pass (None = the whole batch)
     eval_batch: int = 16
     eval_prompts: int = 0  # held-out prompts per evaluation (0: none counted)
@@ -486,7 +488,10 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
     # the decode keeps them where the update's forward can build on them: the lean path, in training too
     kept = 4 * (9 * s.n_layer * B * T * D + B * R * V) if plan.update_from_sampling and plan.fast_path else 0
     if kept:
-        est.stages["generation"]["kept_activations"] = kept + 4 * (4 * B * T * D + B * R * V)
+        # written into their final layout as they come; a decode that stops early cuts each buffer
+        # down with one copy, one at a time (the largest: one block's (B * T, 4D), or the logits)
+        est.stages["generation"]["kept_activations"] = kept + (4 * max(4 * B * T * D, B * R * V)
+                                                               if plan.stop_at_eos else 0)
     # scoring: whole batch, one model at a time; the policy's outputs (B, R) are tiny
     critic = 0 if plan.value_trunks == 1 else nograd_forward_bytes(plan, B, T, R, s, logits=False)
     fwd = nograd_forward_bytes(plan, B, T, R, s)  # the policy's pass and the reference's: same shape
@@ -586,6 +591,7 @@ def plan_from_config(cfg: Any, *, device: Device | None = None, prompt_len: int 
         grad_accum_steps=p.grad_accum_steps,
         prompt_len=prompt_len if prompt_len is not None else prompt_len_from_data(cfg),
         response_len=cfg.generation.max_new_tokens,
+        stop_at_eos=cfg.generation.stop_at_eos,
         generation_batch=gen_batch,
         eval_batch=gen_batch or max(p.batch_size, 16),  # the trainer's evaluation chunk
         eval_prompts=cfg.train.eval_prompts,
