@@ -14,6 +14,7 @@
  * stream from memory while the arithmetic runs.
  */
 #include <immintrin.h>
+#include <math.h>
 #include <stddef.h>
 
 #define KC 256
@@ -92,6 +93,122 @@ int skinny_linear(const float *x, int M, int K, const float *w, int N, int Y, co
         int c0 = b * Y;
         int nc = N - c0 < Y ? N - c0 : Y;
         block(x, M, K, w + (size_t)b * K * Y, Y, nc, bias ? bias + c0 : 0, res ? res + c0 : 0, out + c0, N);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * One decode step's attention: each (row, head) has one query against the n keys and values its
+ * cache holds. Done as batched matmuls, it is a softmax between two calls of B*H tiny products,
+ * each paying the library's per-matrix cost and reading the cache through strided views; here each
+ * (row, head) is one thread's pass over its keys, then over its values (fixed order: the same bits
+ * at any thread count).
+ */
+/* exp(x) for x <= 0 (scores minus their max), Cephes' polynomial; -inf gives 0. */
+static inline __m256 exp8(__m256 x) {
+    __m256 zero = _mm256_cmp_ps(x, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ);
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3365447505531f));
+    __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 z = _mm256_mul_ps(x, x);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_add_ps(_mm256_fmadd_ps(p, z, x), _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_andnot_ps(zero, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* One (row, head): s holds room for n rounded up to 8. Inlined with hs = 64 for the GPT-2 shapes. */
+static inline __attribute__((always_inline)) void head_attention(
+    const float *q, const float *k, const float *v, int hs, int n, const unsigned char *invalid, float scale,
+    float *s, float *y) {
+    int nv = hs / 8;
+    float mx = -INFINITY;
+    int j = 0;
+    for (; j + 4 <= n; j += 4) { /* four keys at a time: four independent FMA chains */
+        const float *kj = k + (size_t)j * hs;
+        __m256 q0 = _mm256_loadu_ps(q);
+        __m256 d0 = _mm256_mul_ps(q0, _mm256_loadu_ps(kj)), d1 = _mm256_mul_ps(q0, _mm256_loadu_ps(kj + hs));
+        __m256 d2 = _mm256_mul_ps(q0, _mm256_loadu_ps(kj + 2 * hs)), d3 = _mm256_mul_ps(q0, _mm256_loadu_ps(kj + 3 * hs));
+        for (int c = 1; c < nv; c++) {
+            __m256 qc = _mm256_loadu_ps(q + 8 * c);
+            d0 = _mm256_fmadd_ps(qc, _mm256_loadu_ps(kj + 8 * c), d0);
+            d1 = _mm256_fmadd_ps(qc, _mm256_loadu_ps(kj + hs + 8 * c), d1);
+            d2 = _mm256_fmadd_ps(qc, _mm256_loadu_ps(kj + 2 * hs + 8 * c), d2);
+            d3 = _mm256_fmadd_ps(qc, _mm256_loadu_ps(kj + 3 * hs + 8 * c), d3);
+        }
+        s[j] = scale * hsum8(d0);
+        s[j + 1] = scale * hsum8(d1);
+        s[j + 2] = scale * hsum8(d2);
+        s[j + 3] = scale * hsum8(d3);
+    }
+    for (; j < n; j++) {
+        const float *kj = k + (size_t)j * hs;
+        __m256 d = _mm256_mul_ps(_mm256_loadu_ps(q), _mm256_loadu_ps(kj));
+        for (int c = 1; c < nv; c++) d = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * c), _mm256_loadu_ps(kj + 8 * c), d);
+        s[j] = scale * hsum8(d);
+    }
+    for (j = 0; j < n; j++) {
+        if (invalid && invalid[j])
+            s[j] = -INFINITY;
+        else
+            mx = s[j] > mx ? s[j] : mx;
+    }
+    int n8 = (n + 7) & ~7;
+    for (int j = n; j < n8; j++) s[j] = -INFINITY;
+    __m256 m = _mm256_set1_ps(mx), tot = _mm256_setzero_ps();
+    for (int j = 0; j < n8; j += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), m));
+        _mm256_storeu_ps(s + j, e);
+        tot = _mm256_add_ps(tot, e);
+    }
+    float inv = 1.0f / hsum8(tot);
+    for (int c0 = 0; c0 < nv; c0 += 8) {
+        int w = nv - c0 < 8 ? nv - c0 : 8;
+        __m256 acc[8];
+        for (int c = 0; c < w; c++) acc[c] = _mm256_setzero_ps();
+        for (int j = 0; j < n; j++) {
+            __m256 p = _mm256_set1_ps(s[j]);
+            const float *vj = v + (size_t)j * hs + 8 * c0;
+            for (int c = 0; c < w; c++) acc[c] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + 8 * c), acc[c]);
+        }
+        for (int c = 0; c < w; c++) _mm256_storeu_ps(y + 8 * (c0 + c), _mm256_mul_ps(acc[c], _mm256_set1_ps(inv)));
+    }
+}
+
+/* y[b, h*hs : (h+1)*hs] = softmax_j(scale * q_bh . k_bh[j]) @ v_bh over j < n, leaving out j where
+ * invalid[b * ldm + j] (invalid may be NULL). q_bh = q + b*ldq + h*hs; k_bh = k + (b*H + h)*ldkv,
+ * rows of hs floats, v_bh likewise from v. Returns 0, or -1 for arguments it does not take. */
+int decode_attention(const float *q, int ldq, const float *k, const float *v, long ldkv, int B, int H, int hs,
+                     int n, const unsigned char *invalid, int ldm, float scale, float *y, int ldy, int threads) {
+    if (B < 1 || H < 1 || hs < 8 || hs % 8 || n < 1 || n > 16384 || threads < 1) return -1;
+#pragma omp parallel num_threads(threads)
+    {
+        float *s = (float *)__builtin_alloca(sizeof(float) * (size_t)((n + 7) & ~7));
+#pragma omp for schedule(static)
+        for (int bh = 0; bh < B * H; bh++) {
+            int b = bh / H, h = bh % H;
+            const float *qb = q + (size_t)b * ldq + (size_t)h * hs;
+            const float *kb = k + (size_t)bh * ldkv, *vb = v + (size_t)bh * ldkv;
+            const unsigned char *m = invalid ? invalid + (size_t)b * ldm : 0;
+            float *yb = y + (size_t)b * ldy + (size_t)h * hs;
+            if (hs == 64)
+                head_attention(qb, kb, vb, 64, n, m, scale, s, yb);
+            else
+                head_attention(qb, kb, vb, hs, n, m, scale, s, yb);
+        }
     }
     return 0;
 }

@@ -94,6 +94,11 @@ def load(cpu_flags: frozenset[str]) -> ctypes.CDLL | None:
             lib.skinny_linear.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
                                           ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                           ctypes.c_int]
+            lib.decode_attention.restype = ctypes.c_int
+            lib.decode_attention.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                             ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                             ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_void_p,
+                                             ctypes.c_int, ctypes.c_int]
             _lib = lib
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             _reason = f"decode kernel not built: {exc}"
@@ -136,3 +141,35 @@ def linear(x: Tensor, blocks: Tensor, n_out: int, bias: Tensor | None = None,
     if rc != 0:
         raise ValueError(f"skinny_linear refused rows={M}, in={K}, out={n_out}, block={blocks.shape[2]}")
     return out
+
+
+MAX_KEYS = 16384  # the most cached positions decode_attention takes (cpukernel.c)
+
+
+def attends(kv: Tensor) -> bool:
+    """Whether :func:`attention` reads a layer's cache ``kv`` (2, B, H, T, hs) (the library loaded)."""
+    return (_lib is not None and kv.dim() == 5 and kv.dtype == torch.float32 and kv.device.type == "cpu"
+            and kv.is_contiguous() and kv.shape[4] % 8 == 0 and kv.shape[3] <= MAX_KEYS)
+
+
+def attention(qkv: Tensor, kv: Tensor, n: int, invalid: Tensor | None, scale: float) -> Tensor:
+    """One decode step's attention, (B, D): for each row b and head h, the query in ``qkv``'s first D
+    columns against the first ``n`` keys and values of the cache ``kv`` (2, B, H, T, hs), scores
+    scaled by ``scale``, positions where ``invalid`` (B, T) bool is True left out; only where
+    :func:`attends` holds. The same arithmetic as ``softmax(scale * q @ K^T) @ V``, rounded apart."""
+    assert _lib is not None
+    _, B, H, T, hs = kv.shape
+    assert qkv.dtype == torch.float32 and qkv.stride(1) == 1 and qkv.shape[0] == B and qkv.shape[1] >= H * hs
+    if not 1 <= n <= T:
+        raise ValueError(f"decode_attention: {n} keys for a cache of {T}")
+    mask = None
+    if invalid is not None:
+        assert invalid.dtype == torch.bool and invalid.shape[0] == B and invalid.shape[1] >= n and invalid.stride(1) == 1
+        mask = invalid
+    y = torch.empty(B, H * hs, dtype=kv.dtype)
+    rc = _lib.decode_attention(qkv.data_ptr(), qkv.stride(0), kv[0].data_ptr(), kv[1].data_ptr(), T * hs, B, H, hs, n,
+                               None if mask is None else mask.data_ptr(), 0 if mask is None else mask.stride(0),
+                               scale, y.data_ptr(), H * hs, torch.get_num_threads())
+    if rc != 0:
+        raise ValueError(f"decode_attention refused rows={B}, heads={H}, head size={hs}, keys={n}")
+    return y

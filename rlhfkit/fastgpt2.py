@@ -526,6 +526,12 @@ def _kernel_decodes(rows: int) -> bool:
     return _DECODE_KERNEL and rows <= cpukernel.MAX_ROWS and cpukernel.load(cpu_flags()) is not None
 
 
+def _kernel_attends() -> bool:
+    """A decode step's attention runs in :mod:`rlhfkit.cpukernel` in this process, at any row count
+    (:func:`prefer_decode_kernel`, and the kernel built)."""
+    return _DECODE_KERNEL and cpukernel.load(cpu_flags()) is not None
+
+
 def _onednn_mm(x: Tensor, w: Tensor, b: Tensor | None, residual: Tensor | None = None) -> Tensor:
     """``x @ W + b`` (``+ residual``) on oneDNN, ``w`` its packed weight."""
     assert _onednn_linear is not None and _onednn_linear_add is not None
@@ -1043,6 +1049,7 @@ class Decoder:
         self.layers: list[_StepLayer] | None = None
         # the packed steps' matmuls: oneDNN's, or the compiled kernel's over the same bytes
         self.kernel = False
+        self.attend = False
         self.head_blocks: Tensor | None = None
         if self.packed is not None and _onednn_linear_add is not None and self.act in _FUSED_ACT:
             weights: list[BlockWeights] = self.packed
@@ -1058,6 +1065,8 @@ class Decoder:
                                       b.ln_2.weight, b.ln_2.bias, w[2], b.mlp.c_fc.bias, w[3], b.mlp.c_proj.bias, s)
                            for b, w, s in zip(tr.h, weights, self.scales, strict=True)]
             self.key_invalid = ~self.key_valid
+            # the attention: one pass of the compiled kernel over each (row, head)'s cache, or batched matmuls
+            self.attend = _kernel_attends() and all(cpukernel.attends(kv) for kv in self.kv)
             self.scores = torch.empty(B * self.n_head, 1, t_max, device=dev, dtype=dtype)  # baddbmm's ignored input
         share = distinct_rows(prompt_ids, prompt_mask)
         # keep: per kind of kept output (qkv, attn, fc, mlp), per block, the outputs of the prefill and
@@ -1163,7 +1172,8 @@ class Decoder:
         cache with one copy, the attention scale rides on the scores' ``baddbmm``, and each layer's
         tensors are looked up once per decoder. The same arithmetic as :meth:`_forward`:
         ``tests/unit/test_fastgpt2.py`` checks that both give the same logits. With :attr:`kernel`
-        the matmuls run in :mod:`rlhfkit.cpukernel` (residual adds included, the activation apart).
+        the matmuls run in :mod:`rlhfkit.cpukernel` (residual adds included, the activation apart),
+        with :attr:`attend` the attention over the cache (scale, mask and softmax included).
         """
         assert _onednn_linear is not None and _onednn_linear_add is not None and self.layers is not None
         mm = _kernel_mm if self.kernel else _onednn_mm
@@ -1180,12 +1190,15 @@ class Decoder:
             if keep:
                 self._keep("qkv", i, qkv)
             kv[:, :, :, t].copy_(qkv[:, D:].view(B, 2, H, hs).transpose(0, 1))
-            cache = kv.view(2, B * H, -1, hs)[:, :, : t + 1]  # (2, B*H, t+1, hs)
-            att = torch.baddbmm(self.scores[:, :, : t + 1], qkv[:, :D].reshape(B * H, 1, hs),
-                                cache[0].transpose(1, 2), beta=0.0, alpha=layer.scale)  # (B*H, 1, t+1)
-            if invalid is not None:
-                att.view(B, H, 1, t + 1).masked_fill_(invalid, float("-inf"))
-            y = torch.bmm(att.softmax(-1), cache[1])  # (B*H, 1, hs)
+            if self.attend:
+                y = cpukernel.attention(qkv, kv, t + 1, self.key_invalid if self.masked else None, layer.scale)
+            else:
+                cache = kv.view(2, B * H, -1, hs)[:, :, : t + 1]  # (2, B*H, t+1, hs)
+                att = torch.baddbmm(self.scores[:, :, : t + 1], qkv[:, :D].reshape(B * H, 1, hs),
+                                    cache[0].transpose(1, 2), beta=0.0, alpha=layer.scale)  # (B*H, 1, t+1)
+                if invalid is not None:
+                    att.view(B, H, 1, t + 1).masked_fill_(invalid, float("-inf"))
+                y = torch.bmm(att.softmax(-1), cache[1])  # (B*H, 1, hs)
             x = mm(y.view(B, D), layer.proj, layer.proj_b, x)  # x + y @ W_o + b
             h = F.layer_norm(x, (D,), layer.ln2_w, layer.ln2_b, eps)
             if not keep and not self.kernel:

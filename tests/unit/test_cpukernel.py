@@ -1,8 +1,10 @@
-"""The compiled decode matmul (rlhfkit/cpukernel.c), built with this machine's C compiler.
+"""The compiled decode kernels (rlhfkit/cpukernel.c), built with this machine's C compiler.
 
-Against float64 references on oneDNN's packed layout and on hand-built blocks (every block width it
-takes, partial last blocks, K not a multiple of its chunk), the same bits at any thread count, the
-decoder's kernel steps against its oneDNN steps, and the fallback where no compiler is found."""
+The matmul against float64 references on oneDNN's packed layout and on hand-built blocks (every
+block width it takes, partial last blocks, K not a multiple of its chunk); the attention against a
+plain loop over rows and heads (masks, head sizes, key counts off its 4- and 8-wide steps); the
+same bits at any thread count; the decoder's kernel steps against its oneDNN steps; and the
+fallback where no compiler is found."""
 
 from __future__ import annotations
 
@@ -111,6 +113,7 @@ def test_decoding_with_the_kernel_gives_the_onednn_steps_results(monkeypatch: py
         monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", on)
         dec = fastgpt2.Decoder(model, ids, mask, max_new_tokens=6, keep=keep)
         assert dec.layers is not None and dec.kernel is on and (dec.head_blocks is not None) is on
+        assert dec.attend is on
         decoders.append(dec)
     kernel, onednn = decoders
     for t in range(new.shape[1]):
@@ -195,3 +198,88 @@ def test_weights_laid_out_in_blocks_the_kernel_does_not_read_stay_on_onednn(monk
         assert dec.layers is not None and dec.kernel is kernel and dec.head_blocks is None
         assert not fits(blocks(head if refused == "head" else model.transformer.h[0].mlp.c_fc.weight))
         torch.testing.assert_close(dec.step(tok), expected, atol=1e-5, rtol=1e-5)
+
+
+def naive_attention(qkv: torch.Tensor, kv: torch.Tensor, n: int, invalid: torch.Tensor | None,
+                    scale: float) -> torch.Tensor:
+    """One query per (row, head), in float64, one (row, head) at a time."""
+    _, B, H, _, hs = kv.shape
+    y = torch.zeros(B, H * hs, dtype=torch.float64)
+    for b in range(B):
+        for h in range(H):
+            q = qkv[b, h * hs:(h + 1) * hs].double()
+            keep = [j for j in range(n) if invalid is None or not invalid[b, j]]
+            scores = torch.tensor([scale * float(q @ kv[0, b, h, j].double()) for j in keep], dtype=torch.float64)
+            p = torch.softmax(scores, 0)
+            y[b, h * hs:(h + 1) * hs] = sum((p[i] * kv[1, b, h, j].double() for i, j in enumerate(keep)),
+                                            torch.zeros(hs, dtype=torch.float64))
+    return y.float()
+
+
+@needs_kernel
+@pytest.mark.parametrize(("rows", "heads", "hs", "n"), [(3, 4, 64, 1), (5, 2, 64, 13), (4, 3, 16, 8), (2, 2, 24, 30),
+                                                        (6, 1, 64, 67)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_the_attention_kernel_against_a_plain_loop(lib: object, rows: int, heads: int, hs: int, n: int,
+                                                   masked: bool) -> None:
+    g = torch.Generator().manual_seed(rows * 100 + n)
+    T = n + 5  # the cache holds more positions than are filled
+    kv = torch.randn(2, rows, heads, T, hs, generator=g) * 2
+    qkv = torch.randn(rows, 3 * heads * hs, generator=g)
+    invalid = None
+    if masked:  # left padding: some rows' first keys left out, never a row's last
+        invalid = torch.zeros(rows, T, dtype=torch.bool)
+        for b in range(rows):
+            invalid[b, : b % max(n, 1)] = True
+    assert cpukernel.attends(kv)
+    scale = hs ** -0.5
+    got = cpukernel.attention(qkv, kv, n, invalid, scale)
+    torch.testing.assert_close(got, naive_attention(qkv, kv, n, invalid, scale), atol=2e-6, rtol=2e-5)
+
+
+@needs_kernel
+def test_the_attention_kernel_gives_the_same_bits_at_any_thread_count(lib: object) -> None:
+    g = torch.Generator().manual_seed(9)
+    kv, qkv = torch.randn(2, 16, 12, 40, 64, generator=g), torch.randn(16, 3 * 768, generator=g)
+    threads = torch.get_num_threads()
+    try:
+        outs = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            outs.append(cpukernel.attention(qkv, kv, 37, None, 0.125))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+
+
+@needs_kernel
+def test_the_attention_kernel_refuses_what_it_does_not_take(lib: object) -> None:
+    assert not cpukernel.attends(torch.randn(2, 3, 4, 10, 12))  # head size not a multiple of 8
+    assert not cpukernel.attends(torch.randn(2, 3, 4, 10, 16).transpose(2, 3))  # not one block of memory
+    assert not cpukernel.attends(torch.randn(2, 3, 4, 10, 16, dtype=torch.float64))
+    with pytest.raises(ValueError, match="11 keys"):
+        cpukernel.attention(torch.randn(3, 3 * 64), torch.randn(2, 3, 4, 10, 16), 11, None, 0.25)
+
+
+@needs_kernel
+@needs_packing
+def test_a_decode_wider_than_the_matmul_tiles_attends_with_the_kernel(monkeypatch: pytest.MonkeyPatch,
+                                                                       lib: object) -> None:
+    """More rows than :data:`cpukernel.MAX_ROWS`: the matmuls stay on oneDNN, the attention runs in
+    the kernel, and the steps give the batched matmuls' logits."""
+    monkeypatch.setattr(fastgpt2, "_ONEDNN", True)
+    monkeypatch.setattr(fastgpt2, "_onednn_rows", set())
+    model = tiny_lm(seed=61, n_embd=64, n_head=4)
+    ids, mask = left_padded(seed=62)
+    reps = -(-(cpukernel.MAX_ROWS + 1) // ids.shape[0])
+    ids, mask = ids.repeat(reps, 1), mask.repeat(reps, 1)
+    new = torch.randint(2, V, (ids.shape[0], 4), generator=torch.Generator().manual_seed(63))
+    monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", True)
+    on = fastgpt2.Decoder(model, ids, mask, max_new_tokens=5)
+    monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", False)
+    off = fastgpt2.Decoder(model, ids, mask, max_new_tokens=5)
+    if on.layers is None:
+        pytest.skip(f"this CPU's rule does not pack a {ids.shape[0]}-row decode")
+    assert on.attend and not on.kernel and not off.attend
+    for t in range(new.shape[1]):
+        torch.testing.assert_close(on.step(new[:, t]), off.step(new[:, t]), atol=1e-5, rtol=1e-5)
