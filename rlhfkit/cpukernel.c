@@ -1,9 +1,11 @@
-/* Skinny fp32 matmul over oneDNN's packed decode weights, for AVX2 + FMA CPUs.
+/* A decode step's kernels over oneDNN's packed decode weights, for AVX2 + FMA CPUs (and AVX-512).
  *
- * out[M, N] = x[M, K] @ W + bias (+ residual), M small (a decode step: one token per row), W in
- * the blocked layout oneDNN's reorder gives a decode weight: (ceil(N / Y), K, Y) floats, Y output
- * columns innermost, zeros past N in the last block. rlhfkit/cpukernel.py compiles this file with
- * the system C compiler on first use and calls it through ctypes; see that module for why.
+ * skinny_linear: out[M, N] = x[M, K] @ W + bias (+ residual) (optionally its tanh GELU), M small (a
+ * decode step: one token per row), W in the blocked layout oneDNN's reorder gives a decode weight:
+ * (ceil(N / Y), K, Y) floats, Y output columns innermost, zeros past N in the last block.
+ * skinny_linear512 is the same product for up to 128 rows on blocks of 64 with AVX-512, and
+ * decode_attention a step's attention over the KV cache. rlhfkit/cpukernel.py compiles this file
+ * with the system C compiler on first use and calls it through ctypes; see that module for why.
  *
  * Each thread takes a contiguous run of column blocks (OpenMP, static schedule: every output
  * element is one thread's fixed-order sum, so results do not depend on the thread count). Inside a
@@ -19,6 +21,57 @@
 
 #define KC 256
 #define MAX_ROWS 16
+
+/* exp(x) for x <= 0, Cephes' polynomial; -inf gives 0. */
+static inline __m256 exp8(__m256 x) {
+    __m256 zero = _mm256_cmp_ps(x, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ);
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3365447505531f));
+    __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 z = _mm256_mul_ps(x, x);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_add_ps(_mm256_fmadd_ps(p, z, x), _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_andnot_ps(zero, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* tanh-approximated GELU of n floats from src into dst (may be the same), as GPT-2's gelu_new:
+ * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), tanh(u) = sign(u) (1 - e) / (1 + e), e = exp(-2|u|). */
+static inline void gelu_row(const float *src, float *dst, int n) {
+    const __m256 c = _mm256_set1_ps(0.7978845608028654f), k = _mm256_set1_ps(0.044715f);
+    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    for (int j = 0; j < n; j += 8) {
+        int w = n - j < 8 ? n - j : 8;
+        __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(w), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m256 x = _mm256_maskload_ps(src + j, m);
+        __m256 u = _mm256_mul_ps(c, _mm256_fmadd_ps(_mm256_mul_ps(k, x), _mm256_mul_ps(x, x), x));
+        __m256 e = exp8(_mm256_mul_ps(_mm256_set1_ps(-2.0f), _mm256_andnot_ps(sign, u)));
+        __m256 t = _mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e));
+        t = _mm256_or_ps(t, _mm256_and_ps(sign, u));
+        _mm256_maskstore_ps(dst + j, m, _mm256_mul_ps(_mm256_mul_ps(half, x), _mm256_add_ps(one, t)));
+    }
+}
+
+/* One output row of a column block: out = acc + bias (+ residual); with act, GELU of it too, into
+ * act_out where given (the pre-activation stays in out), else in place. */
+static inline void epilogue(const float *a, int ncols, const float *bias, const float *q, float *o, int act,
+                            float *act_out) {
+    for (int j = 0; j < ncols; j++) o[j] = a[j] + (bias ? bias[j] : 0.f) + (q ? q[j] : 0.f);
+    if (act) gelu_row(o, act_out ? act_out : o, ncols);
+}
 
 #define DEF_TILE(NR)                                                                              \
     static inline void tile_##NR(const float *xa, int ldx, const float *w, int ldw, int k0, int k1, \
@@ -51,7 +104,7 @@ DEF_TILE(1) DEF_TILE(2) DEF_TILE(3) DEF_TILE(4) DEF_TILE(5) DEF_TILE(6)
 
 /* One column block: Y columns (ncols of them real) of out. */
 static void block(const float *x, int M, int K, const float *w, int Y, int ncols, const float *bias,
-                  const float *res, float *out, int ldo) {
+                  const float *res, float *out, int ldo, int act, float *act_out) {
     float acc[MAX_ROWS * 64];
     int ntiles = (M + 5) / 6;
     for (int k0 = 0; k0 < K; k0 += KC) {
@@ -77,22 +130,22 @@ static void block(const float *x, int M, int K, const float *w, int Y, int ncols
     }
     for (int r = 0; r < M; r++) {
         float *o = out + (size_t)r * ldo;
-        const float *a = acc + r * Y;
-        const float *q = res ? res + (size_t)r * ldo : 0;
-        for (int j = 0; j < ncols; j++) o[j] = a[j] + (bias ? bias[j] : 0.f) + (q ? q[j] : 0.f);
+        epilogue(acc + r * Y, ncols, bias, res ? res + (size_t)r * ldo : 0, o, act,
+                 act_out ? act_out + (size_t)r * ldo : 0);
     }
 }
 
 /* Returns 0, or -1 for arguments it does not take (then it writes nothing). */
 int skinny_linear(const float *x, int M, int K, const float *w, int N, int Y, const float *bias,
-                  const float *res, float *out, int threads) {
+                  const float *res, float *out, int act, float *act_out, int threads) {
     if (M < 1 || M > MAX_ROWS || K < 1 || N < 1 || Y < 16 || Y > 64 || Y % 16 || threads < 1) return -1;
     int nblocks = (N + Y - 1) / Y;
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int b = 0; b < nblocks; b++) {
         int c0 = b * Y;
         int nc = N - c0 < Y ? N - c0 : Y;
-        block(x, M, K, w + (size_t)b * K * Y, Y, nc, bias ? bias + c0 : 0, res ? res + c0 : 0, out + c0, N);
+        block(x, M, K, w + (size_t)b * K * Y, Y, nc, bias ? bias + c0 : 0, res ? res + c0 : 0, out + c0, N, act,
+              act_out ? act_out + c0 : 0);
     }
     return 0;
 }
@@ -104,32 +157,6 @@ int skinny_linear(const float *x, int M, int K, const float *w, int N, int Y, co
  * (row, head) is one thread's pass over its keys, then over its values (fixed order: the same bits
  * at any thread count).
  */
-/* exp(x) for x <= 0 (scores minus their max), Cephes' polynomial; -inf gives 0. */
-static inline __m256 exp8(__m256 x) {
-    __m256 zero = _mm256_cmp_ps(x, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ);
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3365447505531f));
-    __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 z = _mm256_mul_ps(x, x);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_add_ps(_mm256_fmadd_ps(p, z, x), _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    return _mm256_andnot_ps(zero, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
-}
-
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 /* One (row, head): s holds room for n rounded up to 8. Inlined with hs = 64 for the GPT-2 shapes. */
 static inline __attribute__((always_inline)) void head_attention(
     const float *q, const float *k, const float *v, int hs, int n, const unsigned char *invalid, float scale,
@@ -209,6 +236,102 @@ int decode_attention(const float *q, int ldq, const float *k, const float *v, lo
             else
                 head_attention(qb, kb, vb, hs, n, m, scale, s, yb);
         }
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The same product for AVX-512 CPUs and wider decodes (up to MAX_ROWS_512 rows), on blocks of
+ * Y = 64 columns: a block's row is four 16-float registers, and tiles of up to 6 rows keep 24
+ * accumulators. Compiled for AVX-512 by function attribute (the file's flags stay AVX2), called
+ * only where the CPU has it.
+ */
+#define MAX_ROWS_512 128
+#define KC512 256 /* 128 and 512 measured no faster at L4/D256, 1024 half as fast */
+#define A512 __attribute__((target("avx512f,fma")))
+
+#define DEF_TILE512(NR)                                                                           \
+    static inline A512 __attribute__((always_inline)) void tile512_##NR(                          \
+        const float *xa, int ldx, const float *w, int k0, int k1, float *acc, int first, const float *pf) { \
+        __m512 c0[NR], c1[NR], c2[NR], c3[NR];                                                    \
+        for (int r = 0; r < NR; r++) {                                                            \
+            if (first) {                                                                          \
+                c0[r] = c1[r] = c2[r] = c3[r] = _mm512_setzero_ps();                              \
+            } else {                                                                              \
+                c0[r] = _mm512_loadu_ps(acc + r * 64);                                            \
+                c1[r] = _mm512_loadu_ps(acc + r * 64 + 16);                                       \
+                c2[r] = _mm512_loadu_ps(acc + r * 64 + 32);                                       \
+                c3[r] = _mm512_loadu_ps(acc + r * 64 + 48);                                       \
+            }                                                                                     \
+        }                                                                                         \
+        for (int k = k0; k < k1; k++, w += 64) {                                                  \
+            __m512 b0 = _mm512_loadu_ps(w), b1 = _mm512_loadu_ps(w + 16);                         \
+            __m512 b2 = _mm512_loadu_ps(w + 32), b3 = _mm512_loadu_ps(w + 48);                    \
+            if (pf) {                                                                             \
+                const char *p = (const char *)(pf + (size_t)(k - k0) * 64);                       \
+                _mm_prefetch(p, _MM_HINT_T1); _mm_prefetch(p + 64, _MM_HINT_T1);                  \
+                _mm_prefetch(p + 128, _MM_HINT_T1); _mm_prefetch(p + 192, _MM_HINT_T1);           \
+            }                                                                                     \
+            for (int r = 0; r < NR; r++) {                                                        \
+                __m512 a = _mm512_set1_ps(xa[(size_t)r * ldx + k]);                               \
+                c0[r] = _mm512_fmadd_ps(a, b0, c0[r]);                                            \
+                c1[r] = _mm512_fmadd_ps(a, b1, c1[r]);                                            \
+                c2[r] = _mm512_fmadd_ps(a, b2, c2[r]);                                            \
+                c3[r] = _mm512_fmadd_ps(a, b3, c3[r]);                                            \
+            }                                                                                     \
+        }                                                                                         \
+        for (int r = 0; r < NR; r++) {                                                            \
+            _mm512_storeu_ps(acc + r * 64, c0[r]);                                                \
+            _mm512_storeu_ps(acc + r * 64 + 16, c1[r]);                                           \
+            _mm512_storeu_ps(acc + r * 64 + 32, c2[r]);                                           \
+            _mm512_storeu_ps(acc + r * 64 + 48, c3[r]);                                           \
+        }                                                                                         \
+    }
+DEF_TILE512(1) DEF_TILE512(2) DEF_TILE512(3) DEF_TILE512(4) DEF_TILE512(5) DEF_TILE512(6)
+
+static A512 __attribute__((noinline)) void block512(const float *x, int M, int K, const float *w, int ncols,
+                                                    const float *bias, const float *res, float *out, int ldo,
+                                                    int act, float *act_out) {
+    float acc[MAX_ROWS_512 * 64];
+    int ntiles = (M + 5) / 6;
+    for (int k0 = 0; k0 < K; k0 += KC512) {
+        int k1 = k0 + KC512 < K ? k0 + KC512 : K;
+        const float *pf = k1 < K ? w + (size_t)k1 * 64 : 0; /* the next chunk, fetched by the first tile */
+        for (int t = 0, r0 = 0; t < ntiles; t++) {
+            int nr = M / ntiles + (t < M % ntiles);
+            const float *xa = x + (size_t)r0 * K, *wb = w + (size_t)k0 * 64;
+            const float *p = t == 0 ? pf : 0;
+            float *ac = acc + r0 * 64;
+            switch (nr) {
+            case 6: tile512_6(xa, K, wb, k0, k1, ac, k0 == 0, p); break;
+            case 5: tile512_5(xa, K, wb, k0, k1, ac, k0 == 0, p); break;
+            case 4: tile512_4(xa, K, wb, k0, k1, ac, k0 == 0, p); break;
+            case 3: tile512_3(xa, K, wb, k0, k1, ac, k0 == 0, p); break;
+            case 2: tile512_2(xa, K, wb, k0, k1, ac, k0 == 0, p); break;
+            default: tile512_1(xa, K, wb, k0, k1, ac, k0 == 0, p); break;
+            }
+            r0 += nr;
+        }
+    }
+    for (int r = 0; r < M; r++) {
+        float *o = out + (size_t)r * ldo;
+        epilogue(acc + r * 64, ncols, bias, res ? res + (size_t)r * ldo : 0, o, act,
+                 act_out ? act_out + (size_t)r * ldo : 0);
+    }
+}
+
+/* skinny_linear for up to MAX_ROWS_512 rows on blocks of 64 columns, with AVX-512; the caller
+ * checks the CPU. Returns 0, or -1 for arguments it does not take. */
+int skinny_linear512(const float *x, int M, int K, const float *w, int N, int Y, const float *bias,
+                     const float *res, float *out, int act, float *act_out, int threads) {
+    if (M < 1 || M > MAX_ROWS_512 || K < 1 || N < 1 || Y != 64 || threads < 1) return -1;
+    int nblocks = (N + 63) / 64;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int b = 0; b < nblocks; b++) {
+        int c0 = b * 64;
+        int nc = N - c0 < 64 ? N - c0 : 64;
+        block512(x, M, K, w + (size_t)b * K * 64, nc, bias ? bias + c0 : 0, res ? res + c0 : 0, out + c0, N, act,
+                 act_out ? act_out + c0 : 0);
     }
     return 0;
 }

@@ -1,12 +1,15 @@
-"""A compiled matmul for decoding on AVX2 CPUs, built with the system C compiler on first use.
+"""Compiled kernels for decoding on AVX2 CPUs, built with the system C compiler on first use.
 
 Why: a GPT-2-small decode step multiplies 8–16 rows by every weight of the model, so it streams
 ~340 MB from memory per token; on the AMD CPUs measured (with and without AVX-512) oneDNN's matmul
 over the packed weights (:func:`rlhfkit.fastgpt2.packed_decode_weight`) reaches neither the
 machine's read bandwidth nor its FMA rate there. ``cpukernel.c`` multiplies the same packed bytes
-with register tiles and prefetches the next chunk of the weight while it computes
-(benchmarks/NOTES_grpo_vs_trl.md, changes 23 and 25, have the measurements and the rule
-:func:`rlhfkit.fastgpt2.prefer_decode_kernel` follows).
+with register tiles and prefetches the next chunk of the weight while it computes. On AVX-512 CPUs
+a second form takes decodes of up to 128 rows (L4/D256's 64), where oneDNN's per-call cost is a
+third of the matmul's time; the tanh GELU rides in both forms' epilogue, as it does in oneDNN's.
+A step's attention is one pass over each row and head's cache instead of two batched matmuls of
+B * H tiny products with a softmax between. benchmarks/NOTES_grpo_vs_trl.md (changes 23, 25–27)
+has the measurements and the rule :func:`rlhfkit.fastgpt2.prefer_decode_kernel` follows.
 
 How it is built: ``cc -O3 -mavx2 -mfma -fopenmp -shared`` into ``$RLHFKIT_CACHE/kernels`` (default
 ``~/.cache/rlhfkit``), keyed by a hash of the source and the flags, renamed into place so that
@@ -32,11 +35,13 @@ import torch
 from rlhfkit.tiny.warmstart import default_cache_dir
 
 Tensor = torch.Tensor
-MAX_ROWS = 16  # the widest tile the kernel takes (MAX_ROWS in cpukernel.c)
+MAX_ROWS = 16  # the most rows the AVX2 matmul takes (MAX_ROWS in cpukernel.c)
+MAX_ROWS_WIDE = 128  # the most the AVX-512 one takes, on blocks of 64 columns (MAX_ROWS_512)
 SOURCE = Path(__file__).with_name("cpukernel.c")
 FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC")
 
 _lib: ctypes.CDLL | None = None
+_wide = False  # the CPU has AVX-512: decodes of up to MAX_ROWS_WIDE rows on blocks of 64 columns
 _tried = False
 _reason = ""
 
@@ -81,7 +86,7 @@ def build(out_dir: Path | None = None) -> Path:
 def load(cpu_flags: frozenset[str]) -> ctypes.CDLL | None:
     """The compiled kernel, built on first call; None where it cannot be (see :func:`reason`).
     ``cpu_flags``: this CPU's (``/proc/cpuinfo``'s, as :func:`rlhfkit.fastgpt2.cpu_flags` reads them)."""
-    global _lib, _tried, _reason
+    global _lib, _tried, _reason, _wide
     if _tried:
         return _lib
     _tried = True
@@ -93,13 +98,16 @@ def load(cpu_flags: frozenset[str]) -> ctypes.CDLL | None:
             lib.skinny_linear.restype = ctypes.c_int
             lib.skinny_linear.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
                                           ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                          ctypes.c_int]
+                                          ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+            lib.skinny_linear512.restype = ctypes.c_int
+            lib.skinny_linear512.argtypes = lib.skinny_linear.argtypes
             lib.decode_attention.restype = ctypes.c_int
             lib.decode_attention.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
                                              ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                                              ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_void_p,
                                              ctypes.c_int, ctypes.c_int]
             _lib = lib
+            _wide = "avx512f" in cpu_flags
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             _reason = f"decode kernel not built: {exc}"
     if _lib is None:
@@ -107,24 +115,45 @@ def load(cpu_flags: frozenset[str]) -> ctypes.CDLL | None:
     return _lib
 
 
-def fits(blocks: Tensor) -> bool:
-    """Whether the kernel reads a weight laid out as these blocks: fp32 on the CPU, (n, in, Y) with Y
-    16, 32, 48 or 64 (oneDNN picks 8 or 24 for some shapes: those stay on oneDNN)."""
-    return (blocks.dim() == 3 and blocks.dtype == torch.float32 and blocks.device.type == "cpu"
-            and blocks.shape[2] in (16, 32, 48, 64))
+def max_rows() -> int:
+    """The most rows :func:`linear` takes on this CPU (:data:`MAX_ROWS_WIDE` with AVX-512, on blocks
+    of 64 columns; else :data:`MAX_ROWS`)."""
+    return MAX_ROWS_WIDE if _lib is not None and _wide else MAX_ROWS
+
+
+def fits(blocks: Tensor, rows: int = 1) -> bool:
+    """Whether the kernel reads a weight laid out as these blocks in a ``rows``-row product: fp32 on
+    the CPU, (n, in, Y) with Y 16, 32, 48 or 64 (oneDNN picks 8 or 24 for some shapes: those stay on
+    oneDNN), and Y = 64 past :data:`MAX_ROWS` rows."""
+    ok = blocks.dim() == 3 and blocks.dtype == torch.float32 and blocks.device.type == "cpu"
+    if rows <= MAX_ROWS:
+        return ok and blocks.shape[2] in (16, 32, 48, 64)
+    return ok and rows <= max_rows() and blocks.shape[2] == 64
 
 
 def takes(x: Tensor, blocks: Tensor) -> bool:
     """Whether :func:`linear` computes ``x @ W`` for these operands (the library loaded)."""
-    return (_lib is not None and x.dim() == 2 and 1 <= x.shape[0] <= MAX_ROWS and x.dtype == torch.float32
-            and x.device.type == "cpu" and fits(blocks) and blocks.shape[1] == x.shape[1])
+    return (_lib is not None and x.dim() == 2 and x.shape[0] >= 1 and x.dtype == torch.float32
+            and x.device.type == "cpu" and fits(blocks, x.shape[0]) and blocks.shape[1] == x.shape[1])
 
 
 def linear(x: Tensor, blocks: Tensor, n_out: int, bias: Tensor | None = None,
-           residual: Tensor | None = None) -> Tensor:
+           residual: Tensor | None = None, gelu: bool = False) -> Tensor:
     """``x @ W + bias (+ residual)``, (M, n_out), with ``W`` given as its packed ``blocks``
-    (ceil(n_out / Y), K, Y) (:func:`rlhfkit.fastgpt2.packed_decode_weight`'s bytes); only where
-    :func:`takes` holds."""
+    (ceil(n_out / Y), K, Y) (:func:`rlhfkit.fastgpt2.packed_decode_weight`'s bytes); with ``gelu``,
+    the tanh-approximated GELU of that (GPT-2's ``gelu_new``); only where :func:`takes` holds."""
+    return _linear(x, blocks, n_out, bias, residual, gelu, None)
+
+
+def linear_gelu(x: Tensor, blocks: Tensor, n_out: int, bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``f = x @ W + bias`` and ``gelu(f)`` (tanh-approximated), both (M, n_out), in one pass: a
+    decode that keeps the activation's input for the update's backward."""
+    act = torch.empty(x.shape[0], n_out, dtype=x.dtype)
+    return _linear(x, blocks, n_out, bias, None, True, act), act
+
+
+def _linear(x: Tensor, blocks: Tensor, n_out: int, bias: Tensor | None, residual: Tensor | None, gelu: bool,
+            act_out: Tensor | None) -> Tensor:
     assert _lib is not None
     x = x.contiguous()
     M, K = x.shape
@@ -134,10 +163,10 @@ def linear(x: Tensor, blocks: Tensor, n_out: int, bias: Tensor | None = None,
     if residual is not None:
         residual = residual.contiguous()
         assert residual.shape == out.shape
-    rc = _lib.skinny_linear(x.data_ptr(), M, K, blocks.data_ptr(), n_out, blocks.shape[2],
-                            None if bias is None else bias.data_ptr(),
-                            None if residual is None else residual.data_ptr(), out.data_ptr(),
-                            torch.get_num_threads())
+    kernel = _lib.skinny_linear if M <= MAX_ROWS else _lib.skinny_linear512
+    rc = kernel(x.data_ptr(), M, K, blocks.data_ptr(), n_out, blocks.shape[2],
+                None if bias is None else bias.data_ptr(), None if residual is None else residual.data_ptr(),
+                out.data_ptr(), int(gelu), None if act_out is None else act_out.data_ptr(), torch.get_num_threads())
     if rc != 0:
         raise ValueError(f"skinny_linear refused rows={M}, in={K}, out={n_out}, block={blocks.shape[2]}")
     return out

@@ -56,6 +56,8 @@ _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+_TANH_GELU = frozenset({"gelu_new", "gelu_pytorch_tanh", "gelu_fast"})  # what cpukernel's GELU computes
+
 # activation name -> (oneDNN post-op, algorithm) for a matmul with the activation fused in
 _FUSED_ACT: dict[str, tuple[str, str]] = {
     "gelu_new": ("gelu", "tanh"), "gelu_pytorch_tanh": ("gelu", "tanh"), "gelu_fast": ("gelu", "tanh"),
@@ -210,8 +212,9 @@ def _kernel_setting(value: str) -> str:
 
 
 def prefer_decode_kernel(setting: str | None = None, vendor: str | None = None, avx512: bool | None = None) -> bool:
-    """Whether decodes of at most :data:`rlhfkit.cpukernel.MAX_ROWS` rows on packed weights multiply
-    with rlhfkit's compiled kernel (:mod:`rlhfkit.cpukernel`) instead of oneDNN's matmul:
+    """Whether decodes on packed weights (of as many rows as :func:`rlhfkit.cpukernel.max_rows`
+    allows) multiply with rlhfkit's compiled kernel (:mod:`rlhfkit.cpukernel`) instead of oneDNN's
+    matmul, and attend with it:
     ``RLHFKIT_CPU_DECODE_KERNEL`` ``1`` or ``0``, and under ``auto`` (the default) on an AMD CPU,
     with or without AVX-512, the kinds it was measured faster on (benchmarks/NOTES_grpo_vs_trl.md,
     changes 23 and 25); an Intel CPU's decode stays on oneDNN until measured there. ``avx512`` is
@@ -523,7 +526,7 @@ def _blocks(weight: Tensor) -> Tensor:
 def _kernel_decodes(rows: int) -> bool:
     """A ``rows``-row decode on packed weights multiplies with :mod:`rlhfkit.cpukernel` in this
     process (:func:`prefer_decode_kernel`, and the kernel built)."""
-    return _DECODE_KERNEL and rows <= cpukernel.MAX_ROWS and cpukernel.load(cpu_flags()) is not None
+    return _DECODE_KERNEL and cpukernel.load(cpu_flags()) is not None and rows <= cpukernel.max_rows()
 
 
 def _kernel_attends() -> bool:
@@ -1056,10 +1059,10 @@ class Decoder:
             if _kernel_decodes(B):
                 trunk = [(_blocks(b.attn.c_attn.weight), _blocks(b.attn.c_proj.weight), _blocks(b.mlp.c_fc.weight),
                           _blocks(b.mlp.c_proj.weight)) for b in tr.h]
-                self.kernel = all(cpukernel.fits(w) for ws in trunk for w in ws)
+                self.kernel = all(cpukernel.fits(w, B) for ws in trunk for w in ws)
                 if self.kernel:
                     weights = trunk
-                    if self.packed_head is not None and cpukernel.fits(_blocks(self.lm_head.weight)):
+                    if self.packed_head is not None and cpukernel.fits(_blocks(self.lm_head.weight), B):
                         self.head_blocks = _blocks(self.lm_head.weight)
             self.layers = [_StepLayer(b.ln_1.weight, b.ln_1.bias, w[0], b.attn.c_attn.bias, w[1], b.attn.c_proj.bias,
                                       b.ln_2.weight, b.ln_2.bias, w[2], b.mlp.c_fc.bias, w[3], b.mlp.c_proj.bias, s)
@@ -1172,7 +1175,7 @@ class Decoder:
         cache with one copy, the attention scale rides on the scores' ``baddbmm``, and each layer's
         tensors are looked up once per decoder. The same arithmetic as :meth:`_forward`:
         ``tests/unit/test_fastgpt2.py`` checks that both give the same logits. With :attr:`kernel`
-        the matmuls run in :mod:`rlhfkit.cpukernel` (residual adds included, the activation apart),
+        the matmuls run in :mod:`rlhfkit.cpukernel` (residual adds and the tanh GELU included),
         with :attr:`attend` the attention over the cache (scale, mask and softmax included).
         """
         assert _onednn_linear is not None and _onednn_linear_add is not None and self.layers is not None
@@ -1201,11 +1204,18 @@ class Decoder:
                 y = torch.bmm(att.softmax(-1), cache[1])  # (B*H, 1, hs)
             x = mm(y.view(B, D), layer.proj, layer.proj_b, x)  # x + y @ W_o + b
             h = F.layer_norm(x, (D,), layer.ln2_w, layer.ln2_b, eps)
-            if not keep and not self.kernel:
+            if keep:
+                self._keep("attn", i, x)
+            if self.kernel and self.act in _TANH_GELU:  # the GELU rides in the kernel's epilogue
+                n_fc = layer.fc_b.shape[0]
+                if keep:  # with the activation's input, which the update's backward needs
+                    f, a = cpukernel.linear_gelu(h, layer.fc, n_fc, layer.fc_b)
+                    self._keep("fc", i, f)
+                else:
+                    a = cpukernel.linear(h, layer.fc, n_fc, layer.fc_b, gelu=True)
+            elif not keep and not self.kernel:
                 a = _onednn_linear(h, layer.fc, layer.fc_b, attr, [], algo)
-            else:  # the activation's input is kept (a training forward's backward needs it), or unfused
-                if keep:
-                    self._keep("attn", i, x)
+            else:  # the activation's input is kept, or the activation is not one the kernel has
                 f = mm(h, layer.fc, layer.fc_b)
                 if keep:
                     self._keep("fc", i, f)

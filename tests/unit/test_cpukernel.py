@@ -17,6 +17,8 @@ from rlhfkit import cpukernel, fastgpt2
 from tests.unit.test_fastgpt2 import V, left_padded, tiny_lm
 
 needs_kernel = pytest.mark.skipif(not {"avx2", "fma"} <= fastgpt2.cpu_flags(), reason="the kernel needs AVX2 and FMA")
+needs_avx512 = pytest.mark.skipif(not {"avx2", "fma", "avx512f"} <= fastgpt2.cpu_flags(),
+                                  reason="the wide matmul needs AVX-512")
 needs_packing = pytest.mark.skipif(not fastgpt2._PACK_OPS, reason="oneDNN's reorder and data_ptr ops unavailable")
 
 
@@ -98,21 +100,27 @@ def test_the_kernel_refuses_what_it_does_not_take(lib: object) -> None:
 @needs_kernel
 @needs_packing
 @pytest.mark.parametrize("keep", [False, True])
+@pytest.mark.parametrize("group", [2, 10])
 def test_decoding_with_the_kernel_gives_the_onednn_steps_results(monkeypatch: pytest.MonkeyPatch, lib: object,
-                                                                  keep: bool) -> None:
+                                                                  keep: bool, group: int) -> None:
     """The same decoder on packed weights with the kernel and with oneDNN: logits, hidden states and
-    kept activations agree to fp32 rounding at every step, the LM head's padded block included."""
+    kept activations agree to fp32 rounding at every step, the LM head's padded block included; 8
+    rows (the AVX2 matmul) and 40 (the AVX-512 one, where the CPU has it)."""
+    if group * 4 > cpukernel.max_rows():
+        pytest.skip(f"this CPU's kernel takes at most {cpukernel.max_rows()} rows")
     monkeypatch.setattr(fastgpt2, "_ONEDNN", True)
     monkeypatch.setattr(fastgpt2, "_onednn_rows", set())
     model = tiny_lm(seed=51, n_embd=64, n_head=4)
     ids, mask = left_padded(seed=52)
-    ids, mask = ids.repeat_interleave(2, 0), mask.repeat_interleave(2, 0)  # groups sharing a prompt
+    ids, mask = ids.repeat_interleave(group, 0), mask.repeat_interleave(group, 0)  # groups sharing a prompt
     new = torch.randint(2, V, (ids.shape[0], 5), generator=torch.Generator().manual_seed(53))
     decoders = []
     for on in (True, False):
         monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", on)
         dec = fastgpt2.Decoder(model, ids, mask, max_new_tokens=6, keep=keep)
-        assert dec.layers is not None and dec.kernel is on and (dec.head_blocks is not None) is on
+        if dec.layers is None:
+            pytest.skip(f"this CPU's rule does not pack a {ids.shape[0]}-row decode")
+        assert dec.kernel is on and (dec.head_blocks is not None) is on
         assert dec.attend is on
         decoders.append(dec)
     kernel, onednn = decoders
@@ -265,13 +273,13 @@ def test_the_attention_kernel_refuses_what_it_does_not_take(lib: object) -> None
 @needs_packing
 def test_a_decode_wider_than_the_matmul_tiles_attends_with_the_kernel(monkeypatch: pytest.MonkeyPatch,
                                                                        lib: object) -> None:
-    """More rows than :data:`cpukernel.MAX_ROWS`: the matmuls stay on oneDNN, the attention runs in
-    the kernel, and the steps give the batched matmuls' logits."""
+    """More rows than the matmul takes on this CPU (:func:`cpukernel.max_rows`): the matmuls stay on
+    oneDNN, the attention runs in the kernel, and the steps give the batched matmuls' logits."""
     monkeypatch.setattr(fastgpt2, "_ONEDNN", True)
     monkeypatch.setattr(fastgpt2, "_onednn_rows", set())
     model = tiny_lm(seed=61, n_embd=64, n_head=4)
     ids, mask = left_padded(seed=62)
-    reps = -(-(cpukernel.MAX_ROWS + 1) // ids.shape[0])
+    reps = -(-(cpukernel.max_rows() + 1) // ids.shape[0])
     ids, mask = ids.repeat(reps, 1), mask.repeat(reps, 1)
     new = torch.randint(2, V, (ids.shape[0], 4), generator=torch.Generator().manual_seed(63))
     monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", True)
@@ -283,3 +291,38 @@ def test_a_decode_wider_than_the_matmul_tiles_attends_with_the_kernel(monkeypatc
     assert on.attend and not on.kernel and not off.attend
     for t in range(new.shape[1]):
         torch.testing.assert_close(on.step(new[:, t]), off.step(new[:, t]), atol=1e-5, rtol=1e-5)
+
+
+@needs_avx512
+@pytest.mark.parametrize(("rows", "n_in", "n_out"), [(17, 64, 64), (64, 256, 2023), (128, 300, 130), (40, 1024, 256)])
+def test_the_wide_kernel_multiplies_blocks_of_64(lib: object, rows: int, n_in: int, n_out: int) -> None:
+    g = torch.Generator().manual_seed(rows + n_in)
+    x, w = torch.randn(rows, n_in, generator=g), torch.randn(n_in, n_out, generator=g)
+    b, r = torch.randn(n_out, generator=g), torch.randn(rows, n_out, generator=g)
+    blocks = blocks_of(w, 64)
+    assert cpukernel.takes(x, blocks) and not cpukernel.takes(x, blocks_of(w, 32))  # past 16 rows: Y = 64 only
+    tol = {"atol": 1e-4 * n_in ** 0.5, "rtol": 1e-5}
+    torch.testing.assert_close(cpukernel.linear(x, blocks, n_out, b), reference(x, w, b, None), **tol)
+    torch.testing.assert_close(cpukernel.linear(x, blocks, n_out, b, r), reference(x, w, b, r), **tol)
+    assert not cpukernel.takes(torch.randn(cpukernel.MAX_ROWS_WIDE + 1, n_in), blocks)
+
+
+@needs_kernel
+@pytest.mark.parametrize("rows", [1, 7, 16, 64])
+def test_the_kernels_gelu_is_gpt2s(lib: object, rows: int) -> None:
+    """The epilogue's tanh GELU against ATen's, over the range a pre-activation takes and past it
+    (large magnitudes, where tanh saturates), alone and with its input kept."""
+    if rows > cpukernel.max_rows():
+        pytest.skip(f"this CPU's kernel takes at most {cpukernel.max_rows()} rows")
+    g = torch.Generator().manual_seed(rows)
+    n_in, n_out = 96, 200
+    x, w, b = torch.randn(rows, n_in, generator=g), torch.randn(n_in, n_out, generator=g), torch.randn(n_out, generator=g)
+    w[:, :8] *= 20  # some columns far out, both signs
+    blocks = blocks_of(w, 64)
+    pre = cpukernel.linear(x, blocks, n_out, b)
+    want = torch.nn.functional.gelu(pre, approximate="tanh")
+    torch.testing.assert_close(cpukernel.linear(x, blocks, n_out, b, gelu=True), want, atol=1e-6, rtol=1e-5)
+    f, a = cpukernel.linear_gelu(x, blocks, n_out, b)
+    assert torch.equal(f, pre)
+    torch.testing.assert_close(a, want, atol=1e-6, rtol=1e-5)
+    assert (a[:, :8].abs() > 10).any() and torch.isfinite(a).all()
