@@ -106,6 +106,10 @@ def load(cpu_flags: frozenset[str]) -> ctypes.CDLL | None:
                                              ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                                              ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_void_p,
                                              ctypes.c_int, ctypes.c_int]
+            for name in ("gelu_forward", "gelu_backward"):
+                fn = getattr(lib, name)
+                fn.restype = ctypes.c_int
+                fn.argtypes = [ctypes.c_void_p] * (2 if name == "gelu_forward" else 3) + [ctypes.c_long, ctypes.c_int]
             _lib = lib
             _wide = "avx512f" in cpu_flags
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
@@ -202,3 +206,28 @@ def attention(qkv: Tensor, kv: Tensor, n: int, invalid: Tensor | None, scale: fl
     if rc != 0:
         raise ValueError(f"decode_attention refused rows={B}, heads={H}, head size={hs}, keys={n}")
     return y
+
+
+def gelu_takes(x: Tensor) -> bool:
+    """Whether :func:`gelu` and :func:`gelu_backward` take ``x`` (the library loaded)."""
+    return _lib is not None and x.dtype == torch.float32 and x.device.type == "cpu" and x.is_contiguous()
+
+
+def gelu(x: Tensor) -> Tensor:
+    """GPT-2's tanh-approximated GELU of ``x``, elementwise; only where :func:`gelu_takes` holds."""
+    assert _lib is not None
+    y = torch.empty_like(x)
+    if _lib.gelu_forward(x.data_ptr(), y.data_ptr(), x.numel(), torch.get_num_threads()) != 0:
+        raise ValueError("gelu_forward refused its arguments")
+    return y
+
+
+def gelu_backward(g: Tensor, x: Tensor) -> Tensor:
+    """``g * d gelu(x) / dx`` for :func:`gelu`'s ``x``; ``g`` is made contiguous like ``x``."""
+    assert _lib is not None
+    g = g.contiguous()
+    assert g.shape == x.shape and g.dtype == x.dtype
+    dx = torch.empty_like(x)
+    if _lib.gelu_backward(g.data_ptr(), x.data_ptr(), dx.data_ptr(), x.numel(), torch.get_num_threads()) != 0:
+        raise ValueError("gelu_backward refused its arguments")
+    return dx

@@ -47,10 +47,32 @@ Tensor = torch.Tensor
 # transformers GPT-2 modules (GPT2Model, GPT2Block, Conv1D, ...), read by attribute name only
 Module = Any
 
+class _KernelGelu(torch.autograd.Function):
+    """The tanh GELU and its backward in :mod:`rlhfkit.cpukernel` (saves its input, as ATen's does)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return cpukernel.gelu(x)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return cpukernel.gelu_backward(g, x)
+
+
+def _tanh_gelu(x: Tensor) -> Tensor:
+    """GPT-2's GELU: in the compiled kernel where it runs in this process (:func:`_kernel_gelu`),
+    else ATen's, which computes about one element a nanosecond on the CPUs measured."""
+    if _kernel_gelu() and cpukernel.gelu_takes(x):
+        return cast(Tensor, _KernelGelu.apply(x))
+    return F.gelu(x, approximate="tanh")
+
+
 _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_new": _tanh_gelu,
+    "gelu_pytorch_tanh": _tanh_gelu,
+    "gelu_fast": _tanh_gelu,
     "gelu": F.gelu,
     "relu": F.relu,
 }
@@ -527,6 +549,12 @@ def _kernel_decodes(rows: int) -> bool:
     """A ``rows``-row decode on packed weights multiplies with :mod:`rlhfkit.cpukernel` in this
     process (:func:`prefer_decode_kernel`, and the kernel built)."""
     return _DECODE_KERNEL and cpukernel.load(cpu_flags()) is not None and rows <= cpukernel.max_rows()
+
+
+def _kernel_gelu() -> bool:
+    """Training forwards compute the tanh GELU (and its backward) in :mod:`rlhfkit.cpukernel` in
+    this process (:func:`prefer_decode_kernel`, and the kernel built)."""
+    return _DECODE_KERNEL and cpukernel.load(cpu_flags()) is not None
 
 
 def _kernel_attends() -> bool:

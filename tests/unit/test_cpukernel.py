@@ -326,3 +326,37 @@ def test_the_kernels_gelu_is_gpt2s(lib: object, rows: int) -> None:
     assert torch.equal(f, pre)
     torch.testing.assert_close(a, want, atol=1e-6, rtol=1e-5)
     assert (a[:, :8].abs() > 10).any() and torch.isfinite(a).all()
+
+
+@needs_kernel
+@pytest.mark.parametrize("n", [1, 7, 8, 4096 + 5, 3 * 4096])
+def test_the_training_gelu_and_its_backward_match_atens(lib: object, n: int) -> None:
+    """The kernel's GELU forward and backward against ATen's tanh GELU over a wide range (tanh
+    saturated at both ends), lengths off its 8-wide vectors and 4096-wide chunks included."""
+    g = torch.Generator().manual_seed(n)
+    x = (torch.randn(n, generator=g) * 4).requires_grad_(True)
+    up = torch.randn(n, generator=g)
+    x_ref = x.detach().clone().requires_grad_(True)
+    want = torch.nn.functional.gelu(x_ref, approximate="tanh")
+    want.backward(up)
+    got = fastgpt2._KernelGelu.apply(x)
+    got.backward(up)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    assert x.grad is not None and x_ref.grad is not None
+    torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-5, rtol=1e-5)
+
+
+@needs_kernel
+def test_training_forwards_take_the_kernels_gelu_where_it_runs(monkeypatch: pytest.MonkeyPatch, lib: object) -> None:
+    """GPT-2's activation goes to the kernel under the rule, and to ATen where the rule is off or
+    the tensor is not one the kernel reads (fp64, not contiguous); both give ATen's values."""
+    x = torch.randn(6, 40)
+    monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", True)
+    y = fastgpt2._ACTIVATIONS["gelu_new"](x.requires_grad_(True))
+    assert y.grad_fn is not None and "KernelGelu" in type(y.grad_fn).__name__
+    ys = fastgpt2._ACTIVATIONS["gelu_new"](x.detach().t())  # not contiguous
+    assert torch.equal(ys, torch.nn.functional.gelu(x.detach().t(), approximate="tanh"))
+    monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", False)
+    z = fastgpt2._ACTIVATIONS["gelu_new"](x)
+    assert "KernelGelu" not in type(z.grad_fn).__name__
+    torch.testing.assert_close(y, z, atol=1e-6, rtol=1e-5)

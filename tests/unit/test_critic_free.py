@@ -206,7 +206,10 @@ def test_the_update_forward_builds_on_the_decode_and_learns_what_its_own_forward
         if "ppo.ppo_epochs" not in extra:
             assert a[M.RATIO_MEAN] == pytest.approx(1.0, abs=1e-5)  # the weights that sampled, one step
         for key in keys:
-            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+            # the KL terms start at fp32 noise (policy = reference), ~1e-6 when the decode's GELU is
+            # the compiled kernel's and the reference's oneDNN's
+            tol = 5e-6 if key in (M.KL_K1, M.KL_K3) else 1e-6
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=tol), key
     for name, w in w_auto.items():
         torch.testing.assert_close(w, w_own[name], rtol=1e-4, atol=1e-6)
 
