@@ -1,22 +1,24 @@
-"""Compiled kernels for decoding on AVX2 CPUs, built with the system C compiler on first use.
+"""Compiled kernels for CPU runs on AVX2 CPUs, built with the system C compiler on first use.
 
 Why: a GPT-2-small decode step multiplies 8–16 rows by every weight of the model, so it streams
 ~340 MB from memory per token; on the AMD CPUs measured (with and without AVX-512) oneDNN's matmul
 over the packed weights (:func:`rlhfkit.fastgpt2.packed_decode_weight`) reaches neither the
 machine's read bandwidth nor its FMA rate there. ``cpukernel.c`` multiplies the same packed bytes
 with register tiles and prefetches the next chunk of the weight while it computes. On AVX-512 CPUs
-a second form takes decodes of up to 128 rows (L4/D256's 64), where oneDNN's per-call cost is a
-third of the matmul's time; the tanh GELU rides in both forms' epilogue, as it does in oneDNN's.
-A step's attention is one pass over each row and head's cache instead of two batched matmuls of
-B * H tiny products with a softmax between. benchmarks/NOTES_grpo_vs_trl.md (changes 23, 25–27)
-has the measurements and the rule :func:`rlhfkit.fastgpt2.prefer_decode_kernel` follows.
+a second form takes decodes of up to 128 rows (L4/D256's 64), where oneDNN's fixed cost per call
+weighs; both forms compute the tanh GELU in their epilogue, as oneDNN's post-op does. A step's
+attention is one pass over each row and head's cache instead of two batched matmuls of B * H tiny
+products with a softmax between, and training forwards take the GELU and its backward from here.
+benchmarks/NOTES_grpo_vs_trl.md (changes 23, 25–28) has the measurements and the rule
+:func:`rlhfkit.fastgpt2.prefer_decode_kernel` follows.
 
 How it is built: ``cc -O3 -mavx2 -mfma -fopenmp -shared`` into ``$RLHFKIT_CACHE/kernels`` (default
 ``~/.cache/rlhfkit``), keyed by a hash of the source and the flags, renamed into place so that
 workers starting together never load a half-written file. The library links the OpenMP runtime
 PyTorch already loaded (``libgomp.so.1``), so both share one thread pool. Where there is no
 compiler, the CPU lacks AVX2 or FMA, or the compile fails, :func:`load` returns None and says why
-once (:func:`reason`); decoding then stays on oneDNN. ``CC`` picks the compiler.
+once (:func:`reason`); decoding then stays on oneDNN and the GELU on ATen. ``CC`` picks the
+compiler.
 """
 
 from __future__ import annotations
