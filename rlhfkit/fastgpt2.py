@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -62,9 +63,9 @@ class _KernelGelu(torch.autograd.Function):
 
 
 def _tanh_gelu(x: Tensor) -> Tensor:
-    """GPT-2's GELU: in the compiled kernel where it runs in this process (:func:`_kernel_gelu`),
+    """GPT-2's GELU: in the compiled kernel where it runs in this process (:func:`_kernels_run`),
     else ATen's, which computes about one element a nanosecond on the CPUs measured."""
-    if _kernel_gelu() and cpukernel.gelu_takes(x):
+    if _kernels_run() and cpukernel.gelu_takes(x):
         return cast(Tensor, _KernelGelu.apply(x))
     return F.gelu(x, approximate="tanh")
 
@@ -172,8 +173,10 @@ def cpu_vendor() -> str:
     return _cpuinfo("vendor_id")
 
 
+@functools.cache
 def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags as ``/proc/cpuinfo`` lists them (empty where it cannot be read)."""
+    """The CPU's feature flags as ``/proc/cpuinfo`` lists them (empty where it cannot be read), read
+    once: the kernels' rule asks at every GELU of a training forward."""
     return frozenset(_cpuinfo("flags").split())
 
 
@@ -548,18 +551,14 @@ def _blocks(weight: Tensor) -> Tensor:
 def _kernel_decodes(rows: int) -> bool:
     """A ``rows``-row decode on packed weights multiplies with :mod:`rlhfkit.cpukernel` in this
     process (:func:`prefer_decode_kernel`, and the kernel built)."""
-    return _DECODE_KERNEL and cpukernel.load(cpu_flags()) is not None and rows <= cpukernel.max_rows()
+    return _kernels_run() and rows <= cpukernel.max_rows()
 
 
-def _kernel_gelu() -> bool:
-    """Training forwards compute the tanh GELU (and its backward) in :mod:`rlhfkit.cpukernel` in
-    this process (:func:`prefer_decode_kernel`, and the kernel built)."""
-    return _DECODE_KERNEL and cpukernel.load(cpu_flags()) is not None
-
-
-def _kernel_attends() -> bool:
-    """A decode step's attention runs in :mod:`rlhfkit.cpukernel` in this process, at any row count
-    (:func:`prefer_decode_kernel`, and the kernel built)."""
+def _kernels_run() -> bool:
+    """The compiled kernels run in this process (:func:`prefer_decode_kernel`, and the library
+    built): a decode step's attention at any row count, the tanh GELU of training forwards and its
+    backward, and (up to :func:`rlhfkit.cpukernel.max_rows`, :func:`_kernel_decodes`) the decode's
+    matmuls."""
     return _DECODE_KERNEL and cpukernel.load(cpu_flags()) is not None
 
 
@@ -1097,7 +1096,7 @@ class Decoder:
                            for b, w, s in zip(tr.h, weights, self.scales, strict=True)]
             self.key_invalid = ~self.key_valid
             # the attention: one pass of the compiled kernel over each (row, head)'s cache, or batched matmuls
-            self.attend = _kernel_attends() and all(cpukernel.attends(kv) for kv in self.kv)
+            self.attend = _kernels_run() and all(cpukernel.attends(kv) for kv in self.kv)
             self.scores = torch.empty(B * self.n_head, 1, t_max, device=dev, dtype=dtype)  # baddbmm's ignored input
         share = distinct_rows(prompt_ids, prompt_mask)
         # keep: per kind of kept output (qkv, attn, fc, mlp), per block, the outputs of the prefill and
