@@ -276,7 +276,6 @@ int decode_attention(const float *q, int ldq, const float *k, const float *v, lo
  * only where the CPU has it.
  */
 #define MAX_ROWS_512 128
-#define KC512 256 /* 128 and 512 measured no faster at L4/D256, 1024 half as fast */
 #define A512 __attribute__((target("avx512f,fma")))
 
 #define DEF_TILE512(NR)                                                                           \
@@ -323,8 +322,8 @@ static A512 __attribute__((noinline)) void block512(const float *x, int M, int K
                                                     int act, float *act_out) {
     float acc[MAX_ROWS_512 * 64];
     int ntiles = (M + 5) / 6;
-    for (int k0 = 0; k0 < K; k0 += KC512) {
-        int k1 = k0 + KC512 < K ? k0 + KC512 : K;
+    for (int k0 = 0; k0 < K; k0 += KC) {
+        int k1 = k0 + KC < K ? k0 + KC : K;
         const float *pf = k1 < K ? w + (size_t)k1 * 64 : 0; /* the next chunk, fetched by the first tile */
         for (int t = 0, r0 = 0; t < ntiles; t++) {
             int nr = M / ntiles + (t < M % ntiles);

@@ -108,10 +108,9 @@ def load(cpu_flags: frozenset[str]) -> ctypes.CDLL | None:
                                              ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                                              ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_void_p,
                                              ctypes.c_int, ctypes.c_int]
-            for name in ("gelu_forward", "gelu_backward"):
-                fn = getattr(lib, name)
-                fn.restype = ctypes.c_int
-                fn.argtypes = [ctypes.c_void_p] * (2 if name == "gelu_forward" else 3) + [ctypes.c_long, ctypes.c_int]
+            lib.gelu_forward.restype = lib.gelu_backward.restype = ctypes.c_int
+            lib.gelu_forward.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_int]
+            lib.gelu_backward.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_int]
             _lib = lib
             _wide = "avx512f" in cpu_flags
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
@@ -197,14 +196,13 @@ def attention(qkv: Tensor, kv: Tensor, n: int, invalid: Tensor | None, scale: fl
     assert qkv.dtype == torch.float32 and qkv.stride(1) == 1 and qkv.shape[0] == B and qkv.shape[1] >= H * hs
     if not 1 <= n <= T:
         raise ValueError(f"decode_attention: {n} keys for a cache of {T}")
-    mask = None
     if invalid is not None:
         assert invalid.dtype == torch.bool and invalid.shape[0] == B and invalid.shape[1] >= n and invalid.stride(1) == 1
-        mask = invalid
     y = torch.empty(B, H * hs, dtype=kv.dtype)
     rc = _lib.decode_attention(qkv.data_ptr(), qkv.stride(0), kv[0].data_ptr(), kv[1].data_ptr(), T * hs, B, H, hs, n,
-                               None if mask is None else mask.data_ptr(), 0 if mask is None else mask.stride(0),
-                               scale, y.data_ptr(), H * hs, torch.get_num_threads())
+                               None if invalid is None else invalid.data_ptr(),
+                               0 if invalid is None else invalid.stride(0), scale, y.data_ptr(), H * hs,
+                               torch.get_num_threads())
     if rc != 0:
         raise ValueError(f"decode_attention refused rows={B}, heads={H}, head size={hs}, keys={n}")
     return y
