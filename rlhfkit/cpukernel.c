@@ -4,7 +4,8 @@
  * decode step: one token per row), W in the blocked layout oneDNN's reorder gives a decode weight:
  * (ceil(N / Y), K, Y) floats, Y output columns innermost, zeros past N in the last block.
  * skinny_linear512 is the same product for up to 128 rows on blocks of 64 with AVX-512, and
- * decode_attention a step's attention over the KV cache. rlhfkit/cpukernel.py compiles this file
+ * decode_attention a step's attention over the KV cache, attention_forward and attention_backward
+ * the causal attention of training forwards over whole sequences. rlhfkit/cpukernel.py compiles this file
  * with the system C compiler on first use and calls it through ctypes; see that module for why.
  *
  * Each thread takes a contiguous run of column blocks (OpenMP, static schedule: every output
@@ -18,6 +19,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 #define KC 256
 #define MAX_ROWS 16
@@ -391,4 +393,233 @@ int gelu_backward(const float *g, const float *x, float *dx, long n, int threads
         gelu_grad_row(g + j, x + j, dx + j, (int)(n - j < GELU_CHUNK ? n - j : GELU_CHUNK));
     }
     return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Attention over whole sequences (training forwards, scoring), forward and backward: queries at
+ * positions off .. off+Tq-1 against keys 0 .. Tk-1, query i seeing key j when j <= off + i (causal)
+ * and, where a mask is given, mask[i, j]. SDPA's CPU flash kernel cuts a short sequence into
+ * blocks of 32 queries and calls the BLAS for each tiny product; here each (row, head) is one
+ * thread's task (fixed order: the same bits at any thread count), with its keys transposed into a
+ * scratch so that the products run on the register tiles below, and the causal part skipped in
+ * blocks of 6 queries. The backward recomputes the probabilities from the saved log-sum-exp.
+ */
+#define ATT_MAX_T 256
+
+/* C[R x n] = A[R x (k0 .. k1)] @ Bm[(k0 .. k1) x n] for n a multiple of 16: A's rows lda apart,
+ * Bm's ldb, C's ldc. */
+#define DEF_MM(NR)                                                                                \
+    static inline void mm_##NR(const float *A, long lda, const float *Bm, long ldb, int k0, int k1, \
+                               float *C, long ldc, int n) {                                       \
+        for (int c = 0; c < n; c += 16) {                                                         \
+            __m256 c0[NR], c1[NR];                                                                \
+            for (int r = 0; r < NR; r++) c0[r] = c1[r] = _mm256_setzero_ps();                     \
+            const float *b = Bm + (size_t)k0 * ldb + c;                                           \
+            for (int k = k0; k < k1; k++, b += ldb) {                                             \
+                __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);                      \
+                for (int r = 0; r < NR; r++) {                                                    \
+                    __m256 a = _mm256_broadcast_ss(A + (size_t)r * lda + k);                      \
+                    c0[r] = _mm256_fmadd_ps(a, b0, c0[r]);                                        \
+                    c1[r] = _mm256_fmadd_ps(a, b1, c1[r]);                                        \
+                }                                                                                 \
+            }                                                                                     \
+            for (int r = 0; r < NR; r++) {                                                        \
+                _mm256_storeu_ps(C + (size_t)r * ldc + c, c0[r]);                                 \
+                _mm256_storeu_ps(C + (size_t)r * ldc + c + 8, c1[r]);                             \
+            }                                                                                     \
+        }                                                                                         \
+    }
+DEF_MM(1) DEF_MM(2) DEF_MM(3) DEF_MM(4) DEF_MM(5) DEF_MM(6)
+
+static void mm_rows(int nr, const float *A, long lda, const float *Bm, long ldb, int k0, int k1, float *C, long ldc,
+                    int n) {
+    switch (nr) {
+    case 6: mm_6(A, lda, Bm, ldb, k0, k1, C, ldc, n); break;
+    case 5: mm_5(A, lda, Bm, ldb, k0, k1, C, ldc, n); break;
+    case 4: mm_4(A, lda, Bm, ldb, k0, k1, C, ldc, n); break;
+    case 3: mm_3(A, lda, Bm, ldb, k0, k1, C, ldc, n); break;
+    case 2: mm_2(A, lda, Bm, ldb, k0, k1, C, ldc, n); break;
+    default: mm_1(A, lda, Bm, ldb, k0, k1, C, ldc, n); break;
+    }
+}
+
+static inline int up16(int n) { return (n + 15) & ~15; }
+
+/* t[d * ldt + j] = x[j * ldx + d] for j < n, d < hs; zeros for n <= j < ldt. */
+static void transpose_into(const float *x, long ldx, int n, int hs, float *t, int ldt) {
+    for (int d = 0; d < hs; d++) {
+        float *row = t + (size_t)d * ldt;
+        for (int j = 0; j < n; j++) row[j] = x[(size_t)j * ldx + d];
+        for (int j = n; j < ldt; j++) row[j] = 0.f;
+    }
+}
+
+/* The last key query i sees, plus one (0: none). */
+static inline int keys_seen(int i, int off, int Tk) { return off + i + 1 < Tk ? off + i + 1 : Tk; }
+
+/* Row i of the scores s (n16 wide) into probabilities exp(scale s - shift), zero where not seen;
+ * shift is the row's max (then returns the sum) or its saved log-sum-exp (backward). */
+static inline float probabilities(float *s, int n16, int seen, const unsigned char *mrow, float scale, int have_shift,
+                                  float *shift) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY), sc = _mm256_set1_ps(scale);
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256 vmax = ninf;
+    for (int j = 0; j < n16; j += 8) {
+        /* lanes j + l < seen, and mask[j + l] where there is a mask */
+        __m256i idx = _mm256_add_epi32(iota, _mm256_set1_epi32(j));
+        __m256 ok = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(seen), idx));
+        if (mrow && j < seen) {
+            unsigned char bytes[8] = {0};
+            int w = seen - j < 8 ? seen - j : 8;
+            __builtin_memcpy(bytes, mrow + j, (size_t)w);
+            __m256i mb = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)bytes));
+            ok = _mm256_and_ps(ok, _mm256_castsi256_ps(_mm256_cmpgt_epi32(mb, _mm256_setzero_si256())));
+        }
+        __m256 x = _mm256_blendv_ps(ninf, _mm256_mul_ps(sc, _mm256_loadu_ps(s + j)), ok);
+        _mm256_storeu_ps(s + j, x);
+        vmax = _mm256_max_ps(vmax, x);
+    }
+    if (!have_shift) {
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        *shift = _mm_cvtss_f32(m4);
+    }
+    if (*shift == -INFINITY) { /* a query that sees no key: zeros */
+        for (int j = 0; j < n16; j++) s[j] = 0.f;
+        return 0.f;
+    }
+    __m256 m = _mm256_set1_ps(*shift), tot = _mm256_setzero_ps();
+    for (int j = 0; j < n16; j += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), m));
+        _mm256_storeu_ps(s + j, e);
+        tot = _mm256_add_ps(tot, e);
+    }
+    return hsum8(tot);
+}
+
+/* st: strides (batch, head, position) of q, k, v, o in that order; the last dimension is contiguous.
+ * lse (B, H, Tq) contiguous, or NULL. mask: NULL, or bytes at mask + b * mask_sb + i * Tk + j.
+ * Returns 0, -1 for arguments it does not take (then it writes nothing), -2 where it could not
+ * allocate its scratch. */
+int attention_forward(const float *q, const float *k, const float *v, float *o, float *lse, const long *st, int B,
+                      int H, int Tq, int Tk, int hs, int off, const unsigned char *mask, long mask_sb, float scale,
+                      int threads) {
+    if (B < 1 || H < 1 || Tq < 1 || Tk < 1 || Tq > ATT_MAX_T || Tk > ATT_MAX_T || off < 0 || hs < 16 || hs % 16
+        || hs > 256 || threads < 1)
+        return -1;
+    int nk = up16(Tk), failed = 0;
+#pragma omp parallel num_threads(threads)
+    {
+        float *kt = (float *)malloc(sizeof(float) * ((size_t)hs * nk + (size_t)6 * nk)), *s = kt + (size_t)hs * nk;
+        if (!kt) failed = 1;
+#pragma omp for schedule(static)
+        for (int bh = 0; bh < B * H; bh++) {
+            if (!kt) continue;
+            int b = bh / H, h = bh % H;
+            const float *qb = q + b * st[0] + h * st[1], *kb = k + b * st[3] + h * st[4];
+            const float *vb = v + b * st[6] + h * st[7];
+            float *ob = o + b * st[9] + h * st[10];
+            const unsigned char *mb = mask ? mask + b * mask_sb : 0;
+            transpose_into(kb, st[5], Tk, hs, kt, nk);
+            for (int i0 = 0; i0 < Tq; i0 += 6) {
+                int nr = Tq - i0 < 6 ? Tq - i0 : 6;
+                int seen = keys_seen(i0 + nr - 1, off, Tk), n16 = up16(seen);
+                mm_rows(nr, qb + i0 * st[2], st[2], kt, nk, 0, hs, s, nk, n16);
+                float inv[6];
+                for (int r = 0; r < nr; r++) {
+                    int i = i0 + r;
+                    float mx;
+                    float tot = probabilities(s + r * nk, n16, keys_seen(i, off, Tk), mb ? mb + (size_t)i * Tk : 0,
+                                              scale, 0, &mx);
+                    inv[r] = tot > 0.f ? 1.0f / tot : 0.f;
+                    if (lse) lse[(size_t)bh * Tq + i] = tot > 0.f ? mx + logf(tot) : -INFINITY;
+                }
+                float *orow = ob + i0 * st[11];
+                mm_rows(nr, s, nk, vb, st[8], 0, seen, orow, st[11], hs);
+                for (int r = 0; r < nr; r++) {
+                    __m256 f = _mm256_set1_ps(inv[r]);
+                    float *y = orow + r * st[11];
+                    for (int d = 0; d < hs; d += 8) _mm256_storeu_ps(y + d, _mm256_mul_ps(_mm256_loadu_ps(y + d), f));
+                }
+            }
+        }
+        free(kt);
+    }
+    return failed ? -2 : 0;
+}
+
+/* Gradients of attention_forward's output: dq (Tq rows), dk and dv (Tk rows). st: strides of q, k,
+ * v, o, dout, dq, dk, dv (three each, as above); lse as attention_forward saved it. */
+int attention_backward(const float *q, const float *k, const float *v, const float *o, const float *dout,
+                       const float *lse, float *dq, float *dk, float *dv, const long *st, int B, int H, int Tq,
+                       int Tk, int hs, int off, const unsigned char *mask, long mask_sb, float scale, int threads) {
+    if (B < 1 || H < 1 || Tq < 1 || Tk < 1 || Tq > ATT_MAX_T || Tk > ATT_MAX_T || off < 0 || hs < 16 || hs % 16
+        || hs > 256 || threads < 1)
+        return -1;
+    int nk = up16(Tk), nq = up16(Tq), failed = 0;
+    size_t scratch = (size_t)2 * hs * nk + (size_t)2 * Tq * nk + (size_t)2 * Tk * nq + (size_t)Tq;
+#pragma omp parallel num_threads(threads)
+    {
+        float *buf = (float *)malloc(sizeof(float) * scratch);
+        float *kt = buf, *vt = kt + (size_t)hs * nk, *p = vt + (size_t)hs * nk, *ds = p + (size_t)Tq * nk;
+        float *pt = ds + (size_t)Tq * nk, *dst = pt + (size_t)Tk * nq, *delta = dst + (size_t)Tk * nq;
+        if (!buf) failed = 1;
+#pragma omp for schedule(static)
+        for (int bh = 0; bh < B * H; bh++) {
+            if (!buf) continue;
+            int b = bh / H, h = bh % H;
+            const float *qb = q + b * st[0] + h * st[1], *kb = k + b * st[3] + h * st[4];
+            const float *vb = v + b * st[6] + h * st[7], *ob = o + b * st[9] + h * st[10];
+            const float *gb = dout + b * st[12] + h * st[13];
+            float *dqb = dq + b * st[15] + h * st[16], *dkb = dk + b * st[18] + h * st[19];
+            float *dvb = dv + b * st[21] + h * st[22];
+            const unsigned char *mb = mask ? mask + b * mask_sb : 0;
+            transpose_into(kb, st[5], Tk, hs, kt, nk);
+            transpose_into(vb, st[8], Tk, hs, vt, nk);
+            for (int i = 0; i < Tq; i++) { /* delta_i = dout_i . o_i */
+                const float *gi = gb + i * st[14], *oi = ob + i * st[11];
+                __m256 acc = _mm256_setzero_ps();
+                for (int d = 0; d < hs; d += 8)
+                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(gi + d), _mm256_loadu_ps(oi + d), acc);
+                delta[i] = hsum8(acc);
+            }
+            for (int i0 = 0; i0 < Tq; i0 += 6) {
+                int nr = Tq - i0 < 6 ? Tq - i0 : 6;
+                int seen = keys_seen(i0 + nr - 1, off, Tk), n16 = up16(seen);
+                float *pr = p + (size_t)i0 * nk, *dr = ds + (size_t)i0 * nk;
+                mm_rows(nr, qb + i0 * st[2], st[2], kt, nk, 0, hs, pr, nk, n16);
+                mm_rows(nr, gb + i0 * st[14], st[14], vt, nk, 0, hs, dr, nk, n16);
+                for (int r = 0; r < nr; r++) {
+                    int i = i0 + r;
+                    float *pi = pr + r * nk, *di = dr + r * nk;
+                    float shift = lse[(size_t)bh * Tq + i];
+                    probabilities(pi, n16, keys_seen(i, off, Tk), mb ? mb + (size_t)i * Tk : 0, scale, 1, &shift);
+                    __m256 dl = _mm256_set1_ps(delta[i]), sc = _mm256_set1_ps(scale);
+                    for (int j = 0; j < n16; j += 8) { /* ds = scale * p * (dp - delta) */
+                        __m256 pj = _mm256_loadu_ps(pi + j);
+                        _mm256_storeu_ps(di + j, _mm256_mul_ps(sc, _mm256_mul_ps(pj, _mm256_sub_ps(_mm256_loadu_ps(di + j), dl))));
+                    }
+                    for (int j = n16; j < nk; j++) pi[j] = di[j] = 0.f;
+                }
+                mm_rows(nr, dr, nk, kb, st[5], 0, seen, dqb + i0 * st[17], st[17], hs); /* dq = ds @ k */
+            }
+            for (int i = 0; i < Tq; i++) /* transposes: pt[j, i], dst[j, i] */
+                for (int j = 0; j < Tk; j++) {
+                    pt[(size_t)j * nq + i] = p[(size_t)i * nk + j];
+                    dst[(size_t)j * nq + i] = ds[(size_t)i * nk + j];
+                }
+            for (int j = 0; j < Tk; j++)
+                for (int i = Tq; i < nq; i++) pt[(size_t)j * nq + i] = dst[(size_t)j * nq + i] = 0.f;
+            for (int j0 = 0; j0 < Tk; j0 += 6) { /* dk = ds^T @ q, dv = p^T @ dout over the queries that see j0 on */
+                int nr = Tk - j0 < 6 ? Tk - j0 : 6;
+                int first = j0 - off > 0 ? j0 - off : 0;
+                if (first > Tq) first = Tq;
+                mm_rows(nr, dst + (size_t)j0 * nq, nq, qb, st[2], first, Tq, dkb + j0 * st[20], st[20], hs);
+                mm_rows(nr, pt + (size_t)j0 * nq, nq, gb, st[14], first, Tq, dvb + j0 * st[23], st[23], hs);
+            }
+        }
+        free(buf);
+    }
+    return failed ? -2 : 0;
 }

@@ -8,8 +8,12 @@ with register tiles and prefetches the next chunk of the weight while it compute
 a second form takes decodes of up to 128 rows (L4/D256's 64), where oneDNN's fixed cost per call
 weighs; both forms compute the tanh GELU in their epilogue, as oneDNN's post-op does. A step's
 attention is one pass over each row and head's cache instead of two batched matmuls of B * H tiny
-products with a softmax between, and training forwards take the GELU and its backward from here.
-benchmarks/NOTES_grpo_vs_trl.md (changes 23, 25–28) has the measurements and the rule
+products with a softmax between, and training forwards take the GELU and its backward from here,
+and their causal attention over whole sequences (forward and backward; SDPA's CPU flash kernel
+calls the BLAS once per block of 32 queries, which at these sequence lengths costs more than the
+products).
+benchmarks/NOTES_grpo_vs_trl.md (changes 23, 25–28) and NOTES_ppo_vs_trl.md (change 29) have the
+measurements and the rule
 :func:`rlhfkit.fastgpt2.prefer_decode_kernel` follows.
 
 How it is built: ``cc -O3 -mavx2 -mfma -fopenmp -shared`` into ``$RLHFKIT_CACHE/kernels`` (default
@@ -109,6 +113,11 @@ def load(cpu_flags: frozenset[str]) -> ctypes.CDLL | None:
                                              ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_void_p,
                                              ctypes.c_int, ctypes.c_int]
             lib.gelu_forward.restype = lib.gelu_backward.restype = ctypes.c_int
+            lib.attention_forward.restype = lib.attention_backward.restype = ctypes.c_int
+            p, i = ctypes.c_void_p, ctypes.c_int  # (pointers, then the sizes, offset, mask, scale, threads)
+            lib.attention_forward.argtypes = [p, p, p, p, p, p, i, i, i, i, i, i, p, ctypes.c_long, ctypes.c_float, i]
+            lib.attention_backward.argtypes = [p, p, p, p, p, p, p, p, p, p, i, i, i, i, i, i, p, ctypes.c_long,
+                                               ctypes.c_float, i]
             lib.gelu_forward.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_int]
             lib.gelu_backward.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_int]
             _lib = lib
@@ -231,3 +240,77 @@ def gelu_backward(g: Tensor, x: Tensor) -> Tensor:
     if _lib.gelu_backward(g.data_ptr(), x.data_ptr(), dx.data_ptr(), x.numel(), torch.get_num_threads()) != 0:
         raise ValueError("gelu_backward refused its arguments")
     return dx
+
+
+MAX_SEQ = 256  # the most queries or keys attention_forward takes (ATT_MAX_T in cpukernel.c)
+
+
+def sequence_attends(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    """Whether :func:`attention_forward` and :func:`attention_backward` take these (B, H, T, hs)
+    queries, keys and values (the library loaded)."""
+    if _lib is None or q.dim() != 4 or k.shape != v.shape or k.dim() != 4:
+        return False
+    B, H, Tq, hs = q.shape
+    return (all(t.dtype == torch.float32 and t.device.type == "cpu" and t.stride(-1) == 1 for t in (q, k, v))
+            and k.shape[:2] == (B, H) and k.shape[3] == hs and hs % 16 == 0 and 16 <= hs <= 256
+            and 1 <= Tq <= MAX_SEQ and 1 <= k.shape[2] <= MAX_SEQ)
+
+
+def _strides(*ts: Tensor) -> ctypes.Array[ctypes.c_long]:
+    """(batch, head, position) strides of each (B, H, T, hs) tensor, in elements."""
+    flat = [s for t in ts for s in t.stride()[:3]]
+    return (ctypes.c_long * len(flat))(*flat)
+
+
+def _mask_args(mask: Tensor | None, B: int, Tq: int, Tk: int) -> tuple[Tensor | None, int]:
+    """``mask`` (B or 1, 1, Tq, Tk) bool as contiguous bytes and its per-row stride (0: shared)."""
+    if mask is None:
+        return None, 0
+    assert mask.dtype == torch.bool and mask.shape[-2:] == (Tq, Tk) and mask.shape[0] in (1, B)
+    m = mask.reshape(mask.shape[0], Tq, Tk).contiguous()
+    return m, (Tq * Tk if m.shape[0] == B else 0)
+
+
+def attention_forward(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, offset: int = 0,
+                      with_lse: bool = False) -> tuple[Tensor, Tensor | None]:
+    """``softmax(scale * q @ k^T) @ v`` over (B, H, T, hs) views, query i at position ``offset + i``
+    seeing key j where j <= offset + i and, with ``mask`` (B or 1, 1, Tq, Tk) bool, where it is
+    True; a query that sees no key gives zeros. Returns the output (B, H, Tq, hs), a view of a
+    (B, Tq, H, hs) tensor (so that merging the heads is free), and with ``with_lse`` each query's
+    log-sum-exp (B, H, Tq), which :func:`attention_backward` takes; only where
+    :func:`sequence_attends` holds."""
+    assert _lib is not None
+    B, H, Tq, hs = q.shape
+    Tk = k.shape[2]
+    out = torch.empty(B, Tq, H, hs, dtype=q.dtype).transpose(1, 2)
+    lse = torch.empty(B, H, Tq, dtype=q.dtype) if with_lse else None
+    m, m_stride = _mask_args(mask, B, Tq, Tk)
+    rc = _lib.attention_forward(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(),
+                                None if lse is None else lse.data_ptr(), _strides(q, k, v, out), B, H, Tq, Tk, hs,
+                                offset, None if m is None else m.data_ptr(), m_stride, scale, torch.get_num_threads())
+    if rc != 0:
+        raise ValueError(f"attention_forward refused batch={B}, heads={H}, queries={Tq}, keys={Tk}, head size={hs}")
+    return out, lse
+
+
+def attention_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, grad: Tensor, lse: Tensor,
+                       mask: Tensor | None, scale: float, offset: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """The gradients of :func:`attention_forward`'s output with respect to q, k and v, given the
+    gradient ``grad`` of that output and the ``out`` and ``lse`` it returned (same ``mask``,
+    ``scale`` and ``offset``). Each is a (B, H, T, hs) view of a (B, T, H, hs) tensor."""
+    assert _lib is not None
+    B, H, Tq, hs = q.shape
+    Tk = k.shape[2]
+    if grad.stride(-1) != 1:
+        grad = grad.contiguous()
+    dq = torch.empty(B, Tq, H, hs, dtype=q.dtype).transpose(1, 2)
+    dk = torch.empty(B, Tk, H, hs, dtype=q.dtype).transpose(1, 2)
+    dv = torch.empty(B, Tk, H, hs, dtype=q.dtype).transpose(1, 2)
+    m, m_stride = _mask_args(mask, B, Tq, Tk)
+    rc = _lib.attention_backward(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), grad.data_ptr(),
+                                 lse.contiguous().data_ptr(), dq.data_ptr(), dk.data_ptr(), dv.data_ptr(),
+                                 _strides(q, k, v, out, grad, dq, dk, dv), B, H, Tq, Tk, hs, offset,
+                                 None if m is None else m.data_ptr(), m_stride, scale, torch.get_num_threads())
+    if rc != 0:
+        raise ValueError(f"attention_backward refused batch={B}, heads={H}, queries={Tq}, keys={Tk}, head size={hs}")
+    return dq, dk, dv

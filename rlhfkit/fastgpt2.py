@@ -655,12 +655,45 @@ def _padding_mask(attention_mask: Tensor) -> Tensor | None:
     return (causal & (valid[:, None, :] | eye))[:, None]  # (B, 1, T, T)
 
 
-def _causal_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float) -> Tensor:
-    """SDPA over a causal sequence: its ``is_causal`` fast path, or the explicit ``mask`` of
-    :func:`_padding_mask` where padding needs one."""
+class _KernelAttention(torch.autograd.Function):
+    """:func:`rlhfkit.cpukernel.attention_forward` and its backward. Saves what SDPA's flash kernel
+    saves: the inputs, the output and each query's log-sum-exp."""
+
+    @staticmethod
+    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float,  # type: ignore[override]
+                offset: int) -> Tensor:
+        out, lse = cpukernel.attention_forward(q, k, v, mask, scale, offset, with_lse=True)
+        ctx.save_for_backward(q, k, v, out, lse, mask)
+        ctx.scale, ctx.offset = scale, offset
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        q, k, v, out, lse, mask = ctx.saved_tensors
+        dq, dk, dv = cpukernel.attention_backward(q, k, v, out, g, lse, mask, ctx.scale, ctx.offset)
+        return dq, dk, dv, None, None, None
+
+
+def _attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, offset: int = 0) -> Tensor:
+    """Attention of queries at positions ``offset`` .. ``offset + Tq - 1`` over keys from position 0,
+    each seeing the keys at or before it, and with ``mask`` (B or 1, 1, Tq, Tk) bool only where it
+    is True (it never lets a query see a later key). In the compiled kernel where it runs in this
+    process (:func:`_kernels_run`) and takes the shapes; else SDPA, whose CPU flash kernel calls the
+    BLAS once per block of 32 queries (``benchmarks/NOTES_ppo_vs_trl.md``, change 29)."""
+    if _kernels_run() and cpukernel.sequence_attends(q, k, v):
+        if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+            return cast(Tensor, _KernelAttention.apply(q, k, v, mask, scale, offset))
+        return cpukernel.attention_forward(q, k, v, mask, scale, offset)[0]
     if mask is None:
+        assert offset == 0 and q.shape[2] == k.shape[2], "SDPA's is_causal needs queries and keys aligned"
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
+def _causal_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float) -> Tensor:
+    """Attention over a causal sequence, with the explicit ``mask`` of :func:`_padding_mask` where
+    padding needs one (:func:`_attention`)."""
+    return _attention(q, k, v, mask, scale)
 
 
 def shared_prefix(input_ids: Tensor, attention_mask: Tensor, prefix_len: int) -> tuple[Tensor, Tensor] | None:
@@ -795,7 +828,7 @@ def _shared_hidden_states(transformer: Module, input_ids: Tensor, attention_mask
             x = _mlp(block, x, act, eps)  # (B, D)
             return F.layer_norm(x, (D,), transformer.ln_f.weight, transformer.ln_f.bias, eps)
         yp = _causal_attention(heads(q, 0, U, P), heads(k, 0, U, P), heads(v, 0, U, P), prompt_mask, scale)
-        yr = F.scaled_dot_product_attention(heads(q, n_p, B, R), keys, values, attn_mask=later_mask, scale=scale)
+        yr = _attention(heads(q, n_p, B, R), keys, values, later_mask, scale, offset=P)
         y = torch.cat([yp.transpose(1, 2).reshape(n_p, D), yr.transpose(1, 2).reshape(B * R, D)])
         x = _mlp(block, x + _conv1d(y, block.attn.c_proj), act, eps)
     x = x.index_select(0, flat(torch.arange(start, T, device=dev).expand(B, -1)).flatten()).view(B, T - start, D)
@@ -955,7 +988,7 @@ def sampled_hidden_states(transformer: Module, acts: SamplingActivations) -> Ten
         keys = torch.cat([heads(k, 0, U, P).index_select(0, inverse), heads(k, n_p, B, R)], 2)  # (B, H, P + R, hs)
         values = torch.cat([heads(v, 0, U, P).index_select(0, inverse), heads(v, n_p, B, R)], 2)
         yp = _causal_attention(heads(q, 0, U, P), heads(k, 0, U, P), heads(v, 0, U, P), prompt_mask, scale)
-        yr = F.scaled_dot_product_attention(heads(q, n_p, B, R), keys, values, attn_mask=later_mask, scale=scale)
+        yr = _attention(heads(q, n_p, B, R), keys, values, later_mask, scale, offset=P)
         y = torch.cat([yp.transpose(1, 2).reshape(n_p, D), yr.transpose(1, 2).reshape(B * R, D)])
         x = _Precomputed.apply(y, block.attn.c_proj.weight, block.attn.c_proj.bias, x, acts.attn[i], True)
         h = F.layer_norm(x, (D,), block.ln_2.weight, block.ln_2.bias, eps)

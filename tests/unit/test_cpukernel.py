@@ -363,3 +363,130 @@ def test_training_forwards_take_the_kernels_gelu_where_it_runs(monkeypatch: pyte
     z = fastgpt2._ACTIVATIONS["gelu_new"](x)
     assert "KernelGelu" not in type(z.grad_fn).__name__
     torch.testing.assert_close(y, z, atol=1e-6, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- whole-sequence attention
+def naive_sequence_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                             scale: float, offset: int) -> torch.Tensor:
+    """Float64, one (row, head, query) at a time: softmax over the keys it sees, zeros where none."""
+    B, H, Tq, hs = q.shape
+    out = torch.zeros(B, H, Tq, hs, dtype=torch.float64)
+    for b in range(B):
+        for h in range(H):
+            for i in range(Tq):
+                seen = [j for j in range(k.shape[2])
+                        if j <= offset + i and (mask is None or bool(mask[b if mask.shape[0] > 1 else 0, 0, i, j]))]
+                if not seen:
+                    continue
+                s = torch.stack([scale * (q[b, h, i].double() @ k[b, h, j].double()) for j in seen])
+                p = torch.softmax(s, 0)
+                out[b, h, i] = sum((p[n] * v[b, h, j].double() for n, j in enumerate(seen)),
+                                   torch.zeros(hs, dtype=torch.float64))
+    return out
+
+
+def qkv_views(B: int, H: int, Tq: int, Tk: int, hs: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """q, k, v (B, H, T, hs) as the trunk makes them: head views of wider rows (strided, last dim contiguous)."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, Tq, 3, H, hs, generator=g)[:, :, 1].transpose(1, 2)
+    kv = torch.randn(B, Tk, 2, H, hs, generator=g) * 1.5
+    return q, kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+
+
+@needs_kernel
+@pytest.mark.parametrize(("B", "H", "Tq", "Tk", "hs", "offset"), [
+    (2, 3, 13, 13, 16, 0),  # queries off the 6-row tiles, keys off the 16-wide strips
+    (1, 2, 71, 71, 64, 0),  # the benchmark's sequence
+    (3, 1, 7, 12, 48, 5),  # later queries over a prompt's keys (a shared prompt's rows)
+    (2, 2, 1, 1, 32, 0),
+])
+@pytest.mark.parametrize("masked", [False, True])
+def test_the_sequence_attention_kernel_and_its_gradients_against_a_plain_loop(
+        lib: object, B: int, H: int, Tq: int, Tk: int, hs: int, offset: int, masked: bool) -> None:
+    q, k, v = qkv_views(B, H, Tq, Tk, hs, seed=Tq * 10 + hs)
+    mask = None
+    if masked:  # random holes, each query still seeing itself, and one query of row 0 seeing nothing
+        g = torch.Generator().manual_seed(3)
+        mask = torch.rand(B, 1, Tq, Tk, generator=g) > 0.4
+        for i in range(Tq):
+            mask[:, 0, i, min(offset + i, Tk - 1)] = True
+        mask[0, 0, Tq - 1] = False
+    scale = hs ** -0.5
+    assert cpukernel.sequence_attends(q, k, v)
+    out, lse = cpukernel.attention_forward(q, k, v, mask, scale, offset, with_lse=True)
+    want = naive_sequence_attention(q, k, v, mask, scale, offset)
+    torch.testing.assert_close(out.double(), want, atol=2e-6, rtol=2e-5)
+    assert lse is not None and out.transpose(1, 2).is_contiguous()  # heads merge without a copy
+    # gradients against autograd through the float64 loop
+    leaves = [t.detach().double().requires_grad_(True) for t in (q, k, v)]
+    up = torch.randn(B, H, Tq, hs, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    naive_sequence_attention(*leaves, mask, scale, offset).backward(up)
+    got = cpukernel.attention_backward(q, k, v, out, up.float(), lse, mask, scale, offset)
+    for name, mine, leaf in zip("qkv", got, leaves, strict=True):
+        assert leaf.grad is not None
+        torch.testing.assert_close(mine.double(), leaf.grad, atol=1e-5, rtol=1e-4, msg=f"d{name}")
+
+
+@needs_kernel
+def test_the_sequence_attention_kernel_gives_the_same_bits_at_any_thread_count(lib: object) -> None:
+    q, k, v = qkv_views(5, 4, 30, 30, 64, seed=8)
+    up = torch.randn(5, 4, 30, 64, generator=torch.Generator().manual_seed(9))
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            out, lse = cpukernel.attention_forward(q, k, v, None, 0.125, 0, with_lse=True)
+            assert lse is not None
+            runs.append((out, *cpukernel.attention_backward(q, k, v, out, up, lse, None, 0.125, 0)))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for run in runs[1:] for a, b in zip(runs[0], run, strict=True))
+
+
+@needs_kernel
+def test_the_sequence_attention_kernel_refuses_what_it_does_not_take(lib: object) -> None:
+    q, k, v = qkv_views(2, 2, 5, 5, 16, seed=1)
+    assert not cpukernel.sequence_attends(*qkv_views(2, 2, 5, 5, 24, seed=1))  # head size not a multiple of 16
+    assert not cpukernel.sequence_attends(*qkv_views(1, 1, cpukernel.MAX_SEQ + 1, 4, 16, seed=1))
+    assert not cpukernel.sequence_attends(q.double(), k.double(), v.double())
+    assert not cpukernel.sequence_attends(q.transpose(2, 3), k, v)  # last dim not contiguous
+    with pytest.raises(ValueError, match="attention_forward refused"):
+        cpukernel.attention_forward(q, k, v, None, 0.25, offset=-1)
+
+
+@needs_kernel
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("shared", [False, True])
+def test_training_forwards_attend_in_the_kernel_where_it_runs(monkeypatch: pytest.MonkeyPatch, lib: object,
+                                                             padded: bool, shared: bool) -> None:
+    """A trunk forward and backward (causal, left padding, a shared prompt's rows attending to its
+    keys) with the kernel's attention gives SDPA's hidden states and parameter gradients."""
+    from tests.unit.test_fastgpt2 import grouped
+
+    model = tiny_lm(seed=71, n_embd=64, n_head=4)  # head size 16: one the kernel takes
+    ids, mask = grouped(seed=72) if shared else left_padded(seed=72)
+    if not padded:
+        mask = torch.ones_like(mask)
+    P = 6 if shared else 0
+    results = []
+    for on in (True, False):
+        monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", on)
+        model.zero_grad()
+        h = fastgpt2.hidden_states(model.transformer, ids, mask, prefix_len=P, start=max(P - 1, 0))
+        (h * torch.linspace(-1, 1, h.shape[-1])).sum().backward()
+        results.append((h.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (h_on, g_on), (h_off, g_off) = results
+    torch.testing.assert_close(h_on, h_off, atol=2e-5, rtol=1e-4)
+    assert len(g_on) == len(g_off) > 0
+    for a, b in zip(g_on, g_off, strict=True):
+        torch.testing.assert_close(a, b, atol=5e-5, rtol=1e-4)
+
+
+@needs_kernel
+def test_the_attention_routes_to_the_kernel_only_under_the_rule(monkeypatch: pytest.MonkeyPatch, lib: object) -> None:
+    q, k, v = (t.requires_grad_(True) for t in (t.clone() for t in qkv_views(2, 2, 9, 9, 16, seed=5)))
+    monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", True)
+    assert "KernelAttention" in type(fastgpt2._attention(q, k, v, None, 0.25).grad_fn).__name__
+    monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", False)
+    assert "KernelAttention" not in type(fastgpt2._attention(q, k, v, None, 0.25).grad_fn).__name__
