@@ -623,3 +623,86 @@ int attention_backward(const float *q, const float *k, const float *v, const flo
     }
     return failed ? -2 : 0;
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * Sampling one token per row from logits (B, V), as rlhfkit.policy._draw does from probabilities
+ * (the inverse CDF at u * total, the first token whose running sum passes it), and the token's
+ * log-softmax. One thread's pass per row: the max, exp(z - max) in chunks of 64 with each chunk's
+ * sum, then a walk over the chunk sums and into the chunk that holds the draw, where ATen takes a
+ * softmax, a float64 cumsum, a search and a second log-softmax pass over the whole (B, V).
+ */
+#define SAMPLE_CHUNK 64
+
+/* tokens[b], logprob[b] for rows of z ld apart; u[b] in [0, 1). Returns 0, -1 for arguments it
+ * does not take, -2 where a row has no finite logit or the scratch could not be allocated. */
+int sample_rows(const float *z, long ld, int B, int V, const double *u, long long *tokens, float *logprob,
+                int threads) {
+    if (B < 1 || V < 1 || ld < V || threads < 1) return -1;
+    int nchunk = (V + SAMPLE_CHUNK - 1) / SAMPLE_CHUNK, failed = 0;
+#pragma omp parallel num_threads(threads)
+    {
+        float *e = (float *)malloc(sizeof(float) * (size_t)nchunk * SAMPLE_CHUNK);
+        double *cs = (double *)malloc(sizeof(double) * (size_t)nchunk);
+        if (!e || !cs) failed = 1;
+#pragma omp for schedule(static)
+        for (int b = 0; b < B; b++) {
+            if (!e || !cs) continue;
+            const float *zr = z + (size_t)b * ld;
+            __m256 vm = _mm256_set1_ps(-INFINITY);
+            int j8 = 0;
+            for (; j8 + 8 <= V; j8 += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(zr + j8));
+            float mx = -INFINITY, lanes[8];
+            _mm256_storeu_ps(lanes, vm);
+            for (int l = 0; l < 8; l++) mx = lanes[l] > mx ? lanes[l] : mx;
+            for (; j8 < V; j8++) mx = zr[j8] > mx ? zr[j8] : mx;
+            if (!(mx > -INFINITY)) { /* no finite logit */
+                failed = 1;
+                tokens[b] = 0;
+                logprob[b] = NAN;
+                continue;
+            }
+            __m256 m = _mm256_set1_ps(mx);
+            double total = 0.0;
+            for (int c = 0; c < nchunk; c++) {
+                __m256 acc = _mm256_setzero_ps();
+                for (int j = c * SAMPLE_CHUNK; j < (c + 1) * SAMPLE_CHUNK; j += 8) {
+                    __m256 x;
+                    if (j + 8 <= V) {
+                        x = _mm256_loadu_ps(zr + j);
+                    } else { /* the row's end: -inf past V */
+                        float tail[8];
+                        for (int l = 0; l < 8; l++) tail[l] = j + l < V ? zr[j + l] : -INFINITY;
+                        x = _mm256_loadu_ps(tail);
+                    }
+                    __m256 ex = exp8(_mm256_sub_ps(x, m));
+                    _mm256_storeu_ps(e + j, ex);
+                    acc = _mm256_add_ps(acc, ex);
+                }
+                cs[c] = (double)hsum8(acc);
+                total += cs[c];
+            }
+            double x = u[b] * total;
+            if (x >= total) x = nextafter(total, 0.0);
+            double cum = 0.0;
+            int c = 0;
+            while (c < nchunk - 1 && cum + cs[c] <= x) cum += cs[c++];
+            int j = c * SAMPLE_CHUNK, last = -1;
+            for (; j < V; j++) {
+                if (e[j] > 0.f) {
+                    last = j;
+                    cum += (double)e[j];
+                    if (cum > x) break;
+                }
+            }
+            int tok = j < V ? j : last; /* rounding past the end: the last token with mass */
+            if (tok < 0) { /* no mass from that chunk on (rounding): the last token with mass */
+                for (tok = V - 1; tok > 0 && !(e[tok] > 0.f); tok--) {}
+            }
+            tokens[b] = tok;
+            logprob[b] = (float)((double)zr[tok] - (double)mx - log(total));
+        }
+        free(e);
+        free(cs);
+    }
+    return failed ? -2 : 0;
+}

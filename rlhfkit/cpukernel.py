@@ -114,6 +114,9 @@ def load(cpu_flags: frozenset[str]) -> ctypes.CDLL | None:
                                              ctypes.c_int, ctypes.c_int]
             lib.gelu_forward.restype = lib.gelu_backward.restype = ctypes.c_int
             lib.attention_forward.restype = lib.attention_backward.restype = ctypes.c_int
+            lib.sample_rows.restype = ctypes.c_int
+            lib.sample_rows.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+                                        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
             p, i = ctypes.c_void_p, ctypes.c_int  # (pointers, then the sizes, offset, mask, scale, threads)
             lib.attention_forward.argtypes = [p, p, p, p, p, p, i, i, i, i, i, i, p, ctypes.c_long, ctypes.c_float, i]
             lib.attention_backward.argtypes = [p, p, p, p, p, p, p, p, p, p, i, i, i, i, i, i, p, ctypes.c_long,
@@ -314,3 +317,28 @@ def attention_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, grad: Tenso
     if rc != 0:
         raise ValueError(f"attention_backward refused batch={B}, heads={H}, queries={Tq}, keys={Tk}, head size={hs}")
     return dq, dk, dv
+
+
+def samples(logits: Tensor) -> bool:
+    """Whether :func:`sample` takes these (B, V) logits (the library loaded)."""
+    return (_lib is not None and logits.dim() == 2 and logits.dtype == torch.float32 and logits.device.type == "cpu"
+            and logits.stride(1) == 1 and logits.shape[0] >= 1 and logits.shape[1] >= 1)
+
+
+def sample(logits: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+    """One token per row of ``logits`` (B, V) and its log-softmax, (B,) int64 and (B,) float32: the
+    first token whose running sum of ``exp(logits - max)`` passes ``u * total``, ``u`` (B,) float64
+    uniforms in [0, 1), as :func:`rlhfkit.policy._draw` inverts the CDF (tokens without mass are
+    never drawn); only where :func:`samples` holds. Raises ``ValueError`` for a row with no finite
+    logit."""
+    assert _lib is not None
+    B, V = logits.shape
+    u = u.reshape(B).to(torch.float64).contiguous()
+    tokens = torch.empty(B, dtype=torch.int64)
+    logprob = torch.empty(B, dtype=torch.float32)
+    rc = _lib.sample_rows(logits.data_ptr(), logits.stride(0), B, V, u.data_ptr(), tokens.data_ptr(),
+                          logprob.data_ptr(), torch.get_num_threads())
+    if rc != 0:
+        raise ValueError("sample_rows: a row without a finite logit" if rc == -2 else
+                         f"sample_rows refused rows={B}, vocabulary={V}")
+    return tokens, logprob

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model, PreTrainedTokenizerBase
 
-from rlhfkit import fastgpt2
+from rlhfkit import cpukernel, fastgpt2
 from rlhfkit import ppo_ops as ops
 from rlhfkit.runtime import disable_dropout, trunk
 
@@ -541,19 +541,40 @@ def _filter_logits(logits: torch.Tensor, top_p: float, top_k: int) -> torch.Tens
     return logits
 
 
-def _draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def _draw(probs: torch.Tensor, generator: torch.Generator | None, u: torch.Tensor | None = None) -> torch.Tensor:
     """One token per row from (B, V) probabilities by inverting the CDF with one uniform per row.
 
     The same distribution as ``torch.multinomial(probs, 1)``, which on CPU draws B*V exponential
     variates per call (~2 ms at B=64, V=2k: 15% of a generation step at small shapes); this draws B
     uniforms. The CDF is summed in float64 so each token's interval is its probability to ~1e-16,
-    and ``side="right"`` never lands on a zero-probability token.
+    and ``side="right"`` never lands on a zero-probability token. ``u``: the (B, 1) float64
+    uniforms to invert at, else drawn from ``generator``.
     """
     cdf = probs.double().cumsum(-1)  # (B, V)
     total = cdf[:, -1:]
-    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=torch.float64)
+    if u is None:
+        u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=torch.float64)
     x = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))  # strictly below the total
     return torch.searchsorted(cdf, x, right=True).squeeze(1)
+
+
+def _sample_step(logits: torch.Tensor, filtered: torch.Tensor, generator: torch.Generator | None,
+                 scored: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One token per row drawn from ``filtered`` (B, V) (``logits`` after top-k / top-p, or the same
+    tensor), and with ``scored`` its log-probability under ``logits`` (before filtering).
+
+    Where the compiled kernels run (:func:`rlhfkit.fastgpt2._kernels_run`) one pass per row draws
+    the token and takes its log-softmax (:func:`rlhfkit.cpukernel.sample`: the same inverse CDF as
+    :func:`_draw`, from the same uniform); else a softmax, :func:`_draw` and a log-softmax.
+    """
+    if fastgpt2._kernels_run() and cpukernel.samples(filtered):
+        u = torch.rand(filtered.shape[0], 1, generator=generator, dtype=torch.float64)
+        tok, logprob = cpukernel.sample(filtered, u)
+        if not scored:
+            return tok, None
+        return tok, logprob if filtered is logits else ops.logprobs_from_logits(logits.float(), tok)
+    tok = _draw(torch.softmax(filtered, dim=-1), generator)
+    return tok, ops.logprobs_from_logits(logits.float(), tok) if scored else None
 
 
 class _HFDecoder:
@@ -628,11 +649,11 @@ def sample(model: GPT2LMHeadModel, prompt_ids: torch.Tensor, prompt_mask: torch.
     hidden: list[torch.Tensor] = []
     for t in range(max_new_tokens):
         logits = next_logits / temperature if temperature != 1.0 else next_logits
-        tok = _draw(torch.softmax(_filter_logits(logits, top_p, top_k), dim=-1), generator)  # (B,)
+        tok, logprob = _sample_step(logits, _filter_logits(logits, top_p, top_k), generator, scored)  # (B,)
         tok = torch.where(alive, tok, torch.full_like(tok, pad))
         tokens[:, t] = tok
-        if scored:
-            logprobs.append(ops.logprobs_from_logits(logits.float(), tok))
+        if logprob is not None:
+            logprobs.append(logprob)
             h = getattr(decoder, "hidden", None)
             if h is not None:
                 hidden.append(h)

@@ -490,3 +490,64 @@ def test_the_attention_routes_to_the_kernel_only_under_the_rule(monkeypatch: pyt
     assert "KernelAttention" in type(fastgpt2._attention(q, k, v, None, 0.25).grad_fn).__name__
     monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", False)
     assert "KernelAttention" not in type(fastgpt2._attention(q, k, v, None, 0.25).grad_fn).__name__
+
+
+# ----------------------------------------------------------------------------- sampling
+@needs_kernel
+@pytest.mark.parametrize("V", [1, 7, 64, 2023])
+def test_the_sampling_kernel_draws_what_the_inverse_cdf_draws(lib: object, V: int) -> None:
+    """The same token as :func:`rlhfkit.policy._draw` for the same uniform (u at both ends and
+    between), never a token without mass, and the token's log-softmax."""
+    from rlhfkit.policy import _draw
+
+    g = torch.Generator().manual_seed(V)
+    logits = torch.randn(33, V, generator=g) * 3
+    logits[::3, :: max(V // 5, 2)] = float("-inf")  # tokens without mass
+    logits[::3, -1] = 0.5  # each row keeps some mass
+    for u in (torch.zeros(33, 1, dtype=torch.float64), torch.full((33, 1), 1 - 2**-53, dtype=torch.float64),
+              torch.rand(33, 1, generator=g, dtype=torch.float64)):
+        tok, logprob = cpukernel.sample(logits, u)
+        want = _draw(torch.softmax(logits, -1), torch.Generator().manual_seed(0), u=u)
+        assert torch.equal(tok, want)
+        assert bool(torch.isfinite(logits.gather(1, tok[:, None])).all())
+        torch.testing.assert_close(logprob, torch.log_softmax(logits, -1).gather(1, tok[:, None])[:, 0],
+                                   atol=2e-6, rtol=1e-5)
+
+
+@needs_kernel
+def test_the_sampling_kernel_gives_the_same_bits_at_any_thread_count_and_refuses_empty_rows(lib: object) -> None:
+    logits = torch.randn(40, 500, generator=torch.Generator().manual_seed(2))
+    u = torch.rand(40, 1, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            runs.append(cpukernel.sample(logits, u))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for run in runs[1:] for a, b in zip(runs[0], run, strict=True))
+    logits[5] = float("-inf")
+    with pytest.raises(ValueError, match="without a finite logit"):
+        cpukernel.sample(logits, u)
+    assert not cpukernel.samples(logits.double()) and not cpukernel.samples(logits.t())
+
+
+@needs_kernel
+def test_a_sampling_step_scores_the_token_before_top_p_on_either_path(monkeypatch: pytest.MonkeyPatch,
+                                                                       lib: object) -> None:
+    """With a top-p filter the token comes from the filtered logits and its log-probability from the
+    unfiltered ones, kernel or ATen; both draw the same tokens from the same generator."""
+    from rlhfkit.policy import _filter_logits, _sample_step
+
+    logits = torch.randn(16, 300, generator=torch.Generator().manual_seed(4)) * 2
+    filtered = _filter_logits(logits, top_p=0.8, top_k=0)
+    results = []
+    for on in (True, False):
+        monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", on)
+        results.append(_sample_step(logits, filtered, torch.Generator().manual_seed(5), scored=True))
+    (tok_on, lp_on), (tok_off, lp_off) = results
+    assert torch.equal(tok_on, tok_off) and bool(torch.isfinite(filtered.gather(1, tok_on[:, None])).all())
+    assert lp_on is not None and lp_off is not None
+    torch.testing.assert_close(lp_on, torch.log_softmax(logits, -1).gather(1, tok_on[:, None])[:, 0])
+    torch.testing.assert_close(lp_on, lp_off)
