@@ -706,3 +706,66 @@ int sample_rows(const float *z, long ld, int B, int V, const double *u, long lon
     }
     return failed ? -2 : 0;
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * A whole GPT-2 block of one decode step (tanh GELU) in one call: from Python each of its dozen
+ * ops cost a dispatch about as long as the small kernels themselves (a layer norm over 64 rows of
+ * 256 floats, the copy of the new keys and values into the cache, the wrappers of the matmuls).
+ */
+static int linear_rows(const float *x, int M, int K, const float *w, int N, int Y, const float *bias, const float *res,
+                       float *out, int act, float *act_out, int threads) {
+    if (M <= MAX_ROWS) return skinny_linear(x, M, K, w, N, Y, bias, res, out, act, act_out, threads);
+    return skinny_linear512(x, M, K, w, N, Y, bias, res, out, act, act_out, threads);
+}
+
+/* y = (x - mean) / sqrt(var + eps) * g + b over each row of D floats (biased variance, as ATen). */
+static void layer_norm_rows(const float *x, int M, int D, const float *g, const float *b, float eps, float *y,
+                            int threads) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int r = 0; r < M; r++) {
+        const float *xr = x + (size_t)r * D;
+        float *yr = y + (size_t)r * D;
+        double s = 0.0, ss = 0.0;
+        for (int j = 0; j < D; j++) s += xr[j];
+        float mean = (float)(s / D);
+        for (int j = 0; j < D; j++) {
+            float c = xr[j] - mean;
+            ss += (double)c * c;
+        }
+        float rstd = 1.0f / sqrtf((float)(ss / D) + eps);
+        for (int j = 0; j < D; j++) yr[j] = (xr[j] - mean) * rstd * g[j] + b[j];
+    }
+}
+
+/* One block for B rows at cache slot t: x (B, D) the residual stream in; x_attn = x + attention,
+ * x_out = x_attn + MLP (B, D) out; qkv (B, 3D) out; fc (B, F) out with the activation's input
+ * where kept, else NULL; h (B, D), y (B, D), act (B, F) scratch (F: the MLP's width). kv (2, B, H, T, hs): the step's
+ * keys and values go to slot t. w holds the 12 tensors of the block in _StepLayer's order (layer
+ * norm 1 weight and bias, qkv blocks and bias, projection blocks and bias, layer norm 2, fc,
+ * fc projection); ys the block widths of the four packed weights. */
+int decode_block(const float *x, float *x_attn, float *x_out, float *qkv, float *fc, float *h, float *y, float *act,
+                 const float *const *w, const int *ys, float *kv, int T, int t, const unsigned char *invalid,
+                 int ldm, float scale, int B, int D, int H, int F, float eps, int threads) {
+    int hs = D / H;
+    if (B < 1 || D < 8 || H < 1 || D % H || hs % 8 || F < 1 || t < 0 || t >= T || threads < 1) return -1;
+    layer_norm_rows(x, B, D, w[0], w[1], eps, h, threads);
+    if (linear_rows(h, B, D, w[2], 3 * D, ys[0], w[3], 0, qkv, 0, 0, threads)) return -1;
+    for (int b = 0; b < B; b++) /* keys and values into slot t */
+        for (int kvi = 0; kvi < 2; kvi++)
+            for (int hh = 0; hh < H; hh++)
+                __builtin_memcpy(kv + ((((size_t)kvi * B + b) * H + hh) * T + t) * hs,
+                                 qkv + (size_t)b * 3 * D + (size_t)(kvi + 1) * D + (size_t)hh * hs,
+                                 sizeof(float) * (size_t)hs);
+    size_t half = (size_t)B * H * T * hs;
+    if (decode_attention(qkv, 3 * D, kv, kv + half, (long)T * hs, B, H, hs, t + 1, invalid, ldm, scale, y, D,
+                         threads))
+        return -1;
+    if (linear_rows(y, B, D, w[4], D, ys[1], w[5], x, x_attn, 0, 0, threads)) return -1;
+    layer_norm_rows(x_attn, B, D, w[6], w[7], eps, h, threads);
+    if (fc) {
+        if (linear_rows(h, B, D, w[8], F, ys[2], w[9], 0, fc, 1, act, threads)) return -1;
+    } else if (linear_rows(h, B, D, w[8], F, ys[2], w[9], 0, act, 1, 0, threads)) {
+        return -1;
+    }
+    return linear_rows(act, B, F, w[10], D, ys[3], w[11], x_attn, x_out, 0, 0, threads);
+}

@@ -114,10 +114,15 @@ def load(cpu_flags: frozenset[str]) -> ctypes.CDLL | None:
                                              ctypes.c_int, ctypes.c_int]
             lib.gelu_forward.restype = lib.gelu_backward.restype = ctypes.c_int
             lib.attention_forward.restype = lib.attention_backward.restype = ctypes.c_int
+            p, i = ctypes.c_void_p, ctypes.c_int
+            lib.decode_block.restype = ctypes.c_int
+            lib.decode_block.argtypes = [p] * 11 + [ctypes.c_int, ctypes.c_int, p, ctypes.c_int, ctypes.c_float,
+                                                    ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                                    ctypes.c_float, ctypes.c_int]
             lib.sample_rows.restype = ctypes.c_int
             lib.sample_rows.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
                                         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
-            p, i = ctypes.c_void_p, ctypes.c_int  # (pointers, then the sizes, offset, mask, scale, threads)
+            # attention: pointers, then the sizes, offset, mask, scale, threads
             lib.attention_forward.argtypes = [p, p, p, p, p, p, i, i, i, i, i, i, p, ctypes.c_long, ctypes.c_float, i]
             lib.attention_backward.argtypes = [p, p, p, p, p, p, p, p, p, p, i, i, i, i, i, i, p, ctypes.c_long,
                                                ctypes.c_float, i]
@@ -342,3 +347,48 @@ def sample(logits: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         raise ValueError("sample_rows: a row without a finite logit" if rc == -2 else
                          f"sample_rows refused rows={B}, vocabulary={V}")
     return tokens, logprob
+
+
+class DecodeBlock:
+    """One GPT-2 block of a decode step (tanh GELU, kernel matmuls and attention) in one call of
+    ``decode_block``: from Python, each of the block's dozen ops costs a dispatch about as long as
+    the small kernels themselves. Holds the addresses of the block's layer norms, packed weights
+    (:func:`linear`'s blocks) and biases, read once; valid while those tensors are neither freed
+    nor replaced (a :class:`rlhfkit.fastgpt2.Decoder` makes one per block for one generation).
+
+    ``tensors``: the 12 tensors of :class:`rlhfkit.fastgpt2._StepLayer` in its order (layer norm 1
+    weight and bias, qkv blocks and bias, projection blocks and bias, layer norm 2, fc, fc
+    projection).
+    """
+
+    def __init__(self, tensors: tuple[Tensor, ...], n_head: int, scale: float, eps: float) -> None:
+        assert _lib is not None and len(tensors) == 12
+        self._tensors = tuple(t.detach() for t in tensors)
+        assert all(t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous() for t in self._tensors)
+        self._ptrs = (ctypes.c_void_p * 12)(*(t.data_ptr() for t in self._tensors))
+        self._ys = (ctypes.c_int * 4)(*(self._tensors[j].shape[2] for j in (2, 4, 8, 10)))
+        self.D, self.F = self._tensors[0].shape[0], self._tensors[9].shape[0]
+        self.n_head, self.scale, self.eps = n_head, scale, eps
+
+    def __call__(self, x: Tensor, kv: Tensor, t: int, invalid: Tensor | None,
+                 keep: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """The block for ``x`` (B, D) at cache slot ``t`` of ``kv`` (2, B, H, T, hs) (where
+        :func:`attends`), keys where ``invalid`` (B, T) bool is True left out. Returns the residual
+        stream after the block and, as a step keeps them, the qkv output (B, 3D), the stream after
+        the attention (B, D) and, with ``keep``, the activation's input (B, F)."""
+        assert _lib is not None
+        x = x.contiguous()
+        B, D = x.shape
+        T = kv.shape[3]
+        x_attn, x_out, h, y = (torch.empty(B, D) for _ in range(4))
+        qkv, act = torch.empty(B, 3 * D), torch.empty(B, self.F)
+        fc = torch.empty(B, self.F) if keep else None
+        rc = _lib.decode_block(x.data_ptr(), x_attn.data_ptr(), x_out.data_ptr(), qkv.data_ptr(),
+                               None if fc is None else fc.data_ptr(), h.data_ptr(), y.data_ptr(), act.data_ptr(),
+                               self._ptrs, self._ys, kv.data_ptr(), T, t,
+                               None if invalid is None else invalid.data_ptr(),
+                               0 if invalid is None else invalid.stride(0), self.scale, B, D, self.n_head, self.F,
+                               self.eps, torch.get_num_threads())
+        if rc != 0:
+            raise ValueError(f"decode_block refused rows={B}, width={D}, heads={self.n_head}, slot={t} of {T}")
+        return x_out, qkv, x_attn, fc

@@ -1113,6 +1113,7 @@ class Decoder:
         # the packed steps' matmuls: oneDNN's, or the compiled kernel's over the same bytes
         self.kernel = False
         self.attend = False
+        self.blocks: list[cpukernel.DecodeBlock] | None = None
         self.head_blocks: Tensor | None = None
         if self.packed is not None and _onednn_linear_add is not None and self.act in _FUSED_ACT:
             weights: list[BlockWeights] = self.packed
@@ -1130,6 +1131,10 @@ class Decoder:
             self.key_invalid = ~self.key_valid
             # the attention: one pass of the compiled kernel over each (row, head)'s cache, or batched matmuls
             self.attend = _kernels_run() and all(cpukernel.attends(kv) for kv in self.kv)
+            # the whole block in one call where its matmuls, attention and activation all run in the kernel
+            if self.kernel and self.attend and self.act in _TANH_GELU:
+                self.blocks = [cpukernel.DecodeBlock(tuple(layer[:12]), self.n_head, layer.scale, self.eps)
+                               for layer in self.layers]
             self.scores = torch.empty(B * self.n_head, 1, t_max, device=dev, dtype=dtype)  # baddbmm's ignored input
         share = distinct_rows(prompt_ids, prompt_mask)
         # keep: per kind of kept output (qkv, attn, fc, mlp), per block, the outputs of the prefill and
@@ -1236,7 +1241,8 @@ class Decoder:
         tensors are looked up once per decoder. The same arithmetic as :meth:`_forward`:
         ``tests/unit/test_fastgpt2.py`` checks that both give the same logits. With :attr:`kernel`
         the matmuls run in :mod:`rlhfkit.cpukernel` (residual adds and the tanh GELU included),
-        with :attr:`attend` the attention over the cache (scale, mask and softmax included).
+        with :attr:`attend` the attention over the cache (scale, mask and softmax included), and with
+        both and the tanh GELU each block is one call (:attr:`blocks`).
         """
         assert _onednn_linear is not None and _onednn_linear_add is not None and self.layers is not None
         mm = _kernel_mm if self.kernel else _onednn_mm
@@ -1247,42 +1253,52 @@ class Decoder:
         invalid = self.key_invalid[:, None, None, : t + 1] if self.masked else None  # (B, 1, 1, t+1)
         keep, act = self.keep, _ACTIVATIONS[self.act]
         x = F.embedding(tokens, self.tr.wte.weight) + F.embedding(self.next_pos.view(-1), self.tr.wpe.weight)
-        for i, (layer, kv) in enumerate(zip(self.layers, self.kv, strict=True)):
-            h = F.layer_norm(x, (D,), layer.ln1_w, layer.ln1_b, eps)
-            qkv = mm(h, layer.qkv, layer.qkv_b)  # (B, 3D)
-            if keep:
-                self._keep("qkv", i, qkv)
-            kv[:, :, :, t].copy_(qkv[:, D:].view(B, 2, H, hs).transpose(0, 1))
-            if self.attend:
-                y = cpukernel.attention(qkv, kv, t + 1, self.key_invalid if self.masked else None, layer.scale)
-            else:
-                cache = kv.view(2, B * H, -1, hs)[:, :, : t + 1]  # (2, B*H, t+1, hs)
-                att = torch.baddbmm(self.scores[:, :, : t + 1], qkv[:, :D].reshape(B * H, 1, hs),
-                                    cache[0].transpose(1, 2), beta=0.0, alpha=layer.scale)  # (B*H, 1, t+1)
-                if invalid is not None:
-                    att.view(B, H, 1, t + 1).masked_fill_(invalid, float("-inf"))
-                y = torch.bmm(att.softmax(-1), cache[1])  # (B*H, 1, hs)
-            x = mm(y.view(B, D), layer.proj, layer.proj_b, x)  # x + y @ W_o + b
-            h = F.layer_norm(x, (D,), layer.ln2_w, layer.ln2_b, eps)
-            if keep:
-                self._keep("attn", i, x)
-            if self.kernel and self.act in _TANH_GELU:  # the GELU rides in the kernel's epilogue
-                n_fc = layer.fc_b.shape[0]
-                if keep:  # with the activation's input, which the update's backward needs
-                    f, a = cpukernel.linear_gelu(h, layer.fc, n_fc, layer.fc_b)
-                    self._keep("fc", i, f)
-                else:
-                    a = cpukernel.linear(h, layer.fc, n_fc, layer.fc_b, gelu=True)
-            elif not keep and not self.kernel:
-                a = _onednn_linear(h, layer.fc, layer.fc_b, attr, [], algo)
-            else:  # the activation's input is kept, or the activation is not one the kernel has
-                f = mm(h, layer.fc, layer.fc_b)
+        if self.blocks is not None:  # each block one call
+            for i, (block, kv) in enumerate(zip(self.blocks, self.kv, strict=True)):
+                x, qkv, x_attn, f = block(x, kv, t, self.key_invalid if self.masked else None, keep)
                 if keep:
+                    assert f is not None
+                    self._keep("qkv", i, qkv)
+                    self._keep("attn", i, x_attn)
                     self._keep("fc", i, f)
-                a = act(f)
-            x = mm(a, layer.fc_proj, layer.fc_proj_b, x)
-            if keep:
-                self._keep("mlp", i, x)
+                    self._keep("mlp", i, x)
+        else:
+            for i, (layer, kv) in enumerate(zip(self.layers, self.kv, strict=True)):
+                h = F.layer_norm(x, (D,), layer.ln1_w, layer.ln1_b, eps)
+                qkv = mm(h, layer.qkv, layer.qkv_b)  # (B, 3D)
+                if keep:
+                    self._keep("qkv", i, qkv)
+                kv[:, :, :, t].copy_(qkv[:, D:].view(B, 2, H, hs).transpose(0, 1))
+                if self.attend:
+                    y = cpukernel.attention(qkv, kv, t + 1, self.key_invalid if self.masked else None, layer.scale)
+                else:
+                    cache = kv.view(2, B * H, -1, hs)[:, :, : t + 1]  # (2, B*H, t+1, hs)
+                    att = torch.baddbmm(self.scores[:, :, : t + 1], qkv[:, :D].reshape(B * H, 1, hs),
+                                        cache[0].transpose(1, 2), beta=0.0, alpha=layer.scale)  # (B*H, 1, t+1)
+                    if invalid is not None:
+                        att.view(B, H, 1, t + 1).masked_fill_(invalid, float("-inf"))
+                    y = torch.bmm(att.softmax(-1), cache[1])  # (B*H, 1, hs)
+                x = mm(y.view(B, D), layer.proj, layer.proj_b, x)  # x + y @ W_o + b
+                h = F.layer_norm(x, (D,), layer.ln2_w, layer.ln2_b, eps)
+                if keep:
+                    self._keep("attn", i, x)
+                if self.kernel and self.act in _TANH_GELU:  # the GELU rides in the kernel's epilogue
+                    n_fc = layer.fc_b.shape[0]
+                    if keep:  # with the activation's input, which the update's backward needs
+                        f, a = cpukernel.linear_gelu(h, layer.fc, n_fc, layer.fc_b)
+                        self._keep("fc", i, f)
+                    else:
+                        a = cpukernel.linear(h, layer.fc, n_fc, layer.fc_b, gelu=True)
+                elif not keep and not self.kernel:
+                    a = _onednn_linear(h, layer.fc, layer.fc_b, attr, [], algo)
+                else:  # the activation's input is kept, or the activation is not one the kernel has
+                    f = mm(h, layer.fc, layer.fc_b)
+                    if keep:
+                        self._keep("fc", i, f)
+                    a = act(f)
+                x = mm(a, layer.fc_proj, layer.fc_proj_b, x)
+                if keep:
+                    self._keep("mlp", i, x)
         self.t = t + 1
         h = F.layer_norm(x, (D,), self.tr.ln_f.weight, self.tr.ln_f.bias, eps)  # (B, D)
         self.hidden = h

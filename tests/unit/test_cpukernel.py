@@ -124,7 +124,7 @@ def test_decoding_with_the_kernel_gives_the_onednn_steps_results(monkeypatch: py
         if dec.layers is None:
             pytest.skip(f"this CPU's rule does not pack a {ids.shape[0]}-row decode")
         assert dec.kernel is on and (dec.head_blocks is not None) is on
-        assert dec.attend is on
+        assert dec.attend is on and (dec.blocks is not None) is on  # each block one call of the kernel
         decoders.append(dec)
     kernel, onednn = decoders
     for t in range(new.shape[1]):
@@ -137,6 +137,35 @@ def test_decoding_with_the_kernel_gives_the_onednn_steps_results(monkeypatch: py
         for kind in ("qkv", "attn", "fc", "mlp"):
             for x, y in zip(getattr(a, kind), getattr(b, kind), strict=True):
                 torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+
+
+@needs_kernel
+@needs_packing
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_block_in_one_call_gives_the_block_op_by_op(monkeypatch: pytest.MonkeyPatch, lib: object,
+                                                     keep: bool) -> None:
+    """``decode_block`` (layer norms, matmuls, the cache write and the attention in one call)
+    against the same kernels called op by op from Python: logits, the cache and what is kept."""
+    monkeypatch.setattr(fastgpt2, "_ONEDNN", True)
+    monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", True)
+    model = tiny_lm(seed=81, n_embd=64, n_head=4)
+    ids, mask = left_padded(seed=82)
+    new = torch.randint(2, V, (ids.shape[0], 4), generator=torch.Generator().manual_seed(83))
+    fused = fastgpt2.Decoder(model, ids, mask, max_new_tokens=5, keep=keep)
+    ops = fastgpt2.Decoder(model, ids, mask, max_new_tokens=5, keep=keep)
+    if fused.blocks is None:
+        pytest.skip("this CPU's rule does not pack the decode")
+    ops.blocks = None
+    for t in range(new.shape[1]):
+        torch.testing.assert_close(fused.step(new[:, t]), ops.step(new[:, t]), atol=2e-6, rtol=1e-5)
+    for a, b in zip(fused.kv, ops.kv, strict=True):
+        torch.testing.assert_close(a[:, :, :, : fused.t], b[:, :, :, : ops.t], atol=2e-6, rtol=1e-5)
+    if keep:
+        a, b = fused.activations(), ops.activations()
+        assert a is not None and b is not None
+        for kind in ("qkv", "attn", "fc", "mlp"):
+            for x, y in zip(getattr(a, kind), getattr(b, kind), strict=True):
+                torch.testing.assert_close(x, y, atol=2e-6, rtol=1e-5)
 
 
 def test_the_kernel_rule_and_setting() -> None:
