@@ -406,21 +406,21 @@ int gelu_backward(const float *g, const float *x, float *dx, long n, int threads
  */
 #define ATT_MAX_T 256
 
-/* C[R x n] = A[R x (k0 .. k1)] @ Bm[(k0 .. k1) x n] for n a multiple of 16: A's rows lda apart,
- * Bm's ldb, C's ldc. */
+/* C[R x n] = A[R x (k0 .. k1)] @ Bm[(k0 .. k1) x n] for n a multiple of 16: A's element (r, k) at
+ * A[r * lda + k * ak] (ak = 1: rows; lda = 1: A stored transposed), Bm's rows ldb apart, C's ldc. */
 #define DEF_MM(NR)                                                                                \
-    static inline void mm_##NR(const float *A, long lda, const float *Bm, long ldb, int k0, int k1, \
-                               float *C, long ldc, int n) {                                       \
+    static inline void mm_##NR(const float *A, long lda, long ak, const float *Bm, long ldb, int k0,  \
+                               int k1, float *C, long ldc, int n) {                               \
         for (int c = 0; c < n; c += 16) {                                                         \
             __m256 c0[NR], c1[NR];                                                                \
             for (int r = 0; r < NR; r++) c0[r] = c1[r] = _mm256_setzero_ps();                     \
-            const float *b = Bm + (size_t)k0 * ldb + c;                                           \
-            for (int k = k0; k < k1; k++, b += ldb) {                                             \
+            const float *b = Bm + (size_t)k0 * ldb + c, *a = A + (size_t)k0 * ak;                 \
+            for (int k = k0; k < k1; k++, b += ldb, a += ak) {                                    \
                 __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);                      \
                 for (int r = 0; r < NR; r++) {                                                    \
-                    __m256 a = _mm256_broadcast_ss(A + (size_t)r * lda + k);                      \
-                    c0[r] = _mm256_fmadd_ps(a, b0, c0[r]);                                        \
-                    c1[r] = _mm256_fmadd_ps(a, b1, c1[r]);                                        \
+                    __m256 av = _mm256_broadcast_ss(a + (size_t)r * lda);                         \
+                    c0[r] = _mm256_fmadd_ps(av, b0, c0[r]);                                       \
+                    c1[r] = _mm256_fmadd_ps(av, b1, c1[r]);                                       \
                 }                                                                                 \
             }                                                                                     \
             for (int r = 0; r < NR; r++) {                                                        \
@@ -431,25 +431,48 @@ int gelu_backward(const float *g, const float *x, float *dx, long n, int threads
     }
 DEF_MM(1) DEF_MM(2) DEF_MM(3) DEF_MM(4) DEF_MM(5) DEF_MM(6)
 
-static void mm_rows(int nr, const float *A, long lda, const float *Bm, long ldb, int k0, int k1, float *C, long ldc,
-                    int n) {
+static void mm_rows(int nr, const float *A, long lda, long ak, const float *Bm, long ldb, int k0, int k1, float *C,
+                    long ldc, int n) {
     switch (nr) {
-    case 6: mm_6(A, lda, Bm, ldb, k0, k1, C, ldc, n); break;
-    case 5: mm_5(A, lda, Bm, ldb, k0, k1, C, ldc, n); break;
-    case 4: mm_4(A, lda, Bm, ldb, k0, k1, C, ldc, n); break;
-    case 3: mm_3(A, lda, Bm, ldb, k0, k1, C, ldc, n); break;
-    case 2: mm_2(A, lda, Bm, ldb, k0, k1, C, ldc, n); break;
-    default: mm_1(A, lda, Bm, ldb, k0, k1, C, ldc, n); break;
+    case 6: mm_6(A, lda, ak, Bm, ldb, k0, k1, C, ldc, n); break;
+    case 5: mm_5(A, lda, ak, Bm, ldb, k0, k1, C, ldc, n); break;
+    case 4: mm_4(A, lda, ak, Bm, ldb, k0, k1, C, ldc, n); break;
+    case 3: mm_3(A, lda, ak, Bm, ldb, k0, k1, C, ldc, n); break;
+    case 2: mm_2(A, lda, ak, Bm, ldb, k0, k1, C, ldc, n); break;
+    default: mm_1(A, lda, ak, Bm, ldb, k0, k1, C, ldc, n); break;
     }
 }
 
 static inline int up16(int n) { return (n + 15) & ~15; }
 
-/* t[d * ldt + j] = x[j * ldx + d] for j < n, d < hs; zeros for n <= j < ldt. */
+/* t[d * ldt + j] = x[j * ldx + d] for j < n, d < hs (a multiple of 8); zeros for n <= j < ldt.
+ * Eight rows at a time through an 8 x 8 register transpose. */
 static void transpose_into(const float *x, long ldx, int n, int hs, float *t, int ldt) {
+    int j0 = 0;
+    for (; j0 + 8 <= n; j0 += 8) {
+        for (int d0 = 0; d0 < hs; d0 += 8) {
+            __m256 r[8], u[8];
+            for (int l = 0; l < 8; l++) r[l] = _mm256_loadu_ps(x + (size_t)(j0 + l) * ldx + d0);
+            for (int l = 0; l < 8; l += 2) {
+                u[l] = _mm256_unpacklo_ps(r[l], r[l + 1]);
+                u[l + 1] = _mm256_unpackhi_ps(r[l], r[l + 1]);
+            }
+            for (int l = 0; l < 8; l += 4) {
+                r[l] = _mm256_shuffle_ps(u[l], u[l + 2], 0x44);
+                r[l + 1] = _mm256_shuffle_ps(u[l], u[l + 2], 0xEE);
+                r[l + 2] = _mm256_shuffle_ps(u[l + 1], u[l + 3], 0x44);
+                r[l + 3] = _mm256_shuffle_ps(u[l + 1], u[l + 3], 0xEE);
+            }
+            /* r[0..3] hold columns 0,1,2,3 of rows 0-3 (low lanes) and 4-7 of them (high), r[4..7] rows 4-7 */
+            for (int l = 0; l < 4; l++) {
+                _mm256_storeu_ps(t + (size_t)(d0 + l) * ldt + j0, _mm256_permute2f128_ps(r[l], r[l + 4], 0x20));
+                _mm256_storeu_ps(t + (size_t)(d0 + l + 4) * ldt + j0, _mm256_permute2f128_ps(r[l], r[l + 4], 0x31));
+            }
+        }
+    }
     for (int d = 0; d < hs; d++) {
         float *row = t + (size_t)d * ldt;
-        for (int j = 0; j < n; j++) row[j] = x[(size_t)j * ldx + d];
+        for (int j = j0; j < n; j++) row[j] = x[(size_t)j * ldx + d];
         for (int j = n; j < ldt; j++) row[j] = 0.f;
     }
 }
@@ -525,7 +548,7 @@ int attention_forward(const float *q, const float *k, const float *v, float *o, 
             for (int i0 = 0; i0 < Tq; i0 += 6) {
                 int nr = Tq - i0 < 6 ? Tq - i0 : 6;
                 int seen = keys_seen(i0 + nr - 1, off, Tk), n16 = up16(seen);
-                mm_rows(nr, qb + i0 * st[2], st[2], kt, nk, 0, hs, s, nk, n16);
+                mm_rows(nr, qb + i0 * st[2], st[2], 1, kt, nk, 0, hs, s, nk, n16);
                 float inv[6];
                 for (int r = 0; r < nr; r++) {
                     int i = i0 + r;
@@ -536,7 +559,7 @@ int attention_forward(const float *q, const float *k, const float *v, float *o, 
                     if (lse) lse[(size_t)bh * Tq + i] = tot > 0.f ? mx + logf(tot) : -INFINITY;
                 }
                 float *orow = ob + i0 * st[11];
-                mm_rows(nr, s, nk, vb, st[8], 0, seen, orow, st[11], hs);
+                mm_rows(nr, s, nk, 1, vb, st[8], 0, seen, orow, st[11], hs);
                 for (int r = 0; r < nr; r++) {
                     __m256 f = _mm256_set1_ps(inv[r]);
                     float *y = orow + r * st[11];
@@ -557,13 +580,13 @@ int attention_backward(const float *q, const float *k, const float *v, const flo
     if (B < 1 || H < 1 || Tq < 1 || Tk < 1 || Tq > ATT_MAX_T || Tk > ATT_MAX_T || off < 0 || hs < 16 || hs % 16
         || hs > 256 || threads < 1)
         return -1;
-    int nk = up16(Tk), nq = up16(Tq), failed = 0;
-    size_t scratch = (size_t)2 * hs * nk + (size_t)2 * Tq * nk + (size_t)2 * Tk * nq + (size_t)Tq;
+    int nk = up16(Tk), failed = 0;
+    size_t scratch = (size_t)2 * hs * nk + (size_t)2 * Tq * nk + (size_t)Tq;
 #pragma omp parallel num_threads(threads)
     {
         float *buf = (float *)malloc(sizeof(float) * scratch);
         float *kt = buf, *vt = kt + (size_t)hs * nk, *p = vt + (size_t)hs * nk, *ds = p + (size_t)Tq * nk;
-        float *pt = ds + (size_t)Tq * nk, *dst = pt + (size_t)Tk * nq, *delta = dst + (size_t)Tk * nq;
+        float *delta = ds + (size_t)Tq * nk;
         if (!buf) failed = 1;
 #pragma omp for schedule(static)
         for (int bh = 0; bh < B * H; bh++) {
@@ -588,8 +611,8 @@ int attention_backward(const float *q, const float *k, const float *v, const flo
                 int nr = Tq - i0 < 6 ? Tq - i0 : 6;
                 int seen = keys_seen(i0 + nr - 1, off, Tk), n16 = up16(seen);
                 float *pr = p + (size_t)i0 * nk, *dr = ds + (size_t)i0 * nk;
-                mm_rows(nr, qb + i0 * st[2], st[2], kt, nk, 0, hs, pr, nk, n16);
-                mm_rows(nr, gb + i0 * st[14], st[14], vt, nk, 0, hs, dr, nk, n16);
+                mm_rows(nr, qb + i0 * st[2], st[2], 1, kt, nk, 0, hs, pr, nk, n16);
+                mm_rows(nr, gb + i0 * st[14], st[14], 1, vt, nk, 0, hs, dr, nk, n16);
                 for (int r = 0; r < nr; r++) {
                     int i = i0 + r;
                     float *pi = pr + r * nk, *di = dr + r * nk;
@@ -602,21 +625,14 @@ int attention_backward(const float *q, const float *k, const float *v, const flo
                     }
                     for (int j = n16; j < nk; j++) pi[j] = di[j] = 0.f;
                 }
-                mm_rows(nr, dr, nk, kb, st[5], 0, seen, dqb + i0 * st[17], st[17], hs); /* dq = ds @ k */
+                mm_rows(nr, dr, nk, 1, kb, st[5], 0, seen, dqb + i0 * st[17], st[17], hs); /* dq = ds @ k */
             }
-            for (int i = 0; i < Tq; i++) /* transposes: pt[j, i], dst[j, i] */
-                for (int j = 0; j < Tk; j++) {
-                    pt[(size_t)j * nq + i] = p[(size_t)i * nk + j];
-                    dst[(size_t)j * nq + i] = ds[(size_t)i * nk + j];
-                }
-            for (int j = 0; j < Tk; j++)
-                for (int i = Tq; i < nq; i++) pt[(size_t)j * nq + i] = dst[(size_t)j * nq + i] = 0.f;
             for (int j0 = 0; j0 < Tk; j0 += 6) { /* dk = ds^T @ q, dv = p^T @ dout over the queries that see j0 on */
                 int nr = Tk - j0 < 6 ? Tk - j0 : 6;
                 int first = j0 - off > 0 ? j0 - off : 0;
                 if (first > Tq) first = Tq;
-                mm_rows(nr, dst + (size_t)j0 * nq, nq, qb, st[2], first, Tq, dkb + j0 * st[20], st[20], hs);
-                mm_rows(nr, pt + (size_t)j0 * nq, nq, gb, st[14], first, Tq, dvb + j0 * st[23], st[23], hs);
+                mm_rows(nr, ds + j0, 1, nk, qb, st[2], first, Tq, dkb + j0 * st[20], st[20], hs);
+                mm_rows(nr, p + j0, 1, nk, gb, st[14], first, Tq, dvb + j0 * st[23], st[23], hs);
             }
         }
         free(buf);
