@@ -785,3 +785,84 @@ int decode_block(const float *x, float *x_attn, float *x_out, float *qkv, float 
     }
     return linear_rows(act, B, F, w[10], D, ys[3], w[11], x_attn, x_out, 0, 0, threads);
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * The log-probability of a label and the entropy from one log-softmax, over rows of V logits, and
+ * the backward of both (rlhfkit.fastgpt2._LogprobsEntropy): ATen takes a log-softmax, an exp, a
+ * product, a sum and a gather, each a pass over the (N, V) tensors; here a row is one thread's
+ * max, exp-sum and one pass that writes log p and p. The same saved tensors (log p, p).
+ */
+int logprob_entropy_forward(const float *z, int N, int V, const long long *labels, float *logp, float *p, float *lp,
+                            float *ent, int threads) {
+    if (N < 1 || V < 1 || threads < 1) return -1;
+    int bad = 0;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int r = 0; r < N; r++) {
+        const float *zr = z + (size_t)r * V;
+        float *lr = logp + (size_t)r * V, *pr = p + (size_t)r * V;
+        int j = 0, V8 = V & ~7;
+        __m256 vm = _mm256_set1_ps(-INFINITY);
+        for (; j < V8; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(zr + j));
+        float mx = -INFINITY, lanes[8];
+        _mm256_storeu_ps(lanes, vm);
+        for (int l = 0; l < 8; l++) mx = lanes[l] > mx ? lanes[l] : mx;
+        for (; j < V; j++) mx = zr[j] > mx ? zr[j] : mx;
+        __m256 m = _mm256_set1_ps(mx), tot = _mm256_setzero_ps();
+        for (j = 0; j < V8; j += 8) {
+            __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(zr + j), m));
+            _mm256_storeu_ps(pr + j, e);
+            tot = _mm256_add_ps(tot, e);
+        }
+        float sum = hsum8(tot);
+        for (; j < V; j++) {
+            float tail[8] = {0}, out[8];
+            tail[0] = zr[j] - mx;
+            _mm256_storeu_ps(out, exp8(_mm256_loadu_ps(tail)));
+            pr[j] = out[0];
+            sum += out[0];
+        }
+        float lse = mx + logf(sum), inv = 1.0f / sum;
+        __m256 vl = _mm256_set1_ps(lse), vi = _mm256_set1_ps(inv), acc = _mm256_setzero_ps();
+        for (j = 0; j < V8; j += 8) {
+            __m256 lg = _mm256_sub_ps(_mm256_loadu_ps(zr + j), vl), pj = _mm256_mul_ps(_mm256_loadu_ps(pr + j), vi);
+            _mm256_storeu_ps(lr + j, lg);
+            _mm256_storeu_ps(pr + j, pj);
+            acc = _mm256_fmadd_ps(pj, lg, acc);
+        }
+        float h = hsum8(acc);
+        for (; j < V; j++) {
+            lr[j] = zr[j] - lse;
+            pr[j] *= inv;
+            h += pr[j] * lr[j];
+        }
+        ent[r] = -h;
+        long long y = labels[r];
+        if (y < 0 || y >= V) {
+            bad = 1;
+            lp[r] = NAN;
+        } else {
+            lp[r] = lr[y];
+        }
+    }
+    return bad ? -2 : 0;
+}
+
+/* dz = p * (c - g_ent * log p) + g_lp at the label, c = -(g_lp + g_ent * ent), per row. */
+int logprob_entropy_backward(const float *logp, const float *p, const float *ent, const long long *labels,
+                             const float *g_lp, const float *g_ent, float *dz, int N, int V, int threads) {
+    if (N < 1 || V < 1 || threads < 1) return -1;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int r = 0; r < N; r++) {
+        const float *lr = logp + (size_t)r * V, *pr = p + (size_t)r * V;
+        float *dr = dz + (size_t)r * V;
+        float ge = g_ent[r], c = -(g_lp[r] + ge * ent[r]);
+        __m256 vc = _mm256_set1_ps(c), vg = _mm256_set1_ps(ge);
+        int j = 0, V8 = V & ~7;
+        for (; j < V8; j += 8)
+            _mm256_storeu_ps(dr + j, _mm256_mul_ps(_mm256_loadu_ps(pr + j),
+                                                   _mm256_fnmadd_ps(vg, _mm256_loadu_ps(lr + j), vc)));
+        for (; j < V; j++) dr[j] = pr[j] * (c - ge * lr[j]);
+        dr[labels[r]] += g_lp[r];
+    }
+    return 0;
+}

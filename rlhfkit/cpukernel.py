@@ -119,6 +119,9 @@ def load(cpu_flags: frozenset[str]) -> ctypes.CDLL | None:
             lib.decode_block.argtypes = [p] * 11 + [ctypes.c_int, ctypes.c_int, p, ctypes.c_int, ctypes.c_float,
                                                     ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                                                     ctypes.c_float, ctypes.c_int]
+            lib.logprob_entropy_forward.restype = lib.logprob_entropy_backward.restype = ctypes.c_int
+            lib.logprob_entropy_forward.argtypes = [p, i, i, p, p, p, p, p, i]
+            lib.logprob_entropy_backward.argtypes = [p, p, p, p, p, p, p, i, i, i]
             lib.sample_rows.restype = ctypes.c_int
             lib.sample_rows.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
                                         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
@@ -392,3 +395,41 @@ class DecodeBlock:
         if rc != 0:
             raise ValueError(f"decode_block refused rows={B}, width={D}, heads={self.n_head}, slot={t} of {T}")
         return x_out, qkv, x_attn, fc
+
+
+def rows_take(z: Tensor) -> bool:
+    """Whether :func:`logprob_entropy` takes these (N, V) logits (the library loaded)."""
+    return (_lib is not None and z.dim() == 2 and z.dtype == torch.float32 and z.device.type == "cpu"
+            and z.is_contiguous() and z.shape[0] >= 1 and z.shape[1] >= 1)
+
+
+def logprob_entropy(z: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """For (N, V) logits and (N,) labels: the log-softmax ``logp`` and its exp ``p`` (N, V), the
+    labels' log-probabilities and the entropies (N,); only where :func:`rows_take` holds."""
+    assert _lib is not None
+    N, V = z.shape
+    labels = labels.reshape(N).to(torch.int64).contiguous()
+    logp, p = torch.empty_like(z), torch.empty_like(z)
+    lp, ent = torch.empty(N, dtype=z.dtype), torch.empty(N, dtype=z.dtype)
+    rc = _lib.logprob_entropy_forward(z.data_ptr(), N, V, labels.data_ptr(), logp.data_ptr(), p.data_ptr(),
+                                      lp.data_ptr(), ent.data_ptr(), torch.get_num_threads())
+    if rc != 0:
+        raise ValueError(f"logprob_entropy_forward: a label outside 0..{V - 1}" if rc == -2 else
+                         f"logprob_entropy_forward refused rows={N}, vocabulary={V}")
+    return logp, p, lp, ent
+
+
+def logprob_entropy_backward(logp: Tensor, p: Tensor, ent: Tensor, labels: Tensor, g_lp: Tensor,
+                             g_ent: Tensor) -> Tensor:
+    """The logits' gradient (N, V) from the gradients of :func:`logprob_entropy`'s log-probabilities
+    and entropies (N,): ``p * (c - g_ent log p)`` plus ``g_lp`` at the label, ``c = -(g_lp + g_ent H)``."""
+    assert _lib is not None
+    N, V = logp.shape
+    labels = labels.reshape(N).to(torch.int64).contiguous()
+    g_lp, g_ent = g_lp.reshape(N).to(logp.dtype).contiguous(), g_ent.reshape(N).to(logp.dtype).contiguous()
+    dz = torch.empty_like(logp)
+    rc = _lib.logprob_entropy_backward(logp.data_ptr(), p.data_ptr(), ent.contiguous().data_ptr(), labels.data_ptr(),
+                                       g_lp.data_ptr(), g_ent.data_ptr(), dz.data_ptr(), N, V, torch.get_num_threads())
+    if rc != 0:
+        raise ValueError(f"logprob_entropy_backward refused rows={N}, vocabulary={V}")
+    return dz

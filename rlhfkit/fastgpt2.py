@@ -266,6 +266,12 @@ def onednn_in_use() -> bool:
     return _ONEDNN
 
 
+def kernels_in_use() -> bool:
+    """Whether this process runs the compiled kernels (:func:`_kernels_run`; the memory model counts
+    what their log-softmax and entropy leave out)."""
+    return _kernels_run()
+
+
 def skinny_rows() -> int:
     """The most rows a decode may multiply on oneDNN in this process where oneDNN serves decoding
     alone (:func:`onednn_skinny_in_use`; 0 where it does not)."""
@@ -1036,20 +1042,30 @@ class _LogprobsEntropy(torch.autograd.Function):
 
     With p = softmax(z), H = -sum p log p:  d log p_y / dz = onehot(y) - p,  dH/dz = -p (log p + H),
     so  dz = p * (c - g_H log p) + g_lp onehot(y)  with  c = -(g_lp + g_H H).
+
+    Where the compiled kernels run (:func:`_kernels_run`) both directions are one pass per row in
+    :mod:`rlhfkit.cpukernel`, saving the same tensors.
     """
 
     @staticmethod
     def forward(ctx: Any, z: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        ctx.z_dtype = z.dtype
+        ctx.kernel = _kernels_run() and cpukernel.rows_take(z)
+        if ctx.kernel:  # one pass per row (the same saved tensors)
+            logp, p, lp, ent = cpukernel.logprob_entropy(z, y)
+            ctx.save_for_backward(logp, p, ent, y)
+            return lp, ent
         logp = F.log_softmax(z, dim=-1)  # fp32 under autocast too
         p = logp.exp()
         ent = -(p * logp).sum(-1)
         ctx.save_for_backward(logp, p, ent, y)
-        ctx.z_dtype = z.dtype
         return logp.gather(-1, y.unsqueeze(-1)).squeeze(-1), ent
 
     @staticmethod
     def backward(ctx: Any, g_lp: Tensor, g_ent: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         logp, p, ent, y = ctx.saved_tensors
+        if ctx.kernel:
+            return cpukernel.logprob_entropy_backward(logp, p, ent, y, g_lp, g_ent), None
         c = -(g_lp + g_ent * ent)  # (N,)
         dz = torch.addcmul(c.unsqueeze(-1), logp, g_ent.unsqueeze(-1), value=-1.0).mul_(p)  # (N, V)
         dz.scatter_add_(-1, y.unsqueeze(-1), g_lp.unsqueeze(-1).to(dz.dtype))

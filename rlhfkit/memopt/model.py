@@ -325,6 +325,17 @@ def nograd_forward_bytes(plan: Plan, B: int, T: int, R: int, shape: ModelShape, 
     return max(trunk, head)
 
 
+def _head_kernel(plan: Plan) -> bool:
+    """The update's log-softmax and entropy run in the compiled kernel (fp32 CPU runs where
+    :func:`rlhfkit.fastgpt2.kernels_in_use`): one pass per row, no ``p * logp`` product beside the
+    logits."""
+    if plan.device != "cpu" or plan.cuda_autocast:
+        return False
+    from rlhfkit.fastgpt2 import kernels_in_use
+
+    return kernels_in_use()
+
+
 def _onednn_cpu(plan: Plan) -> bool:
     """The engine's CPU matmuls run on oneDNN (on a CPU that prefers it, rlhfkit.fastgpt2): the lean
     path's no-grad c_fc matmul then carries its activation, and the LM head's weight gradient
@@ -385,14 +396,16 @@ def _update_peak(plan: Plan, n_trainable: int) -> tuple[dict[str, int], str]:
     * **head** — after the forward the trunk's saved activations and the head's saved ``logp`` and
       ``p`` are live. Its worst moment is the entropy's sum in the forward, where the logits and
       the ``p * logp`` product are live too (the hand-written backward needs less: one fp32
-      gradient, plus its bf16 copy under autocast). ``zero_grad(set_to_none=True)`` runs at
+      gradient, plus its bf16 copy under autocast); where the compiled kernel computes them
+      (:func:`_head_kernel`) only the logits, then that gradient. ``zero_grad(set_to_none=True)`` runs at
       each minibatch start, so with one micro-batch per minibatch no parameter gradient exists yet
       (the ``gradients_absent`` part is negative: persistent memory counts them).
     * A GRPO group's rows run their shared prompt once on the lean path: ``ceil(b / G) x P + b x R``
       token rows per layer, plus the keys and values gathered back to (b, T) for attention and one
       more (n, D) copy of the attention output (traced with ``saved_tensors_hooks``).
     * **trunk** — with gradient checkpointing, the backward re-runs one transformers block at a
-      time: at block 0 every other layer's gradient exists, the block inputs above it are freed,
+      time: at block 0 every other layer's gradient exists (of block 0's own, only its MLP output
+      projection's: the peak is its activation's backward), the block inputs above it are freed,
       and that block's full activations (30 ``sbh``) plus one MLP's input gradients are live.
       Without checkpointing the trunk's backward starts with every activation and only the LM head's
       gradient.
@@ -421,7 +434,8 @@ def _update_peak(plan: Plan, n_trainable: int) -> tuple[dict[str, int], str]:
     acts = trunks * s.n_layer * (b * T * D * 4 if plan.gradient_checkpointing else layer)
     head = head_saved_bytes(plan, b, T, R, V, D)
     phases: dict[str, dict[str, int]] = {
-        "head": {"activations": acts, "logits_head": head, "backward": b * R * V * (_act_bytes(plan) + 4) + autocast,
+        "head": {"activations": acts, "logits_head": head,
+                 "backward": b * R * V * (4 if _head_kernel(plan) else _act_bytes(plan) + 4) + autocast,
                  "gradients_absent": absent},
         "embedding": {"activations": 0, "logits_head": 0, "backward": (1 if _onednn_cpu(plan) else 2) * V * D * 4,
                       "gradients_absent": 0},
@@ -430,8 +444,10 @@ def _update_peak(plan: Plan, n_trainable: int) -> tuple[dict[str, int], str]:
     }
     if plan.gradient_checkpointing:
         block = b * T * D * 4 + layer_saved_bytes(plan, b, T, lean=False)  # block 0: input + recomputed
+        # at block 0's activation backward only its MLP output projection has its gradient yet
+        block0_grads = 4 * (8 * D * D + 12 * D)  # qkv, attention projection, fc, both layer norms
         phases["trunk"] = {"activations": trunks * block, "logits_head": 0, "backward": mlp_grads + autocast,
-                           "gradients_absent": 0}
+                           "gradients_absent": -block0_grads}
     else:
         phases["trunk"] = {"activations": acts, "logits_head": 0, "backward": mlp_grads + autocast + V * D * 4,
                            "gradients_absent": absent}

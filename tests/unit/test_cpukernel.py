@@ -580,3 +580,38 @@ def test_a_sampling_step_scores_the_token_before_top_p_on_either_path(monkeypatc
     assert lp_on is not None and lp_off is not None
     torch.testing.assert_close(lp_on, torch.log_softmax(logits, -1).gather(1, tok_on[:, None])[:, 0])
     torch.testing.assert_close(lp_on, lp_off)
+
+
+# ----------------------------------------------------------------------------- log-probabilities and entropy
+@needs_kernel
+@pytest.mark.parametrize(("N", "V"), [(1, 5), (37, 2023), (8, 64)])
+def test_the_logprob_entropy_kernel_and_its_backward_match_atens(monkeypatch: pytest.MonkeyPatch, lib: object,
+                                                                  N: int, V: int) -> None:
+    """Log-probabilities, entropies, the saved log-softmax and its exp, and the logits' gradient,
+    kernel against ATen's passes (vocabularies off the 8-wide vectors, probabilities that underflow)."""
+    g = torch.Generator().manual_seed(N * V)
+    z = torch.randn(N, V, generator=g) * 4
+    z[0, : V // 2] = -1e4  # tokens whose probability underflows to 0
+    y = torch.randint(V // 2, V, (N,), generator=g)
+    up_lp, up_ent = torch.randn(N, generator=g), torch.randn(N, generator=g)
+    calls: list[int] = []
+    forward = cpukernel.logprob_entropy
+    monkeypatch.setattr(cpukernel, "logprob_entropy", lambda *a: calls.append(1) or forward(*a))
+    results = []
+    for on in (True, False):
+        monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", on)
+        zz = z.clone().requires_grad_(True)
+        lp, ent = fastgpt2.logprobs_and_entropy(zz, y)
+        assert ent is not None and len(calls) == 1  # the kernel's forward ran under the rule only
+        (lp * up_lp + ent * up_ent).sum().backward()
+        results.append((lp.detach(), ent.detach(), zz.grad))
+    monkeypatch.setattr(cpukernel, "logprob_entropy", forward)
+    for mine, atens in zip(*results, strict=True):
+        assert mine is not None and atens is not None
+        torch.testing.assert_close(mine, atens, atol=2e-6, rtol=2e-5)
+    logp, p, _, _ = cpukernel.logprob_entropy(z, y)
+    torch.testing.assert_close(logp[1:], torch.log_softmax(z[1:], -1), atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(p, torch.softmax(z, -1), atol=1e-7, rtol=1e-5)
+    with pytest.raises(ValueError, match="a label outside"):
+        cpukernel.logprob_entropy(z, torch.full((N,), V))
+    assert not cpukernel.rows_take(torch.randn(4, 6)[:, ::2]) and not cpukernel.rows_take(z.double())
