@@ -866,3 +866,61 @@ int logprob_entropy_backward(const float *logp, const float *p, const float *ent
     }
     return 0;
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * A weight's gradient, c (M, N) = x^T g for x (K, M) and g (K, N): the update's products over the
+ * long token dimension (K = a minibatch's tokens), where the BLAS reaches 180-190 GFLOP/s on the
+ * AVX-512 AMD CPU measured. Register tiles of 6 rows x 64 columns (24 accumulators of 16 floats),
+ * the tokens in chunks of WKC so that a chunk of g's column block stays in cache while every row
+ * tile of c passes over it; each thread takes whole column blocks (fixed order: the same bits at
+ * any thread count). AVX-512 by function attribute, called only where the CPU has it.
+ */
+#define WKC 128
+/* c rows i0 .. i0+NR-1, columns j0 .. j0+63 (+)= sum over k of x[k][i] g[k][j] */
+#define DEF_WT(NR) \
+static A512 inline void wt_##NR(const float *x, long ldx, const float *g, long ldg, int k0, int k1, float *c, long ldc, int first) { \
+    __m512 a0[NR], a1[NR], a2[NR], a3[NR]; \
+    for (int r = 0; r < NR; r++) { \
+        if (first) { a0[r] = a1[r] = a2[r] = a3[r] = _mm512_setzero_ps(); } \
+        else { a0[r] = _mm512_loadu_ps(c + r * ldc); a1[r] = _mm512_loadu_ps(c + r * ldc + 16); \
+               a2[r] = _mm512_loadu_ps(c + r * ldc + 32); a3[r] = _mm512_loadu_ps(c + r * ldc + 48); } } \
+    const float *xk = x + (size_t)k0 * ldx, *gk = g + (size_t)k0 * ldg; \
+    for (int k = k0; k < k1; k++, xk += ldx, gk += ldg) { \
+        __m512 b0 = _mm512_loadu_ps(gk), b1 = _mm512_loadu_ps(gk + 16), b2 = _mm512_loadu_ps(gk + 32), b3 = _mm512_loadu_ps(gk + 48); \
+        for (int r = 0; r < NR; r++) { \
+            __m512 a = _mm512_set1_ps(xk[r]); \
+            a0[r] = _mm512_fmadd_ps(a, b0, a0[r]); a1[r] = _mm512_fmadd_ps(a, b1, a1[r]); \
+            a2[r] = _mm512_fmadd_ps(a, b2, a2[r]); a3[r] = _mm512_fmadd_ps(a, b3, a3[r]); } } \
+    for (int r = 0; r < NR; r++) { _mm512_storeu_ps(c + r * ldc, a0[r]); _mm512_storeu_ps(c + r * ldc + 16, a1[r]); \
+        _mm512_storeu_ps(c + r * ldc + 32, a2[r]); _mm512_storeu_ps(c + r * ldc + 48, a3[r]); } }
+DEF_WT(1) DEF_WT(2) DEF_WT(3) DEF_WT(4) DEF_WT(5) DEF_WT(6)
+
+/* One column block j0 .. j0+63 of c, every row, over all K tokens. */
+static A512 __attribute__((noinline)) void wg_block512(const float *x, long ldx, const float *g, long ldg, int K, int M,
+                                                      int N, int j0, float *c) {
+    for (int k0 = 0; k0 < K; k0 += WKC) {
+        int k1 = k0 + WKC < K ? k0 + WKC : K;
+        for (int i0 = 0; i0 < M; i0 += 6) {
+            int nr = M - i0 < 6 ? M - i0 : 6;
+            const float *xa = x + i0, *ga = g + j0;
+            float *cc = c + (size_t)i0 * N + j0;
+            switch (nr) {
+            case 6: wt_6(xa, ldx, ga, ldg, k0, k1, cc, N, k0 == 0); break;
+            case 5: wt_5(xa, ldx, ga, ldg, k0, k1, cc, N, k0 == 0); break;
+            case 4: wt_4(xa, ldx, ga, ldg, k0, k1, cc, N, k0 == 0); break;
+            case 3: wt_3(xa, ldx, ga, ldg, k0, k1, cc, N, k0 == 0); break;
+            case 2: wt_2(xa, ldx, ga, ldg, k0, k1, cc, N, k0 == 0); break;
+            default: wt_1(xa, ldx, ga, ldg, k0, k1, cc, N, k0 == 0); break;
+            }
+        }
+    }
+}
+
+/* c (M, N) = x^T g, x rows ldx apart, g rows ldg apart. Returns 0, or -1 for arguments it does not
+ * take (N not a multiple of 64). */
+int weight_grad512(const float *x, long ldx, const float *g, long ldg, int K, int M, int N, float *c, int threads) {
+    if (N < 64 || N % 64 || M < 1 || K < 1 || threads < 1) return -1;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int jb = 0; jb < N / 64; jb++) wg_block512(x, ldx, g, ldg, K, M, N, jb * 64, c);
+    return 0;
+}

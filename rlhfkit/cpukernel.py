@@ -122,6 +122,8 @@ def load(cpu_flags: frozenset[str]) -> ctypes.CDLL | None:
             lib.logprob_entropy_forward.restype = lib.logprob_entropy_backward.restype = ctypes.c_int
             lib.logprob_entropy_forward.argtypes = [p, i, i, p, p, p, p, p, i]
             lib.logprob_entropy_backward.argtypes = [p, p, p, p, p, p, p, i, i, i]
+            lib.weight_grad512.restype = ctypes.c_int
+            lib.weight_grad512.argtypes = [p, ctypes.c_long, p, ctypes.c_long, i, i, i, p, i]
             lib.sample_rows.restype = ctypes.c_int
             lib.sample_rows.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
                                         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
@@ -433,3 +435,24 @@ def logprob_entropy_backward(logp: Tensor, p: Tensor, ent: Tensor, labels: Tenso
     if rc != 0:
         raise ValueError(f"logprob_entropy_backward refused rows={N}, vocabulary={V}")
     return dz
+
+
+def weight_grad_takes(a: Tensor, b: Tensor) -> bool:
+    """Whether :func:`weight_grad` computes ``a^T @ b`` for these (K, M) and (K, N) matrices: the
+    library loaded on an AVX-512 CPU, fp32 rows with unit stride, N a multiple of 64."""
+    return (_lib is not None and _wide and a.dim() == 2 and b.dim() == 2 and a.shape[0] == b.shape[0] >= 1
+            and all(t.dtype == torch.float32 and t.device.type == "cpu" and t.stride(1) == 1 for t in (a, b))
+            and b.shape[1] % 64 == 0 and b.shape[1] >= 64)
+
+
+def weight_grad(a: Tensor, b: Tensor) -> Tensor:
+    """``a^T @ b`` (M, N) for ``a`` (K, M) and ``b`` (K, N): a weight's gradient from a layer's input
+    and its output's gradient over K tokens; only where :func:`weight_grad_takes` holds."""
+    assert _lib is not None
+    K, M = a.shape
+    N = b.shape[1]
+    out = torch.empty(M, N, dtype=a.dtype)
+    if _lib.weight_grad512(a.data_ptr(), a.stride(0), b.data_ptr(), b.stride(0), K, M, N, out.data_ptr(),
+                           torch.get_num_threads()) != 0:
+        raise ValueError(f"weight_grad512 refused tokens={K}, rows={M}, columns={N}")
+    return out

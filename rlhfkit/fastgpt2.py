@@ -376,7 +376,8 @@ def _linear_grads(g: Tensor, x: Tensor, weight: Tensor, conv1d: bool, need_x: bo
                   onednn: bool) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """Gradients of ``x @ W + b`` (W as in :func:`_linear`) for the output gradient ``g``: the
     input's ``g @ W^T`` (a oneDNN matmul with ``onednn``, ``W`` as stored, else ``mm``), the
-    weight's ``x^T @ g`` (or ``g^T @ x``) and the bias's column sum; None where not needed."""
+    weight's ``x^T @ g`` (or ``g^T @ x``: in the compiled kernel where it runs and takes the
+    shapes, else ``mm``) and the bias's column sum; None where not needed."""
     g = g.contiguous()
     gx = gw = gb = None
     if need_x:
@@ -385,8 +386,9 @@ def _linear_grads(g: Tensor, x: Tensor, weight: Tensor, conv1d: bool, need_x: bo
             gx = _onednn_linear(g, weight if conv1d else weight.t(), None, "none", [], "")
         else:
             gx = g.mm(weight.t()) if conv1d else g.mm(weight)
-    if need_w:
-        gw = x.t().mm(g) if conv1d else g.t().mm(x)
+    if need_w:  # (in, out) x^T g for a Conv1D weight, (out, in) g^T x for a Linear one
+        a, b = (x, g) if conv1d else (g, x)
+        gw = cpukernel.weight_grad(a, b) if _kernels_run() and cpukernel.weight_grad_takes(a, b) else a.t().mm(b)
     if need_b:
         gb = g.sum(0)
     return gx, gw, gb

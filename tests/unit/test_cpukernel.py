@@ -615,3 +615,45 @@ def test_the_logprob_entropy_kernel_and_its_backward_match_atens(monkeypatch: py
     with pytest.raises(ValueError, match="a label outside"):
         cpukernel.logprob_entropy(z, torch.full((N,), V))
     assert not cpukernel.rows_take(torch.randn(4, 6)[:, ::2]) and not cpukernel.rows_take(z.double())
+
+
+# ----------------------------------------------------------------------------- weight gradients
+@needs_avx512
+@pytest.mark.parametrize(("K", "M", "N"), [(1, 1, 64), (300, 13, 128), (1136, 256, 768), (129, 2023, 256)])
+def test_the_weight_gradient_kernel_against_float64(lib: object, K: int, M: int, N: int) -> None:
+    """x^T g over token counts off its 128-token chunks, row counts off its 6-row tiles (the LM
+    head's vocabulary), strided rows; the same bits at any thread count."""
+    g = torch.Generator().manual_seed(K + M)
+    a = torch.randn(K, M + 3, generator=g)[:, 1 : M + 1]  # rows wider than the matrix
+    b = torch.randn(K, N, generator=g)
+    assert cpukernel.weight_grad_takes(a, b)
+    got = cpukernel.weight_grad(a, b)
+    torch.testing.assert_close(got.double(), a.double().t() @ b.double(), atol=1e-4 * K**0.5, rtol=1e-5)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(cpukernel.weight_grad(a, b), got)
+    finally:
+        torch.set_num_threads(threads)
+    assert not cpukernel.weight_grad_takes(a, b[:, :50])  # columns not a multiple of 64
+    assert not cpukernel.weight_grad_takes(a.double(), b.double())
+
+
+@needs_avx512
+@pytest.mark.parametrize("conv1d", [True, False])
+def test_a_training_matmul_takes_its_weight_gradient_from_the_kernel_where_it_runs(
+        monkeypatch: pytest.MonkeyPatch, lib: object, conv1d: bool) -> None:
+    x = torch.randn(200, 64, generator=torch.Generator().manual_seed(6))
+    w = torch.randn(64, 128) if conv1d else torch.randn(128, 64)  # Conv1D (in, out) or Linear (out, in)
+    up = torch.randn(200, 128, generator=torch.Generator().manual_seed(7))
+    calls: list[int] = []
+    kernel = cpukernel.weight_grad
+    monkeypatch.setattr(cpukernel, "weight_grad", lambda *a: calls.append(1) or kernel(*a))
+    grads = []
+    for on in (True, False):
+        monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", on)
+        _, gw, _ = fastgpt2._linear_grads(up, x, w, conv1d, need_x=False, need_w=True, need_b=False, onednn=False)
+        grads.append(gw)
+    assert len(calls) == 1 and grads[0] is not None and grads[1] is not None
+    assert grads[0].shape == w.shape
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-4, rtol=1e-5)
