@@ -100,6 +100,15 @@ def test_the_kernel_refuses_what_it_does_not_take(lib: object) -> None:
         cpukernel.linear(torch.randn(cpukernel.MAX_ROWS + 1, 32), blocks, 40)
 
 
+def assert_same_kept(one: fastgpt2.Decoder, other: fastgpt2.Decoder, atol: float) -> None:
+    """Both decoders kept the same block outputs, to ``atol``."""
+    a, b = one.activations(), other.activations()
+    assert a is not None and b is not None
+    for kind in ("qkv", "attn", "fc", "mlp"):
+        for x, y in zip(getattr(a, kind), getattr(b, kind), strict=True):
+            torch.testing.assert_close(x, y, atol=atol, rtol=1e-5)
+
+
 @needs_kernel
 @needs_packing
 @pytest.mark.parametrize("keep", [False, True])
@@ -132,11 +141,7 @@ def test_decoding_with_the_kernel_gives_the_onednn_steps_results(monkeypatch: py
         assert kernel.hidden is not None and onednn.hidden is not None
         torch.testing.assert_close(kernel.hidden, onednn.hidden, atol=1e-5, rtol=1e-5)
     if keep:
-        a, b = kernel.activations(), onednn.activations()
-        assert a is not None and b is not None
-        for kind in ("qkv", "attn", "fc", "mlp"):
-            for x, y in zip(getattr(a, kind), getattr(b, kind), strict=True):
-                torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+        assert_same_kept(kernel, onednn, atol=1e-5)
 
 
 @needs_kernel
@@ -161,11 +166,7 @@ def test_a_block_in_one_call_gives_the_block_op_by_op(monkeypatch: pytest.Monkey
     for a, b in zip(fused.kv, ops.kv, strict=True):
         torch.testing.assert_close(a[:, :, :, : fused.t], b[:, :, :, : ops.t], atol=2e-6, rtol=1e-5)
     if keep:
-        a, b = fused.activations(), ops.activations()
-        assert a is not None and b is not None
-        for kind in ("qkv", "attn", "fc", "mlp"):
-            for x, y in zip(getattr(a, kind), getattr(b, kind), strict=True):
-                torch.testing.assert_close(x, y, atol=2e-6, rtol=1e-5)
+        assert_same_kept(fused, ops, atol=2e-6)
 
 
 def test_the_kernel_rule_and_setting() -> None:
@@ -583,6 +584,14 @@ def test_a_sampling_step_scores_the_token_before_top_p_on_either_path(monkeypatc
 
 
 # ----------------------------------------------------------------------------- log-probabilities and entropy
+def counted(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    """Count the calls of ``cpukernel.<name>`` (which still runs) for the rest of the test."""
+    calls: list[int] = []
+    kernel = getattr(cpukernel, name)
+    monkeypatch.setattr(cpukernel, name, lambda *a: calls.append(1) or kernel(*a))
+    return calls
+
+
 @needs_kernel
 @pytest.mark.parametrize(("N", "V"), [(1, 5), (37, 2023), (8, 64)])
 def test_the_logprob_entropy_kernel_and_its_backward_match_atens(monkeypatch: pytest.MonkeyPatch, lib: object,
@@ -594,9 +603,7 @@ def test_the_logprob_entropy_kernel_and_its_backward_match_atens(monkeypatch: py
     z[0, : V // 2] = -1e4  # tokens whose probability underflows to 0
     y = torch.randint(V // 2, V, (N,), generator=g)
     up_lp, up_ent = torch.randn(N, generator=g), torch.randn(N, generator=g)
-    calls: list[int] = []
-    forward = cpukernel.logprob_entropy
-    monkeypatch.setattr(cpukernel, "logprob_entropy", lambda *a: calls.append(1) or forward(*a))
+    calls = counted(monkeypatch, "logprob_entropy")
     results = []
     for on in (True, False):
         monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", on)
@@ -605,7 +612,6 @@ def test_the_logprob_entropy_kernel_and_its_backward_match_atens(monkeypatch: py
         assert ent is not None and len(calls) == 1  # the kernel's forward ran under the rule only
         (lp * up_lp + ent * up_ent).sum().backward()
         results.append((lp.detach(), ent.detach(), zz.grad))
-    monkeypatch.setattr(cpukernel, "logprob_entropy", forward)
     for mine, atens in zip(*results, strict=True):
         assert mine is not None and atens is not None
         torch.testing.assert_close(mine, atens, atol=2e-6, rtol=2e-5)
@@ -646,9 +652,7 @@ def test_a_training_matmul_takes_its_weight_gradient_from_the_kernel_where_it_ru
     x = torch.randn(200, 64, generator=torch.Generator().manual_seed(6))
     w = torch.randn(64, 128) if conv1d else torch.randn(128, 64)  # Conv1D (in, out) or Linear (out, in)
     up = torch.randn(200, 128, generator=torch.Generator().manual_seed(7))
-    calls: list[int] = []
-    kernel = cpukernel.weight_grad
-    monkeypatch.setattr(cpukernel, "weight_grad", lambda *a: calls.append(1) or kernel(*a))
+    calls = counted(monkeypatch, "weight_grad")
     grads = []
     for on in (True, False):
         monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", on)
