@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -101,38 +102,25 @@ def load(cpu_flags: frozenset[str]) -> ctypes.CDLL | None:
     else:
         try:
             lib = ctypes.CDLL(str(build()))
-            lib.skinny_linear.restype = ctypes.c_int
-            lib.skinny_linear.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
-                                          ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                          ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
-            lib.skinny_linear512.restype = ctypes.c_int
-            lib.skinny_linear512.argtypes = lib.skinny_linear.argtypes
-            lib.decode_attention.restype = ctypes.c_int
-            lib.decode_attention.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
-                                             ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                             ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_void_p,
-                                             ctypes.c_int, ctypes.c_int]
-            lib.gelu_forward.restype = lib.gelu_backward.restype = ctypes.c_int
-            lib.attention_forward.restype = lib.attention_backward.restype = ctypes.c_int
-            p, i = ctypes.c_void_p, ctypes.c_int
-            lib.decode_block.restype = ctypes.c_int
-            lib.decode_block.argtypes = [p] * 11 + [ctypes.c_int, ctypes.c_int, p, ctypes.c_int, ctypes.c_float,
-                                                    ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                                    ctypes.c_float, ctypes.c_int]
-            lib.logprob_entropy_forward.restype = lib.logprob_entropy_backward.restype = ctypes.c_int
-            lib.logprob_entropy_forward.argtypes = [p, i, i, p, p, p, p, p, i]
-            lib.logprob_entropy_backward.argtypes = [p, p, p, p, p, p, p, i, i, i]
-            lib.weight_grad512.restype = ctypes.c_int
-            lib.weight_grad512.argtypes = [p, ctypes.c_long, p, ctypes.c_long, i, i, i, p, i]
-            lib.sample_rows.restype = ctypes.c_int
-            lib.sample_rows.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
-                                        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
-            # attention: pointers, then the sizes, offset, mask, scale, threads
-            lib.attention_forward.argtypes = [p, p, p, p, p, p, i, i, i, i, i, i, p, ctypes.c_long, ctypes.c_float, i]
-            lib.attention_backward.argtypes = [p, p, p, p, p, p, p, p, p, p, i, i, i, i, i, i, p, ctypes.c_long,
-                                               ctypes.c_float, i]
-            lib.gelu_forward.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_int]
-            lib.gelu_backward.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_int]
+            p, i, n, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_float  # pointer, int, long, float
+            signatures: dict[str, list[Any]] = {
+                "skinny_linear": [p, i, i, p, i, i, p, p, p, i, p, i],
+                "skinny_linear512": [p, i, i, p, i, i, p, p, p, i, p, i],
+                "decode_attention": [p, i, p, p, n, i, i, i, i, p, i, f, p, i, i],
+                "decode_block": [p] * 11 + [i, i, p, i, f, i, i, i, i, f, i],
+                "gelu_forward": [p, p, n, i],
+                "gelu_backward": [p, p, p, n, i],
+                # attention: pointers, then the sizes, offset, mask, its row stride, scale, threads
+                "attention_forward": [p] * 6 + [i] * 6 + [p, n, f, i],
+                "attention_backward": [p] * 10 + [i] * 6 + [p, n, f, i],
+                "sample_rows": [p, n, i, i, p, p, p, i],
+                "logprob_entropy_forward": [p, i, i, p, p, p, p, p, i],
+                "logprob_entropy_backward": [p, p, p, p, p, p, p, i, i, i],
+                "weight_grad512": [p, n, p, n, i, i, i, p, i],
+            }
+            for name, args in signatures.items():
+                fn = getattr(lib, name)
+                fn.restype, fn.argtypes = ctypes.c_int, args
             _lib = lib
             _wide = "avx512f" in cpu_flags
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:

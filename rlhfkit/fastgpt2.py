@@ -63,9 +63,9 @@ class _KernelGelu(torch.autograd.Function):
 
 
 def _tanh_gelu(x: Tensor) -> Tensor:
-    """GPT-2's GELU: in the compiled kernel where it runs in this process (:func:`_kernels_run`),
+    """GPT-2's GELU: in the compiled kernel where it runs in this process (:func:`kernels_in_use`),
     else ATen's, which computes about one element a nanosecond on the CPUs measured."""
-    if _kernels_run() and cpukernel.gelu_takes(x):
+    if kernels_in_use() and cpukernel.gelu_takes(x):
         return cast(Tensor, _KernelGelu.apply(x))
     return F.gelu(x, approximate="tanh")
 
@@ -266,12 +266,6 @@ def onednn_in_use() -> bool:
     return _ONEDNN
 
 
-def kernels_in_use() -> bool:
-    """Whether this process runs the compiled kernels (:func:`_kernels_run`; the memory model counts
-    what their log-softmax and entropy leave out)."""
-    return _kernels_run()
-
-
 def skinny_rows() -> int:
     """The most rows a decode may multiply on oneDNN in this process where oneDNN serves decoding
     alone (:func:`onednn_skinny_in_use`; 0 where it does not)."""
@@ -388,7 +382,7 @@ def _linear_grads(g: Tensor, x: Tensor, weight: Tensor, conv1d: bool, need_x: bo
             gx = g.mm(weight.t()) if conv1d else g.mm(weight)
     if need_w:  # (in, out) x^T g for a Conv1D weight, (out, in) g^T x for a Linear one
         a, b = (x, g) if conv1d else (g, x)
-        gw = cpukernel.weight_grad(a, b) if _kernels_run() and cpukernel.weight_grad_takes(a, b) else a.t().mm(b)
+        gw = cpukernel.weight_grad(a, b) if kernels_in_use() and cpukernel.weight_grad_takes(a, b) else a.t().mm(b)
     if need_b:
         gb = g.sum(0)
     return gx, gw, gb
@@ -559,14 +553,16 @@ def _blocks(weight: Tensor) -> Tensor:
 def _kernel_decodes(rows: int) -> bool:
     """A ``rows``-row decode on packed weights multiplies with :mod:`rlhfkit.cpukernel` in this
     process (:func:`prefer_decode_kernel`, and the kernel built)."""
-    return _kernels_run() and rows <= cpukernel.max_rows()
+    return kernels_in_use() and rows <= cpukernel.max_rows()
 
 
-def _kernels_run() -> bool:
+def kernels_in_use() -> bool:
     """The compiled kernels run in this process (:func:`prefer_decode_kernel`, and the library
-    built): a decode step's attention at any row count, the tanh GELU of training forwards and its
-    backward, and (up to :func:`rlhfkit.cpukernel.max_rows`, :func:`_kernel_decodes`) the decode's
-    matmuls."""
+    built): a decode step's attention at any row count and its sampling, the tanh GELU, causal
+    attention and log-probs with entropy of training forwards and their backward, the weight
+    gradients where :func:`rlhfkit.cpukernel.weight_grad_takes`, and (up to
+    :func:`rlhfkit.cpukernel.max_rows`, :func:`_kernel_decodes`) the decode's matmuls. The memory
+    model asks it too (what the kernels leave out)."""
     return _DECODE_KERNEL and cpukernel.load(cpu_flags()) is not None
 
 
@@ -686,9 +682,9 @@ def _attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: floa
     """Attention of queries at positions ``offset`` .. ``offset + Tq - 1`` over keys from position 0,
     each seeing the keys at or before it, and with ``mask`` (B or 1, 1, Tq, Tk) bool only where it
     is True (it never lets a query see a later key). In the compiled kernel where it runs in this
-    process (:func:`_kernels_run`) and takes the shapes; else SDPA, whose CPU flash kernel calls the
+    process (:func:`kernels_in_use`) and takes the shapes; else SDPA, whose CPU flash kernel calls the
     BLAS once per block of 32 queries (``benchmarks/NOTES_ppo_vs_trl.md``, change 29)."""
-    if _kernels_run() and cpukernel.sequence_attends(q, k, v):
+    if kernels_in_use() and cpukernel.sequence_attends(q, k, v):
         if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
             return cast(Tensor, _KernelAttention.apply(q, k, v, mask, scale, offset))
         return cpukernel.attention_forward(q, k, v, mask, scale, offset)[0]
@@ -1045,14 +1041,14 @@ class _LogprobsEntropy(torch.autograd.Function):
     With p = softmax(z), H = -sum p log p:  d log p_y / dz = onehot(y) - p,  dH/dz = -p (log p + H),
     so  dz = p * (c - g_H log p) + g_lp onehot(y)  with  c = -(g_lp + g_H H).
 
-    Where the compiled kernels run (:func:`_kernels_run`) both directions are one pass per row in
+    Where the compiled kernels run (:func:`kernels_in_use`) both directions are one pass per row in
     :mod:`rlhfkit.cpukernel`, saving the same tensors.
     """
 
     @staticmethod
     def forward(ctx: Any, z: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         ctx.z_dtype = z.dtype
-        ctx.kernel = _kernels_run() and cpukernel.rows_take(z)
+        ctx.kernel = kernels_in_use() and cpukernel.rows_take(z)
         if ctx.kernel:  # one pass per row (the same saved tensors)
             logp, p, lp, ent = cpukernel.logprob_entropy(z, y)
             ctx.save_for_backward(logp, p, ent, y)
@@ -1148,7 +1144,7 @@ class Decoder:
                            for b, w, s in zip(tr.h, weights, self.scales, strict=True)]
             self.key_invalid = ~self.key_valid
             # the attention: one pass of the compiled kernel over each (row, head)'s cache, or batched matmuls
-            self.attend = _kernels_run() and all(cpukernel.attends(kv) for kv in self.kv)
+            self.attend = kernels_in_use() and all(cpukernel.attends(kv) for kv in self.kv)
             # the whole block in one call where its matmuls, attention and activation all run in the kernel
             if self.kernel and self.attend and self.act in _TANH_GELU:
                 self.blocks = [cpukernel.DecodeBlock(tuple(layer[:12]), self.n_head, layer.scale, self.eps)
