@@ -236,14 +236,24 @@ def _kernel_setting(value: str) -> str:
     return value
 
 
+def prefer_kernels(setting: str | None = None) -> bool:
+    """Whether the compiled kernels that stand in for ATen's own loops run (:func:`kernels_in_use`
+    lists them: attention, sampling, the GELU, log-probs with entropy): ``RLHFKIT_CPU_DECODE_KERNEL``
+    ``auto`` (the default) or ``1`` on any CPU the library builds for (AVX2 and FMA), ``0`` never.
+    They replace the same ATen and SDPA code whatever the CPU's vendor, not a vendor's BLAS, so no
+    vendor is left out; the matmuls' kernels follow :func:`prefer_decode_kernel`."""
+    return _kernel_setting(os.environ.get("RLHFKIT_CPU_DECODE_KERNEL", "auto") if setting is None else setting) != "0"
+
+
 def prefer_decode_kernel(setting: str | None = None, vendor: str | None = None, avx512: bool | None = None) -> bool:
-    """Whether decodes on packed weights (of as many rows as :func:`rlhfkit.cpukernel.max_rows`
-    allows) multiply with rlhfkit's compiled kernel (:mod:`rlhfkit.cpukernel`) instead of oneDNN's
-    matmul, and attend with it:
+    """Whether the matmuls run in rlhfkit's compiled kernel (:mod:`rlhfkit.cpukernel`) instead of
+    the BLAS: decodes on packed weights (of as many rows as :func:`rlhfkit.cpukernel.max_rows`
+    allows), whole decode blocks in one call, and the training matmuls' weight gradients.
     ``RLHFKIT_CPU_DECODE_KERNEL`` ``1`` or ``0``, and under ``auto`` (the default) on an AMD CPU,
-    with or without AVX-512, the kinds it was measured faster on (benchmarks/NOTES_grpo_vs_trl.md,
-    changes 23 and 25); an Intel CPU's decode stays on oneDNN until measured there. ``avx512`` is
-    taken for the signature the other rules share and does not change the answer."""
+    with or without AVX-512, the kinds they were measured faster on (benchmarks/NOTES_grpo_vs_trl.md,
+    changes 23 and 25; NOTES_ppo_vs_trl.md, change 33); an Intel CPU's matmuls stay with oneDNN and
+    MKL until measured there. ``avx512`` is taken for the signature the other rules share and does
+    not change the answer."""
     setting = _kernel_setting(os.environ.get("RLHFKIT_CPU_DECODE_KERNEL", "auto") if setting is None else setting)
     if setting != "auto":
         return setting == "1"
@@ -255,7 +265,8 @@ ONEDNN_PACKED_ROWS_AMD = 128  # the widest decode measured faster on packed oneD
 _ONEDNN = ONEDNN_AVAILABLE and prefer_onednn()
 _ONEDNN_SKINNY = ONEDNN_AVAILABLE and prefer_onednn_skinny()
 _PACKED_SKINNY = ONEDNN_AVAILABLE and prefer_packed_skinny()
-_DECODE_KERNEL = ONEDNN_AVAILABLE and prefer_decode_kernel()
+_KERNELS = prefer_kernels()
+_MATMUL_KERNELS = ONEDNN_AVAILABLE and prefer_decode_kernel()  # they multiply oneDNN's packed weights
 _onednn_linear: Callable[..., Tensor] | None = torch.ops.mkldnn._linear_pointwise if ONEDNN_AVAILABLE else None
 ONEDNN_ROW_COUNTS = 16
 _onednn_rows: set[int] = set()
@@ -382,7 +393,7 @@ def _linear_grads(g: Tensor, x: Tensor, weight: Tensor, conv1d: bool, need_x: bo
             gx = g.mm(weight.t()) if conv1d else g.mm(weight)
     if need_w:  # (in, out) x^T g for a Conv1D weight, (out, in) g^T x for a Linear one
         a, b = (x, g) if conv1d else (g, x)
-        gw = cpukernel.weight_grad(a, b) if kernels_in_use() and cpukernel.weight_grad_takes(a, b) else a.t().mm(b)
+        gw = cpukernel.weight_grad(a, b) if matmul_kernels_in_use() and cpukernel.weight_grad_takes(a, b) else a.t().mm(b)
     if need_b:
         gb = g.sum(0)
     return gx, gw, gb
@@ -552,18 +563,23 @@ def _blocks(weight: Tensor) -> Tensor:
 
 def _kernel_decodes(rows: int) -> bool:
     """A ``rows``-row decode on packed weights multiplies with :mod:`rlhfkit.cpukernel` in this
-    process (:func:`prefer_decode_kernel`, and the kernel built)."""
-    return kernels_in_use() and rows <= cpukernel.max_rows()
+    process (:func:`matmul_kernels_in_use`)."""
+    return matmul_kernels_in_use() and rows <= cpukernel.max_rows()
 
 
 def kernels_in_use() -> bool:
-    """The compiled kernels run in this process (:func:`prefer_decode_kernel`, and the library
-    built): a decode step's attention at any row count and its sampling, the tanh GELU, causal
-    attention and log-probs with entropy of training forwards and their backward, the weight
-    gradients where :func:`rlhfkit.cpukernel.weight_grad_takes`, and (up to
-    :func:`rlhfkit.cpukernel.max_rows`, :func:`_kernel_decodes`) the decode's matmuls. The memory
-    model asks it too (what the kernels leave out)."""
-    return _DECODE_KERNEL and cpukernel.load(cpu_flags()) is not None
+    """The compiled kernels that stand in for ATen's loops run in this process (:func:`prefer_kernels`,
+    and the library built): a decode step's attention at any row count and its sampling, and the
+    tanh GELU, causal attention and log-probs with entropy of training forwards and their backward.
+    The memory model asks it too (what the kernels leave out)."""
+    return _KERNELS and cpukernel.load(cpu_flags()) is not None
+
+
+def matmul_kernels_in_use() -> bool:
+    """The compiled kernels also run matmuls in this process (:func:`prefer_decode_kernel`): the
+    decode's (up to :func:`rlhfkit.cpukernel.max_rows`, :func:`_kernel_decodes`) and the training
+    matmuls' weight gradients where :func:`rlhfkit.cpukernel.weight_grad_takes`."""
+    return _MATMUL_KERNELS and kernels_in_use()
 
 
 def _onednn_mm(x: Tensor, w: Tensor, b: Tensor | None, residual: Tensor | None = None) -> Tensor:

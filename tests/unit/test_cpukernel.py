@@ -29,6 +29,12 @@ def lib() -> object:
     return loaded
 
 
+def switch(monkeypatch: pytest.MonkeyPatch, on: bool, matmuls: bool | None = None) -> None:
+    """Every compiled kernel on or off in this process (``matmuls``: the matmuls' apart)."""
+    monkeypatch.setattr(fastgpt2, "_KERNELS", on)
+    monkeypatch.setattr(fastgpt2, "_MATMUL_KERNELS", on if matmuls is None else matmuls)
+
+
 def blocks_of(w: torch.Tensor, y: int) -> torch.Tensor:
     """(in, out) ``w`` laid out as (ceil(out / y), in, y) blocks, zeros past ``out``."""
     n_in, n_out = w.shape
@@ -128,7 +134,7 @@ def test_decoding_with_the_kernel_gives_the_onednn_steps_results(monkeypatch: py
     new = torch.randint(2, V, (ids.shape[0], 5), generator=torch.Generator().manual_seed(53))
     decoders = []
     for on in (True, False):
-        monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", on)
+        switch(monkeypatch, on)
         dec = fastgpt2.Decoder(model, ids, mask, max_new_tokens=6, keep=keep)
         if dec.layers is None:
             pytest.skip(f"this CPU's rule does not pack a {ids.shape[0]}-row decode")
@@ -152,7 +158,7 @@ def test_a_block_in_one_call_gives_the_block_op_by_op(monkeypatch: pytest.Monkey
     """``decode_block`` (layer norms, matmuls, the cache write and the attention in one call)
     against the same kernels called op by op from Python: logits, the cache and what is kept."""
     monkeypatch.setattr(fastgpt2, "_ONEDNN", True)
-    monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", True)
+    switch(monkeypatch, True)
     model = tiny_lm(seed=81, n_embd=64, n_head=4)
     ids, mask = left_padded(seed=82)
     new = torch.randint(2, V, (ids.shape[0], 4), generator=torch.Generator().manual_seed(83))
@@ -177,6 +183,9 @@ def test_the_kernel_rule_and_setting() -> None:
     assert not fastgpt2.prefer_decode_kernel("0", "AuthenticAMD", False)
     with pytest.raises(ValueError, match="RLHFKIT_CPU_DECODE_KERNEL"):
         fastgpt2.prefer_decode_kernel("yes")
+    assert fastgpt2.prefer_kernels("auto") and fastgpt2.prefer_kernels("1") and not fastgpt2.prefer_kernels("0")
+    with pytest.raises(ValueError, match="RLHFKIT_CPU_DECODE_KERNEL"):
+        fastgpt2.prefer_kernels("yes")
 
 
 def test_without_a_compiler_decoding_stays_on_onednn(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
@@ -193,7 +202,7 @@ def test_without_a_compiler_decoding_stays_on_onednn(monkeypatch: pytest.MonkeyP
     assert cpukernel.load(fastgpt2.cpu_flags()) is None
     assert "no-such-cc" in cpukernel.reason() or "AVX2" in cpukernel.reason()
     assert "decoding stays on oneDNN" in capsys.readouterr().err
-    monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", True)
+    switch(monkeypatch, True)
     assert not fastgpt2._kernel_decodes(4)
     assert cpukernel.load(fastgpt2.cpu_flags()) is None and capsys.readouterr().err == ""  # said once
 
@@ -220,7 +229,7 @@ def test_weights_laid_out_in_blocks_the_kernel_does_not_read_stay_on_onednn(monk
     on oneDNN; an LM head with one stays on oneDNN while the trunk takes the kernel."""
     monkeypatch.setattr(fastgpt2, "_ONEDNN", True)
     monkeypatch.setattr(fastgpt2, "_onednn_rows", set())
-    monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", True)
+    switch(monkeypatch, True)
     model = tiny_lm(seed=57, n_embd=64, n_head=4)
     ids, mask = left_padded(seed=58)
     tok = torch.randint(2, V, (ids.shape[0],), generator=torch.Generator().manual_seed(59))
@@ -315,15 +324,47 @@ def test_a_decode_wider_than_the_matmul_tiles_attends_with_the_kernel(monkeypatc
     reps = -(-(cpukernel.max_rows() + 1) // ids.shape[0])
     ids, mask = ids.repeat(reps, 1), mask.repeat(reps, 1)
     new = torch.randint(2, V, (ids.shape[0], 4), generator=torch.Generator().manual_seed(63))
-    monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", True)
+    switch(monkeypatch, True)
     on = fastgpt2.Decoder(model, ids, mask, max_new_tokens=5)
-    monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", False)
+    switch(monkeypatch, False)
     off = fastgpt2.Decoder(model, ids, mask, max_new_tokens=5)
     if on.layers is None:
         pytest.skip(f"this CPU's rule does not pack a {ids.shape[0]}-row decode")
     assert on.attend and not on.kernel and not off.attend
     for t in range(new.shape[1]):
         torch.testing.assert_close(on.step(new[:, t]), off.step(new[:, t]), atol=1e-5, rtol=1e-5)
+
+
+@needs_kernel
+@needs_packing
+def test_with_the_matmul_kernels_off_the_others_still_run(monkeypatch: pytest.MonkeyPatch, lib: object) -> None:
+    """The rule of an Intel CPU under ``auto`` (:func:`fastgpt2.prefer_decode_kernel` false,
+    :func:`fastgpt2.prefer_kernels` true): the decode multiplies on oneDNN and attends in the kernel,
+    giving the all-off decoder's logits; the GELU runs in the kernel and the weight gradient in ATen."""
+    monkeypatch.setattr(fastgpt2, "_ONEDNN", True)
+    monkeypatch.setattr(fastgpt2, "_onednn_rows", set())
+    model = tiny_lm(seed=64, n_embd=64, n_head=4)
+    ids, mask = left_padded(seed=65)
+    new = torch.randint(2, V, (ids.shape[0], 4), generator=torch.Generator().manual_seed(66))
+    switch(monkeypatch, True, matmuls=False)
+    assert fastgpt2.kernels_in_use() and not fastgpt2.matmul_kernels_in_use()
+    split = fastgpt2.Decoder(model, ids, mask, max_new_tokens=5)
+    x = torch.randn(6, 40, requires_grad=True)
+    assert "KernelGelu" in type(fastgpt2._ACTIVATIONS["gelu_new"](x).grad_fn).__name__
+    calls = counted(monkeypatch, "weight_grad")
+    up, x64 = torch.randn(200, 128), torch.randn(200, 64)
+    fastgpt2._linear_grads(up, x64, torch.randn(64, 128), True, need_x=False, need_w=True, need_b=False, onednn=False)
+    assert calls == []
+    switch(monkeypatch, True)  # the same call with the matmuls' kernels on takes the kernel where it can
+    fastgpt2._linear_grads(up, x64, torch.randn(64, 128), True, need_x=False, need_w=True, need_b=False, onednn=False)
+    assert calls == ([1] if cpukernel.weight_grad_takes(x64, up) else [])
+    switch(monkeypatch, False)
+    off = fastgpt2.Decoder(model, ids, mask, max_new_tokens=5)
+    if split.layers is None:
+        pytest.skip(f"this CPU's rule does not pack a {ids.shape[0]}-row decode")
+    assert split.attend and not split.kernel and split.blocks is None and not off.attend
+    for t in range(new.shape[1]):
+        torch.testing.assert_close(split.step(new[:, t]), off.step(new[:, t]), atol=1e-5, rtol=1e-5)
 
 
 @needs_avx512
@@ -384,12 +425,12 @@ def test_training_forwards_take_the_kernels_gelu_where_it_runs(monkeypatch: pyte
     """GPT-2's activation goes to the kernel under the rule, and to ATen where the rule is off or
     the tensor is not one the kernel reads (fp64, not contiguous); both give ATen's values."""
     x = torch.randn(6, 40)
-    monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", True)
+    switch(monkeypatch, True)
     y = fastgpt2._ACTIVATIONS["gelu_new"](x.requires_grad_(True))
     assert y.grad_fn is not None and "KernelGelu" in type(y.grad_fn).__name__
     ys = fastgpt2._ACTIVATIONS["gelu_new"](x.detach().t())  # not contiguous
     assert torch.equal(ys, torch.nn.functional.gelu(x.detach().t(), approximate="tanh"))
-    monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", False)
+    switch(monkeypatch, False)
     z = fastgpt2._ACTIVATIONS["gelu_new"](x)
     assert "KernelGelu" not in type(z.grad_fn).__name__
     torch.testing.assert_close(y, z, atol=1e-6, rtol=1e-5)
@@ -501,7 +542,7 @@ def test_training_forwards_attend_in_the_kernel_where_it_runs(monkeypatch: pytes
     P = 6 if shared else 0
     results = []
     for on in (True, False):
-        monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", on)
+        switch(monkeypatch, on)
         model.zero_grad()
         h = fastgpt2.hidden_states(model.transformer, ids, mask, prefix_len=P, start=max(P - 1, 0))
         (h * torch.linspace(-1, 1, h.shape[-1])).sum().backward()
@@ -516,9 +557,9 @@ def test_training_forwards_attend_in_the_kernel_where_it_runs(monkeypatch: pytes
 @needs_kernel
 def test_the_attention_routes_to_the_kernel_only_under_the_rule(monkeypatch: pytest.MonkeyPatch, lib: object) -> None:
     q, k, v = (t.requires_grad_(True) for t in (t.clone() for t in qkv_views(2, 2, 9, 9, 16, seed=5)))
-    monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", True)
+    switch(monkeypatch, True)
     assert "KernelAttention" in type(fastgpt2._attention(q, k, v, None, 0.25).grad_fn).__name__
-    monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", False)
+    switch(monkeypatch, False)
     assert "KernelAttention" not in type(fastgpt2._attention(q, k, v, None, 0.25).grad_fn).__name__
 
 
@@ -574,7 +615,7 @@ def test_a_sampling_step_scores_the_token_before_top_p_on_either_path(monkeypatc
     filtered = _filter_logits(logits, top_p=0.8, top_k=0)
     results = []
     for on in (True, False):
-        monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", on)
+        switch(monkeypatch, on)
         results.append(_sample_step(logits, filtered, torch.Generator().manual_seed(5), scored=True))
     (tok_on, lp_on), (tok_off, lp_off) = results
     assert torch.equal(tok_on, tok_off) and bool(torch.isfinite(filtered.gather(1, tok_on[:, None])).all())
@@ -606,7 +647,7 @@ def test_the_logprob_entropy_kernel_and_its_backward_match_atens(monkeypatch: py
     calls = counted(monkeypatch, "logprob_entropy")
     results = []
     for on in (True, False):
-        monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", on)
+        switch(monkeypatch, on)
         zz = z.clone().requires_grad_(True)
         lp, ent = fastgpt2.logprobs_and_entropy(zz, y)
         assert ent is not None and len(calls) == 1  # the kernel's forward ran under the rule only
@@ -655,7 +696,7 @@ def test_a_training_matmul_takes_its_weight_gradient_from_the_kernel_where_it_ru
     calls = counted(monkeypatch, "weight_grad")
     grads = []
     for on in (True, False):
-        monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", on)
+        switch(monkeypatch, on)
         _, gw, _ = fastgpt2._linear_grads(up, x, w, conv1d, need_x=False, need_w=True, need_b=False, onednn=False)
         grads.append(gw)
     assert len(calls) == 1 and grads[0] is not None and grads[1] is not None

@@ -497,7 +497,7 @@ def test_the_one_token_step_computes_what_the_general_forward_does(monkeypatch: 
     weights, left-padded prompts: the same logits and hidden states, bit for bit, at every step (both on
     oneDNN: the compiled kernel's step is checked in test_cpukernel.py, to rounding)."""
     monkeypatch.setattr(fastgpt2, "_ONEDNN", True)
-    monkeypatch.setattr(fastgpt2, "_DECODE_KERNEL", False)
+    monkeypatch.setattr(fastgpt2, "_KERNELS", False)
     monkeypatch.setattr(fastgpt2, "_onednn_rows", set())
     model = tiny_lm(seed=41, n_embd=64, n_head=4)
     model.config.activation_function = act
