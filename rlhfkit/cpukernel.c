@@ -3,7 +3,8 @@
  * skinny_linear: out[M, N] = x[M, K] @ W + bias (+ residual) (optionally its tanh GELU), M small (a
  * decode step: one token per row), W in the blocked layout oneDNN's reorder gives a decode weight:
  * (ceil(N / Y), K, Y) floats, Y output columns innermost, zeros past N in the last block.
- * skinny_linear512 is the same product for up to 128 rows on blocks of 64 with AVX-512, and
+ * skinny_linear512 is the same product for up to 128 rows on blocks of 64 with AVX-512 (linear_rows
+ * picks the form: the AVX-512 one on blocks of 64 wherever the CPU has it), and
  * decode_attention a step's attention over the KV cache, attention_forward and attention_backward
  * the causal attention of training forwards over whole sequences. rlhfkit/cpukernel.py compiles this file
  * with the system C compiler on first use and calls it through ctypes; see that module for why.
@@ -728,10 +729,13 @@ int sample_rows(const float *z, long ld, int B, int V, const double *u, long lon
  * ops cost a dispatch about as long as the small kernels themselves (a layer norm over 64 rows of
  * 256 floats, the copy of the new keys and values into the cache, the wrappers of the matmuls).
  */
-static int linear_rows(const float *x, int M, int K, const float *w, int N, int Y, const float *bias, const float *res,
-                       float *out, int act, float *act_out, int threads) {
-    if (M <= MAX_ROWS) return skinny_linear(x, M, K, w, N, Y, bias, res, out, act, act_out, threads);
-    return skinny_linear512(x, M, K, w, N, Y, bias, res, out, act, act_out, threads);
+/* A decode's product on whichever form takes it: the AVX-512 one wherever the CPU has it (``wide``)
+ * and the blocks are 64 wide, at any row count (a CPU whose 512-bit FMAs run at twice the rate of
+ * its 256-bit ones, as AMD's family 26, gains at 4-16 rows too), else the AVX2 one. */
+int linear_rows(const float *x, int M, int K, const float *w, int N, int Y, const float *bias, const float *res,
+                float *out, int act, float *act_out, int wide, int threads) {
+    if (wide && Y == 64) return skinny_linear512(x, M, K, w, N, Y, bias, res, out, act, act_out, threads);
+    return skinny_linear(x, M, K, w, N, Y, bias, res, out, act, act_out, threads);
 }
 
 /* y = (x - mean) / sqrt(var + eps) * g + b over each row of D floats (biased variance, as ATen). */
@@ -761,11 +765,11 @@ static void layer_norm_rows(const float *x, int M, int D, const float *g, const 
  * fc projection); ys the block widths of the four packed weights. */
 int decode_block(const float *x, float *x_attn, float *x_out, float *qkv, float *fc, float *h, float *y, float *act,
                  const float *const *w, const int *ys, float *kv, int T, int t, const unsigned char *invalid,
-                 int ldm, float scale, int B, int D, int H, int F, float eps, int threads) {
+                 int ldm, float scale, int B, int D, int H, int F, float eps, int wide, int threads) {
     int hs = D / H;
     if (B < 1 || D < 8 || H < 1 || D % H || hs % 8 || F < 1 || t < 0 || t >= T || threads < 1) return -1;
     layer_norm_rows(x, B, D, w[0], w[1], eps, h, threads);
-    if (linear_rows(h, B, D, w[2], 3 * D, ys[0], w[3], 0, qkv, 0, 0, threads)) return -1;
+    if (linear_rows(h, B, D, w[2], 3 * D, ys[0], w[3], 0, qkv, 0, 0, wide, threads)) return -1;
     for (int b = 0; b < B; b++) /* keys and values into slot t */
         for (int kvi = 0; kvi < 2; kvi++)
             for (int hh = 0; hh < H; hh++)
@@ -776,14 +780,14 @@ int decode_block(const float *x, float *x_attn, float *x_out, float *qkv, float 
     if (decode_attention(qkv, 3 * D, kv, kv + half, (long)T * hs, B, H, hs, t + 1, invalid, ldm, scale, y, D,
                          threads))
         return -1;
-    if (linear_rows(y, B, D, w[4], D, ys[1], w[5], x, x_attn, 0, 0, threads)) return -1;
+    if (linear_rows(y, B, D, w[4], D, ys[1], w[5], x, x_attn, 0, 0, wide, threads)) return -1;
     layer_norm_rows(x_attn, B, D, w[6], w[7], eps, h, threads);
     if (fc) {
-        if (linear_rows(h, B, D, w[8], F, ys[2], w[9], 0, fc, 1, act, threads)) return -1;
-    } else if (linear_rows(h, B, D, w[8], F, ys[2], w[9], 0, act, 1, 0, threads)) {
+        if (linear_rows(h, B, D, w[8], F, ys[2], w[9], 0, fc, 1, act, wide, threads)) return -1;
+    } else if (linear_rows(h, B, D, w[8], F, ys[2], w[9], 0, act, 1, 0, wide, threads)) {
         return -1;
     }
-    return linear_rows(act, B, F, w[10], D, ys[3], w[11], x_attn, x_out, 0, 0, threads);
+    return linear_rows(act, B, F, w[10], D, ys[3], w[11], x_attn, x_out, 0, 0, wide, threads);
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ SOURCE = Path(__file__).with_name("cpukernel.c")
 FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC")
 
 _lib: ctypes.CDLL | None = None
-_wide = False  # the CPU has AVX-512: decodes of up to MAX_ROWS_WIDE rows on blocks of 64 columns
+_wide = False  # the CPU has AVX-512: decodes on blocks of 64 columns take that form, up to MAX_ROWS_WIDE rows
 _tried = False
 _reason = ""
 
@@ -105,10 +105,9 @@ def load(cpu_flags: frozenset[str]) -> ctypes.CDLL | None:
             lib = ctypes.CDLL(str(build()))
             p, i, n, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_float  # pointer, int, long, float
             signatures: dict[str, list[Any]] = {
-                "skinny_linear": [p, i, i, p, i, i, p, p, p, i, p, i],
-                "skinny_linear512": [p, i, i, p, i, i, p, p, p, i, p, i],
+                "linear_rows": [p, i, i, p, i, i, p, p, p, i, p, i, i],
                 "decode_attention": [p, i, p, p, n, i, i, i, i, p, i, f, p, i, i],
-                "decode_block": [p] * 11 + [i, i, p, i, f, i, i, i, i, f, i],
+                "decode_block": [p] * 11 + [i, i, p, i, f, i, i, i, i, f, i, i],
                 "gelu_forward": [p, p, n, i],
                 "gelu_backward": [p, p, p, n, i],
                 # attention: pointers, then the sizes, offset, mask, its row stride, scale, threads
@@ -179,10 +178,10 @@ def _linear(x: Tensor, blocks: Tensor, n_out: int, bias: Tensor | None, residual
     if residual is not None:
         residual = residual.contiguous()
         assert residual.shape == out.shape
-    kernel = _lib.skinny_linear if M <= MAX_ROWS else _lib.skinny_linear512
-    rc = kernel(x.data_ptr(), M, K, blocks.data_ptr(), n_out, blocks.shape[2],
-                None if bias is None else bias.data_ptr(), None if residual is None else residual.data_ptr(),
-                out.data_ptr(), int(gelu), None if act_out is None else act_out.data_ptr(), torch.get_num_threads())
+    rc = _lib.linear_rows(x.data_ptr(), M, K, blocks.data_ptr(), n_out, blocks.shape[2],
+                          None if bias is None else bias.data_ptr(), None if residual is None else residual.data_ptr(),
+                          out.data_ptr(), int(gelu), None if act_out is None else act_out.data_ptr(), int(_wide),
+                          torch.get_num_threads())
     if rc != 0:
         raise ValueError(f"skinny_linear refused rows={M}, in={K}, out={n_out}, block={blocks.shape[2]}")
     return out
@@ -382,7 +381,7 @@ class DecodeBlock:
                                self._ptrs, self._ys, kv.data_ptr(), T, t,
                                None if invalid is None else invalid.data_ptr(),
                                0 if invalid is None else invalid.stride(0), self.scale, B, D, self.n_head, self.F,
-                               self.eps, torch.get_num_threads())
+                               self.eps, int(_wide), torch.get_num_threads())
         if rc != 0:
             raise ValueError(f"decode_block refused rows={B}, width={D}, heads={self.n_head}, slot={t} of {T}")
         return x_out, qkv, x_attn, fc

@@ -56,16 +56,20 @@ def reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, r: torch
 @pytest.mark.parametrize("y", [16, 32, 48, 64])
 @pytest.mark.parametrize(("rows", "n_in", "n_out"), [(1, 64, 64), (5, 100, 97), (16, 300, 200), (7, 513, 130),
                                                      (12, 768, 33)])
-def test_the_kernel_multiplies_blocked_weights(lib: object, y: int, rows: int, n_in: int, n_out: int) -> None:
+def test_the_kernel_multiplies_blocked_weights(monkeypatch: pytest.MonkeyPatch, lib: object, y: int, rows: int,
+                                               n_in: int, n_out: int) -> None:
+    """Both forms where this CPU has both: blocks of 64 take the AVX-512 one on such a CPU (``_wide``)."""
     g = torch.Generator().manual_seed(rows * 1000 + n_in)
     x, w = torch.randn(rows, n_in, generator=g), torch.randn(n_in, n_out, generator=g)
     b, r = torch.randn(n_out, generator=g), torch.randn(rows, n_out, generator=g)
     blocks = blocks_of(w, y)
-    assert cpukernel.takes(x, blocks)
     tol = {"atol": 1e-4 * n_in ** 0.5, "rtol": 1e-5}
-    torch.testing.assert_close(cpukernel.linear(x, blocks, n_out), reference(x, w, None, None), **tol)
-    torch.testing.assert_close(cpukernel.linear(x, blocks, n_out, b), reference(x, w, b, None), **tol)
-    torch.testing.assert_close(cpukernel.linear(x, blocks, n_out, b, r), reference(x, w, b, r), **tol)
+    for wide in sorted({False, cpukernel._wide}):
+        monkeypatch.setattr(cpukernel, "_wide", wide)
+        assert cpukernel.takes(x, blocks)
+        torch.testing.assert_close(cpukernel.linear(x, blocks, n_out), reference(x, w, None, None), **tol)
+        torch.testing.assert_close(cpukernel.linear(x, blocks, n_out, b), reference(x, w, b, None), **tol)
+        torch.testing.assert_close(cpukernel.linear(x, blocks, n_out, b, r), reference(x, w, b, r), **tol)
 
 
 @needs_kernel
