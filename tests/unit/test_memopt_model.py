@@ -254,15 +254,13 @@ def test_update_peak_matches_the_traced_allocations(ckpt: bool, ga: int, G: int,
     # at this shape the LM head holds the peak, except checkpointed without accumulation: there the
     # activations are small, no earlier micro-batch's gradients exist, and the tied embedding's
     # dense gradient at the end of the backward is the worst moment, unless the CPU's matmuls run
-    # on oneDNN (the embedding's gradient is then summed in place, and the head holds the peak), or
-    # the compiled kernel computes the log-softmax and entropy (the head's moment is then lower, and
-    # block 0's recomputed activations hold the peak)
+    # on oneDNN (the embedding's gradient is then summed in place, and the head holds the peak, or,
+    # where the compiled kernel computes the log-softmax and entropy and so lowers the head's moment,
+    # block 0's recomputed activations)
     from rlhfkit.fastgpt2 import kernels_in_use, onednn_in_use
 
-    if peak_phase == "embedding" and kernels_in_use():
-        peak_phase = "trunk"
-    elif peak_phase == "embedding" and onednn_in_use():
-        peak_phase = "head"
+    if peak_phase == "embedding" and onednn_in_use():
+        peak_phase = "trunk" if kernels_in_use() else "head"
     assert phase == peak_phase
     assert abs(predicted - traced) / traced < 0.05, (predicted / 2**20, traced / 2**20)
 
