@@ -327,7 +327,9 @@ static A512 __attribute__((noinline)) void block512(const float *x, int M, int K
     int ntiles = (M + 5) / 6;
     for (int k0 = 0; k0 < K; k0 += KC) {
         int k1 = k0 + KC < K ? k0 + KC : K;
-        const float *pf = k1 < K ? w + (size_t)k1 * 64 : 0; /* the next chunk, fetched by the first tile */
+        /* the next chunk, fetched by the first tile; after the last, the next block's first (blocks lie
+         * one after another, as in the AVX2 form: prefetches past the weight's end do not fault) */
+        const float *pf = w + (size_t)k1 * 64;
         for (int t = 0, r0 = 0; t < ntiles; t++) {
             int nr = M / ntiles + (t < M % ntiles);
             const float *xa = x + (size_t)r0 * K, *wb = w + (size_t)k0 * 64;
