@@ -12,7 +12,7 @@ products with a softmax between, and training forwards take the GELU and its bac
 and their causal attention over whole sequences (forward and backward; SDPA's CPU flash kernel
 calls the BLAS once per block of 32 queries, which at these sequence lengths costs more than the
 products).
-benchmarks/NOTES_grpo_vs_trl.md (changes 23, 25–28) and NOTES_ppo_vs_trl.md (changes 29–34) have
+benchmarks/NOTES_grpo_vs_trl.md (changes 23, 25–28) and NOTES_ppo_vs_trl.md (changes 29–36) have
 the measurements and the rules :func:`rlhfkit.fastgpt2.prefer_kernels` (the kernels that replace
 ATen's loops: any CPU the library builds for) and :func:`rlhfkit.fastgpt2.prefer_decode_kernel`
 (the matmuls: AMD CPUs, where they were measured against oneDNN) follow.

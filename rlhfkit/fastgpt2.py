@@ -65,7 +65,7 @@ class _KernelGelu(torch.autograd.Function):
 def _tanh_gelu(x: Tensor) -> Tensor:
     """GPT-2's GELU: in the compiled kernel where it runs in this process (:func:`kernels_in_use`),
     else ATen's, which computes about one element a nanosecond on the CPUs measured."""
-    if kernels_in_use() and cpukernel.gelu_takes(x):
+    if kernels_for(x) and cpukernel.gelu_takes(x):
         return cast(Tensor, _KernelGelu.apply(x))
     return F.gelu(x, approximate="tanh")
 
@@ -236,13 +236,17 @@ def _kernel_setting(value: str) -> str:
     return value
 
 
-def prefer_kernels(setting: str | None = None) -> bool:
+def prefer_kernels(setting: str | None = None, flags: frozenset[str] | None = None) -> bool:
     """Whether the compiled kernels that stand in for ATen's own loops run (:func:`kernels_in_use`
     lists them: attention, sampling, the GELU, log-probs with entropy): ``RLHFKIT_CPU_DECODE_KERNEL``
-    ``auto`` (the default) or ``1`` on any CPU the library builds for (AVX2 and FMA), ``0`` never.
-    They replace the same ATen and SDPA code whatever the CPU's vendor, not a vendor's BLAS, so no
-    vendor is left out; the matmuls' kernels follow :func:`prefer_decode_kernel`."""
-    return _kernel_setting(os.environ.get("RLHFKIT_CPU_DECODE_KERNEL", "auto") if setting is None else setting) != "0"
+    ``1``, or ``auto`` (the default) on any CPU the library builds for (``flags`` with AVX2 and FMA;
+    elsewhere, an ARM machine say, nothing is tried and nothing said), ``0`` never. They replace the
+    same ATen and SDPA code whatever the CPU's vendor, not a vendor's BLAS, so no vendor is left out;
+    the matmuls' kernels follow :func:`prefer_decode_kernel`."""
+    setting = _kernel_setting(os.environ.get("RLHFKIT_CPU_DECODE_KERNEL", "auto") if setting is None else setting)
+    if setting != "auto":
+        return setting == "1"
+    return {"avx2", "fma"} <= (cpu_flags() if flags is None else flags)
 
 
 def prefer_decode_kernel(setting: str | None = None, vendor: str | None = None, avx512: bool | None = None) -> bool:
@@ -393,7 +397,8 @@ def _linear_grads(g: Tensor, x: Tensor, weight: Tensor, conv1d: bool, need_x: bo
             gx = g.mm(weight.t()) if conv1d else g.mm(weight)
     if need_w:  # (in, out) x^T g for a Conv1D weight, (out, in) g^T x for a Linear one
         a, b = (x, g) if conv1d else (g, x)
-        gw = cpukernel.weight_grad(a, b) if matmul_kernels_in_use() and cpukernel.weight_grad_takes(a, b) else a.t().mm(b)
+        kernel = a.device.type == "cpu" and matmul_kernels_in_use() and cpukernel.weight_grad_takes(a, b)
+        gw = cpukernel.weight_grad(a, b) if kernel else a.t().mm(b)
     if need_b:
         gb = g.sum(0)
     return gx, gw, gb
@@ -575,6 +580,12 @@ def kernels_in_use() -> bool:
     return _KERNELS and cpukernel.load(cpu_flags()) is not None
 
 
+def kernels_for(t: Tensor) -> bool:
+    """:func:`kernels_in_use` for work on ``t``: only a CPU tensor asks, so that a CUDA run never
+    builds the library nor reports that it could not."""
+    return t.device.type == "cpu" and kernels_in_use()
+
+
 def matmul_kernels_in_use() -> bool:
     """The compiled kernels also run matmuls in this process (:func:`prefer_decode_kernel`): the
     decode's (up to :func:`rlhfkit.cpukernel.max_rows`, :func:`_kernel_decodes`) and the training
@@ -700,7 +711,7 @@ def _attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: floa
     is True (it never lets a query see a later key). In the compiled kernel where it runs in this
     process (:func:`kernels_in_use`) and takes the shapes; else SDPA, whose CPU flash kernel calls the
     BLAS once per block of 32 queries (``benchmarks/NOTES_ppo_vs_trl.md``, change 29)."""
-    if kernels_in_use() and cpukernel.sequence_attends(q, k, v):
+    if kernels_for(q) and cpukernel.sequence_attends(q, k, v):
         if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
             return cast(Tensor, _KernelAttention.apply(q, k, v, mask, scale, offset))
         return cpukernel.attention_forward(q, k, v, mask, scale, offset)[0]
@@ -1064,7 +1075,7 @@ class _LogprobsEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, z: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         ctx.z_dtype = z.dtype
-        ctx.kernel = kernels_in_use() and cpukernel.rows_take(z)
+        ctx.kernel = kernels_for(z) and cpukernel.rows_take(z)
         if ctx.kernel:  # one pass per row (the same saved tensors)
             logp, p, lp, ent = cpukernel.logprob_entropy(z, y)
             ctx.save_for_backward(logp, p, ent, y)

@@ -563,11 +563,11 @@ def _sample_step(logits: torch.Tensor, filtered: torch.Tensor, generator: torch.
     """One token per row drawn from ``filtered`` (B, V) (``logits`` after top-k / top-p, or the same
     tensor), and with ``scored`` its log-probability under ``logits`` (before filtering).
 
-    Where the compiled kernels run (:func:`rlhfkit.fastgpt2.kernels_in_use`) one pass per row draws
+    Where the compiled kernels run (:func:`rlhfkit.fastgpt2.kernels_for`) one pass per row draws
     the token and takes its log-softmax (:func:`rlhfkit.cpukernel.sample`: the same inverse CDF as
     :func:`_draw`, from the same uniform); else a softmax, :func:`_draw` and a log-softmax.
     """
-    if fastgpt2.kernels_in_use() and cpukernel.samples(filtered):
+    if fastgpt2.kernels_for(filtered) and cpukernel.samples(filtered):
         u = torch.rand(filtered.shape[0], 1, generator=generator, dtype=torch.float64)
         tok, logprob = cpukernel.sample(filtered, u)
         if not scored:

@@ -187,9 +187,31 @@ def test_the_kernel_rule_and_setting() -> None:
     assert not fastgpt2.prefer_decode_kernel("0", "AuthenticAMD", False)
     with pytest.raises(ValueError, match="RLHFKIT_CPU_DECODE_KERNEL"):
         fastgpt2.prefer_decode_kernel("yes")
-    assert fastgpt2.prefer_kernels("auto") and fastgpt2.prefer_kernels("1") and not fastgpt2.prefer_kernels("0")
+    x86, arm = frozenset({"avx2", "fma", "sse4_2"}), frozenset({"neon", "asimd"})
+    assert fastgpt2.prefer_kernels("auto", x86) and not fastgpt2.prefer_kernels("auto", arm)
+    assert fastgpt2.prefer_kernels("1", arm) and not fastgpt2.prefer_kernels("0", x86)
     with pytest.raises(ValueError, match="RLHFKIT_CPU_DECODE_KERNEL"):
         fastgpt2.prefer_kernels("yes")
+
+
+def test_work_off_the_cpu_never_builds_the_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CUDA run's GELU, attention and weight gradients (here on the meta device) take ATen's path
+    without asking for the library, so a GPU image without a C compiler builds nothing and says
+    nothing about it."""
+    monkeypatch.setattr(fastgpt2, "_KERNELS", True)
+    monkeypatch.setattr(fastgpt2, "_MATMUL_KERNELS", True)
+    asked: list[int] = []
+    monkeypatch.setattr(cpukernel, "load", lambda flags: asked.append(1))
+    x = torch.empty(6, 40, device="meta")
+    assert fastgpt2._ACTIVATIONS["gelu_new"](x).device.type == "meta"
+    q = torch.empty(2, 2, 9, 16, device="meta")
+    assert fastgpt2._attention(q, q, q, None, 0.25).shape == q.shape
+    _, gw, _ = fastgpt2._linear_grads(torch.empty(8, 32, device="meta"), torch.empty(8, 16, device="meta"),
+                                      torch.empty(16, 32, device="meta"), True, need_x=False, need_w=True,
+                                      need_b=False, onednn=False)
+    assert gw is not None and gw.shape == (16, 32)
+    assert not fastgpt2.kernels_for(x) and asked == []
+    assert fastgpt2.kernels_for(torch.empty(2)) is False and asked == [1]  # a CPU tensor asks (and here gets None)
 
 
 def test_without_a_compiler_decoding_stays_on_onednn(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
