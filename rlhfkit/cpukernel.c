@@ -524,6 +524,12 @@ static inline float probabilities(float *s, int n16, int seen, const unsigned ch
     return hsum8(tot);
 }
 
+/* The sizes attention_forward and attention_backward take. */
+static int attention_takes(int B, int H, int Tq, int Tk, int hs, int off, int threads) {
+    return B >= 1 && H >= 1 && Tq >= 1 && Tk >= 1 && Tq <= ATT_MAX_T && Tk <= ATT_MAX_T && off >= 0 && hs >= 16
+           && hs % 16 == 0 && hs <= 256 && threads >= 1;
+}
+
 /* st: strides (batch, head, position) of q, k, v, o in that order; the last dimension is contiguous.
  * lse (B, H, Tq) contiguous, or NULL. mask: NULL, or bytes at mask + b * mask_sb + i * Tk + j.
  * Returns 0, -1 for arguments it does not take (then it writes nothing), -2 where it could not
@@ -531,9 +537,7 @@ static inline float probabilities(float *s, int n16, int seen, const unsigned ch
 int attention_forward(const float *q, const float *k, const float *v, float *o, float *lse, const long *st, int B,
                       int H, int Tq, int Tk, int hs, int off, const unsigned char *mask, long mask_sb, float scale,
                       int threads) {
-    if (B < 1 || H < 1 || Tq < 1 || Tk < 1 || Tq > ATT_MAX_T || Tk > ATT_MAX_T || off < 0 || hs < 16 || hs % 16
-        || hs > 256 || threads < 1)
-        return -1;
+    if (!attention_takes(B, H, Tq, Tk, hs, off, threads)) return -1;
     int nk = up16(Tk), failed = 0;
 #pragma omp parallel num_threads(threads)
     {
@@ -580,9 +584,7 @@ int attention_forward(const float *q, const float *k, const float *v, float *o, 
 int attention_backward(const float *q, const float *k, const float *v, const float *o, const float *dout,
                        const float *lse, float *dq, float *dk, float *dv, const long *st, int B, int H, int Tq,
                        int Tk, int hs, int off, const unsigned char *mask, long mask_sb, float scale, int threads) {
-    if (B < 1 || H < 1 || Tq < 1 || Tk < 1 || Tq > ATT_MAX_T || Tk > ATT_MAX_T || off < 0 || hs < 16 || hs % 16
-        || hs > 256 || threads < 1)
-        return -1;
+    if (!attention_takes(B, H, Tq, Tk, hs, off, threads)) return -1;
     int nk = up16(Tk), failed = 0;
     size_t scratch = (size_t)2 * hs * nk + (size_t)2 * Tq * nk + (size_t)Tq;
 #pragma omp parallel num_threads(threads)

@@ -183,7 +183,7 @@ def _linear(x: Tensor, blocks: Tensor, n_out: int, bias: Tensor | None, residual
                           out.data_ptr(), int(gelu), None if act_out is None else act_out.data_ptr(), int(_wide),
                           torch.get_num_threads())
     if rc != 0:
-        raise ValueError(f"skinny_linear refused rows={M}, in={K}, out={n_out}, block={blocks.shape[2]}")
+        raise ValueError(f"linear_rows refused rows={M}, in={K}, out={n_out}, block={blocks.shape[2]}")
     return out
 
 

@@ -228,9 +228,10 @@ def prefer_packed_skinny(setting: str | None = None, vendor: str | None = None, 
     return vendor == "GenuineIntel" and (cpu_has_avx512() if avx512 is None else avx512)
 
 
-def _kernel_setting(value: str) -> str:
-    """``RLHFKIT_CPU_DECODE_KERNEL``: ``auto`` (the default), ``1`` or ``0``; anything else is refused."""
-    value = value.strip().lower()
+def _kernel_setting(value: str | None) -> str:
+    """``value``, or where None ``RLHFKIT_CPU_DECODE_KERNEL``: ``auto`` (the default), ``1`` or ``0``;
+    anything else is refused."""
+    value = (os.environ.get("RLHFKIT_CPU_DECODE_KERNEL", "auto") if value is None else value).strip().lower()
     if value not in ("auto", "0", "1"):
         raise ValueError(f"RLHFKIT_CPU_DECODE_KERNEL must be auto, 0 or 1, not {value!r}")
     return value
@@ -243,7 +244,7 @@ def prefer_kernels(setting: str | None = None, flags: frozenset[str] | None = No
     elsewhere, an ARM machine say, nothing is tried and nothing said), ``0`` never. They replace the
     same ATen and SDPA code whatever the CPU's vendor, not a vendor's BLAS, so no vendor is left out;
     the matmuls' kernels follow :func:`prefer_decode_kernel`."""
-    setting = _kernel_setting(os.environ.get("RLHFKIT_CPU_DECODE_KERNEL", "auto") if setting is None else setting)
+    setting = _kernel_setting(setting)
     if setting != "auto":
         return setting == "1"
     return {"avx2", "fma"} <= (cpu_flags() if flags is None else flags)
@@ -258,7 +259,7 @@ def prefer_decode_kernel(setting: str | None = None, vendor: str | None = None, 
     changes 23 and 25; NOTES_ppo_vs_trl.md, change 33); an Intel CPU's matmuls stay with oneDNN and
     MKL until measured there. ``avx512`` is taken for the signature the other rules share and does
     not change the answer."""
-    setting = _kernel_setting(os.environ.get("RLHFKIT_CPU_DECODE_KERNEL", "auto") if setting is None else setting)
+    setting = _kernel_setting(setting)
     if setting != "auto":
         return setting == "1"
     return (cpu_vendor() if vendor is None else vendor) == "AuthenticAMD"
@@ -721,12 +722,6 @@ def _attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: floa
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
 
-def _causal_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float) -> Tensor:
-    """Attention over a causal sequence, with the explicit ``mask`` of :func:`_padding_mask` where
-    padding needs one (:func:`_attention`)."""
-    return _attention(q, k, v, mask, scale)
-
-
 def shared_prefix(input_ids: Tensor, attention_mask: Tensor, prefix_len: int) -> tuple[Tensor, Tensor] | None:
     """Which rows share their first ``prefix_len`` columns: ``(rep, inverse)`` or None when none do.
 
@@ -801,7 +796,7 @@ def hidden_states(transformer: Module, input_ids: Tensor, attention_mask: Tensor
                                                scale=scale)  # (B, H, 1, hs)
             x = _mlp(block, _attn_out(block, x[rows, at].unsqueeze(1), y), act, eps)[:, 0]  # (B, D)
             break
-        y = _causal_attention(q, k, v, mask, scale)
+        y = _attention(q, k, v, mask, scale)
         x = _mlp(block, _attn_out(block, x, y), act, eps)
     if at is None and start:
         x = x[:, start:]
@@ -858,7 +853,7 @@ def _shared_hidden_states(transformer: Module, input_ids: Tensor, attention_mask
             x = x.index_select(0, idx) + _conv1d(y.reshape(B, D), block.attn.c_proj)
             x = _mlp(block, x, act, eps)  # (B, D)
             return F.layer_norm(x, (D,), transformer.ln_f.weight, transformer.ln_f.bias, eps)
-        yp = _causal_attention(heads(q, 0, U, P), heads(k, 0, U, P), heads(v, 0, U, P), prompt_mask, scale)
+        yp = _attention(heads(q, 0, U, P), heads(k, 0, U, P), heads(v, 0, U, P), prompt_mask, scale)
         yr = _attention(heads(q, n_p, B, R), keys, values, later_mask, scale, offset=P)
         y = torch.cat([yp.transpose(1, 2).reshape(n_p, D), yr.transpose(1, 2).reshape(B * R, D)])
         x = _mlp(block, x + _conv1d(y, block.attn.c_proj), act, eps)
@@ -1018,7 +1013,7 @@ def sampled_hidden_states(transformer: Module, acts: SamplingActivations) -> Ten
         scale = _scaling(block.attn, i)
         keys = torch.cat([heads(k, 0, U, P).index_select(0, inverse), heads(k, n_p, B, R)], 2)  # (B, H, P + R, hs)
         values = torch.cat([heads(v, 0, U, P).index_select(0, inverse), heads(v, n_p, B, R)], 2)
-        yp = _causal_attention(heads(q, 0, U, P), heads(k, 0, U, P), heads(v, 0, U, P), prompt_mask, scale)
+        yp = _attention(heads(q, 0, U, P), heads(k, 0, U, P), heads(v, 0, U, P), prompt_mask, scale)
         yr = _attention(heads(q, n_p, B, R), keys, values, later_mask, scale, offset=P)
         y = torch.cat([yp.transpose(1, 2).reshape(n_p, D), yr.transpose(1, 2).reshape(B * R, D)])
         x = _Precomputed.apply(y, block.attn.c_proj.weight, block.attn.c_proj.bias, x, acts.attn[i], True)
